@@ -1,0 +1,190 @@
+"""`hwnas`: the command line. Thin: every command is one library call."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+import click
+
+from hwnas_deploy.errors import HwnasError
+
+
+def _table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return "" if v is None else str(v)
+
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hwnas-deploy")
+def cli() -> None:
+    """Hardware-aware NAS that ends on real devices."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the spaces' parameters as JSON.")
+def spaces(as_json: bool) -> None:
+    """List the search spaces."""
+    from hwnas_deploy.spaces import get_space, space_names
+
+    described = [get_space(n).describe() for n in space_names()]
+    if as_json:
+        click.echo(json.dumps(described, indent=2))
+        return
+    rows = [
+        {
+            "space": d["name"],
+            "genes": d["genes"],
+            "parameters": ", ".join(f"{k}{'[' + str(p['length']) + ']' if p['length'] > 1 else ''}"
+                                    for k, p in d["params"].items()),
+        }
+        for d in described
+    ]
+    click.echo(_table(rows, ["space", "genes", "parameters"]))
+
+
+@cli.command()
+@click.option("--space", "space_name", required=True, help="Search space name (see `hwnas spaces`).")
+@click.option("-n", "count", default=1, show_default=True, help="How many distinct sub-networks.")
+@click.option("--seed", default=0, show_default=True)
+def sample(space_name: str, count: int, seed: int) -> None:
+    """Print random sub-network configs (one JSON per line) with their MACs, params and peak SRAM."""
+    from hwnas_deploy.spaces import get_space
+
+    sp = get_space(space_name)
+    for cfg in sp.sample_unique(count, seed):
+        click.echo(
+            json.dumps(
+                {
+                    "config": cfg,
+                    "hash": sp.config_hash(cfg),
+                    "macs": sp.macs(cfg),
+                    "params": sp.params_count(cfg),
+                    "peak_activation_bytes_int8": sp.peak_activation_bytes(cfg),
+                }
+            )
+        )
+
+
+@cli.command()
+def devices() -> None:
+    """List the device profiles found (./device_profiles, $HWNAS_PROFILE_DIRS, the shipped ones)."""
+    from hwnas_deploy.devices import available_profiles, load_profile
+
+    rows = []
+    for name, path in available_profiles().items():
+        try:
+            p = load_profile(path)
+            rows.append({"device": name, "kind": p.kind, "runtimes": ",".join(p.runtimes), "profile": str(path)})
+        except HwnasError as exc:
+            rows.append({"device": name, "kind": "INVALID", "runtimes": str(exc), "profile": str(path)})
+    click.echo(_table(rows, ["device", "kind", "runtimes", "profile"]))
+
+
+@cli.command()
+@click.option("--space", "space_name", required=True)
+@click.option("--config", "config_text", required=True, help="Config as JSON, or @file.json.")
+@click.option("--format", "fmt", required=True, help="onnx | tflite | tflite-int8 | tvm")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--target", default="host", show_default=True, help="tvm only: host | aarch64-linux-gnu")
+@click.option("--batch", default=1, show_default=True)
+@click.option("--no-verify", is_flag=True, help="Skip the comparison with torch.")
+def export(space_name: str, config_text: str, fmt: str, out_dir: str, target: str, batch: int, no_verify: bool) -> None:
+    """Export one sub-network to a deployable artifact (checked against torch)."""
+    from hwnas_deploy.export import export_subnet
+    from hwnas_deploy.spaces import get_space, load_config
+
+    sp = get_space(space_name)
+    art = export_subnet(sp, load_config(config_text), fmt, out_dir, target=target, batch=batch, verify=not no_verify)
+    click.echo(json.dumps({k: art.to_dict()[k] for k in ("format", "path", "sha256", "target", "max_abs_error",
+                                                         "export_seconds")}))
+
+
+@cli.command(name="profile")
+@click.option("--device", required=True, help="Device profile name or YAML path (see `hwnas devices`).")
+@click.option("--space", "space_name", required=True)
+@click.option("--samples", default=20, show_default=True, help="Number of distinct sub-networks.")
+@click.option("--runtime", required=True, help="onnxruntime | tflite | tflite-int8 | tvm")
+@click.option("--db", default=None, help="Store: a SQLite path or database URL [$HWNAS_DB or hwnas.sqlite].")
+@click.option("--seed", default=0, show_default=True, help="Sub-networks are drawn from this seed.")
+@click.option("--threads", type=int, default=None, help="Override the profile's thread count.")
+@click.option("--batch", type=int, default=None, help="Override the profile's batch size.")
+@click.option("--force", is_flag=True, help="Measure again what the store already has.")
+@click.option("--artifacts", default=None, help="Folder for exported artifacts [beside the database].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def profile_cmd(device, space_name, samples, runtime, db, seed, threads, batch, force, artifacts, quiet) -> None:
+    """Measure sub-networks of a space on a device and store the results (resumable)."""
+    from hwnas_deploy.profiling import profile
+    from hwnas_deploy.store import Store
+
+    with Store(db) as store:
+        report = profile(
+            device, space_name, samples, runtime, store, seed=seed, threads=threads, batch=batch,
+            force=force, artifacts_dir=artifacts, progress=not quiet,
+        )
+    click.echo(report.line() + f"; store: {store.url}")
+    if report.interrupted:
+        click.echo("interrupted: finished measurements are stored; run the same command again to resume", err=True)
+        sys.exit(130)
+    if report.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--db", default=None, help="Store: a SQLite path or database URL [$HWNAS_DB or hwnas.sqlite].")
+@click.option("--device", default=None)
+@click.option("--space", "space_name", default=None)
+@click.option("--runtime", default=None)
+@click.option("--rows", is_flag=True, help="One row per measurement instead of a summary per group.")
+@click.option("--json", "as_json", is_flag=True)
+def show(db, device, space_name, runtime, rows, as_json) -> None:
+    """Show what the store holds."""
+    from hwnas_deploy.store import Store
+
+    with Store(db) as store:
+        if rows or device or space_name or runtime:
+            data = store.measurements(device=device, space=space_name, runtime=runtime)
+            for r in data:
+                r.pop("samples_ms")
+            cols = ["device", "space", "config_hash", "runtime", "threads", "batch", "median_ms", "p90_ms",
+                    "iqr_ms", "n", "macs"]
+        else:
+            data = store.overview()
+            cols = ["device", "space", "runtime", "threads", "batch", "subnets", "min_ms", "median_ms", "max_ms"]
+        if as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        elif not data:
+            click.echo(f"{store.url}: no measurements")
+        else:
+            click.echo(_table(data, cols))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="hwnas", standalone_mode=False)
+    except HwnasError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

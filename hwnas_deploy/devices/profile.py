@@ -1,0 +1,127 @@
+"""Device profiles: one YAML file per device in `device_profiles/`.
+
+    name: local-cpu
+    kind: server                     # server | mcu-serial | android-adb | tvm-rpc
+    runtimes: [onnxruntime, tvm]
+    connection: {}                   # kind-specific (serial URL, adb serial, tracker address)
+    hardware: {core: ..., threads: 2}
+    measurement: {threads: 1, batch: 1, warmup: 10, min_repeats: 20, ...}
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hwnas_deploy.errors import ConfigError, UnknownNameError
+from hwnas_deploy.measure import MeasureSettings
+from hwnas_deploy.runtimes import RUNTIMES
+
+KINDS = ("server", "mcu-serial", "android-adb", "tvm-rpc")
+PROFILE_DIRS_ENV = "HWNAS_PROFILE_DIRS"
+_TOP_KEYS = {"name", "kind", "description", "runtimes", "connection", "hardware", "measurement"}
+
+
+@dataclass
+class DeviceProfile:
+    name: str
+    kind: str
+    runtimes: list[str]
+    description: str = ""
+    connection: dict[str, Any] = field(default_factory=dict)
+    hardware: dict[str, Any] = field(default_factory=dict)
+    threads: int = 1
+    batch: int = 1
+    settings: MeasureSettings = field(default_factory=MeasureSettings)
+    path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "runtimes": list(self.runtimes),
+            "connection": self.connection,
+            "hardware": self.hardware,
+            "measurement": {"threads": self.threads, "batch": self.batch, **self.settings.__dict__},
+        }
+
+
+def profile_dirs() -> list[Path]:
+    """Where profiles are looked up: $HWNAS_PROFILE_DIRS (os.pathsep-separated), ./device_profiles,
+    then the profiles shipped beside the package."""
+    dirs = [Path(p) for p in os.environ.get(PROFILE_DIRS_ENV, "").split(os.pathsep) if p]
+    dirs += [Path.cwd() / "device_profiles", Path(__file__).resolve().parents[2] / "device_profiles"]
+    unique: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
+            unique.append(d)
+    return unique
+
+
+def available_profiles() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in profile_dirs():
+        for f in sorted(d.glob("*.yaml")):
+            found.setdefault(f.stem, f)
+    return found
+
+
+def load_profile(name_or_path: str | Path) -> DeviceProfile:
+    """A profile by name (looked up in profile_dirs()) or by the path of its YAML file."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        known = available_profiles()
+        if str(name_or_path) not in known:
+            raise UnknownNameError("device", str(name_or_path), known)
+        path = known[str(name_or_path)]
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read device profile {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+    return parse_profile(data, str(path))
+
+
+def parse_profile(data: Any, where: str) -> DeviceProfile:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a device profile must be a YAML mapping")
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+    for key in ("name", "kind", "runtimes"):
+        if key not in data:
+            raise ConfigError(f"{where}: missing field {key!r}")
+    if data["kind"] not in KINDS:
+        raise ConfigError(f"{where}: kind={data['kind']!r} is not one of {list(KINDS)}")
+    runtimes = data["runtimes"]
+    if not isinstance(runtimes, list) or not runtimes:
+        raise ConfigError(f"{where}: runtimes must be a non-empty list, e.g. [onnxruntime]")
+    for r in runtimes:
+        if r not in RUNTIMES:
+            raise ConfigError(f"{where}: runtimes: unknown runtime {r!r}; known: {sorted(RUNTIMES)}")
+    for key in ("connection", "hardware", "measurement"):
+        if not isinstance(data.get(key, {}), dict):
+            raise ConfigError(f"{where}: {key} must be a mapping")
+    measurement = dict(data.get("measurement", {}))
+    threads, batch = measurement.pop("threads", 1), measurement.pop("batch", 1)
+    for key, value in (("threads", threads), ("batch", batch)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{where}: measurement.{key}={value!r} must be a positive integer")
+    return DeviceProfile(
+        name=str(data["name"]),
+        kind=data["kind"],
+        runtimes=list(runtimes),
+        description=str(data.get("description", "")),
+        connection=dict(data.get("connection", {})),
+        hardware=dict(data.get("hardware", {})),
+        threads=threads,
+        batch=batch,
+        settings=MeasureSettings.from_mapping(measurement, f"{where}: measurement"),
+        path=where,
+    )

@@ -1,0 +1,72 @@
+"""The record every export returns and writes beside its file (``<file>.json``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    #: (scale, zero_point) for quantised tensors
+    quantization: tuple[float, int] | None = None
+
+
+@dataclass
+class Artifact:
+    format: str
+    path: str
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    #: "host" for the build machine, or a cross target such as "aarch64-linux-gnu"
+    target: str = "host"
+    space: str | None = None
+    config: dict[str, Any] | None = None
+    #: max |artifact - torch| on the verification input; None when not verified
+    max_abs_error: float | None = None
+    export_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sidecar(self) -> Path:
+        return Path(self.path + ".json")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Artifact:
+        d = dict(d)
+        for key in ("inputs", "outputs"):
+            d[key] = [
+                TensorSpec(
+                    t["name"], tuple(t["shape"]), t["dtype"], tuple(t["quantization"]) if t.get("quantization") else None
+                )
+                for t in d[key]
+            ]
+        return cls(**d)
+
+    def save(self) -> Path:
+        self.sidecar.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        return self.sidecar
+
+    @classmethod
+    def load(cls, path: str | Path) -> Artifact:
+        path = Path(path)
+        sidecar = path if path.suffix == ".json" else Path(str(path) + ".json")
+        return cls.from_dict(json.loads(sidecar.read_text()))
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,70 @@
+"""Runs inside the LiteRT converter environment (``.venv-litert``), never in the main one.
+
+Why a separate environment: litert-torch 0.10 pins xdsl 0.28, which needs typing-extensions<4.13,
+while apache-tvm-ffi needs >=4.13. pip cannot install both into one environment, and forcing the
+override would leave one of them running outside its declared range. Both environments install
+the same torch==2.13.0, so the ExportedProgram the main process saves loads here unchanged.
+
+Usage: python -m hwnas_deploy.export.litert_worker PROGRAM.pt2 OUT.tflite [--int8 CALIB.npy]
+Prints one JSON line: {"ok": true} or {"ok": false, "error": ..., "op": ...}.
+This module imports only the standard library, numpy, torch and the converter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+
+def convert(program: str, out: str, calib: str | None) -> None:
+    import numpy as np
+    import torch
+
+    import litert_torch
+
+    ep = torch.export.load(program)
+    module = ep.module()
+    example = tuple(torch.zeros(a.shape, dtype=a.dtype) for a in ep.example_inputs[0])
+    float_path = out if calib is None else out + ".fp32.tflite"
+    litert_torch.convert(module, example).export(float_path)
+    if calib is None:
+        return
+
+    from ai_edge_quantizer import quantizer, recipe
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    signatures = Interpreter(model_path=float_path).get_signature_list()
+    key = next(iter(signatures))
+    input_name = signatures[key]["inputs"][0]
+    samples = np.load(calib)
+    q = quantizer.Quantizer(float_path, recipe.static_wi8_ai8())
+    result = q.quantize(q.calibrate({key: [{input_name: s[None]} for s in samples]}))
+    result.export_model(out, overwrite=True)
+    import os
+
+    os.unlink(float_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("program")
+    ap.add_argument("out")
+    ap.add_argument("--int8", metavar="CALIB_NPY")
+    args = ap.parse_args(argv)
+    try:
+        convert(args.program, args.out, args.int8)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as data
+        text = str(exc)
+        match = re.search(r"target=torch\.ops\.([\w.]+)", text) or re.search(r"aten[.:]+\w+", text)
+        op = match.group(1) if match and match.groups() else (match.group(0) if match else None)
+        print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {text[:2000]}", "op": op}))
+        return 1
+    print(json.dumps({"ok": True}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

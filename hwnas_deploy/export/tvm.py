@@ -1,0 +1,65 @@
+"""ONNX -> TVM Relax -> compiled shared library, for this host or cross-compiled.
+
+Cross targets are named by their GNU triple; the library is linked with that triple's gcc
+(Debian `gcc-aarch64-linux-gnu` for aarch64). microTVM is gone upstream, so there is no TVM
+path to a Cortex-M: MCUs use our own firmware runtime instead.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from hwnas_deploy.errors import ExportError, UnsupportedOpError
+from hwnas_deploy.export.onnx import INPUT_NAME
+
+CROSS_TARGETS: dict[str, dict] = {
+    "aarch64-linux-gnu": {
+        "target": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
+        "cc": "aarch64-linux-gnu-gcc",
+        "elf_machine": 183,  # EM_AARCH64
+    },
+}
+TARGETS = ("host", *CROSS_TARGETS)
+
+
+def host_target() -> dict:
+    import tvm
+
+    return {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}
+
+
+def compile_onnx(onnx_path: Path, input_shape: tuple[int, ...], target: str = "host"):
+    """Import an ONNX file into Relax and compile it; returns the TVM executable."""
+    import onnx
+    import tvm
+    import tvm.relax.frontend.onnx as relax_onnx
+
+    if target != "host" and target not in CROSS_TARGETS:
+        raise ExportError(f"unknown TVM target {target!r}; known: {', '.join(TARGETS)}")
+    try:
+        mod = relax_onnx.from_onnx(onnx.load(str(onnx_path)), shape_dict={INPUT_NAME: list(input_shape)})
+    except Exception as exc:  # noqa: BLE001
+        match = re.search(r"not supported[^:]*:\s*([\w, ]+)", str(exc))
+        if match:
+            raise UnsupportedOpError("tvm", match.group(1).strip(), str(exc).splitlines()[0]) from None
+        raise ExportError(f"tvm: importing {onnx_path} into Relax failed: {exc}") from exc
+    spec = host_target() if target == "host" else CROSS_TARGETS[target]["target"]
+    return tvm.compile(mod, target=tvm.target.Target(spec))
+
+
+def to_tvm(onnx_path: Path, input_shape: tuple[int, ...], path: Path, target: str = "host") -> None:
+    executable = compile_onnx(onnx_path, input_shape, target)
+    if target == "host":
+        executable.export_library(str(path))
+        return
+    cc = CROSS_TARGETS[target]["cc"]
+    if shutil.which(cc) is None:
+        raise ExportError(f"tvm: cross-compiling for {target} needs {cc} (apt-get install gcc-{target})")
+    from tvm.support import cc as tvm_cc
+
+    executable.export_library(str(path), fcompile=tvm_cc.cross_compiler(cc))
+    machine = int.from_bytes(path.read_bytes()[18:20], "little")
+    if machine != CROSS_TARGETS[target]["elf_machine"]:
+        raise ExportError(f"tvm: {path} is not a {target} shared object (ELF machine {machine})")

@@ -1,0 +1,134 @@
+"""Profile sub-networks of a space on a device: sample -> export -> deploy -> measure -> store.
+
+Resumable by construction: the sub-networks are drawn from `seed`, and every (device, runtime,
+config, threads, batch) already in the store is skipped (unless `force`). Each measurement is
+committed on its own, so an interrupted run loses only the sub-network in flight; running the
+same call again picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from hwnas_deploy.devices import DeviceProfile, driver_for, load_profile
+from hwnas_deploy.errors import ConfigError, HwnasError
+from hwnas_deploy.export import Artifact, artifact_filename, export_subnet
+from hwnas_deploy.export.artifact import sha256_file
+from hwnas_deploy.runtimes import runtime_info
+from hwnas_deploy.spaces import SearchSpace, get_space
+from hwnas_deploy.store import MeasurementKey, Store
+
+
+@dataclass
+class ProfileReport:
+    planned: int
+    measured: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False
+
+    def line(self) -> str:
+        text = f"measured {len(self.measured)}, already stored {len(self.skipped)}, failed {len(self.failed)}"
+        return text + (f" of {self.planned} (interrupted)" if self.interrupted else f" of {self.planned}")
+
+
+def default_artifacts_dir(store: Store) -> Path:
+    """`artifacts/` beside a SQLite file; a temporary folder for other databases."""
+    database = store.engine.url.database if store.engine.dialect.name == "sqlite" else None
+    if database:
+        return Path(database).parent / "artifacts"
+    return Path(tempfile.gettempdir()) / "hwnas-artifacts"
+
+
+def _cached_artifact(path: Path) -> Artifact | None:
+    """The artifact already at `path`, if its record is there and its file is intact."""
+    try:
+        art = Artifact.load(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return art if path.exists() and sha256_file(path) == art.sha256 else None
+
+
+def profile(
+    device: str | DeviceProfile,
+    space: str | SearchSpace,
+    samples: int,
+    runtime: str,
+    store: Store,
+    *,
+    seed: int = 0,
+    configs: list[Mapping] | None = None,
+    threads: int | None = None,
+    batch: int | None = None,
+    force: bool = False,
+    artifacts_dir: str | Path | None = None,
+    progress: bool = True,
+    on_measured: Callable[[str, dict], None] | None = None,
+) -> ProfileReport:
+    """Measure `samples` sub-networks of `space` (drawn from `seed`, or the given `configs`)."""
+    prof = device if isinstance(device, DeviceProfile) else load_profile(device)
+    sp = space if isinstance(space, SearchSpace) else get_space(space)
+    info = runtime_info(runtime)
+    if runtime not in prof.runtimes:
+        raise ConfigError(f"device {prof.name!r} does not offer runtime {runtime!r}; it offers {prof.runtimes}")
+    if configs is None:
+        if samples < 1:
+            raise ConfigError(f"--samples must be at least 1, got {samples}")
+        configs = sp.sample_unique(samples, seed)
+    threads = threads or prof.threads
+    batch = batch or prof.batch
+    out_dir = Path(artifacts_dir) if artifacts_dir else default_artifacts_dir(store)
+
+    report = ProfileReport(planned=len(configs))
+    todo = []
+    for cfg in configs:
+        cfg = sp.canonical(cfg)
+        key = MeasurementKey(prof.name, sp.name, sp.config_hash(cfg), runtime, threads, batch)
+        if not force and store.has_measurement(key):
+            report.skipped.append(key.config_hash)
+        else:
+            todo.append((key, cfg))
+    if not todo:
+        return report
+
+    driver = driver_for(prof)
+    env = {"device": driver.open(), "runtime": runtime}
+    bar = tqdm(total=len(configs), initial=len(report.skipped), disable=not progress, unit="net", desc=prof.name)
+    try:
+        for key, cfg in todo:
+            bar.set_postfix_str(key.config_hash)
+            try:
+                path = out_dir / artifact_filename(f"{sp.name}-{key.config_hash}-b{batch}", info.format)
+                artifact = _cached_artifact(path) or export_subnet(sp, cfg, info.format, out_dir, batch=batch)
+                handle = driver.deploy(artifact, threads)
+                summary = driver.measure(handle, prof.settings)
+            except HwnasError as exc:
+                report.failed[key.config_hash] = str(exc)
+                bar.write(f"{key.config_hash}: {exc}")
+            else:
+                store.add_measurement(
+                    key,
+                    summary,
+                    device_kind=prof.kind,
+                    device_profile=prof.to_dict(),
+                    config=cfg,
+                    macs=sp.macs(cfg),
+                    params=sp.params_count(cfg),
+                    artifact=artifact,
+                    env=env,
+                )
+                report.measured.append(key.config_hash)
+                if on_measured is not None:
+                    on_measured(key.config_hash, summary.to_dict())
+            bar.update(1)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        bar.close()
+        driver.close()
+    return report

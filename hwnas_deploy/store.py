@@ -1,0 +1,369 @@
+"""The measurement store: every device, sub-network, artifact and measurement, transactionally.
+
+    store = Store("hwnas.sqlite")            # a file path, "sqlite:///x.db", ":memory:",
+    store = Store("postgresql+psycopg://host/lab")   # or any SQLAlchemy URL a lab shares
+
+SQLite is the default (WAL, so readers never block the writer). Each measurement is written in
+one transaction together with the rows it refers to, so a crash loses at most the measurement
+in flight. Measurements are never overwritten: a forced re-measure adds a row, queries take the
+newest per key (device, space, config, runtime, threads, batch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from hwnas_deploy.errors import StoreError
+
+SCHEMA_VERSION = 1
+DEFAULT_DB = "hwnas.sqlite"
+DB_ENV_VAR = "HWNAS_DB"
+
+metadata = sa.MetaData()
+meta_table = sa.Table(
+    "meta", metadata, sa.Column("key", sa.String(64), primary_key=True), sa.Column("value", sa.Text, nullable=False)
+)
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("profile_json", sa.Text, nullable=False),
+    sa.Column("created", sa.String(32), nullable=False),
+)
+subnets = sa.Table(
+    "subnets",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("space", sa.String(64), nullable=False),
+    sa.Column("config_hash", sa.String(32), nullable=False),
+    sa.Column("config_json", sa.Text, nullable=False),
+    sa.Column("macs", sa.BigInteger),
+    sa.Column("params", sa.BigInteger),
+    sa.UniqueConstraint("space", "config_hash"),
+)
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subnet_id", sa.ForeignKey("subnets.id")),
+    sa.Column("format", sa.String(32), nullable=False),
+    sa.Column("target", sa.String(64), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("max_abs_error", sa.Float),
+    sa.Column("export_seconds", sa.Float),
+    sa.Column("meta_json", sa.Text, nullable=False),
+    sa.Column("created", sa.String(32), nullable=False),
+    sa.UniqueConstraint("sha256", "format", "target"),
+)
+measurements = sa.Table(
+    "measurements",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.ForeignKey("devices.id"), nullable=False),
+    sa.Column("subnet_id", sa.ForeignKey("subnets.id"), nullable=False),
+    sa.Column("artifact_id", sa.ForeignKey("artifacts.id")),
+    sa.Column("runtime", sa.String(32), nullable=False),
+    sa.Column("threads", sa.Integer, nullable=False),
+    sa.Column("batch", sa.Integer, nullable=False),
+    sa.Column("median_ms", sa.Float, nullable=False),
+    sa.Column("mean_ms", sa.Float),
+    sa.Column("p90_ms", sa.Float),
+    sa.Column("iqr_ms", sa.Float),
+    sa.Column("min_ms", sa.Float),
+    sa.Column("std_ms", sa.Float),
+    sa.Column("n", sa.Integer),
+    sa.Column("n_outliers", sa.Integer),
+    sa.Column("ci_rel", sa.Float),
+    sa.Column("converged", sa.Boolean),
+    sa.Column("samples_json", sa.Text, nullable=False),
+    sa.Column("env_json", sa.Text, nullable=False),
+    sa.Column("created", sa.String(32), nullable=False),
+    sa.Index("ix_measurement_key", "device_id", "subnet_id", "runtime", "threads", "batch"),
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def resolve_url(url: str | None) -> str:
+    """A plain path or ':memory:' becomes a SQLite URL; None means $HWNAS_DB or hwnas.sqlite."""
+    url = url or os.environ.get(DB_ENV_VAR) or DEFAULT_DB
+    if url == ":memory:":
+        return "sqlite://"
+    if "://" in url:
+        return url
+    return f"sqlite:///{Path(url).expanduser().resolve()}"
+
+
+@dataclass(frozen=True)
+class MeasurementKey:
+    device: str
+    space: str
+    config_hash: str
+    runtime: str
+    threads: int
+    batch: int
+
+
+class Store:
+    def __init__(self, url: str | None = None):
+        self.url = resolve_url(url)
+        self.engine = self._connect()
+        self._migrate()
+
+    # -- opening ----------------------------------------------------------------------------
+    def _connect(self) -> Engine:
+        try:
+            parsed = sa.engine.make_url(self.url)
+        except sa.exc.ArgumentError as exc:
+            raise StoreError(f"malformed database URL {self.url!r}: {exc}") from None
+        if parsed.get_backend_name() == "sqlite" and parsed.database:
+            parent = Path(parsed.database).parent
+            if not parent.is_dir():
+                raise StoreError(f"cannot open database {parsed.database}: folder {parent} does not exist")
+            if not os.access(parent, os.W_OK) or (
+                Path(parsed.database).exists() and not os.access(parsed.database, os.W_OK)
+            ):
+                raise StoreError(f"cannot open database {parsed.database}: not writable (permission denied)")
+        try:
+            engine = sa.create_engine(parsed)
+        except (ImportError, sa.exc.NoSuchModuleError) as exc:
+            raise StoreError(f"database URL {self.url!r} needs a driver that is not installed: {exc}") from None
+        if engine.dialect.name == "sqlite":
+
+            @sa.event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn, _record):
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA busy_timeout=30000")
+                if parsed.database:
+                    cur.execute("PRAGMA journal_mode=WAL")
+                cur.close()
+
+        return engine
+
+    def _migrate(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                metadata.create_all(conn)
+                row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).first()
+                if row is None:
+                    conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"database {self.url} has schema v{row[0]}, newer than this hwnas-deploy "
+                        f"(v{SCHEMA_VERSION}); upgrade hwnas-deploy"
+                    )
+        except sa.exc.DatabaseError as exc:
+            raise StoreError(f"cannot open database {self.url}: {exc.orig}") from None
+
+    @property
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar())
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as exc:
+            raise StoreError(f"database {self.url}: {exc.orig}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- rows that measurements refer to ----------------------------------------------------
+    @staticmethod
+    def _get_or_insert(conn: Connection, table: sa.Table, match: Mapping, values: Mapping) -> int:
+        where = sa.and_(*(table.c[k] == v for k, v in match.items()))
+        found = conn.execute(sa.select(table.c.id).where(where)).scalar()
+        if found is not None:
+            return found
+        return conn.execute(sa.insert(table).values(**match, **values)).inserted_primary_key[0]
+
+    def _device_id(self, conn: Connection, name: str, kind: str, profile: Mapping) -> int:
+        values = {"kind": kind, "profile_json": json.dumps(profile, sort_keys=True), "created": _now()}
+        return self._get_or_insert(conn, devices, {"name": name}, values)
+
+    def _subnet_id(self, conn: Connection, space: str, config_hash: str, config: Mapping, macs, params) -> int:
+        values = {"config_json": json.dumps(config, sort_keys=True), "macs": macs, "params": params}
+        return self._get_or_insert(conn, subnets, {"space": space, "config_hash": config_hash}, values)
+
+    def _artifact_id(self, conn: Connection, subnet_id: int, artifact) -> int:
+        match = {"sha256": artifact.sha256, "format": artifact.format, "target": artifact.target}
+        values = {
+            "subnet_id": subnet_id,
+            "path": artifact.path,
+            "max_abs_error": artifact.max_abs_error,
+            "export_seconds": artifact.export_seconds,
+            "meta_json": json.dumps(artifact.to_dict(), sort_keys=True),
+            "created": _now(),
+        }
+        return self._get_or_insert(conn, artifacts, match, values)
+
+    # -- measurements -----------------------------------------------------------------------
+    def has_measurement(self, key: MeasurementKey) -> bool:
+        return self.latest(key) is not None
+
+    def latest(self, key: MeasurementKey) -> dict | None:
+        rows = self.measurements(
+            device=key.device,
+            space=key.space,
+            runtime=key.runtime,
+            threads=key.threads,
+            batch=key.batch,
+            config_hash=key.config_hash,
+        )
+        return rows[0] if rows else None
+
+    def add_measurement(
+        self,
+        key: MeasurementKey,
+        summary,
+        *,
+        device_kind: str,
+        device_profile: Mapping,
+        config: Mapping,
+        macs: int | None = None,
+        params: int | None = None,
+        artifact=None,
+        env: Mapping | None = None,
+    ) -> int:
+        """Store one measurement and everything it refers to in a single transaction."""
+        with self.transaction() as conn:
+            device_id = self._device_id(conn, key.device, device_kind, device_profile)
+            subnet_id = self._subnet_id(conn, key.space, key.config_hash, config, macs, params)
+            artifact_id = self._artifact_id(conn, subnet_id, artifact) if artifact is not None else None
+            stats = summary.to_dict()
+            samples = stats.pop("samples_ms")
+            row = conn.execute(
+                sa.insert(measurements).values(
+                    device_id=device_id,
+                    subnet_id=subnet_id,
+                    artifact_id=artifact_id,
+                    runtime=key.runtime,
+                    threads=key.threads,
+                    batch=key.batch,
+                    samples_json=json.dumps(samples),
+                    env_json=json.dumps(env or {}, sort_keys=True),
+                    created=_now(),
+                    **stats,
+                )
+            )
+            return row.inserted_primary_key[0]
+
+    def measurements(
+        self,
+        device: str | None = None,
+        space: str | None = None,
+        runtime: str | None = None,
+        threads: int | None = None,
+        batch: int | None = None,
+        config_hash: str | None = None,
+        latest_only: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Measurements as plain dicts (newest first), with the device, space and config."""
+        m, d, s = measurements, devices, subnets
+        query = (
+            sa.select(
+                m.c.id,
+                d.c.name.label("device"),
+                s.c.space,
+                s.c.config_hash,
+                s.c.config_json,
+                s.c.macs,
+                s.c.params,
+                m.c.runtime,
+                m.c.threads,
+                m.c.batch,
+                m.c.median_ms,
+                m.c.mean_ms,
+                m.c.p90_ms,
+                m.c.iqr_ms,
+                m.c.min_ms,
+                m.c.std_ms,
+                m.c.n,
+                m.c.n_outliers,
+                m.c.ci_rel,
+                m.c.converged,
+                m.c.samples_json,
+                m.c.created,
+            )
+            .join(d, m.c.device_id == d.c.id)
+            .join(s, m.c.subnet_id == s.c.id)
+            .order_by(m.c.id.desc())
+        )
+        filters = {
+            d.c.name: device,
+            s.c.space: space,
+            m.c.runtime: runtime,
+            m.c.threads: threads,
+            m.c.batch: batch,
+            s.c.config_hash: config_hash,
+        }
+        for column, value in filters.items():
+            if value is not None:
+                query = query.where(column == value)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        seen: set[tuple] = set()
+        out = []
+        for r in rows:
+            key = (r["device"], r["space"], r["config_hash"], r["runtime"], r["threads"], r["batch"])
+            if latest_only and key in seen:
+                continue
+            seen.add(key)
+            r["config"] = json.loads(r.pop("config_json"))
+            r["samples_ms"] = json.loads(r.pop("samples_json"))
+            out.append(r)
+        return out
+
+    def overview(self) -> list[dict[str, Any]]:
+        """One row per (device, space, runtime, threads, batch): count and latency range."""
+        groups: dict[tuple, list[float]] = {}
+        for r in self.measurements():
+            groups.setdefault((r["device"], r["space"], r["runtime"], r["threads"], r["batch"]), []).append(
+                r["median_ms"]
+            )
+        return [
+            {
+                "device": k[0],
+                "space": k[1],
+                "runtime": k[2],
+                "threads": k[3],
+                "batch": k[4],
+                "subnets": len(v),
+                "min_ms": min(v),
+                "median_ms": sorted(v)[len(v) // 2],
+                "max_ms": max(v),
+            }
+            for k, v in sorted(groups.items())
+        ]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
+                for t in (devices, subnets, artifacts, measurements)
+            }
