@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas_deploy.errors import ExportError, UnknownNameError
+from hwnas_deploy.errors import ExportError, UnknownNameError, UnsupportedOpError
 from hwnas_deploy.export.artifact import Artifact, TensorSpec, sha256_file
 from hwnas_deploy.export.onnx import to_onnx
 from hwnas_deploy.export.tflite import to_tflite
@@ -92,7 +92,10 @@ def export_model(
             to_tflite(model, example, path, calibration if fmt == "tflite-int8" else None)
         else:
             onnx_path = Path(tmp) / "model.onnx"
-            to_onnx(model, example, onnx_path)
+            try:
+                to_onnx(model, example, onnx_path)
+            except UnsupportedOpError as exc:  # TVM imports through ONNX: report it as TVM's gap
+                raise UnsupportedOpError("tvm", exc.op, f"TVM imports models through ONNX: {exc}") from None
             to_tvm(onnx_path, tuple(example.shape), path, target)
             if verify and target != "host":
                 # A cross-compiled library cannot run here: verify the host build of the same

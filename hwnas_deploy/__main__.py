@@ -1,0 +1,3 @@
+from hwnas_deploy.cli import main
+
+main()

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+
+from hwnas_deploy.devices import available_profiles, driver_for, load_profile
+from hwnas_deploy.devices.profile import parse_profile
+from hwnas_deploy.errors import ConfigError, DeviceError, UnknownNameError
+from hwnas_deploy.export import export_subnet
+from hwnas_deploy.measure import MeasureSettings
+from hwnas_deploy.spaces import get_space
+
+GOOD = {"name": "x", "kind": "server", "runtimes": ["onnxruntime"]}
+
+
+def test_local_cpu_profile_ships_and_loads():
+    assert "local-cpu" in available_profiles()
+    p = load_profile("local-cpu")
+    assert p.kind == "server" and p.threads == 1 and p.batch == 1
+    assert set(p.runtimes) == {"onnxruntime", "tflite", "tflite-int8", "tvm"}
+    assert p.settings.min_repeats >= 10
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"kind": "fpga"}, r"kind='fpga' is not one of"),
+        ({"runtimes": ["tensorrt"]}, r"unknown runtime 'tensorrt'"),
+        ({"runtimes": []}, r"runtimes must be a non-empty list"),
+        ({"colour": "red"}, r"unknown field\(s\) \['colour'\]"),
+        ({"measurement": {"threads": 0}}, r"measurement.threads=0 must be a positive integer"),
+        ({"measurement": {"repeats": 5}}, r"unknown setting\(s\) \['repeats'\]"),
+        ({"measurement": {"min_repeats": 1}}, r"min_repeats=1 is out of range"),
+    ],
+)
+def test_bad_profiles_name_file_and_field(patch, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_profile({**GOOD, **patch}, "dev.yaml")
+
+
+def test_profile_file_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: malformed YAML"):
+        load_profile(bad)
+    missing = tmp_path / "m.yaml"
+    missing.write_text("name: m\nkind: server\n")
+    with pytest.raises(ConfigError, match=r"m.yaml: missing field 'runtimes'"):
+        load_profile(missing)
+    with pytest.raises(UnknownNameError, match="unknown device 'pixel9'.*local-cpu"):
+        load_profile("pixel9")
+
+
+def test_profiles_found_in_user_folders(tmp_path, monkeypatch):
+    (tmp_path / "lab-box.yaml").write_text("name: lab-box\nkind: server\nruntimes: [onnxruntime]\n")
+    monkeypatch.setenv("HWNAS_PROFILE_DIRS", str(tmp_path))
+    assert load_profile("lab-box").name == "lab-box"
+
+
+def test_kind_without_driver_is_a_clear_error():
+    p = parse_profile({**GOOD, "kind": "mcu-serial"}, "b.yaml")
+    with pytest.raises(DeviceError, match="kind 'mcu-serial', for which this version has no driver"):
+        driver_for(p)
+
+
+def test_local_driver_measures_a_real_artifact(tmp_path):
+    sp = get_space("mcu-mbnet")
+    small = {"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "w": 0.35, "r": 64}
+    big = {"ks": [7] * 20, "e": [6] * 20, "d": [4] * 5, "w": 1.0, "r": 160}
+    driver = driver_for(load_profile("local-cpu"))
+    info = driver.open()
+    assert info["onnxruntime"] and info["cores"] >= 1
+    settings = MeasureSettings(warmup=3, min_repeats=10, max_repeats=60, time_budget_s=3)
+    results = {}
+    for name, cfg in (("small", small), ("big", big)):
+        art = export_subnet(sp, cfg, "onnx", tmp_path)
+        results[name] = driver.measure(driver.deploy(art, threads=1), settings)
+    assert 0 < results["small"].median_ms
+    # ~100x the MACs must take clearly longer on a real runtime
+    assert sp.macs(big) > 50 * sp.macs(small)
+    assert results["big"].median_ms > 5 * results["small"].median_ms

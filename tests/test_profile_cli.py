@@ -1,0 +1,125 @@
+"""`hwnas` end to end, in its own processes, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hwnas_deploy.store import Store
+
+from .conftest import run_cli
+
+FAST = "--quiet"
+
+
+def count(db) -> int:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT count(*) FROM measurements").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
+
+
+def test_profile_onnxruntime_ofa_stores_and_resumes(tmp_path):
+    db = tmp_path / "m.sqlite"
+    args = ("profile", "--device", "local-cpu", "--space", "ofa-mbv3-w1.0", "--samples", "20",
+            "--runtime", "onnxruntime", "--db", str(db), FAST)
+    out = run_cli(*args, cwd=tmp_path, check=True)
+    assert "measured 20, already stored 0, failed 0 of 20" in out.stdout
+    with Store(str(db)) as s:
+        rows = s.measurements(device="local-cpu", space="ofa-mbv3-w1.0", runtime="onnxruntime")
+        assert len(rows) == 20 and len({r["config_hash"] for r in rows}) == 20
+        assert all(r["median_ms"] > 0 and r["n"] >= 20 and r["threads"] == 1 for r in rows)
+    again = run_cli(*args, cwd=tmp_path, check=True)
+    assert "measured 0, already stored 20" in again.stdout
+    shown = run_cli("show", "--db", str(db), cwd=tmp_path, check=True)
+    assert "local-cpu" in shown.stdout and "ofa-mbv3-w1.0" in shown.stdout and " 20 " in shown.stdout
+
+
+@pytest.mark.parametrize("runtime", ["tvm", "tflite", "tflite-int8"])
+def test_profile_other_runtimes(tmp_path, runtime):
+    db = tmp_path / "m.sqlite"
+    out = run_cli("profile", "--device", "local-cpu", "--space", "mcu-mbnet", "--samples", "2",
+                  "--runtime", runtime, "--db", str(db), FAST, cwd=tmp_path, check=True)
+    assert "measured 2" in out.stdout
+    with Store(str(db)) as s:
+        rows = s.measurements(runtime=runtime)
+        assert len(rows) == 2 and all(r["median_ms"] > 0 for r in rows)
+    assert len(list((tmp_path / "artifacts").glob("*.json"))) == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("profile", "--device", "local-cpu", "--space", "nope", "--runtime", "onnxruntime"),
+         "unknown search space 'nope'"),
+        (("profile", "--device", "pixel99", "--space", "mcu-mbnet", "--runtime", "onnxruntime"),
+         "unknown device 'pixel99'"),
+        (("profile", "--device", "local-cpu", "--space", "mcu-mbnet", "--runtime", "tensorrt"),
+         "unknown runtime 'tensorrt'"),
+        (("profile", "--device", "local-cpu", "--space", "mcu-mbnet", "--runtime", "onnxruntime",
+          "--db", "/nonexistent/dir/x.sqlite"), "folder /nonexistent/dir does not exist"),
+        (("export", "--space", "mcu-mbnet", "--config", '{"ks": [3,', "--format", "onnx", "--out", "o"),
+         "malformed JSON at line 1"),
+        (("export", "--space", "mcu-mbnet", "--config",
+          '{"ks": [3], "e": [3], "d": [2], "w": 0.35, "r": 64}', "--format", "onnx", "--out", "o"),
+         "'ks' must be a list of 20"),
+        (("export", "--space", "mcu-mbnet", "--config",
+          json.dumps({"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "w": 0.3, "r": 64}), "--format", "onnx",
+          "--out", "o"), r"w=0.3 is not allowed; choices: [0.35, 0.5, 0.75, 1.0]"),
+    ],
+)
+def test_bad_input_is_a_clear_error_without_traceback(tmp_path, args, message):
+    out = run_cli(*args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_input_loses_nothing_stored(tmp_path):
+    db = tmp_path / "m.sqlite"
+    run_cli("profile", "--device", "local-cpu", "--space", "mcu-mbnet", "--samples", "2", "--runtime",
+            "onnxruntime", "--db", str(db), FAST, cwd=tmp_path, check=True)
+    bad = run_cli("profile", "--device", "local-cpu", "--space", "mcu-mbnet", "--samples", "2", "--runtime",
+                  "nope", "--db", str(db), FAST, cwd=tmp_path)
+    assert bad.returncode == 2 and count(db) == 2
+
+
+def test_export_cli_writes_verified_artifact(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"ks": [3] * 20, "e": [4] * 20, "d": [2] * 5, "w": 0.5, "r": 96}))
+    out = run_cli("export", "--space", "mcu-mbnet", "--config", f"@{cfg}", "--format", "onnx",
+                  "--out", str(tmp_path / "o"), cwd=tmp_path, check=True)
+    rec = json.loads(out.stdout.strip().splitlines()[-1])
+    assert rec["format"] == "onnx" and rec["max_abs_error"] <= 1e-4
+    assert (tmp_path / "o").glob("*.onnx")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_killed_run_keeps_measurements_and_resumes(tmp_path, sig):
+    db = tmp_path / "m.sqlite"
+    args = [sys.executable, "-m", "hwnas_deploy", "profile", "--device", "local-cpu", "--space", "ofa-mbv3-w1.0",
+            "--samples", "12", "--runtime", "onnxruntime", "--db", str(db), FAST]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while count(db) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    stored = count(db)
+    assert 2 <= stored < 12, "the run should be stopped part-way"
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "run the same command again to resume" in err
+    resumed = run_cli(*args[3:], cwd=tmp_path, check=True)
+    assert f"already stored {stored}" in resumed.stdout
+    assert count(db) == 12
+    with Store(str(db)) as s:
+        assert len(s.measurements()) == 12

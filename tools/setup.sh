@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install everything hwnas-deploy needs on Debian 12 / Python 3.11, idempotently:
+#   apt: the aarch64 cross compiler (TVM cross builds)
+#   .venv        : the package with its runtimes (torch, onnxruntime, LiteRT, TVM, ...)
+#   .venv-litert : the LiteRT converter (litert-torch), see tools/litert-converter-requirements.txt
+# A second run only re-installs what changed (stamps hash the requirement files).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+"$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
+  echo "setup: Python 3.11 is required, $PY is $("$PY" --version)" >&2; exit 1; }
+
+APT_PACKAGES=(gcc-aarch64-linux-gnu)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# make_env DIR STAMP_SOURCE PIP_ARGS...
+make_env() {
+  local dir=$1 stamp_src=$2; shift 2
+  local stamp; stamp=$(cat "$stamp_src" | sha256sum | cut -c1-16)
+  if [ -f "$dir/.hwnas-stamp" ] && [ "$(cat "$dir/.hwnas-stamp")" = "$stamp" ]; then
+    return
+  fi
+  echo "setup: installing $dir (a few minutes the first time)"
+  [ -x "$dir/bin/python" ] || "$PY" -m venv "$dir"
+  "$dir/bin/python" -m pip install -q --upgrade pip
+  "$dir/bin/python" -m pip install -q "$@"
+  "$dir/bin/python" -m pip check >/dev/null || { "$dir/bin/python" -m pip check; exit 1; }
+  echo "$stamp" > "$dir/.hwnas-stamp"
+}
+make_env .venv pyproject.toml -e '.[all]'
+make_env .venv-litert tools/litert-converter-requirements.txt -r tools/litert-converter-requirements.txt
+.venv/bin/hwnas --version
