@@ -147,11 +147,19 @@ def profile_cmd(device, space_name, samples, runtime, db, seed, threads, batch, 
 @click.option("--runtime", default=None)
 @click.option("--rows", is_flag=True, help="One row per measurement instead of a summary per group.")
 @click.option("--json", "as_json", is_flag=True)
-def show(db, device, space_name, runtime, rows, as_json) -> None:
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also write a PNG of latency vs MACs (with Kendall tau per series).")
+def show(db, device, space_name, runtime, rows, as_json, plot) -> None:
     """Show what the store holds."""
     from hwnas_deploy.store import Store
 
     with Store(db) as store:
+        if plot:
+            from hwnas_deploy.report import latency_vs_macs
+
+            data = store.measurements(device=device, space=space_name, runtime=runtime)
+            if data:
+                click.echo(f"wrote {latency_vs_macs(data, plot)}", err=True)
         if rows or device or space_name or runtime:
             data = store.measurements(device=device, space=space_name, runtime=runtime)
             for r in data:
@@ -160,7 +168,8 @@ def show(db, device, space_name, runtime, rows, as_json) -> None:
                     "iqr_ms", "n", "macs"]
         else:
             data = store.overview()
-            cols = ["device", "space", "runtime", "threads", "batch", "subnets", "min_ms", "median_ms", "max_ms"]
+            cols = ["device", "space", "runtime", "threads", "batch", "subnets", "min_ms", "median_ms", "max_ms",
+                    "tau_macs"]
         if as_json:
             click.echo(json.dumps(data, indent=2, default=str))
         elif not data:

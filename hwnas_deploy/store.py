@@ -340,26 +340,31 @@ class Store:
         return out
 
     def overview(self) -> list[dict[str, Any]]:
-        """One row per (device, space, runtime, threads, batch): count and latency range."""
-        groups: dict[tuple, list[float]] = {}
+        """One row per (device, space, runtime, threads, batch): count, latency range, and the
+        Kendall tau between MACs and latency (how well MACs would have ranked these networks)."""
+        from hwnas_deploy.report.figures import kendall_tau
+
+        groups: dict[tuple, list[dict]] = {}
         for r in self.measurements():
-            groups.setdefault((r["device"], r["space"], r["runtime"], r["threads"], r["batch"]), []).append(
-                r["median_ms"]
+            groups.setdefault((r["device"], r["space"], r["runtime"], r["threads"], r["batch"]), []).append(r)
+        out = []
+        for k, rows in sorted(groups.items()):
+            lat = sorted(r["median_ms"] for r in rows)
+            out.append(
+                {
+                    "device": k[0],
+                    "space": k[1],
+                    "runtime": k[2],
+                    "threads": k[3],
+                    "batch": k[4],
+                    "subnets": len(rows),
+                    "min_ms": lat[0],
+                    "median_ms": lat[len(lat) // 2],
+                    "max_ms": lat[-1],
+                    "tau_macs": kendall_tau([r["macs"] for r in rows], [r["median_ms"] for r in rows]),
+                }
             )
-        return [
-            {
-                "device": k[0],
-                "space": k[1],
-                "runtime": k[2],
-                "threads": k[3],
-                "batch": k[4],
-                "subnets": len(v),
-                "min_ms": min(v),
-                "median_ms": sorted(v)[len(v) // 2],
-                "max_ms": max(v),
-            }
-            for k, v in sorted(groups.items())
-        ]
+        return out
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:

@@ -40,8 +40,14 @@ def test_profile_onnxruntime_ofa_stores_and_resumes(tmp_path):
         assert all(r["median_ms"] > 0 and r["n"] >= 20 and r["threads"] == 1 for r in rows)
     again = run_cli(*args, cwd=tmp_path, check=True)
     assert "measured 0, already stored 20" in again.stdout
-    shown = run_cli("show", "--db", str(db), cwd=tmp_path, check=True)
+    png = tmp_path / "lat.png"
+    shown = run_cli("show", "--db", str(db), "--plot", str(png), cwd=tmp_path, check=True)
     assert "local-cpu" in shown.stdout and "ofa-mbv3-w1.0" in shown.stdout and " 20 " in shown.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    with Store(str(db)) as s:
+        (group,) = s.overview()
+    # MACs rank latency positively but far from perfectly: the reason to measure
+    assert group["subnets"] == 20 and 0.0 < group["tau_macs"] < 1.0
 
 
 @pytest.mark.parametrize("runtime", ["tvm", "tflite", "tflite-int8"])

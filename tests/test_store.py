@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import sqlite3
 
 import pytest
@@ -68,16 +67,9 @@ def test_a_failed_transaction_writes_nothing(store):
 def test_unwritable_and_missing_paths_are_clear(tmp_path):
     with pytest.raises(StoreError, match="folder .*nope does not exist"):
         Store(str(tmp_path / "nope" / "x.sqlite"))
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        if os.access(ro, os.W_OK):
-            pytest.skip("running as a user who can write anywhere")
-        with pytest.raises(StoreError, match="not writable"):
-            Store(str(ro / "x.sqlite"))
-    finally:
-        ro.chmod(0o700)
+    # /proc takes no new files, not even from root (CI runs as root, so chmod cannot show this)
+    with pytest.raises(StoreError, match="cannot open database .*/proc/hwnas.sqlite"):
+        Store("/proc/hwnas.sqlite")
 
 
 def test_unwritable_file_even_for_root(tmp_path):
