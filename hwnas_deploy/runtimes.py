@@ -140,11 +140,39 @@ class TVMRunner(Runner):
         return out.numpy()
 
 
+class BlobHostRunner(Runner):
+    """A firmware model blob run on this host by the firmware's own C kernels (ctypes).
+
+    Takes float NCHW like the other runners: quantises and transposes to the blob's NHWC int8
+    input, and dequantises the int8 output."""
+
+    def __init__(self, path: str, threads: int, artifact: Artifact):
+        from hwnas_deploy.mcu_runtime import HostBlobRunner as _Host
+
+        self.host = _Host(open(path, "rb").read())
+        self.inp, self.out = artifact.inputs[0], artifact.outputs[0]
+        self._x: np.ndarray | None = None
+        self._y: np.ndarray | None = None
+
+    def set_input(self, x: np.ndarray) -> None:
+        scale, zero = self.inp.quantization
+        q = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
+        self._x = q.transpose(0, 2, 3, 1) if q.shape != tuple(self.inp.shape) else q
+
+    def invoke(self) -> None:
+        self._y = self.host.invoke(self._x, int(np.prod(self.out.shape)))
+
+    def output(self) -> np.ndarray:
+        scale, zero = self.out.quantization
+        return ((self._y.astype(np.float32) - zero) * scale).reshape(self.out.shape)
+
+
 _RUNNERS: dict[str, type[Runner]] = {
     "onnx": OnnxRuntimeRunner,
     "tflite": LiteRTRunner,
     "tflite-int8": LiteRTRunner,
     "tvm": TVMRunner,
+    "blob": BlobHostRunner,
 }
 
 
@@ -158,6 +186,8 @@ def load_runner(artifact: Artifact, threads: int = 1) -> Runner:
             "(measure it on a device of that target)"
         )
     try:
+        if artifact.format == "blob":
+            return BlobHostRunner(artifact.path, threads, artifact)
         return _RUNNERS[artifact.format](artifact.path, threads)
     except ImportError as exc:
         raise DeviceError(f"runtime for {artifact.format} is not installed: {exc}") from None

@@ -20,12 +20,19 @@ from torch import nn
 
 from hwnas_deploy.errors import ExportError, UnknownNameError, UnsupportedOpError
 from hwnas_deploy.export.artifact import Artifact, TensorSpec, sha256_file
+from hwnas_deploy.export.blob import tflite_to_blob
 from hwnas_deploy.export.onnx import to_onnx
 from hwnas_deploy.export.tflite import to_tflite
 from hwnas_deploy.export.tvm import TARGETS, to_tvm
 
 #: format -> file suffix
-FORMATS: dict[str, str] = {"onnx": ".onnx", "tflite": ".tflite", "tflite-int8": ".int8.tflite", "tvm": ".so"}
+FORMATS: dict[str, str] = {
+    "onnx": ".onnx",
+    "tflite": ".tflite",
+    "tflite-int8": ".int8.tflite",
+    "tvm": ".so",
+    "blob": ".hwnb",  # model blob for the Cortex-M firmware (firmware/runtime)
+}
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -45,7 +52,11 @@ TOLERANCE: dict[str, Tolerance] = {
     "tflite": Tolerance(max_abs=1e-4),
     "tvm": Tolerance(max_abs=1e-4),
     "tflite-int8": Tolerance(min_cosine=0.85),
+    "blob": Tolerance(min_cosine=0.85),
 }
+#: The blob must also agree with LiteRT's reference int8 kernels on the same int8 input within
+#: this many quantisation steps (measured: at most 1; 80-94 % of outputs bit-exact).
+BLOB_MAX_LSB = 2
 CALIBRATION_SAMPLES = 16
 
 
@@ -80,7 +91,7 @@ def export_model(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    if fmt == "tflite-int8" and calibration is None:
+    if fmt in ("tflite-int8", "blob") and calibration is None:
         gen = torch.Generator().manual_seed(1234)
         calibration = torch.randn((CALIBRATION_SAMPLES, *example.shape[1:]), generator=gen).numpy()
 
@@ -90,6 +101,14 @@ def export_model(
             to_onnx(model, example, path)
         elif fmt in ("tflite", "tflite-int8"):
             to_tflite(model, example, path, calibration if fmt == "tflite-int8" else None)
+        elif fmt == "blob":
+            int8_path = Path(tmp) / "model.int8.tflite"
+            to_tflite(model, example, int8_path, calibration)
+            blob_info = tflite_to_blob(int8_path, path)
+            if verify:
+                lsb = compare_blob_with_litert(path, int8_path)
+                if lsb > BLOB_MAX_LSB:
+                    raise ExportError(f"blob: differs from LiteRT's reference int8 kernels by {lsb} steps")
         else:
             onnx_path = Path(tmp) / "model.onnx"
             try:
@@ -119,6 +138,17 @@ def export_model(
         )
         if fmt.startswith("tflite"):
             artifact.inputs, artifact.outputs = _tflite_io(path)
+        if fmt == "blob":
+            artifact.inputs = [TensorSpec("input_nhwc", blob_info.input_shape, "int8", blob_info.input_quant)]
+            artifact.outputs = [TensorSpec("output", blob_info.output_shape, "int8", blob_info.output_quant)]
+            artifact.extra = {
+                "arena_bytes": blob_info.arena_bytes,
+                "weight_bytes": blob_info.weight_bytes,
+                "blob_bytes": blob_info.size,
+                "ops": blob_info.op_names,
+            }
+            if verify:
+                artifact.extra["max_lsb_vs_litert_reference"] = lsb
         if verify:
             checked = artifact if target == "host" else Artifact(**{**artifact.to_dict(), "path": str(twin), "target": "host"})
             artifact.max_abs_error = verify_artifact(checked, example.numpy(), reference)
@@ -148,6 +178,24 @@ def verify_artifact(artifact: Artifact, x: np.ndarray, reference: np.ndarray) ->
                 f"allowed >= {tol.min_cosine} (max abs error {err:.3g})"
             )
     return err
+
+
+def compare_blob_with_litert(blob_path: Path, int8_tflite: Path, seed: int = 0) -> int:
+    """Largest difference, in quantisation steps, between the firmware runtime (built for the
+    host) and LiteRT's reference int8 kernels on the same random int8 input."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from hwnas_deploy.mcu_runtime import HostBlobRunner
+
+    interp = Interpreter(model_path=str(int8_tflite), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interp.allocate_tensors()
+    d = interp.get_input_details()[0]
+    x = np.random.default_rng(seed).integers(-128, 128, size=d["shape"], dtype=np.int8)
+    interp.set_tensor(d["index"], x)
+    interp.invoke()
+    ref = interp.get_tensor(interp.get_output_details()[0]["index"]).ravel()
+    out = HostBlobRunner(Path(blob_path).read_bytes()).invoke(x.transpose(0, 2, 3, 1), ref.size)
+    return int(np.max(np.abs(out.astype(np.int32) - ref.astype(np.int32))))
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:

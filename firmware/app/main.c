@@ -1,0 +1,224 @@
+/* Profiling firmware: answers the host's framed requests (protocol/protocol.h) forever. */
+#include <string.h>
+
+#include "board.h"
+#include "hw_model.h"
+#include "protocol.h"
+
+#ifndef HW_BLOB_CAPACITY
+#define HW_BLOB_CAPACITY (1024u * 1024u)
+#endif
+#ifndef HW_ARENA_CAPACITY
+#define HW_ARENA_CAPACITY (320u * 1024u)
+#endif
+#define FW_VERSION "hwnas-fw 0.1.0"
+#define MAX_OPS 512
+
+static uint8_t blob[HW_BLOB_CAPACITY] __attribute__((aligned(16)));
+static uint8_t arena[HW_ARENA_CAPACITY] __attribute__((aligned(16)));
+static uint8_t tx[HW_MAX_PAYLOAD + 10];
+static uint8_t reply[HW_MAX_PAYLOAD];
+static uint64_t layer_cycles[MAX_OPS];
+static hw_parser_t parser;
+static hw_model_t model;
+static int model_ready;
+static uint32_t load_size, load_crc, load_received;
+static int loading;
+
+static void put_u16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static uint32_t get_u16(const uint8_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
+static uint32_t get_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static void send(uint8_t cmd, uint8_t seq, const uint8_t *payload, uint16_t len) {
+    board_uart_write(tx, hw_frame_encode(tx, cmd, seq, payload, len));
+}
+
+static void send_err(uint8_t seq, uint8_t code, uint8_t cmd, const char *msg) {
+    uint16_t n = 2;
+    reply[0] = code;
+    reply[1] = cmd;
+    while (*msg && n < 200) reply[n++] = (uint8_t)*msg++;
+    send(HW_ERR, seq, reply, n);
+}
+
+static uint16_t put_str(uint16_t n, const char *s) {
+    while (*s) reply[n++] = (uint8_t)*s++;
+    reply[n++] = 0;
+    return n;
+}
+
+static void handle(const hw_frame_t *f) {
+    const uint8_t *p = f->payload;
+    const uint8_t ok = (uint8_t)(f->cmd | HW_REPLY);
+    switch (f->cmd) {
+        case HW_HELLO: {
+            const board_info_t *b = board_get_info();
+            put_u16(reply, HW_PROTOCOL_VERSION);
+            put_u16(reply + 2, HW_MAX_PAYLOAD);
+            put_u32(reply + 4, b->clock_hz);
+            put_u32(reply + 8, b->sram_bytes);
+            put_u32(reply + 12, b->flash_bytes);
+            put_u32(reply + 16, HW_ARENA_CAPACITY);
+            put_u32(reply + 20, HW_BLOB_CAPACITY);
+            reply[24] = b->timer_kind;
+            reply[25] = (uint8_t)model_ready;
+            uint16_t n = put_str(26, b->board);
+            n = put_str(n, b->core);
+            n = put_str(n, FW_VERSION);
+            send(ok, f->seq, reply, n);
+            return;
+        }
+        case HW_LOAD_BEGIN:
+            if (f->len != 8) break;
+            load_size = get_u32(p);
+            load_crc = get_u32(p + 4);
+            model_ready = 0;
+            loading = 0;
+            if (load_size > HW_BLOB_CAPACITY) {
+                send_err(f->seq, HW_E_TOO_BIG, f->cmd, "blob larger than the board's blob capacity");
+                return;
+            }
+            loading = 1;
+            load_received = 0;
+            send(ok, f->seq, 0, 0);
+            return;
+        case HW_LOAD_CHUNK: {
+            if (f->len < 4) break;
+            uint32_t offset = get_u32(p), n = f->len - 4u;
+            if (!loading || offset != load_received) {
+                send_err(f->seq, HW_E_SEQUENCE, f->cmd, "chunk out of sequence");
+                return;
+            }
+            if (offset + n > load_size) {
+                send_err(f->seq, HW_E_BAD_LENGTH, f->cmd, "chunk past the announced size");
+                return;
+            }
+            memcpy(blob + offset, p + 4, n);
+            load_received += n;
+            put_u32(reply, load_received);
+            send(ok, f->seq, reply, 4);
+            return;
+        }
+        case HW_LOAD_END: {
+            if (!loading || load_received != load_size) {
+                send_err(f->seq, HW_E_SEQUENCE, f->cmd, "blob incomplete");
+                return;
+            }
+            loading = 0;
+            if (hw_crc32(0, blob, load_size) != load_crc) {
+                send_err(f->seq, HW_E_BAD_BLOB, f->cmd, "blob CRC-32 does not match LOAD_BEGIN");
+                return;
+            }
+            int rc = hw_model_init(&model, blob, load_size, arena, HW_ARENA_CAPACITY);
+            if (rc == HW_OK && model.header->n_ops > MAX_OPS) rc = HW_ERR_OPCODE;
+            if (rc != HW_OK) {
+                send_err(f->seq, rc == HW_ERR_ARENA ? HW_E_ARENA : HW_E_BAD_BLOB, f->cmd, hw_model_error(rc));
+                return;
+            }
+            model_ready = 1;
+            put_u16(reply, model.header->n_ops);
+            put_u32(reply + 2, model.header->arena_size);
+            put_u32(reply + 6, hw_tensor_bytes(&model.tensors[model.header->input_tensor]));
+            put_u32(reply + 10, hw_tensor_bytes(&model.tensors[model.header->output_tensor]));
+            send(ok, f->seq, reply, 14);
+            return;
+        }
+        case HW_RUN: {
+            if (f->len != 5) break;
+            if (!model_ready) {
+                send_err(f->seq, HW_E_NO_MODEL, f->cmd, "no model loaded");
+                return;
+            }
+            uint32_t warmup = get_u16(p), repeats = get_u16(p + 2), per_layer = p[4];
+            uint32_t n_ops = model.header->n_ops;
+            uint32_t need = 4u + 8u * repeats + (per_layer ? 8u * n_ops : 0u);
+            if (repeats == 0 || need > HW_MAX_PAYLOAD) {
+                send_err(f->seq, HW_E_BAD_LENGTH, f->cmd, "repeats out of range for one reply");
+                return;
+            }
+            for (uint32_t i = 0; i < warmup; i++) hw_model_invoke(&model, 0, 0);
+            put_u16(reply, repeats);
+            for (uint32_t i = 0; i < repeats; i++) {
+                uint64_t t0 = board_cycles();
+                hw_model_invoke(&model, per_layer ? board_cycles : 0, per_layer ? layer_cycles : 0);
+                put_u64(reply + 2 + 8 * i, board_cycles() - t0);
+            }
+            uint32_t n = 2u + 8u * repeats;
+            put_u16(reply + n, per_layer ? n_ops : 0);
+            n += 2;
+            if (per_layer)
+                for (uint32_t i = 0; i < n_ops; i++, n += 8) put_u64(reply + n, layer_cycles[i]);
+            send(ok, f->seq, reply, (uint16_t)n);
+            return;
+        }
+        case HW_SET_INPUT: {
+            if (f->len < 4) break;
+            if (!model_ready) {
+                send_err(f->seq, HW_E_NO_MODEL, f->cmd, "no model loaded");
+                return;
+            }
+            uint16_t idx = model.header->input_tensor;
+            uint32_t offset = get_u32(p), n = f->len - 4u;
+            if (offset + n > hw_tensor_bytes(&model.tensors[idx])) {
+                send_err(f->seq, HW_E_BAD_LENGTH, f->cmd, "input past the input tensor");
+                return;
+            }
+            memcpy(hw_tensor_data(&model, idx) + offset, p + 4, n);
+            send(ok, f->seq, 0, 0);
+            return;
+        }
+        case HW_INVOKE: {
+            if (!model_ready) {
+                send_err(f->seq, HW_E_NO_MODEL, f->cmd, "no model loaded");
+                return;
+            }
+            uint16_t idx = model.header->output_tensor;
+            uint32_t n = hw_tensor_bytes(&model.tensors[idx]);
+            if (n > HW_MAX_PAYLOAD) {
+                send_err(f->seq, HW_E_BAD_LENGTH, f->cmd, "output larger than one reply");
+                return;
+            }
+            hw_model_invoke(&model, 0, 0);
+            send(ok, f->seq, hw_tensor_data(&model, idx), (uint16_t)n);
+            return;
+        }
+        case HW_MEM:
+            put_u32(reply, model_ready ? model.header->arena_size : 0);
+            put_u32(reply + 4, HW_ARENA_CAPACITY);
+            put_u32(reply + 8, model_ready ? load_size : 0);
+            put_u32(reply + 12, HW_BLOB_CAPACITY);
+            send(ok, f->seq, reply, 16);
+            return;
+        case HW_RESET:
+            send(ok, f->seq, 0, 0);
+            board_reset();
+        default:
+            send_err(f->seq, HW_E_UNKNOWN_CMD, f->cmd, "unknown command");
+            return;
+    }
+    send_err(f->seq, HW_E_BAD_LENGTH, f->cmd, "payload length wrong for this command");
+}
+
+int main(void) {
+    board_init();
+    hw_parser_reset(&parser);
+    send(HW_BOOT, 0, (const uint8_t *)FW_VERSION, (uint16_t)(sizeof(FW_VERSION) - 1));
+    for (;;) {
+        int c = board_uart_getc();
+        if (c < 0) {
+            board_wait_for_input();
+            continue;
+        }
+        hw_frame_t frame;
+        if (hw_parser_feed(&parser, (uint8_t)c, &frame)) {
+            if (!frame.crc_ok)
+                send_err(frame.seq, HW_E_CRC, frame.cmd, "frame CRC-32 mismatch");
+            else
+                handle(&frame);
+        }
+    }
+}

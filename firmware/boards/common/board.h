@@ -1,0 +1,35 @@
+/* Board support interface: what the portable firmware needs from a board. */
+#ifndef HWNAS_BOARD_H
+#define HWNAS_BOARD_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+typedef struct {
+    const char *board;      /* e.g. "qemu-mps2-an500" */
+    const char *core;       /* e.g. "cortex-m7" */
+    uint32_t clock_hz;      /* core clock the cycle counter runs at */
+    uint32_t sram_bytes;    /* SRAM budget models must fit */
+    uint32_t flash_bytes;   /* flash budget models must fit */
+    uint8_t timer_kind;     /* HW_TIMER_* */
+} board_info_t;
+
+enum {
+    HW_TIMER_DWT_CYCCNT = 1,   /* real core cycles */
+    HW_TIMER_SYSTICK_ICOUNT = 2 /* QEMU -icount: SysTick ticks scaled to instructions */
+};
+
+void board_init(void);
+const board_info_t *board_get_info(void);
+
+/* Serial port: non-blocking receive, blocking transmit. */
+int board_uart_getc(void);          /* -1 when nothing is waiting */
+void board_uart_write(const uint8_t *data, size_t len);
+void board_wait_for_input(void);    /* sleep (WFI) until a byte may have arrived */
+
+/* Monotonic cycle counter (64-bit, wraps never in practice). */
+uint64_t board_cycles(void);
+
+void board_reset(void) __attribute__((noreturn));
+
+#endif

@@ -1,0 +1,100 @@
+/* QEMU mps2-an500 (Cortex-M7 at 25 MHz): CMSDK APB UART0 with an RX interrupt, SysTick timing.
+ *
+ * QEMU does not implement DWT->CYCCNT, so time is counted with SysTick (25 MHz, 24-bit; wraps are
+ * counted in its interrupt). Run QEMU with `-icount shift=N`: each instruction then takes 2^N ns
+ * of virtual time, so the count is deterministic and instructions = ticks * 40 / 2^N. */
+#include "board.h"
+
+#define UART0_BASE 0x40004000u
+#define UART_DATA (*(volatile uint32_t *)(UART0_BASE + 0x00))
+#define UART_STATE (*(volatile uint32_t *)(UART0_BASE + 0x04))
+#define UART_CTRL (*(volatile uint32_t *)(UART0_BASE + 0x08))
+#define UART_INTCLEAR (*(volatile uint32_t *)(UART0_BASE + 0x0C))
+#define UART_BAUDDIV (*(volatile uint32_t *)(UART0_BASE + 0x10))
+
+#define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
+#define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
+#define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
+#define NVIC_ISER0 (*(volatile uint32_t *)0xE000E100u)
+#define AIRCR (*(volatile uint32_t *)0xE000ED0Cu)
+
+#define RX_BUF 1024u /* power of two */
+
+static volatile uint8_t rx_buf[RX_BUF];
+static volatile uint32_t rx_head, rx_tail;
+static volatile uint32_t systick_wraps;
+
+static const board_info_t info = {
+    .board = "qemu-mps2-an500",
+    .core = "cortex-m7",
+    .clock_hz = 25000000u,
+    .sram_bytes = 4u * 1024u * 1024u,
+    .flash_bytes = 4u * 1024u * 1024u,
+    .timer_kind = HW_TIMER_SYSTICK_ICOUNT,
+};
+
+void uart0_rx_handler(void) {
+    UART_INTCLEAR = 2u;
+    while (UART_STATE & 2u) {
+        uint8_t c = (uint8_t)UART_DATA;
+        uint32_t next = (rx_head + 1u) & (RX_BUF - 1u);
+        if (next != rx_tail) { /* QEMU holds input back while the 1-byte buffer is full: no loss */
+            rx_buf[rx_head] = c;
+            rx_head = next;
+        }
+    }
+}
+
+void systick_handler(void) { systick_wraps++; }
+
+void board_init(void) {
+    UART_BAUDDIV = 16u;
+    UART_CTRL = 1u | 2u | 8u; /* TX enable, RX enable, RX interrupt enable */
+    NVIC_ISER0 = 1u << 0;     /* UART0 RX is IRQ 0 */
+    SYST_RVR = 0x00FFFFFFu;
+    SYST_CVR = 0;
+    SYST_CSR = 7u; /* processor clock, interrupt on wrap, enable */
+}
+
+const board_info_t *board_get_info(void) { return &info; }
+
+int board_uart_getc(void) {
+    if (rx_tail == rx_head) return -1;
+    uint8_t c = rx_buf[rx_tail];
+    rx_tail = (rx_tail + 1u) & (RX_BUF - 1u);
+    return c;
+}
+
+void board_wait_for_input(void) {
+    __asm volatile("cpsid i" ::: "memory");
+    if (rx_tail == rx_head) __asm volatile("wfi" ::: "memory");
+    __asm volatile("cpsie i" ::: "memory");
+}
+
+void board_uart_write(const uint8_t *data, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        while (UART_STATE & 1u) {
+        }
+        UART_DATA = data[i];
+    }
+}
+
+uint64_t board_cycles(void) {
+    uint32_t wraps, val;
+    do {
+        wraps = systick_wraps;
+        val = SYST_CVR;
+        /* a wrap between the two reads shows as a pending SysTick: read again */
+    } while (wraps != systick_wraps);
+    if (*(volatile uint32_t *)0xE000ED04u & (1u << 26)) { /* PENDSTSET: wrapped, not yet counted */
+        wraps++;
+        val = SYST_CVR;
+    }
+    return ((uint64_t)wraps << 24) + (0x00FFFFFFu - val);
+}
+
+void board_reset(void) {
+    AIRCR = (0x5FAu << 16) | (1u << 2); /* SYSRESETREQ */
+    for (;;) {
+    }
+}

@@ -1,0 +1,5 @@
+# QEMU mps2-an500: Cortex-M7 with a double-precision FPU, 4 MB code RAM, 4 MB SRAM.
+BOARD_FPU = -mfpu=fpv5-d16 -mfloat-abi=hard
+BLOB_CAPACITY = 2097152
+ARENA_CAPACITY = 1572864
+BOARD_CFLAGS =

@@ -1,0 +1,134 @@
+#include "hw_model.h"
+
+#include <string.h>
+
+#include "kernels.h"
+#include "protocol.h"
+
+static const hw_tensor_t *T(const hw_model_t *m, uint16_t i) { return &m->tensors[i]; }
+
+uint32_t hw_tensor_bytes(const hw_tensor_t *t) {
+    uint32_t n = (uint32_t)t->dims[0] * t->dims[1] * t->dims[2] * t->dims[3];
+    return t->dtype == HW_INT8 ? n : 4u * n;
+}
+
+uint8_t *hw_tensor_data(const hw_model_t *m, uint16_t index) {
+    const hw_tensor_t *t = T(m, index);
+    if (t->kind == HW_TENSOR_CONST) return (uint8_t *)(m->data + t->offset);
+    return m->arena + t->offset;
+}
+
+static hw_shape_t shape(const hw_tensor_t *t) {
+    hw_shape_t s = {t->dims[1], t->dims[2], t->dims[3]};
+    return s;
+}
+
+const char *hw_model_error(int code) {
+    switch (code) {
+        case HW_OK: return "ok";
+        case HW_ERR_MAGIC: return "not a model blob (bad magic)";
+        case HW_ERR_VERSION: return "unsupported blob version";
+        case HW_ERR_SIZE: return "blob size does not match its header";
+        case HW_ERR_CRC: return "blob CRC-32 mismatch";
+        case HW_ERR_LAYOUT: return "a table or tensor lies outside the blob or arena";
+        case HW_ERR_OPCODE: return "unsupported operator or operand";
+        case HW_ERR_ARENA: return "arena too small for this model";
+        default: return "unknown error";
+    }
+}
+
+int hw_model_init(hw_model_t *m, const uint8_t *blob, uint32_t size, uint8_t *arena, uint32_t arena_capacity) {
+    const hw_blob_header_t *h = (const hw_blob_header_t *)blob;
+    if (size < sizeof(hw_blob_header_t) || h->magic != HW_BLOB_MAGIC) return HW_ERR_MAGIC;
+    if (h->version != HW_BLOB_VERSION || h->header_size != sizeof(hw_blob_header_t)) return HW_ERR_VERSION;
+    if (h->total_size != size) return HW_ERR_SIZE;
+    if (hw_crc32(0, blob + 16, size - 16) != h->crc32) return HW_ERR_CRC;
+    if ((uint64_t)h->tensors_offset + (uint64_t)h->n_tensors * sizeof(hw_tensor_t) > size ||
+        (uint64_t)h->ops_offset + (uint64_t)h->n_ops * sizeof(hw_op_t) > size ||
+        (uint64_t)h->data_offset + h->data_size > size || (h->tensors_offset & 3u) || (h->ops_offset & 3u) ||
+        (h->data_offset & 3u) || h->input_tensor >= h->n_tensors || h->output_tensor >= h->n_tensors)
+        return HW_ERR_LAYOUT;
+    if (h->arena_size > arena_capacity) return HW_ERR_ARENA;
+    m->blob = blob;
+    m->header = h;
+    m->tensors = (const hw_tensor_t *)(blob + h->tensors_offset);
+    m->ops = (const hw_op_t *)(blob + h->ops_offset);
+    m->data = blob + h->data_offset;
+    m->arena = arena;
+    m->arena_capacity = arena_capacity;
+    for (uint16_t i = 0; i < h->n_tensors; i++) {
+        const hw_tensor_t *t = T(m, i);
+        uint64_t end = (uint64_t)t->offset + hw_tensor_bytes(t);
+        if (t->kind == HW_TENSOR_CONST ? end > h->data_size : end > h->arena_size) return HW_ERR_LAYOUT;
+    }
+    for (uint16_t i = 0; i < h->n_ops; i++) {
+        const hw_op_t *op = &m->ops[i];
+        if (op->opcode == 0 || op->opcode >= HW_OP_COUNT || op->n_inputs > 4 || op->output >= h->n_tensors)
+            return HW_ERR_OPCODE;
+        for (int k = 0; k < op->n_inputs; k++)
+            if (op->inputs[k] != HW_NO_TENSOR && op->inputs[k] >= h->n_tensors) return HW_ERR_OPCODE;
+    }
+    return HW_OK;
+}
+
+static const int32_t *data_i32(const hw_model_t *m, int32_t offset) { return (const int32_t *)(m->data + offset); }
+
+static void run_op(hw_model_t *m, const hw_op_t *op) {
+    const hw_tensor_t *in = T(m, op->inputs[0]);
+    const hw_tensor_t *out = T(m, op->output);
+    const int8_t *x = (const int8_t *)hw_tensor_data(m, op->inputs[0]);
+    int8_t *y = (int8_t *)hw_tensor_data(m, op->output);
+    const int32_t *p = op->p;
+    switch (op->opcode) {
+        case HW_OP_CONV_2D:
+        case HW_OP_DEPTHWISE_CONV_2D: {
+            const hw_tensor_t *w = T(m, op->inputs[1]);
+            const int32_t *bias =
+                op->inputs[2] == HW_NO_TENSOR ? 0 : (const int32_t *)hw_tensor_data(m, op->inputs[2]);
+            const int8_t *wd = (const int8_t *)hw_tensor_data(m, op->inputs[1]);
+            if (op->opcode == HW_OP_CONV_2D)
+                hw_conv2d_s8(x, shape(in), in->zero_point, wd, w->dims[1], w->dims[2], bias, y, shape(out),
+                             out->zero_point, p[0], p[1], p[2], p[3], data_i32(m, p[6]), data_i32(m, p[7]), p[4],
+                             p[5]);
+            else
+                hw_depthwise_conv2d_s8(x, shape(in), in->zero_point, wd, w->dims[1], w->dims[2], bias, y,
+                                       shape(out), out->zero_point, p[0], p[1], p[2], p[3], data_i32(m, p[6]),
+                                       data_i32(m, p[7]), p[4], p[5]);
+            break;
+        }
+        case HW_OP_ADD: {
+            const hw_tensor_t *b = T(m, op->inputs[1]);
+            hw_add_s8(x, in->zero_point, (const int8_t *)hw_tensor_data(m, op->inputs[1]), b->zero_point, y,
+                      out->zero_point, (int)hw_tensor_bytes(out), p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7],
+                      p[8]);
+            break;
+        }
+        case HW_OP_MEAN:
+            hw_mean_hw_s8(x, shape(in), in->zero_point, y, out->zero_point, p[0], p[1]);
+            break;
+        case HW_OP_FULLY_CONNECTED: {
+            const hw_tensor_t *w = T(m, op->inputs[1]);
+            const int32_t *bias =
+                op->inputs[2] == HW_NO_TENSOR ? 0 : (const int32_t *)hw_tensor_data(m, op->inputs[2]);
+            /* weights are [out, in] stored as dims (1, 1, out, in) */
+            hw_fully_connected_s8(x, w->dims[3], in->zero_point, (const int8_t *)hw_tensor_data(m, op->inputs[1]),
+                                  bias, y, w->dims[2], out->zero_point, data_i32(m, p[2]), data_i32(m, p[3]), p[0],
+                                  p[1]);
+            break;
+        }
+        case HW_OP_PAD:
+            hw_pad_s8(x, shape(in), y, shape(out), p[0], p[2], (int8_t)in->zero_point);
+            break;
+        default:
+            break;
+    }
+}
+
+int hw_model_invoke(hw_model_t *m, uint64_t (*clock)(void), uint64_t *cycles_per_op) {
+    for (uint16_t i = 0; i < m->header->n_ops; i++) {
+        uint64_t t0 = cycles_per_op ? clock() : 0;
+        run_op(m, &m->ops[i]);
+        if (cycles_per_op) cycles_per_op[i] = clock() - t0;
+    }
+    return HW_OK;
+}

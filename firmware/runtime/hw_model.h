@@ -1,0 +1,112 @@
+/* The model blob and the interpreter that runs it (portable C99, no allocation).
+ *
+ * Blob v1 (little endian, written by hwnas_deploy/export/blob.py):
+ *   header (48 B) | tensors (24 B each) | ops (64 B each) | data (weights, biases, multipliers)
+ * The CRC-32 covers every byte after the first 16. Activations live in one arena whose layout
+ * the host planned (offsets per tensor), so the peak SRAM is known before anything runs. */
+#ifndef HWNAS_MODEL_H
+#define HWNAS_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define HW_BLOB_MAGIC 0x424E5748u /* "HWNB" */
+#define HW_BLOB_VERSION 1u
+
+typedef struct {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t header_size;
+    uint32_t total_size;
+    uint32_t crc32;
+    uint16_t n_tensors;
+    uint16_t n_ops;
+    uint32_t arena_size;
+    uint16_t input_tensor;
+    uint16_t output_tensor;
+    uint32_t tensors_offset;
+    uint32_t ops_offset;
+    uint32_t data_offset;
+    uint32_t data_size;
+    uint32_t reserved;
+} hw_blob_header_t;
+
+enum { HW_INT8 = 1, HW_INT32 = 2, HW_FLOAT32 = 3 };
+enum { HW_TENSOR_ARENA = 0, HW_TENSOR_CONST = 1 };
+
+typedef struct {
+    uint16_t dims[4]; /* N, H, W, C */
+    uint8_t dtype;
+    uint8_t kind;
+    uint16_t reserved;
+    uint32_t offset; /* into the arena or the data section */
+    float scale;
+    int32_t zero_point;
+} hw_tensor_t;
+
+enum {
+    HW_OP_CONV_2D = 1,
+    HW_OP_DEPTHWISE_CONV_2D = 2,
+    HW_OP_ADD = 3,
+    HW_OP_MEAN = 4,
+    HW_OP_FULLY_CONNECTED = 5,
+    HW_OP_PAD = 6,
+    HW_OP_COUNT
+};
+
+#define HW_NO_TENSOR 0xFFFFu
+
+/* Parameters by opcode (p[]):
+ *  CONV_2D / DEPTHWISE_CONV_2D: stride_h, stride_w, pad_top, pad_left, act_min, act_max,
+ *                               mult_offset, shift_offset (int32 per output channel in data)
+ *  ADD:             left_shift, in1_mult, in1_shift, in2_mult, in2_shift, out_mult, out_shift,
+ *                   act_min, act_max
+ *  MEAN (over H,W): mult, shift
+ *  FULLY_CONNECTED: act_min, act_max, mult_offset, shift_offset
+ *  PAD:             top, bottom, left, right (spatial; the value is the zero point) */
+typedef struct {
+    uint8_t opcode;
+    uint8_t n_inputs;
+    uint16_t output;
+    uint16_t inputs[4];
+    int32_t p[12];
+    uint32_t reserved;
+} hw_op_t;
+
+/* The blob's records are laid out with natural alignment, so no packing is needed. */
+_Static_assert(sizeof(hw_blob_header_t) == 48, "blob header is 48 bytes");
+_Static_assert(sizeof(hw_tensor_t) == 24, "tensor record is 24 bytes");
+_Static_assert(sizeof(hw_op_t) == 64, "op record is 64 bytes");
+
+typedef struct {
+    const uint8_t *blob;
+    const hw_blob_header_t *header;
+    const hw_tensor_t *tensors;
+    const hw_op_t *ops;
+    const uint8_t *data;
+    uint8_t *arena;
+    uint32_t arena_capacity;
+} hw_model_t;
+
+enum {
+    HW_OK = 0,
+    HW_ERR_MAGIC = -1,
+    HW_ERR_VERSION = -2,
+    HW_ERR_SIZE = -3,
+    HW_ERR_CRC = -4,
+    HW_ERR_LAYOUT = -5,
+    HW_ERR_OPCODE = -6,
+    HW_ERR_ARENA = -7,
+};
+
+/* Check and bind a blob (kept in place, not copied) to an arena. */
+int hw_model_init(hw_model_t *m, const uint8_t *blob, uint32_t size, uint8_t *arena, uint32_t arena_capacity);
+const char *hw_model_error(int code);
+
+/* Run every op once; if cycles_per_op is given, fill it using clock(). */
+int hw_model_invoke(hw_model_t *m, uint64_t (*clock)(void), uint64_t *cycles_per_op);
+
+uint8_t *hw_tensor_data(const hw_model_t *m, uint16_t index);
+uint32_t hw_tensor_bytes(const hw_tensor_t *t);
+
+#endif

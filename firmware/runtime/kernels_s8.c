@@ -1,0 +1,150 @@
+/* Portable int8 reference kernels (TFLite reference semantics, gemmlowp rounding). These stay
+ * the reference that optimised kernels are tested against. */
+#include "kernels.h"
+
+static int32_t srdhm(int32_t a, int32_t b) { /* SaturatingRoundingDoublingHighMul */
+    if (a == b && a == INT32_MIN) return INT32_MAX;
+    int64_t ab = (int64_t)a * (int64_t)b;
+    int32_t nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
+    return (int32_t)((ab + nudge) / (1ll << 31));
+}
+
+static int32_t rdivpot(int32_t x, int exponent) { /* RoundingDivideByPOT */
+    if (exponent == 0) return x;
+    int32_t mask = (int32_t)((1ll << exponent) - 1);
+    int32_t remainder = x & mask;
+    int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+int32_t hw_requantize(int32_t acc, int32_t multiplier, int32_t shift) {
+    int left = shift > 0 ? shift : 0;
+    int right = shift > 0 ? 0 : -shift;
+    return rdivpot(srdhm(acc * (1 << left), multiplier), right);
+}
+
+static inline int8_t clamp_s8(int32_t v, int lo, int hi) {
+    if (v < lo) v = lo;
+    if (v > hi) v = hi;
+    return (int8_t)v;
+}
+
+void hw_conv2d_s8(const int8_t *in, hw_shape_t is, int32_t in_zp, const int8_t *w, int kh, int kw,
+                  const int32_t *bias, int8_t *out, hw_shape_t os, int32_t out_zp, int stride_h, int stride_w,
+                  int pad_top, int pad_left, const int32_t *mult, const int32_t *shift, int act_min, int act_max) {
+    const int ic_n = is.c;
+    if (kh == 1 && kw == 1 && stride_h == 1 && stride_w == 1 && pad_top == 0 && pad_left == 0) {
+        /* pointwise: a matrix product over pixels */
+        const int pixels = os.h * os.w;
+        for (int p = 0; p < pixels; p++) {
+            const int8_t *x = in + p * ic_n;
+            for (int oc = 0; oc < os.c; oc++) {
+                const int8_t *f = w + oc * ic_n;
+                int32_t acc = 0;
+                for (int ic = 0; ic < ic_n; ic++) acc += (int32_t)f[ic] * ((int32_t)x[ic] - in_zp);
+                if (bias) acc += bias[oc];
+                out[p * os.c + oc] = clamp_s8(hw_requantize(acc, mult[oc], shift[oc]) + out_zp, act_min, act_max);
+            }
+        }
+        return;
+    }
+    for (int oy = 0; oy < os.h; oy++) {
+        for (int ox = 0; ox < os.w; ox++) {
+            const int iy0 = oy * stride_h - pad_top, ix0 = ox * stride_w - pad_left;
+            for (int oc = 0; oc < os.c; oc++) {
+                int32_t acc = 0;
+                for (int ky = 0; ky < kh; ky++) {
+                    const int iy = iy0 + ky;
+                    if (iy < 0 || iy >= is.h) continue;
+                    for (int kx = 0; kx < kw; kx++) {
+                        const int ix = ix0 + kx;
+                        if (ix < 0 || ix >= is.w) continue;
+                        const int8_t *x = in + (iy * is.w + ix) * ic_n;
+                        const int8_t *f = w + ((oc * kh + ky) * kw + kx) * ic_n;
+                        for (int ic = 0; ic < ic_n; ic++) acc += (int32_t)f[ic] * ((int32_t)x[ic] - in_zp);
+                    }
+                }
+                if (bias) acc += bias[oc];
+                out[(oy * os.w + ox) * os.c + oc] =
+                    clamp_s8(hw_requantize(acc, mult[oc], shift[oc]) + out_zp, act_min, act_max);
+            }
+        }
+    }
+}
+
+void hw_depthwise_conv2d_s8(const int8_t *in, hw_shape_t is, int32_t in_zp, const int8_t *w, int kh, int kw,
+                            const int32_t *bias, int8_t *out, hw_shape_t os, int32_t out_zp, int stride_h,
+                            int stride_w, int pad_top, int pad_left, const int32_t *mult, const int32_t *shift,
+                            int act_min, int act_max) {
+    const int c_n = is.c;
+    for (int oy = 0; oy < os.h; oy++) {
+        for (int ox = 0; ox < os.w; ox++) {
+            const int iy0 = oy * stride_h - pad_top, ix0 = ox * stride_w - pad_left;
+            for (int c = 0; c < c_n; c++) {
+                int32_t acc = 0;
+                for (int ky = 0; ky < kh; ky++) {
+                    const int iy = iy0 + ky;
+                    if (iy < 0 || iy >= is.h) continue;
+                    for (int kx = 0; kx < kw; kx++) {
+                        const int ix = ix0 + kx;
+                        if (ix < 0 || ix >= is.w) continue;
+                        acc += (int32_t)w[(ky * kw + kx) * c_n + c] * ((int32_t)in[(iy * is.w + ix) * c_n + c] - in_zp);
+                    }
+                }
+                if (bias) acc += bias[c];
+                out[(oy * os.w + ox) * c_n + c] =
+                    clamp_s8(hw_requantize(acc, mult[c], shift[c]) + out_zp, act_min, act_max);
+            }
+        }
+    }
+}
+
+void hw_add_s8(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int8_t *out, int32_t out_zp,
+               int n, int left_shift, int32_t a_mult, int32_t a_shift, int32_t b_mult, int32_t b_shift,
+               int32_t out_mult, int32_t out_shift, int act_min, int act_max) {
+    for (int i = 0; i < n; i++) {
+        int32_t x = ((int32_t)a[i] - a_zp) * (1 << left_shift);
+        int32_t y = ((int32_t)b[i] - b_zp) * (1 << left_shift);
+        int32_t sum = hw_requantize(x, a_mult, a_shift) + hw_requantize(y, b_mult, b_shift);
+        out[i] = clamp_s8(hw_requantize(sum, out_mult, out_shift) + out_zp, act_min, act_max);
+    }
+}
+
+void hw_mean_hw_s8(const int8_t *in, hw_shape_t is, int32_t in_zp, int8_t *out, int32_t out_zp, int32_t mult,
+                   int32_t shift) {
+    const int pixels = is.h * is.w;
+    for (int c = 0; c < is.c; c++) {
+        int32_t acc = 0;
+        for (int p = 0; p < pixels; p++) acc += (int32_t)in[p * is.c + c] - in_zp;
+        acc = hw_requantize(acc, mult, shift);
+        acc = acc > 0 ? (acc + pixels / 2) / pixels : (acc - pixels / 2) / pixels;
+        out[c] = clamp_s8(acc + out_zp, -128, 127);
+    }
+}
+
+void hw_fully_connected_s8(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w, const int32_t *bias,
+                           int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
+                           int act_min, int act_max) {
+    for (int o = 0; o < n_out; o++) {
+        const int8_t *f = w + o * n_in;
+        int32_t acc = 0;
+        for (int i = 0; i < n_in; i++) acc += (int32_t)f[i] * ((int32_t)in[i] - in_zp);
+        if (bias) acc += bias[o];
+        out[o] = clamp_s8(hw_requantize(acc, mult[o], shift[o]) + out_zp, act_min, act_max);
+    }
+}
+
+void hw_pad_s8(const int8_t *in, hw_shape_t is, int8_t *out, hw_shape_t os, int top, int left, int8_t value) {
+    for (int y = 0; y < os.h; y++) {
+        for (int x = 0; x < os.w; x++) {
+            int8_t *o = out + (y * os.w + x) * os.c;
+            const int iy = y - top, ix = x - left;
+            if (iy < 0 || iy >= is.h || ix < 0 || ix >= is.w) {
+                for (int c = 0; c < os.c; c++) o[c] = value;
+            } else {
+                const int8_t *i = in + (iy * is.w + ix) * is.c;
+                for (int c = 0; c < os.c; c++) o[c] = i[c];
+            }
+        }
+    }
+}

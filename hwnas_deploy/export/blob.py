@@ -1,0 +1,330 @@
+"""Full-integer TFLite -> firmware model blob (the format firmware/runtime/hw_model.h reads).
+
+The blob carries the int8 graph of the TFLite model as our runtime executes it: NHWC tensors,
+per-channel weight scales turned into fixed-point multipliers and shifts (TFLite's
+QuantizeMultiplier), fused activations as clamp ranges, and a static arena plan (greedy by size
+over tensor lifetimes, as TFLite Micro plans), so peak SRAM is known before the board runs it.
+A leading NCHW->NHWC TRANSPOSE of the graph input is dropped: the host sends NHWC input.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hwnas_deploy.errors import ExportError, UnsupportedOpError
+
+MAGIC = 0x424E5748  # "HWNB"
+VERSION = 1
+HEADER = struct.Struct("<IHHIIHHIHHIIIII")  # 48 bytes
+TENSOR = struct.Struct("<4HBBHIfi")  # 24 bytes
+OP = struct.Struct("<BBH4H12iI")  # 64 bytes
+NO_TENSOR = 0xFFFF
+ALIGN = 16
+
+INT8, INT32 = 1, 2
+ARENA, CONST = 0, 1
+OPCODES = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 2, "ADD": 3, "MEAN": 4, "FULLY_CONNECTED": 5, "PAD": 6}
+
+
+@dataclass
+class _Tensor:
+    dims: tuple[int, int, int, int]
+    dtype: int
+    kind: int
+    scale: float = 0.0
+    zero_point: int = 0
+    offset: int = 0
+    data: bytes | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.dims)) * (1 if self.dtype == INT8 else 4)
+
+
+@dataclass
+class BlobInfo:
+    """What the host needs to talk to a board about a blob."""
+
+    size: int
+    arena_bytes: int
+    weight_bytes: int
+    n_ops: int
+    input_shape: tuple[int, int, int, int]  # NHWC
+    input_quant: tuple[float, int]
+    output_shape: tuple[int, ...]
+    output_quant: tuple[float, int]
+    op_names: list[str] = field(default_factory=list)
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier: real = q * 2^(shift - 31), q in [2^30, 2^31)."""
+    if real == 0.0:
+        return 0, 0
+    mantissa, shift = math.frexp(real)
+    q = int(math.floor(abs(mantissa) * (1 << 31) + 0.5)) * (1 if mantissa >= 0 else -1)
+    if q == 1 << 31:
+        q //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q, shift
+
+
+def _activation_range(act: int, scale: float, zero_point: int) -> tuple[int, int]:
+    """TFLite's CalculateActivationRangeQuantized for int8 (0 none, 1 relu, 3 relu6)."""
+    def q(x: float) -> int:
+        v = np.float32(x) / np.float32(scale)
+        return zero_point + int(math.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
+
+    if act == 0:
+        return -128, 127
+    if act == 1:
+        return max(-128, q(0.0)), 127
+    if act == 3:
+        return max(-128, q(0.0)), min(127, q(6.0))
+    raise UnsupportedOpError("blob", f"fused activation {act}")
+
+
+def plan_arena(sizes: list[int], lifetimes: list[tuple[int, int]]) -> tuple[list[int], int]:
+    """Greedy-by-size placement: each buffer at the lowest offset that does not overlap a
+    placed buffer alive at the same time. Returns offsets and the arena size (ALIGN-ed)."""
+    order = sorted(range(len(sizes)), key=lambda i: (-sizes[i], i))
+    offsets = [0] * len(sizes)
+    placed: list[int] = []
+    for i in order:
+        first, last = lifetimes[i]
+        busy = sorted(
+            (offsets[j], offsets[j] + sizes[j])
+            for j in placed
+            if not (lifetimes[j][1] < first or last < lifetimes[j][0])
+        )
+        offset = 0
+        for start, end in busy:
+            if offset + sizes[i] <= start:
+                break
+            offset = max(offset, _align(end))
+        offsets[i] = offset
+        placed.append(i)
+    arena = max((offsets[i] + sizes[i] for i in range(len(sizes))), default=0)
+    return offsets, _align(arena)
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = Path(tflite_path).read_bytes()
+    model = schema.ModelT.InitFromPackedBuf(buf, 0)
+    if len(model.subgraphs) != 1:
+        raise ExportError("blob: only single-subgraph models are supported")
+    g = model.subgraphs[0]
+    op_names = {v: k for k, v in schema.BuiltinOperator.__dict__.items() if not k.startswith("_")}
+
+    def op_name(op) -> str:
+        code = model.operatorCodes[op.opcodeIndex]
+        return op_names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+
+    def const(index: int) -> np.ndarray:
+        t = g.tensors[index]
+        b = model.buffers[t.buffer]
+        data = b.data
+        if data is None and b.offset > 1:  # stored after the flatbuffer (large-model layout)
+            data = buf[b.offset : b.offset + b.size]
+        if data is None:
+            raise ExportError(f"blob: tensor {t.name!r} was expected to be a constant")
+        dtype = {9: np.int8, 2: np.int32}.get(t.type)
+        if dtype is None:
+            raise UnsupportedOpError("blob", f"constant of TFLite type {t.type}")
+        return np.frombuffer(bytes(data), dtype=dtype).reshape(list(t.shape))
+
+    def quant(index: int) -> tuple[np.ndarray, np.ndarray]:
+        q = g.tensors[index].quantization
+        if q is None or q.scale is None:
+            raise ExportError(f"blob: tensor {g.tensors[index].name!r} is not quantised (need a full-integer model)")
+        return np.asarray(q.scale, dtype=np.float32), np.asarray(q.zeroPoint, dtype=np.int64)
+
+    tensors: list[_Tensor] = []
+    index_of: dict[int, int] = {}  # TFLite tensor index -> blob tensor index
+
+    def activation(tfl_index: int) -> int:
+        if tfl_index not in index_of:
+            t = g.tensors[tfl_index]
+            if t.type != 9:
+                raise UnsupportedOpError("blob", f"activation tensor of TFLite type {t.type} (int8 only)")
+            shape = [int(s) for s in t.shape]
+            dims = tuple([1] * (4 - len(shape)) + shape) if len(shape) < 4 else tuple(shape)
+            scale, zp = quant(tfl_index)
+            tensors.append(_Tensor(dims, INT8, ARENA, float(scale[0]), int(zp[0])))
+            index_of[tfl_index] = len(tensors) - 1
+        return index_of[tfl_index]
+
+    def constant(array: np.ndarray, dims: tuple[int, int, int, int], dtype: int) -> int:
+        tensors.append(_Tensor(dims, dtype, CONST, data=np.ascontiguousarray(array).tobytes()))
+        return len(tensors) - 1
+
+    def int32_array(values: list[int]) -> int:
+        return constant(np.asarray(values, dtype=np.int32), (1, 1, 1, len(values)), INT32)
+
+    ops: list[tuple[int, list[int], int, list[int], str]] = []
+    graph_input = g.inputs[0]
+    input_alias: int | None = None
+    for n, op in enumerate(g.operators):
+        name = op_name(op)
+        ins, outs = [int(i) for i in op.inputs], [int(o) for o in op.outputs]
+        opt = op.builtinOptions
+        if name == "TRANSPOSE" and n == 0 and ins[0] == graph_input:
+            if list(const(ins[1])) != [0, 2, 3, 1]:
+                raise UnsupportedOpError("blob", "TRANSPOSE", "only the NCHW->NHWC input transpose is supported")
+            input_alias = outs[0]
+            continue
+        if name not in OPCODES:
+            raise UnsupportedOpError("blob", name, "the MCU runtime has no kernel for it")
+        x = activation(ins[0])
+        y = activation(outs[0])
+        in_t, out_t = tensors[x], tensors[y]
+        p = [0] * 12
+        inputs = [x]
+        if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            w = const(ins[1])
+            w_scale, _ = quant(ins[1])
+            if name == "DEPTHWISE_CONV_2D" and getattr(opt, "depthMultiplier", 1) != 1:
+                raise UnsupportedOpError("blob", name, "depth multiplier other than 1")
+            if getattr(opt, "dilationHFactor", 1) != 1 or getattr(opt, "dilationWFactor", 1) != 1:
+                raise UnsupportedOpError("blob", name, "dilation")
+            kh, kw = w.shape[1], w.shape[2]
+            sh, sw = opt.strideH, opt.strideW
+            if opt.padding == 0:  # SAME
+                pad_h = max((out_t.dims[1] - 1) * sh + kh - in_t.dims[1], 0)
+                pad_w = max((out_t.dims[2] - 1) * sw + kw - in_t.dims[2], 0)
+                pad_top, pad_left = pad_h // 2, pad_w // 2
+            else:
+                pad_top = pad_left = 0
+            channels = out_t.dims[3]
+            w_scale = np.broadcast_to(w_scale, (channels,))
+            mults, shifts = zip(
+                *(quantize_multiplier(float(np.float64(in_t.scale) * np.float64(s) / np.float64(out_t.scale)))
+                  for s in w_scale),
+                strict=True,
+            )
+            act_min, act_max = _activation_range(opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
+            inputs += [
+                constant(w, tuple(int(d) for d in w.shape), INT8),
+                constant(const(ins[2]), (1, 1, 1, channels), INT32) if len(ins) > 2 and ins[2] >= 0 else NO_TENSOR,
+            ]
+            p[:8] = [sh, sw, pad_top, pad_left, act_min, act_max, int32_array(list(mults)),
+                     int32_array(list(shifts))]
+        elif name == "ADD":
+            b = activation(ins[1])
+            if tensors[b].dims != in_t.dims or out_t.dims != in_t.dims:
+                raise UnsupportedOpError("blob", name, "broadcasting")
+            left_shift = 20
+            twice_max = 2 * max(np.float64(in_t.scale), np.float64(tensors[b].scale))
+            m1 = quantize_multiplier(float(np.float64(in_t.scale) / twice_max))
+            m2 = quantize_multiplier(float(np.float64(tensors[b].scale) / twice_max))
+            mo = quantize_multiplier(float(twice_max / ((1 << left_shift) * np.float64(out_t.scale))))
+            act_min, act_max = _activation_range(opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
+            inputs.append(b)
+            p[:9] = [left_shift, *m1, *m2, *mo, act_min, act_max]
+        elif name == "MEAN":
+            axes = sorted(int(a) for a in const(ins[1]).ravel())
+            if axes != [1, 2] or len(g.tensors[ins[0]].shape) != 4:
+                raise UnsupportedOpError("blob", name, f"reduction over axes {axes} (only H, W)")
+            p[:2] = quantize_multiplier(float(np.float64(in_t.scale) / np.float64(out_t.scale)))
+        elif name == "FULLY_CONNECTED":
+            w = const(ins[1])
+            w_scale, _ = quant(ins[1])
+            n_out, n_in = w.shape
+            w_scale = np.broadcast_to(w_scale, (n_out,))
+            mults, shifts = zip(
+                *(quantize_multiplier(float(np.float64(in_t.scale) * np.float64(s) / np.float64(out_t.scale)))
+                  for s in w_scale),
+                strict=True,
+            )
+            act_min, act_max = _activation_range(opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
+            inputs += [
+                constant(w, (1, 1, n_out, n_in), INT8),
+                constant(const(ins[2]), (1, 1, 1, n_out), INT32) if len(ins) > 2 and ins[2] >= 0 else NO_TENSOR,
+            ]
+            p[:4] = [act_min, act_max, int32_array(list(mults)), int32_array(list(shifts))]
+        elif name == "PAD":
+            pads = const(ins[1]).reshape(-1, 2)
+            if pads[0].any() or pads[3].any():
+                raise UnsupportedOpError("blob", name, "padding of batch or channels")
+            p[:4] = [int(pads[1][0]), int(pads[1][1]), int(pads[2][0]), int(pads[2][1])]
+        ops.append((OPCODES[name], inputs, y, p, name))
+
+    entry = input_alias if input_alias is not None else graph_input
+    if entry not in index_of:
+        raise ExportError("blob: the graph input is not consumed by any supported operator")
+    blob_input, blob_output = index_of[entry], index_of[int(g.outputs[0])]
+
+    # -- arena plan over activation lifetimes ----------------------------------------------
+    arena_ids = [i for i, t in enumerate(tensors) if t.kind == ARENA]
+    life = {i: [len(ops), -1] for i in arena_ids}
+    for n, (_, inputs, out, _, _) in enumerate(ops):
+        life[out][0] = min(life[out][0], n)
+        life[out][1] = max(life[out][1], n)
+        for i in inputs:
+            if i in life:
+                life[i][0] = min(life[i][0], n)
+                life[i][1] = max(life[i][1], n)
+    life[blob_input][0] = 0
+    life[blob_output][1] = len(ops)
+    offsets, arena_bytes = plan_arena([tensors[i].nbytes for i in arena_ids], [tuple(life[i]) for i in arena_ids])
+    for i, off in zip(arena_ids, offsets, strict=True):
+        tensors[i].offset = off
+
+    # -- data section: constants, then the multiplier tables the op params point at ---------
+    data = bytearray()
+    for t in tensors:
+        if t.kind == CONST:
+            t.offset = len(data)
+            data += t.data
+            data += bytes(_align(len(data)) - len(data))
+    packed_ops = []
+    for opcode, inputs, out, p, name in ops:
+        p = list(p)
+        if opcode in (1, 2):
+            p[6], p[7] = tensors[p[6]].offset, tensors[p[7]].offset
+        elif opcode == 5:
+            p[2], p[3] = tensors[p[2]].offset, tensors[p[3]].offset
+        padded = (list(inputs) + [NO_TENSOR] * 4)[:4]
+        packed_ops.append(OP.pack(opcode, len(inputs), out, *padded, *p, 0))
+
+    tensors_offset = HEADER.size
+    ops_offset = tensors_offset + _align(TENSOR.size * len(tensors))
+    data_offset = ops_offset + _align(OP.size * len(packed_ops))
+    table = b"".join(TENSOR.pack(*t.dims, t.dtype, t.kind, 0, t.offset, t.scale, t.zero_point) for t in tensors)
+    tensor_bytes = table + bytes(ops_offset - tensors_offset - len(table))
+    op_bytes = b"".join(packed_ops) + bytes(data_offset - ops_offset - OP.size * len(packed_ops))
+    total = data_offset + len(data)
+    rest = struct.pack("<HHIHHIIIII", len(tensors), len(packed_ops), arena_bytes, blob_input, blob_output,
+                       tensors_offset, ops_offset, data_offset, len(data), 0)
+    payload = rest + tensor_bytes + op_bytes + bytes(data)
+    crc = zlib.crc32(payload) & 0xFFFFFFFF
+    blob = struct.pack("<IHHII", MAGIC, VERSION, HEADER.size, total, crc) + payload
+    assert len(blob) == total
+    Path(blob_path).write_bytes(blob)
+
+    it, ot = tensors[blob_input], tensors[blob_output]
+    out_shape = tuple(int(s) for s in g.tensors[int(g.outputs[0])].shape)
+    return BlobInfo(
+        size=total,
+        arena_bytes=arena_bytes,
+        weight_bytes=len(data),
+        n_ops=len(packed_ops),
+        input_shape=it.dims,
+        input_quant=(it.scale, it.zero_point),
+        output_shape=out_shape,
+        output_quant=(ot.scale, ot.zero_point),
+        op_names=[o[4] for o in ops],
+    )

@@ -1,0 +1,62 @@
+"""The firmware's portable C runtime, built for this host and called through ctypes.
+
+It executes model blobs with exactly the kernels the board runs, so a blob is checked on the
+host (against torch and LiteRT) before it is uploaded, and the board's output can be compared
+with the same code's output on the same input.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from hwnas_deploy.errors import DeviceError, ExportError
+
+FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
+_MODEL_STRUCT_BYTES = 128  # >= sizeof(hw_model_t) on any 64-bit host
+
+
+@lru_cache(maxsize=1)
+def host_library() -> ctypes.CDLL:
+    """Build (if out of date) and load firmware/build/host/libhwnas_runtime.so."""
+    proc = subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), "host-lib"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DeviceError(f"building the host runtime failed: {proc.stderr.strip()[-2000:]}")
+    lib = ctypes.CDLL(str(FIRMWARE_DIR / "build" / "host" / "libhwnas_runtime.so"))
+    lib.hw_model_init.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32]
+    lib.hw_model_init.restype = ctypes.c_int
+    lib.hw_model_error.argtypes = [ctypes.c_int]
+    lib.hw_model_error.restype = ctypes.c_char_p
+    lib.hw_model_invoke.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    lib.hw_tensor_data.argtypes = [ctypes.c_void_p, ctypes.c_uint16]
+    lib.hw_tensor_data.restype = ctypes.c_void_p
+    return lib
+
+
+class HostBlobRunner:
+    """Runs a blob on the host with the firmware's kernels; int8 NHWC in, int8 out."""
+
+    def __init__(self, blob: bytes):
+        from hwnas_deploy.export.blob import HEADER
+
+        self.lib = host_library()
+        self.blob = ctypes.create_string_buffer(bytes(blob), len(blob))
+        fields = HEADER.unpack_from(blob)
+        self.arena_bytes, self.input_index, self.output_index = fields[7], fields[8], fields[9]
+        self.arena = ctypes.create_string_buffer(max(self.arena_bytes, 16))
+        self.model = ctypes.create_string_buffer(_MODEL_STRUCT_BYTES)
+        rc = self.lib.hw_model_init(self.model, self.blob, len(blob), self.arena, len(self.arena))
+        if rc != 0:
+            raise ExportError(f"blob rejected by the runtime: {self.lib.hw_model_error(rc).decode()}")
+        self._tensor = fields  # keep the header around for debugging
+
+    def invoke(self, x_nhwc_int8: np.ndarray, out_size: int) -> np.ndarray:
+        x = np.ascontiguousarray(x_nhwc_int8, dtype=np.int8)
+        ctypes.memmove(self.lib.hw_tensor_data(self.model, self.input_index), x.ctypes.data, x.nbytes)
+        self.lib.hw_model_invoke(self.model, None, None)
+        out = (ctypes.c_int8 * out_size).from_address(self.lib.hw_tensor_data(self.model, self.output_index))
+        return np.frombuffer(bytes(out), dtype=np.int8).copy()
