@@ -65,6 +65,8 @@ class Summary:
     ci_rel: float
     converged: bool
     samples_ms: list[float] = field(repr=False, default_factory=list)
+    #: device-specific facts of this measurement (per-layer cycles, memory, count unit, ...)
+    details: dict = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

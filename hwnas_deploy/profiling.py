@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hwnas_deploy.devices import DeviceProfile, driver_for, load_profile
+from hwnas_deploy.devices import DeviceProfile, DoesNotFitError, driver_for, load_profile
 from hwnas_deploy.errors import ConfigError, HwnasError
 from hwnas_deploy.export import Artifact, artifact_filename, export_subnet
 from hwnas_deploy.export.artifact import sha256_file
@@ -30,10 +30,13 @@ class ProfileReport:
     measured: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    unfit: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
 
     def line(self) -> str:
         text = f"measured {len(self.measured)}, already stored {len(self.skipped)}, failed {len(self.failed)}"
+        if self.unfit:
+            text += f", does not fit {len(self.unfit)}"
         return text + (f" of {self.planned} (interrupted)" if self.interrupted else f" of {self.planned}")
 
 
@@ -107,6 +110,10 @@ def profile(
                 artifact = _cached_artifact(path) or export_subnet(sp, cfg, info.format, out_dir, batch=batch)
                 handle = driver.deploy(artifact, threads)
                 summary = driver.measure(handle, prof.settings)
+            except DoesNotFitError as exc:
+                store.add_unfit(key, exc.reason, exc.details, device_kind=prof.kind, device_profile=prof.to_dict(),
+                                config=cfg, macs=sp.macs(cfg), params=sp.params_count(cfg))
+                report.unfit[key.config_hash] = exc.reason
             except HwnasError as exc:
                 report.failed[key.config_hash] = str(exc)
                 bar.write(f"{key.config_hash}: {exc}")

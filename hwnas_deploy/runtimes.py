@@ -30,6 +30,7 @@ RUNTIMES: dict[str, RuntimeInfo] = {
         RuntimeInfo("tflite", "tflite", "LiteRT interpreter (XNNPACK), float32 model"),
         RuntimeInfo("tflite-int8", "tflite-int8", "LiteRT interpreter, full-integer int8 model"),
         RuntimeInfo("tvm", "tvm", "TVM Relax VM, library compiled for this host"),
+        RuntimeInfo("firmware", "blob", "hwnas Cortex-M firmware, int8 runtime, over a serial port"),
     )
 }
 

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from hwnas_deploy.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_DB = "hwnas.sqlite"
 DB_ENV_VAR = "HWNAS_DB"
 
@@ -91,8 +91,30 @@ measurements = sa.Table(
     sa.Column("samples_json", sa.Text, nullable=False),
     sa.Column("env_json", sa.Text, nullable=False),
     sa.Column("created", sa.String(32), nullable=False),
+    sa.Column("details_json", sa.Text),  # schema v2
     sa.Index("ix_measurement_key", "device_id", "subnet_id", "runtime", "threads", "batch"),
 )
+
+# Sub-networks a device cannot hold (SRAM / flash over budget): recorded with the numbers, so a
+# resumed run skips them too. (schema v2)
+unfit = sa.Table(
+    "unfit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.ForeignKey("devices.id"), nullable=False),
+    sa.Column("subnet_id", sa.ForeignKey("subnets.id"), nullable=False),
+    sa.Column("runtime", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("details_json", sa.Text, nullable=False),
+    sa.Column("created", sa.String(32), nullable=False),
+    sa.UniqueConstraint("device_id", "subnet_id", "runtime"),
+)
+
+#: version reached -> statements that bring a database from the previous version to it
+#: (tables that did not exist are created by create_all before these run)
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE measurements ADD COLUMN details_json TEXT"],
+}
 
 
 def _now() -> str:
@@ -159,14 +181,26 @@ class Store:
     def _migrate(self) -> None:
         try:
             with self.engine.begin() as conn:
+                existing = set(sa.inspect(conn).get_table_names())
                 metadata.create_all(conn)
                 row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).first()
                 if row is None:
+                    if "measurements" in existing:
+                        raise StoreError(f"database {self.url} has hwnas tables but no schema version")
                     conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
-                elif int(row[0]) > SCHEMA_VERSION:
+                    return
+                version = int(row[0])
+                if version > SCHEMA_VERSION:
                     raise StoreError(
-                        f"database {self.url} has schema v{row[0]}, newer than this hwnas-deploy "
+                        f"database {self.url} has schema v{version}, newer than this hwnas-deploy "
                         f"(v{SCHEMA_VERSION}); upgrade hwnas-deploy"
+                    )
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS.get(target, []):
+                        conn.execute(sa.text(statement))
+                if version < SCHEMA_VERSION:
+                    conn.execute(
+                        sa.update(meta_table).where(meta_table.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
                     )
         except sa.exc.DatabaseError as exc:
             raise StoreError(f"cannot open database {self.url}: {exc.orig}") from None
@@ -224,7 +258,38 @@ class Store:
 
     # -- measurements -----------------------------------------------------------------------
     def has_measurement(self, key: MeasurementKey) -> bool:
-        return self.latest(key) is not None
+        """True when the key was measured, or recorded as not fitting the device."""
+        return self.latest(key) is not None or self.unfit_record(key) is not None
+
+    def add_unfit(self, key: MeasurementKey, reason: str, details: Mapping, *, device_kind: str,
+                  device_profile: Mapping, config: Mapping, macs: int | None = None,
+                  params: int | None = None) -> None:
+        """Record that the device cannot hold this sub-network (with the numbers that say so)."""
+        with self.transaction() as conn:
+            device_id = self._device_id(conn, key.device, device_kind, device_profile)
+            subnet_id = self._subnet_id(conn, key.space, key.config_hash, config, macs, params)
+            where = sa.and_(unfit.c.device_id == device_id, unfit.c.subnet_id == subnet_id,
+                            unfit.c.runtime == key.runtime)
+            conn.execute(sa.delete(unfit).where(where))
+            conn.execute(sa.insert(unfit).values(device_id=device_id, subnet_id=subnet_id, runtime=key.runtime,
+                                                 reason=reason, details_json=json.dumps(dict(details), sort_keys=True),
+                                                 created=_now()))
+
+    def unfit_record(self, key: MeasurementKey) -> dict | None:
+        query = (
+            sa.select(unfit.c.reason, unfit.c.details_json)
+            .join(devices, unfit.c.device_id == devices.c.id)
+            .join(subnets, unfit.c.subnet_id == subnets.c.id)
+            .where(devices.c.name == key.device, subnets.c.space == key.space,
+                   subnets.c.config_hash == key.config_hash, unfit.c.runtime == key.runtime)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else {"reason": row.reason, **json.loads(row.details_json)}
+
+    def unfit_count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(unfit)).scalar()
 
     def latest(self, key: MeasurementKey) -> dict | None:
         rows = self.measurements(
@@ -257,6 +322,7 @@ class Store:
             artifact_id = self._artifact_id(conn, subnet_id, artifact) if artifact is not None else None
             stats = summary.to_dict()
             samples = stats.pop("samples_ms")
+            details = stats.pop("details")
             row = conn.execute(
                 sa.insert(measurements).values(
                     device_id=device_id,
@@ -267,6 +333,7 @@ class Store:
                     batch=key.batch,
                     samples_json=json.dumps(samples),
                     env_json=json.dumps(env or {}, sort_keys=True),
+                    details_json=json.dumps(details, sort_keys=True),
                     created=_now(),
                     **stats,
                 )
@@ -308,6 +375,7 @@ class Store:
                 m.c.ci_rel,
                 m.c.converged,
                 m.c.samples_json,
+                m.c.details_json,
                 m.c.created,
             )
             .join(d, m.c.device_id == d.c.id)
@@ -336,6 +404,7 @@ class Store:
             seen.add(key)
             r["config"] = json.loads(r.pop("config_json"))
             r["samples_ms"] = json.loads(r.pop("samples_json"))
+            r["details"] = json.loads(r.pop("details_json") or "{}")
             out.append(r)
         return out
 
@@ -370,5 +439,5 @@ class Store:
         with self.engine.connect() as conn:
             return {
                 t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
-                for t in (devices, subnets, artifacts, measurements)
+                for t in (devices, subnets, artifacts, measurements, unfit)
             }

@@ -28,7 +28,7 @@ def test_round_trip_and_skip_key(store):
     # threads and batch are part of the key
     assert not store.has_measurement(MeasurementKey(**{**KEY.__dict__, "threads": 2}))
     assert not store.has_measurement(MeasurementKey(**{**KEY.__dict__, "batch": 4}))
-    assert store.counts() == {"devices": 1, "subnets": 1, "artifacts": 0, "measurements": 1}
+    assert store.counts() == {"devices": 1, "subnets": 1, "artifacts": 0, "measurements": 1, "unfit": 0}
 
 
 def test_forced_remeasure_keeps_history_and_latest_wins(store):
@@ -100,3 +100,31 @@ def test_url_forms(tmp_path, monkeypatch):
     with Store(":memory:") as s:
         _add(s, KEY)
         assert s.overview()[0]["subnets"] == 1
+
+
+def test_unfit_subnets_are_recorded_and_skipped(store):
+    key = MeasurementKey("qemu-m7", "mcu-mbnet", "big", "blob", 1, 1)
+    store.add_unfit(key, "arena 400000 B > SRAM 327680 B", {"arena_bytes": 400000}, device_kind="mcu-serial",
+                    device_profile={}, config={"a": 2})
+    assert store.has_measurement(key)
+    assert store.unfit_record(key) == {"reason": "arena 400000 B > SRAM 327680 B", "arena_bytes": 400000}
+    assert store.measurements() == [] and store.unfit_count() == 1
+
+
+def test_version_1_database_is_migrated_in_place(tmp_path):
+    """A database written by schema v1 (no details column, no unfit table) opens, keeps its
+    rows, and gains the v2 additions."""
+    path = str(tmp_path / "v1.sqlite")
+    with Store(path) as s:
+        _add(s, KEY, 4.0)
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE measurements DROP COLUMN details_json")
+    con.execute("DROP TABLE unfit")
+    con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    with Store(path) as s:
+        assert s.schema_version == 2
+        assert s.latest(KEY)["median_ms"] == 4.0 and s.latest(KEY)["details"] == {}
+        _add(s, KEY, 5.0)
+        assert s.latest(KEY)["median_ms"] == 5.0

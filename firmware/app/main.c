@@ -141,12 +141,14 @@ static void handle(const hw_frame_t *f) {
                 return;
             }
             for (uint32_t i = 0; i < warmup; i++) hw_model_invoke(&model, 0, 0);
+            board_timer_enable(1);
             put_u16(reply, repeats);
             for (uint32_t i = 0; i < repeats; i++) {
                 uint64_t t0 = board_cycles();
                 hw_model_invoke(&model, per_layer ? board_cycles : 0, per_layer ? layer_cycles : 0);
                 put_u64(reply + 2 + 8 * i, board_cycles() - t0);
             }
+            board_timer_enable(0);
             uint32_t n = 2u + 8u * repeats;
             put_u16(reply + n, per_layer ? n_ops : 0);
             n += 2;

@@ -27,7 +27,9 @@ int board_uart_getc(void);          /* -1 when nothing is waiting */
 void board_uart_write(const uint8_t *data, size_t len);
 void board_wait_for_input(void);    /* sleep (WFI) until a byte may have arrived */
 
-/* Monotonic cycle counter (64-bit, wraps never in practice). */
+/* Cycle counter (64-bit). It runs only while enabled: an idle board then has no timer
+ * interrupt pending, so it sleeps in WFI (and its QEMU twin costs no host CPU). */
+void board_timer_enable(int on);
 uint64_t board_cycles(void);
 
 void board_reset(void) __attribute__((noreturn));

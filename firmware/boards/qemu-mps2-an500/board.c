@@ -52,8 +52,17 @@ void board_init(void) {
     UART_CTRL = 1u | 2u | 8u; /* TX enable, RX enable, RX interrupt enable */
     NVIC_ISER0 = 1u << 0;     /* UART0 RX is IRQ 0 */
     SYST_RVR = 0x00FFFFFFu;
-    SYST_CVR = 0;
-    SYST_CSR = 7u; /* processor clock, interrupt on wrap, enable */
+    SYST_CSR = 0;
+}
+
+void board_timer_enable(int on) {
+    if (on) {
+        systick_wraps = 0;
+        SYST_CVR = 0;
+        SYST_CSR = 7u; /* processor clock, interrupt on wrap, enable */
+    } else {
+        SYST_CSR = 0;
+    }
 }
 
 const board_info_t *board_get_info(void) { return &info; }

@@ -1,0 +1,245 @@
+"""Host side of the framed serial protocol (firmware/protocol/protocol.h), over any pyserial URL.
+
+    link = McuLink.open("socket://127.0.0.1:4321")     # or "/dev/ttyACM0", a pty path, ...
+    info = link.hello()
+    link.load(blob_bytes)
+    runs = link.run(warmup=1, repeats=5, per_layer=True)
+
+Every request waits for exactly one reply with a timeout. A reply with a bad CRC, a CRC error
+reported by the board, or silence is retried (`retries` times); garbage between frames is
+skipped (the parser hunts for the next start marker); a BOOT frame from the board raises
+BoardResetError so the caller can reload and resume.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from dataclasses import dataclass, field
+
+from hwnas_deploy.errors import DeviceError
+
+SOF = b"\xa5\x5a"
+MAX_PAYLOAD = 4096
+HELLO, LOAD_BEGIN, LOAD_CHUNK, LOAD_END, RUN, SET_INPUT, INVOKE, MEM, RESET = range(1, 10)
+BOOT, ERR, REPLY = 0x7E, 0x7F, 0x80
+COMMAND_NAMES = {
+    HELLO: "HELLO", LOAD_BEGIN: "LOAD_BEGIN", LOAD_CHUNK: "LOAD_CHUNK", LOAD_END: "LOAD_END", RUN: "RUN",
+    SET_INPUT: "SET_INPUT", INVOKE: "INVOKE", MEM: "MEM", RESET: "RESET",
+}
+ERROR_NAMES = {1: "CRC", 2: "UNKNOWN_CMD", 3: "BAD_LENGTH", 4: "TOO_BIG", 5: "BAD_BLOB", 6: "NO_MODEL",
+               7: "SEQUENCE", 8: "UNSUPPORTED", 9: "ARENA"}
+TIMER_KINDS = {1: "dwt-cyccnt", 2: "systick-icount"}
+
+
+class BoardError(DeviceError):
+    """The board answered with an error frame."""
+
+    def __init__(self, command: int, code: int, message: str):
+        self.command, self.code = command, code
+        self.name = ERROR_NAMES.get(code, str(code))
+        super().__init__(f"board refused {COMMAND_NAMES.get(command, command)}: {self.name}: {message}")
+
+
+class BoardResetError(DeviceError):
+    """The board restarted (it sent BOOT): whatever was loaded is gone."""
+
+
+def encode_frame(cmd: int, seq: int, payload: bytes = b"") -> bytes:
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    body = struct.pack("<HBB", len(payload), cmd, seq) + payload
+    return SOF + body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+@dataclass
+class Frame:
+    cmd: int
+    seq: int
+    payload: bytes
+    crc_ok: bool
+
+
+class FrameParser:
+    """Incremental, resynchronising frame parser (the same state machine as the firmware's)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self.buf += data
+        frames = []
+        while True:
+            start = self.buf.find(SOF)
+            if start < 0:
+                # keep a trailing 0xA5: it may start the next frame
+                self.buf = self.buf[-1:] if self.buf[-1:] == SOF[:1] else bytearray()
+                return frames
+            del self.buf[:start]
+            if len(self.buf) < 6:
+                return frames
+            length = self.buf[2] | (self.buf[3] << 8)
+            if length > MAX_PAYLOAD:
+                del self.buf[:1]  # not a frame of ours: hunt for the next marker
+                continue
+            total = 6 + length + 4
+            if len(self.buf) < total:
+                return frames
+            body = bytes(self.buf[2 : 6 + length])
+            (crc,) = struct.unpack_from("<I", self.buf, 6 + length)
+            frames.append(Frame(self.buf[4], self.buf[5], bytes(self.buf[6 : 6 + length]),
+                                zlib.crc32(body) & 0xFFFFFFFF == crc))
+            del self.buf[:total]
+
+
+@dataclass
+class BoardInfo:
+    protocol: int
+    max_payload: int
+    clock_hz: int
+    sram_bytes: int
+    flash_bytes: int
+    arena_capacity: int
+    blob_capacity: int
+    timer: str
+    model_loaded: bool
+    board: str
+    core: str
+    firmware: str
+
+
+@dataclass
+class RunResult:
+    cycles: list[int]
+    layer_cycles: list[int] = field(default_factory=list)
+
+
+@dataclass
+class LoadResult:
+    n_ops: int
+    arena_bytes: int
+    input_bytes: int
+    output_bytes: int
+
+
+class McuLink:
+    def __init__(self, port, *, timeout: float = 5.0, retries: int = 3):
+        self.port = port
+        self.timeout = timeout
+        self.retries = retries
+        self.parser = FrameParser()
+        self.seq = 0
+        self.stats = {"retries": 0, "crc_errors": 0}
+
+    @classmethod
+    def open(cls, url: str, *, timeout: float = 5.0, retries: int = 3, connect_timeout: float = 10.0) -> McuLink:
+        import serial
+
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            try:
+                port = serial.serial_for_url(url, baudrate=921600, timeout=0.05)
+                break
+            except (serial.SerialException, OSError) as exc:
+                if time.monotonic() > deadline:
+                    raise DeviceError(f"cannot open serial port {url}: {exc}") from None
+                time.sleep(0.1)
+        return cls(port, timeout=timeout, retries=retries)
+
+    def close(self) -> None:
+        self.port.close()
+
+    # -- one request, one reply ---------------------------------------------------------------
+    def request(self, cmd: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
+        name = COMMAND_NAMES.get(cmd, str(cmd))
+        last_problem = "no reply"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats["retries"] += 1
+            self.seq = (self.seq + 1) & 0xFF
+            self.port.write(encode_frame(cmd, self.seq, payload))
+            try:
+                reply = self._await_reply(self.seq, timeout or self.timeout)
+            except TimeoutError:
+                last_problem = f"no reply within {timeout or self.timeout:.1f} s"
+                continue
+            if not reply.crc_ok:
+                self.stats["crc_errors"] += 1
+                last_problem = "reply failed its CRC"
+                continue
+            if reply.cmd == ERR:
+                code = reply.payload[0] if reply.payload else 0
+                if code == 1:  # the board saw a corrupted request: send it again
+                    self.stats["crc_errors"] += 1
+                    last_problem = "board reported a CRC error"
+                    continue
+                raise BoardError(cmd, code, reply.payload[2:].decode(errors="replace"))
+            if reply.cmd != cmd | REPLY:
+                last_problem = f"unexpected reply command 0x{reply.cmd:02x}"
+                continue
+            return reply.payload
+        raise DeviceError(f"{name}: {last_problem} after {self.retries + 1} attempts")
+
+    def _await_reply(self, seq: int, timeout: float) -> Frame:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            chunk = self.port.read(max(1, self.port.in_waiting))
+            if not chunk:
+                continue
+            for frame in self.parser.feed(chunk):
+                if frame.cmd == BOOT and frame.crc_ok:
+                    raise BoardResetError(f"the board restarted ({frame.payload.decode(errors='replace')})")
+                if frame.seq == seq or not frame.crc_ok:
+                    return frame
+        raise TimeoutError
+
+    # -- commands ------------------------------------------------------------------------------
+    def hello(self) -> BoardInfo:
+        """The handshake: a board that just started announces itself with BOOT, which is
+        expected here (not a reset in the middle of work)."""
+        try:
+            p = self.request(HELLO)
+        except BoardResetError:
+            p = self.request(HELLO)
+        fixed = struct.unpack_from("<HHIIIIIBB", p)
+        board, core, firmware = p[26:].split(b"\0")[:3]
+        return BoardInfo(
+            protocol=fixed[0], max_payload=fixed[1], clock_hz=fixed[2], sram_bytes=fixed[3],
+            flash_bytes=fixed[4], arena_capacity=fixed[5], blob_capacity=fixed[6],
+            timer=TIMER_KINDS.get(fixed[7], str(fixed[7])), model_loaded=bool(fixed[8]),
+            board=board.decode(), core=core.decode(), firmware=firmware.decode(),
+        )
+
+    def load(self, blob: bytes, chunk: int = 2048, progress=None) -> LoadResult:
+        """Upload a blob in CRC-checked chunks; the board checks the whole blob's CRC at the end."""
+        self.request(LOAD_BEGIN, struct.pack("<II", len(blob), zlib.crc32(blob) & 0xFFFFFFFF))
+        for offset in range(0, len(blob), chunk):
+            part = blob[offset : offset + chunk]
+            got = struct.unpack("<I", self.request(LOAD_CHUNK, struct.pack("<I", offset) + part))[0]
+            if got != offset + len(part):
+                raise DeviceError(f"LOAD_CHUNK: board holds {got} bytes, expected {offset + len(part)}")
+            if progress is not None:
+                progress(len(part))
+        n_ops, arena, n_in, n_out = struct.unpack("<HIII", self.request(LOAD_END))
+        return LoadResult(n_ops, arena, n_in, n_out)
+
+    def run(self, warmup: int = 1, repeats: int = 5, per_layer: bool = True, timeout: float = 600.0) -> RunResult:
+        p = self.request(RUN, struct.pack("<HHB", warmup, repeats, int(per_layer)), timeout=timeout)
+        (n,) = struct.unpack_from("<H", p)
+        cycles = list(struct.unpack_from(f"<{n}Q", p, 2))
+        (n_layers,) = struct.unpack_from("<H", p, 2 + 8 * n)
+        layers = list(struct.unpack_from(f"<{n_layers}Q", p, 4 + 8 * n))
+        return RunResult(cycles, layers)
+
+    def infer(self, x_int8: bytes, timeout: float = 600.0, chunk: int = 2048) -> bytes:
+        for offset in range(0, len(x_int8), chunk):
+            self.request(SET_INPUT, struct.pack("<I", offset) + x_int8[offset : offset + chunk])
+        return self.request(INVOKE, timeout=timeout)
+
+    def mem(self) -> dict[str, int]:
+        arena, arena_cap, blob, blob_cap = struct.unpack("<IIII", self.request(MEM))
+        return {"arena_bytes": arena, "arena_capacity": arena_cap, "blob_bytes": blob, "blob_capacity": blob_cap}
+
+    def reset(self) -> None:
+        self.request(RESET)

@@ -1,0 +1,148 @@
+"""The `mcu-serial` driver: a Cortex-M board running our firmware, over a pyserial URL.
+
+Profile `connection`:
+    url: socket://127.0.0.1:4321 | /dev/ttyACM0 | /dev/pts/5   (a running board)
+    simulator: qemu-mps2-an500       (no url: start a private QEMU twin, stop it on close)
+Profile `hardware` gives the budget a sub-network must fit: `sram_bytes` (arena), `flash_bytes`
+(blob), and `clock_hz` to turn counts into milliseconds.
+
+On a real board the firmware counts core cycles (DWT->CYCCNT). On the QEMU twin it counts
+SysTick ticks under -icount, which this driver converts to *instructions*; the measurement's
+details say which (`count_unit`), since instructions are not M7 pipeline cycles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hwnas_deploy.devices.base import Driver
+from hwnas_deploy.devices.mcu_link import BoardInfo, BoardResetError, LoadResult, McuLink
+from hwnas_deploy.errors import DeviceError
+from hwnas_deploy.export.artifact import Artifact
+from hwnas_deploy.measure import MeasureSettings, Summary, summarize
+
+MAX_REPEATS_PER_RUN = 64
+
+
+class DoesNotFitError(DeviceError):
+    """The sub-network needs more SRAM or flash than the device has; `details` has the numbers."""
+
+    def __init__(self, reason: str, details: dict[str, int]):
+        self.reason, self.details = reason, details
+        super().__init__(f"does not fit: {reason}")
+
+
+@dataclass
+class Deployed:
+    artifact: Artifact
+    blob: bytes
+    load: LoadResult
+
+
+class McuSerialDriver(Driver):
+    def open(self) -> dict[str, Any]:
+        conn = self.profile.connection
+        self.board = None
+        url = conn.get("url")
+        if not url:
+            if conn.get("simulator") != "qemu-mps2-an500":
+                raise DeviceError(
+                    f"device {self.profile.name!r}: connection needs a serial 'url' "
+                    "(or simulator: qemu-mps2-an500)"
+                )
+            from hwnas_deploy.sim.qemu import QemuBoard
+
+            self.board = QemuBoard().start()
+            url = self.board.url
+        self.url = url
+        self.link = McuLink.open(url, timeout=float(conn.get("timeout_s", 5.0)))
+        self.info: BoardInfo = self.link.hello()
+        hw = self.profile.hardware
+        self.sram_budget = int(hw.get("sram_bytes", self.info.arena_capacity))
+        self.flash_budget = int(hw.get("flash_bytes", self.info.blob_capacity))
+        self.clock_hz = int(hw.get("clock_hz", self.info.clock_hz))
+        return {
+            "url": url,
+            "board": self.info.board,
+            "core": self.info.core,
+            "firmware": self.info.firmware,
+            "timer": self.info.timer,
+            "board_clock_hz": self.info.clock_hz,
+            "sram_budget": self.sram_budget,
+            "flash_budget": self.flash_budget,
+        }
+
+    def deploy(self, artifact: Artifact, threads: int) -> Deployed:
+        if artifact.format != "blob":
+            raise DeviceError(f"{self.profile.name} runs firmware model blobs, not {artifact.format!r}")
+        blob = Path(artifact.path).read_bytes()
+        arena = int(artifact.extra.get("arena_bytes", 0))
+        over = []
+        if arena > min(self.sram_budget, self.info.arena_capacity):
+            over.append(f"arena {arena} B > SRAM budget {min(self.sram_budget, self.info.arena_capacity)} B")
+        if len(blob) > min(self.flash_budget, self.info.blob_capacity):
+            over.append(f"blob {len(blob)} B > flash budget {min(self.flash_budget, self.info.blob_capacity)} B")
+        if over:
+            raise DoesNotFitError("; ".join(over), {"arena_bytes": arena, "blob_bytes": len(blob),
+                                                    "sram_budget": self.sram_budget,
+                                                    "flash_budget": self.flash_budget})
+        return Deployed(artifact, blob, self._load(blob))
+
+    def _load(self, blob: bytes) -> LoadResult:
+        try:
+            return self.link.load(blob)
+        except BoardResetError:
+            self.info = self.link.hello()  # reset during upload: start the upload again, once
+            return self.link.load(blob)
+
+    def _count_unit(self) -> str:
+        return "instructions" if self.info.timer == "systick-icount" else "cycles"
+
+    def _to_count(self, raw: int) -> float:
+        if self.info.timer == "systick-icount":
+            from hwnas_deploy.sim.qemu import ticks_to_instructions
+
+            shift = self.board.shift if self.board else int(self.profile.connection.get("icount_shift", 3))
+            return ticks_to_instructions(raw, shift)
+        return float(raw)
+
+    def measure(self, handle: Deployed, settings: MeasureSettings) -> Summary:
+        repeats = max(3, min(settings.min_repeats, MAX_REPEATS_PER_RUN))
+        warmup = min(settings.warmup, 2)
+        try:
+            result, layers = self._run(warmup, repeats)
+        except BoardResetError:
+            # the board restarted mid-run: reload what it lost and measure again
+            self.info = self.link.hello()
+            self._load(handle.blob)
+            result, layers = self._run(warmup, repeats)
+        counts = [self._to_count(c) for c in result.cycles]
+        summary = summarize([c / self.clock_hz * 1e3 for c in counts], settings.outlier_fence, settings.target_ci)
+        summary.details = {
+            "count_unit": self._count_unit(),
+            "counts": counts,
+            "clock_hz": self.clock_hz,
+            "layer_counts": [self._to_count(c) for c in layers.layer_cycles],
+            "layer_ops": handle.artifact.extra.get("ops", []),
+            "arena_bytes": handle.load.arena_bytes,
+            "blob_bytes": len(handle.blob),
+            "board": self.info.board,
+        }
+        return summary
+
+    def _run(self, warmup: int, repeats: int):
+        """Whole-network counts without per-layer timers (they cost two reads per layer), then
+        one instrumented run for the per-layer breakdown."""
+        return self.link.run(warmup, repeats, per_layer=False), self.link.run(0, 1, per_layer=True)
+
+    def infer(self, handle: Deployed, x_nhwc_int8: bytes) -> bytes:
+        return self.link.infer(x_nhwc_int8)
+
+    def close(self) -> None:
+        link = getattr(self, "link", None)
+        if link is not None:
+            link.close()
+        if getattr(self, "board", None) is not None:
+            self.board.stop()

@@ -1,0 +1,1 @@
+"""The simulated lab: twins of real devices that run the same code path."""
