@@ -122,16 +122,33 @@ def export(space_name: str, config_text: str, fmt: str, out_dir: str, target: st
 @click.option("--force", is_flag=True, help="Measure again what the store already has.")
 @click.option("--artifacts", default=None, help="Folder for exported artifacts [beside the database].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def profile_cmd(device, space_name, samples, runtime, db, seed, threads, batch, force, artifacts, quiet) -> None:
+@click.option("--fit", "only_fitting", is_flag=True,
+              help="Draw only sub-networks whose int8 footprint fits the device's SRAM/flash budget.")
+@click.option("--configs", "configs_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Measure these configs (JSON lines, one config per line) instead of sampling.")
+def profile_cmd(device, space_name, samples, runtime, db, seed, threads, batch, force, artifacts, quiet,
+                only_fitting, configs_file) -> None:
     """Measure sub-networks of a space on a device and store the results (resumable)."""
     from hwnas_deploy.profiling import profile
+    from hwnas_deploy.spaces import load_config
     from hwnas_deploy.store import Store
 
+    configs = None
+    if configs_file:
+        lines = [ln for ln in open(configs_file).read().splitlines() if ln.strip()]
+        configs = []
+        for n, line in enumerate(lines, 1):
+            try:
+                configs.append(load_config(line))
+            except HwnasError as exc:
+                raise type(exc)(f"{configs_file} line {n}: {exc}") from None
     with Store(db) as store:
         report = profile(
             device, space_name, samples, runtime, store, seed=seed, threads=threads, batch=batch,
-            force=force, artifacts_dir=artifacts, progress=not quiet,
+            force=force, artifacts_dir=artifacts, progress=not quiet, only_fitting=only_fitting, configs=configs,
         )
+    for config_hash, reason in report.unfit.items():
+        click.echo(f"{config_hash}: does not fit: {reason}", err=True)
     click.echo(report.line() + f"; store: {store.url}")
     if report.interrupted:
         click.echo("interrupted: finished measurements are stored; run the same command again to resume", err=True)
@@ -176,6 +193,53 @@ def show(db, device, space_name, runtime, rows, as_json, plot) -> None:
             click.echo(f"{store.url}: no measurements")
         else:
             click.echo(_table(data, cols))
+
+
+@cli.group()
+def firmware() -> None:
+    """Build and flash the Cortex-M profiling firmware."""
+
+
+@firmware.command("build")
+@click.option("--board", default="qemu-mps2-an500", show_default=True, help="A folder of firmware/boards/.")
+def firmware_build(board: str) -> None:
+    """Compile the firmware for a board with arm-none-eabi-gcc (an over-budget build fails to link)."""
+    from hwnas_deploy.sim.qemu import build_firmware
+
+    click.echo(str(build_firmware(board)))
+
+
+@cli.group()
+def sim() -> None:
+    """Simulated twins of real devices (QEMU Cortex-M7 board)."""
+
+
+@sim.command("start")
+@click.argument("device")
+@click.option("--port", type=int, default=None, help="TCP port for the board's serial line [a free one].")
+def sim_start(device: str, port: int | None) -> None:
+    """Start a device's twin in the background and print the serial URL to use."""
+    from hwnas_deploy.sim.registry import start
+
+    click.echo(start(device, port))
+
+
+@sim.command("stop")
+@click.argument("device")
+def sim_stop(device: str) -> None:
+    """Stop a twin started with `hwnas sim start`."""
+    from hwnas_deploy.sim.registry import stop
+
+    click.echo(stop(device))
+
+
+@sim.command("list")
+def sim_list() -> None:
+    """Twins running in the background."""
+    from hwnas_deploy.sim.registry import running
+
+    rows = running()
+    click.echo(_table(rows, ["device", "pid", "url"]) if rows else "no twins running")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

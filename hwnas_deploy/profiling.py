@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from hwnas_deploy.devices import DeviceProfile, DoesNotFitError, driver_for, load_profile
@@ -57,6 +58,25 @@ def _cached_artifact(path: Path) -> Artifact | None:
     return art if path.exists() and sha256_file(path) == art.sha256 else None
 
 
+def sample_fitting(sp: SearchSpace, prof: DeviceProfile, n: int, seed: int, max_draws: int = 200) -> list[dict]:
+    """`n` distinct sub-networks whose estimated int8 activations and weights fit the device."""
+    sram, flash = prof.hardware.get("sram_bytes"), prof.hardware.get("flash_bytes")
+    if sram is None and flash is None:
+        raise ConfigError(f"device {prof.name!r} states no sram_bytes/flash_bytes budget to fit")
+    rng = np.random.default_rng(seed)
+    found: dict[str, dict] = {}
+    for _ in range(max_draws * n):
+        cfg = sp.sample(rng)
+        fits = (sram is None or sp.peak_activation_bytes(cfg) <= sram) and (
+            flash is None or sp.params_count(cfg) <= flash
+        )
+        if fits:
+            found.setdefault(sp.config_hash(cfg), cfg)
+            if len(found) == n:
+                return list(found.values())
+    raise ConfigError(f"only {len(found)} of {n} sampled sub-networks of {sp.name} fit {prof.name}'s budget")
+
+
 def profile(
     device: str | DeviceProfile,
     space: str | SearchSpace,
@@ -71,9 +91,14 @@ def profile(
     force: bool = False,
     artifacts_dir: str | Path | None = None,
     progress: bool = True,
+    only_fitting: bool = False,
     on_measured: Callable[[str, dict], None] | None = None,
 ) -> ProfileReport:
-    """Measure `samples` sub-networks of `space` (drawn from `seed`, or the given `configs`)."""
+    """Measure `samples` sub-networks of `space` (drawn from `seed`, or the given `configs`).
+
+    `only_fitting` draws only sub-networks whose estimated int8 footprint fits the device's
+    `hardware.sram_bytes` / `flash_bytes` (the estimate is the space's; what the device then
+    refuses is recorded as not fitting)."""
     prof = device if isinstance(device, DeviceProfile) else load_profile(device)
     sp = space if isinstance(space, SearchSpace) else get_space(space)
     info = runtime_info(runtime)
@@ -82,7 +107,7 @@ def profile(
     if configs is None:
         if samples < 1:
             raise ConfigError(f"--samples must be at least 1, got {samples}")
-        configs = sp.sample_unique(samples, seed)
+        configs = sample_fitting(sp, prof, samples, seed) if only_fitting else sp.sample_unique(samples, seed)
     threads = threads or prof.threads
     batch = batch or prof.batch
     out_dir = Path(artifacts_dir) if artifacts_dir else default_artifacts_dir(store)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import time
@@ -114,8 +115,8 @@ def test_board_output_equals_host_runtime_and_tracks_torch(link, loaded, small_b
 def test_instruction_counts_are_deterministic(link, loaded):
     plain = link.run(warmup=1, repeats=3, per_layer=False).cycles + link.run(0, 2, per_layer=False).cycles
     layered = link.run(warmup=0, repeats=2, per_layer=True)
-    # SysTick is read at tick granularity: counts agree to one tick (5 instructions at shift 3)
-    assert max(plain) - min(plain) <= 1
+    # SysTick is read at tick granularity: counts agree to two ticks (10 instructions at shift 3)
+    assert max(plain) - min(plain) <= 2
     # per-layer timer reads take a timing-dependent branch (wrap check): a few ticks at most
     assert max(layered.cycles) - min(layered.cycles) <= 4
     assert len(layered.layer_cycles) == loaded[1].n_ops
@@ -212,3 +213,50 @@ def test_reset_mid_run_is_detected_and_the_driver_resumes(small_blob):
         assert again.details["count_unit"] == "instructions"
     finally:
         driver.close()
+
+
+def test_profile_five_subnets_on_the_board_from_the_cli(tmp_path):
+    """`hwnas sim start` + `hwnas profile --device qemu-m7`: five sub-networks exported, uploaded
+    over the serial line, run and stored; one over budget is recorded as not fitting."""
+    from .conftest import run_cli
+
+    small = [
+        {"ks": [k] * 20, "e": [e] * 20, "d": [2, 2, 2, 2, 2], "w": 0.35, "r": r}
+        for k, e, r in ((3, 3, 64), (5, 3, 64), (3, 4, 80), (7, 3, 64), (3, 6, 64))
+    ]
+    big = {"ks": [7] * 20, "e": [6] * 20, "d": [4] * 5, "w": 0.75, "r": 160}
+    configs = tmp_path / "configs.jsonl"
+    configs.write_text("\n".join(json.dumps(c) for c in [*small, big]) + "\n")
+    env = {"HWNAS_SIM_DIR": str(tmp_path / "sim")}
+    os.environ.update(env)
+    try:
+        url = run_cli("sim", "start", "qemu-m7", cwd=tmp_path, check=True).stdout.strip()
+        assert url.startswith("socket://127.0.0.1:")
+        db = tmp_path / "mcu.sqlite"
+        out = run_cli("profile", "--device", "qemu-m7", "--space", "mcu-mbnet", "--configs", str(configs),
+                      "--runtime", "firmware", "--db", str(db), "--quiet", cwd=tmp_path, timeout=1200)
+        assert out.returncode == 0, out.stderr
+        assert "measured 5, already stored 0, failed 0, does not fit 1 of 6" in out.stdout
+        assert "does not fit: arena" in out.stderr
+        again = run_cli("profile", "--device", "qemu-m7", "--space", "mcu-mbnet", "--configs", str(configs),
+                        "--runtime", "firmware", "--db", str(db), "--quiet", cwd=tmp_path, check=True)
+        assert "measured 0, already stored 6" in again.stdout
+    finally:
+        run_cli("sim", "stop", "qemu-m7", cwd=tmp_path)
+        for k in env:
+            os.environ.pop(k, None)
+    from hwnas_deploy.store import Store
+
+    with Store(str(db)) as s:
+        rows = s.measurements(device="qemu-m7")
+        assert len(rows) == 5 and s.unfit_count() == 1
+        for r in rows:
+            d = r["details"]
+            assert d["count_unit"] == "instructions" and d["board"] == "qemu-mps2-an500"
+            assert len(d["layer_counts"]) == len(d["layer_ops"]) > 20
+            assert d["arena_bytes"] <= 327680 and d["blob_bytes"] <= 1048576
+            # deterministic: the repeats agree to two SysTick ticks (10 instructions of millions)
+            assert max(d["counts"]) - min(d["counts"]) <= 10
+            assert r["median_ms"] == pytest.approx(d["counts"][0] / 25e6 * 1e3, rel=1e-6)
+        by_macs = sorted(rows, key=lambda r: r["macs"])
+        assert by_macs[-1]["median_ms"] > by_macs[0]["median_ms"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The embedded default, end to end: sample MCU-sized sub-networks, export them (ONNX and
-# full-integer int8 TFLite), measure them on the local server twin, store in SQLite, show.
+# The embedded default, end to end: MCU-sized sub-networks (mcu-mbnet) exported to ONNX, int8
+# TFLite and firmware blobs; measured on the local server twin and on the simulated Cortex-M7
+# board (our firmware in QEMU, over a serial line); stored in SQLite; shown with a plot.
 # Resumable: run it again and stored measurements are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,4 +10,6 @@ mkdir -p "$(dirname "$DB")"
 .venv/bin/hwnas devices
 .venv/bin/hwnas profile --device local-cpu --space mcu-mbnet --samples 10 --runtime onnxruntime --db "$DB"
 .venv/bin/hwnas profile --device local-cpu --space mcu-mbnet --samples 3 --runtime tflite-int8 --db "$DB"
-.venv/bin/hwnas show --db "$DB"
+# only sub-networks whose int8 footprint fits the board's 320 KB SRAM / 1 MB flash
+.venv/bin/hwnas profile --device qemu-m7 --space mcu-mbnet --samples 3 --fit --runtime firmware --db "$DB"
+.venv/bin/hwnas show --db "$DB" --plot "$(dirname "$DB")/latency_vs_macs.png"

@@ -2,7 +2,8 @@
 
 Profile `connection`:
     url: socket://127.0.0.1:4321 | /dev/ttyACM0 | /dev/pts/5   (a running board)
-    simulator: qemu-mps2-an500       (no url: start a private QEMU twin, stop it on close)
+    simulator: qemu-mps2-an500       (no url: use the twin `hwnas sim start` left running, else
+                                      start a private QEMU twin and stop it on close)
 Profile `hardware` gives the budget a sub-network must fit: `sram_bytes` (arena), `flash_bytes`
 (blob), and `clock_hz` to turn counts into milliseconds.
 
@@ -45,7 +46,7 @@ class McuSerialDriver(Driver):
     def open(self) -> dict[str, Any]:
         conn = self.profile.connection
         self.board = None
-        url = conn.get("url")
+        url = conn.get("url") or self._running_twin()
         if not url:
             if conn.get("simulator") != "qemu-mps2-an500":
                 raise DeviceError(
@@ -73,6 +74,14 @@ class McuSerialDriver(Driver):
             "sram_budget": self.sram_budget,
             "flash_budget": self.flash_budget,
         }
+
+    def _running_twin(self) -> str | None:
+        """The URL of this device's twin if `hwnas sim start` left one running."""
+        if not self.profile.connection.get("simulator"):
+            return None
+        from hwnas_deploy.sim.registry import running
+
+        return next((r["url"] for r in running() if r["device"] == self.profile.name), None)
 
     def deploy(self, artifact: Artifact, threads: int) -> Deployed:
         if artifact.format != "blob":
