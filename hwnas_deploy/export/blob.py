@@ -4,7 +4,8 @@ The blob carries the int8 graph of the TFLite model as our runtime executes it: 
 per-channel weight scales turned into fixed-point multipliers and shifts (TFLite's
 QuantizeMultiplier), fused activations as clamp ranges, and a static arena plan (greedy by size
 over tensor lifetimes, as TFLite Micro plans), so peak SRAM is known before the board runs it.
-A leading NCHW->NHWC TRANSPOSE of the graph input is dropped: the host sends NHWC input.
+A leading NCHW->NHWC TRANSPOSE of the graph input is dropped: the host sends NHWC input. PADs
+feeding only convolutions are folded into them (no padded copy in SRAM).
 """
 
 from __future__ import annotations
@@ -174,6 +175,14 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
     def int32_array(values: list[int]) -> int:
         return constant(np.asarray(values, dtype=np.int32), (1, 1, 1, len(values)), INT32)
 
+    # A PAD whose only consumers are convolutions is folded into them (their kernels skip
+    # out-of-bounds taps, which equals padding with the zero point): no padded copy in SRAM.
+    consumers: dict[int, list[str]] = {}
+    for op in g.operators:
+        for i in op.inputs:
+            consumers.setdefault(int(i), []).append(op_name(op))
+    folded_pads: dict[int, tuple[int, int, int]] = {}  # padded tensor -> (source, top, left)
+
     ops: list[tuple[int, list[int], int, list[int], str]] = []
     graph_input = g.inputs[0]
     input_alias: int | None = None
@@ -181,6 +190,16 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
         name = op_name(op)
         ins, outs = [int(i) for i in op.inputs], [int(o) for o in op.outputs]
         opt = op.builtinOptions
+        if name == "PAD" and set(consumers.get(outs[0], ["?"])) <= {"CONV_2D", "DEPTHWISE_CONV_2D"}:
+            pads = const(ins[1]).reshape(-1, 2)
+            if not (pads[0].any() or pads[3].any()):
+                folded_pads[outs[0]] = (ins[0], int(pads[1][0]), int(pads[2][0]))
+                continue
+        extra_top = extra_left = 0
+        if ins and ins[0] in folded_pads:
+            padded = ins[0]
+            ins = [folded_pads[padded][0], *ins[1:]]
+            extra_top, extra_left = folded_pads[padded][1], folded_pads[padded][2]
         if name == "TRANSPOSE" and n == 0 and ins[0] == graph_input:
             if list(const(ins[1])) != [0, 2, 3, 1]:
                 raise UnsupportedOpError("blob", "TRANSPOSE", "only the NCHW->NHWC input transpose is supported")
@@ -202,12 +221,14 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
                 raise UnsupportedOpError("blob", name, "dilation")
             kh, kw = w.shape[1], w.shape[2]
             sh, sw = opt.strideH, opt.strideW
-            if opt.padding == 0:  # SAME
-                pad_h = max((out_t.dims[1] - 1) * sh + kh - in_t.dims[1], 0)
-                pad_w = max((out_t.dims[2] - 1) * sw + kw - in_t.dims[2], 0)
-                pad_top, pad_left = pad_h // 2, pad_w // 2
+            # the input the TFLite conv was given (after any PAD that is folded in here)
+            _, in_h, in_w, _ = (int(d) for d in g.tensors[int(op.inputs[0])].shape)
+            if opt.padding == 0:  # SAME, over the (explicitly padded) input the conv was given
+                pad_h = max((out_t.dims[1] - 1) * sh + kh - in_h, 0)
+                pad_w = max((out_t.dims[2] - 1) * sw + kw - in_w, 0)
+                pad_top, pad_left = pad_h // 2 + extra_top, pad_w // 2 + extra_left
             else:
-                pad_top = pad_left = 0
+                pad_top, pad_left = extra_top, extra_left
             channels = out_t.dims[3]
             w_scale = np.broadcast_to(w_scale, (channels,))
             mults, shifts = zip(
@@ -277,9 +298,7 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             if i in life:
                 life[i][0] = min(life[i][0], n)
                 life[i][1] = max(life[i][1], n)
-    # The input stays intact for the whole graph, so repeated runs see the same data (and take
-    # the same data-dependent paths: deterministic instruction counts).
-    life[blob_input] = [0, len(ops)]
+    life[blob_input][0] = 0
     life[blob_output][1] = len(ops)
     offsets, arena_bytes = plan_arena([tensors[i].nbytes for i in arena_ids], [tuple(life[i]) for i in arena_ids])
     for i, off in zip(arena_ids, offsets, strict=True):

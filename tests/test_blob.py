@@ -1,0 +1,87 @@
+"""The firmware model blob: translation from int8 TFLite, arena plan, host execution."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from hwnas_deploy.errors import ExportError, UnsupportedOpError
+from hwnas_deploy.export import export_model, export_subnet
+from hwnas_deploy.export.blob import HEADER, TENSOR, plan_arena, quantize_multiplier
+from hwnas_deploy.mcu_runtime import HostBlobRunner
+from hwnas_deploy.spaces import get_space
+
+SMALL = {"ks": [3, 5, 7, 3] * 5, "e": [3, 4, 6, 3] * 5, "d": [2, 3, 2, 2, 2], "w": 0.35, "r": 64}
+
+
+@pytest.mark.parametrize(
+    "real, expected",
+    [(0.5, (1 << 30, 0)), (0.25, (1 << 30, -1)), (1.0, (1 << 30, 1)), (0.0, (0, 0)),
+     (0.75, (1610612736, 0)), (3e-3, (1649267442, -8))],
+)
+def test_quantize_multiplier_matches_tflite(real, expected):
+    q, shift = quantize_multiplier(real)
+    assert (q, shift) == expected
+    if real:
+        assert q * 2.0 ** (shift - 31) == pytest.approx(real, rel=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 5000), st.integers(0, 20), st.integers(0, 20)), min_size=1, max_size=25))
+def test_arena_plan_never_overlaps_live_buffers(specs):
+    sizes = [s for s, _, _ in specs]
+    lifetimes = [(min(a, b), max(a, b)) for _, a, b in specs]
+    offsets, arena = plan_arena(sizes, lifetimes)
+    for i in range(len(sizes)):
+        assert offsets[i] % 16 == 0 and offsets[i] + sizes[i] <= arena
+        for j in range(i):
+            live_together = not (lifetimes[i][1] < lifetimes[j][0] or lifetimes[j][1] < lifetimes[i][0])
+            apart = offsets[i] + sizes[i] <= offsets[j] or offsets[j] + sizes[j] <= offsets[i]
+            assert apart or not live_together
+    # buffers never alive together share memory: the arena is smaller than their sum
+    if len(sizes) > 1 and all(lt[0] == lt[1] for lt in lifetimes) and len({lt for lt in lifetimes}) == len(sizes):
+        assert arena < sum(sizes) + 16 * len(sizes)
+
+
+def test_blob_export_is_verified_and_planned(tmp_path):
+    sp = get_space("mcu-mbnet")
+    art = export_subnet(sp, SMALL, "blob", tmp_path)
+    blob = open(art.path, "rb").read()
+    fields = HEADER.unpack_from(blob)
+    assert blob[:4] == b"HWNB" and fields[1] == 1 and fields[3] == len(blob) == art.extra["blob_bytes"]
+    assert art.extra["max_lsb_vs_litert_reference"] <= 1
+    assert art.inputs[0].shape == (1, 64, 64, 3) and art.inputs[0].dtype == "int8"
+    # the planned arena reuses memory: far below the sum of all activation tensors
+    n_tensors, tensors_offset = fields[5], fields[10]
+    activations = [TENSOR.unpack_from(blob, tensors_offset + TENSOR.size * i) for i in range(n_tensors)]
+    total = sum(int(np.prod(t[:4])) for t in activations if t[5] == 0)  # kind 0: arena, int8
+    assert art.extra["arena_bytes"] < 0.4 * total
+    assert set(art.extra["ops"]) <= {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "FULLY_CONNECTED", "PAD"}
+    assert art.max_abs_error is not None  # checked against torch by cosine similarity too
+
+
+def test_host_runtime_refuses_a_corrupted_blob(tmp_path):
+    art = export_subnet(get_space("mcu-mbnet"), SMALL, "blob", tmp_path)
+    blob = bytearray(open(art.path, "rb").read())
+    blob[-100] ^= 1
+    with pytest.raises(ExportError, match="blob CRC-32 mismatch"):
+        HostBlobRunner(bytes(blob))
+    bad_magic = b"XXXX" + bytes(blob[4:])
+    with pytest.raises(ExportError, match="bad magic"):
+        HostBlobRunner(bad_magic)
+    truncated = bytes(blob[:-8])
+    with pytest.raises(ExportError, match="size does not match"):
+        HostBlobRunner(truncated)
+    assert struct.unpack_from("<I", blob, 8)[0] == len(blob)
+
+
+def test_operator_without_an_mcu_kernel_is_named(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Hardswish()).eval()
+    with pytest.raises(UnsupportedOpError, match="blob cannot take operator 'HARD_SWISH'"):
+        export_model(model, torch.randn(1, 3, 16, 16), "blob", tmp_path / "m.hwnb")
