@@ -12,6 +12,12 @@ from hwnas_deploy.spaces import get_space
 GOOD = {"name": "x", "kind": "server", "runtimes": ["onnxruntime"]}
 
 
+def test_mcu_profile_without_url_or_simulator_is_a_clear_error():
+    p = parse_profile({**GOOD, "kind": "mcu-serial", "runtimes": ["firmware"]}, "board.yaml")
+    with pytest.raises(DeviceError, match="connection needs a serial 'url'"):
+        driver_for(p).open()
+
+
 def test_local_cpu_profile_ships_and_loads():
     assert "local-cpu" in available_profiles()
     p = load_profile("local-cpu")
@@ -57,8 +63,8 @@ def test_profiles_found_in_user_folders(tmp_path, monkeypatch):
 
 
 def test_kind_without_driver_is_a_clear_error():
-    p = parse_profile({**GOOD, "kind": "mcu-serial"}, "b.yaml")
-    with pytest.raises(DeviceError, match="kind 'mcu-serial', for which this version has no driver"):
+    p = parse_profile({**GOOD, "kind": "android-adb"}, "b.yaml")
+    with pytest.raises(DeviceError, match="kind 'android-adb', for which this version has no driver"):
         driver_for(p)
 
 

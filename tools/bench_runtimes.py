@@ -16,7 +16,6 @@ import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 from scipy.stats import kendalltau

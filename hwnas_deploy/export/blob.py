@@ -77,6 +77,16 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return q, shift
 
 
+def _channel_multipliers(in_scale: float, w_scales: np.ndarray, out_scale: float, channels: int):
+    """Per-output-channel (multipliers, shifts) for in_scale * w_scale[c] / out_scale, computed
+    in double precision from the float32 scales as TFLite does."""
+    pairs = [
+        quantize_multiplier(float(np.float64(in_scale) * np.float64(s) / np.float64(out_scale)))
+        for s in np.broadcast_to(w_scales, (channels,))
+    ]
+    return [m for m, _ in pairs], [sh for _, sh in pairs]
+
+
 def _activation_range(act: int, scale: float, zero_point: int) -> tuple[int, int]:
     """TFLite's CalculateActivationRangeQuantized for int8 (0 none, 1 relu, 3 relu6)."""
     def q(x: float) -> int:
@@ -230,19 +240,13 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             else:
                 pad_top, pad_left = extra_top, extra_left
             channels = out_t.dims[3]
-            w_scale = np.broadcast_to(w_scale, (channels,))
-            mults, shifts = zip(
-                *(quantize_multiplier(float(np.float64(in_t.scale) * np.float64(s) / np.float64(out_t.scale)))
-                  for s in w_scale),
-                strict=True,
-            )
+            mults, shifts = _channel_multipliers(in_t.scale, w_scale, out_t.scale, channels)
             act_min, act_max = _activation_range(opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
             inputs += [
                 constant(w, tuple(int(d) for d in w.shape), INT8),
                 constant(const(ins[2]), (1, 1, 1, channels), INT32) if len(ins) > 2 and ins[2] >= 0 else NO_TENSOR,
             ]
-            p[:8] = [sh, sw, pad_top, pad_left, act_min, act_max, int32_array(list(mults)),
-                     int32_array(list(shifts))]
+            p[:8] = [sh, sw, pad_top, pad_left, act_min, act_max, int32_array(mults), int32_array(shifts)]
         elif name == "ADD":
             b = activation(ins[1])
             if tensors[b].dims != in_t.dims or out_t.dims != in_t.dims:
@@ -264,18 +268,13 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             w = const(ins[1])
             w_scale, _ = quant(ins[1])
             n_out, n_in = w.shape
-            w_scale = np.broadcast_to(w_scale, (n_out,))
-            mults, shifts = zip(
-                *(quantize_multiplier(float(np.float64(in_t.scale) * np.float64(s) / np.float64(out_t.scale)))
-                  for s in w_scale),
-                strict=True,
-            )
+            mults, shifts = _channel_multipliers(in_t.scale, w_scale, out_t.scale, n_out)
             act_min, act_max = _activation_range(opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
             inputs += [
                 constant(w, (1, 1, n_out, n_in), INT8),
                 constant(const(ins[2]), (1, 1, 1, n_out), INT32) if len(ins) > 2 and ins[2] >= 0 else NO_TENSOR,
             ]
-            p[:4] = [act_min, act_max, int32_array(list(mults)), int32_array(list(shifts))]
+            p[:4] = [act_min, act_max, int32_array(mults), int32_array(shifts)]
         elif name == "PAD":
             pads = const(ins[1]).reshape(-1, 2)
             if pads[0].any() or pads[3].any():
@@ -312,7 +311,7 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             data += t.data
             data += bytes(_align(len(data)) - len(data))
     packed_ops = []
-    for opcode, inputs, out, p, name in ops:
+    for opcode, inputs, out, p, _name in ops:
         p = list(p)
         if opcode in (1, 2):
             p[6], p[7] = tensors[p[6]].offset, tensors[p[7]].offset

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hwnas_deploy.spaces.base import Config, Param, SearchSpace
+from hwnas_deploy.spaces.base import Param
 from hwnas_deploy.spaces.blocks import Block, ConvBlock, HeadBlock, MBConvBlock, make_divisible
+from hwnas_deploy.spaces.mobilenet import MAX_DEPTH, N_STAGES, StagedMobileNetSpace
 
 STEM, FIRST, HEAD = 32, 16, 1280
 STAGE_WIDTHS = (24, 32, 64, 96, 160)
 STAGE_STRIDES = (2, 2, 2, 1, 2)
-MAX_DEPTH = 4
-N_STAGES = 5
 
 
-class MCUMobileNet(SearchSpace):
+class MCUMobileNet(StagedMobileNetSpace):
     name = "mcu-mbnet"
 
     def __init__(self, num_classes: int = 1000):
@@ -32,13 +31,6 @@ class MCUMobileNet(SearchSpace):
             Param("w", (0.35, 0.5, 0.75, 1.0), 1, "width multiplier"),
             Param("r", tuple(range(64, 225, 16)), 1, "input resolution 64..224, step 16"),
         )
-
-    def input_shape(self, cfg: Mapping) -> tuple[int, int, int, int]:
-        return (1, 3, cfg["r"], cfg["r"])
-
-    def unused_genes(self, cfg: Config) -> dict[str, list[int]]:
-        unused = [s * MAX_DEPTH + i for s, d in enumerate(cfg["d"]) for i in range(d, MAX_DEPTH)]
-        return {"ks": unused, "e": unused}
 
     def blocks(self, cfg: Mapping) -> list[Block]:
         w = cfg["w"]

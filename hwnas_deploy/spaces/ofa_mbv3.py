@@ -9,19 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hwnas_deploy.spaces.base import Config, Param, SearchSpace
+from hwnas_deploy.spaces.base import Param
 from hwnas_deploy.spaces.blocks import Block, ConvBlock, HeadBlock, MBConvBlock, make_divisible
+from hwnas_deploy.spaces.mobilenet import MAX_DEPTH, N_STAGES, StagedMobileNetSpace
 
 BASE_WIDTHS = (16, 16, 24, 40, 80, 112, 160, 960, 1280)
 STAGE_STRIDES = (2, 2, 2, 1, 2)
 STAGE_ACTS = ("relu", "relu", "h_swish", "h_swish", "h_swish")
 STAGE_SE = (False, True, False, True, True)
-MAX_DEPTH = 4
-N_STAGES = 5
 RESOLUTIONS = tuple(range(128, 225, 4))
 
 
-class OFAMobileNetV3(SearchSpace):
+class OFAMobileNetV3(StagedMobileNetSpace):
     tolerated_keys = {"wid": None}  # DyNAS-T logs carry 'wid': None
 
     def __init__(self, width_mult: float, num_classes: int = 1000):
@@ -36,13 +35,6 @@ class OFAMobileNetV3(SearchSpace):
             Param("r", RESOLUTIONS, 1, "input resolution 128..224, step 4"),
         )
         self.widths = [make_divisible(w * width_mult) for w in BASE_WIDTHS]
-
-    def input_shape(self, cfg: Mapping) -> tuple[int, int, int, int]:
-        return (1, 3, cfg["r"], cfg["r"])
-
-    def unused_genes(self, cfg: Config) -> dict[str, list[int]]:
-        unused = [s * MAX_DEPTH + i for s, d in enumerate(cfg["d"]) for i in range(d, MAX_DEPTH)]
-        return {"ks": unused, "e": unused}
 
     def blocks(self, cfg: Mapping) -> list[Block]:
         w = self.widths
