@@ -94,7 +94,7 @@ def devices() -> None:
 @cli.command()
 @click.option("--space", "space_name", required=True)
 @click.option("--config", "config_text", required=True, help="Config as JSON, or @file.json.")
-@click.option("--format", "fmt", required=True, help="onnx | tflite | tflite-int8 | tvm")
+@click.option("--format", "fmt", required=True, help="onnx | tflite | tflite-int8 | tvm | blob | c")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--target", default="host", show_default=True, help="tvm only: host | aarch64-linux-gnu")
 @click.option("--batch", default=1, show_default=True)

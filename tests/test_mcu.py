@@ -260,3 +260,26 @@ def test_profile_five_subnets_on_the_board_from_the_cli(tmp_path):
             assert r["median_ms"] == pytest.approx(d["counts"][0] / 25e6 * 1e3, rel=1e-6)
         by_macs = sorted(rows, key=lambda r: r["macs"])
         assert by_macs[-1]["median_ms"] > by_macs[0]["median_ms"]
+
+
+def test_exported_c_model_builds_into_the_firmware_and_runs(tmp_path):
+    """`--format c` writes model.c/model.h; built into the QEMU firmware the model answers
+    INFER without any upload, with the same output as the host build of the runtime."""
+    art = export_subnet(get_space("mcu-mbnet"), SMALL, "c", tmp_path)
+    model_c = art.path
+    assert model_c.endswith("-c/model.c") and os.path.exists(model_c.replace("model.c", "model.h"))
+    header = open(model_c.replace("model.c", "model.h")).read()
+    assert "#define HWNAS_MODEL_INPUT_BYTES 12288u" in header and "hwnas_model_invoke" in header
+    elf = build_firmware(model_c=model_c)
+    assert "builtin" in str(elf)
+    with QemuBoard(elf=elf) as b:
+        lk = McuLink.open(b.url)
+        info = lk.hello()
+        assert info.model_loaded
+        x = np.random.default_rng(11).integers(-40, 40, size=12288, dtype=np.int8)
+        out = np.frombuffer(lk.infer(x.tobytes()), dtype=np.int8)
+        blob = export_subnet(get_space("mcu-mbnet"), SMALL, "blob", tmp_path)
+        assert np.array_equal(out, HostBlobRunner(open(blob.path, "rb").read()).invoke(x, 1000))
+        run = lk.run(warmup=0, repeats=2, per_layer=False)
+        assert max(run.cycles) - min(run.cycles) <= 2
+        lk.close()

@@ -4,6 +4,9 @@
 #include "board.h"
 #include "hw_model.h"
 #include "protocol.h"
+#ifdef HW_BUILTIN_MODEL
+#include "model.h" /* exported with `hwnas export --format c` */
+#endif
 
 #ifndef HW_BLOB_CAPACITY
 #define HW_BLOB_CAPACITY (1024u * 1024u)
@@ -226,6 +229,13 @@ static void handle(const hw_frame_t *f) {
 
 int main(void) {
     board_init();
+#ifdef HW_BUILTIN_MODEL
+    /* a model compiled into the firmware: ready without LOAD, read in place from flash */
+    if (hw_model_init(&model, hwnas_model_blob, HWNAS_MODEL_BLOB_BYTES, arena, HW_ARENA_CAPACITY) == HW_OK) {
+        model_ready = 1;
+        load_size = HWNAS_MODEL_BLOB_BYTES;
+    }
+#endif
     hw_parser_reset(&parser);
     send(HW_BOOT, 0, (const uint8_t *)FW_VERSION, (uint16_t)(sizeof(FW_VERSION) - 1));
     for (;;) {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from torch import nn
 from hwnas_deploy.errors import ExportError, UnknownNameError, UnsupportedOpError
 from hwnas_deploy.export.artifact import Artifact, TensorSpec, sha256_file
 from hwnas_deploy.export.blob import tflite_to_blob
+from hwnas_deploy.export.c_source import blob_to_c
 from hwnas_deploy.export.onnx import to_onnx
 from hwnas_deploy.export.tflite import to_tflite
 from hwnas_deploy.export.tvm import TARGETS, to_tvm
@@ -32,6 +33,7 @@ FORMATS: dict[str, str] = {
     "tflite-int8": ".int8.tflite",
     "tvm": ".so",
     "blob": ".hwnb",  # model blob for the Cortex-M firmware (firmware/runtime)
+    "c": "-c/model.c",  # model.c + model.h in their own folder, for firmware builds
 }
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ TOLERANCE: dict[str, Tolerance] = {
     "tvm": Tolerance(max_abs=1e-4),
     "tflite-int8": Tolerance(min_cosine=0.85),
     "blob": Tolerance(min_cosine=0.85),
+    "c": Tolerance(min_cosine=0.85),  # checked through the blob it embeds
 }
 #: The blob must also agree with LiteRT's reference int8 kernels on the same int8 input within
 #: this many quantisation steps (measured: at most 1; 80-94 % of outputs bit-exact).
@@ -91,7 +94,7 @@ def export_model(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    if fmt in ("tflite-int8", "blob") and calibration is None:
+    if fmt in ("tflite-int8", "blob", "c") and calibration is None:
         gen = torch.Generator().manual_seed(1234)
         calibration = torch.randn((CALIBRATION_SAMPLES, *example.shape[1:]), generator=gen).numpy()
 
@@ -101,12 +104,15 @@ def export_model(
             to_onnx(model, example, path)
         elif fmt in ("tflite", "tflite-int8"):
             to_tflite(model, example, path, calibration if fmt == "tflite-int8" else None)
-        elif fmt == "blob":
+        elif fmt in ("blob", "c"):
             int8_path = Path(tmp) / "model.int8.tflite"
             to_tflite(model, example, int8_path, calibration)
-            blob_info = tflite_to_blob(int8_path, path)
+            blob_path = path if fmt == "blob" else Path(tmp) / "model.hwnb"
+            blob_info = tflite_to_blob(int8_path, blob_path)
+            if fmt == "c":
+                blob_to_c(blob_path, blob_info, path.parent)
             if verify:
-                lsb = compare_blob_with_litert(path, int8_path)
+                lsb = compare_blob_with_litert(blob_path, int8_path)
                 if lsb > BLOB_MAX_LSB:
                     raise ExportError(f"blob: differs from LiteRT's reference int8 kernels by {lsb} steps")
         else:
@@ -138,7 +144,7 @@ def export_model(
         )
         if fmt.startswith("tflite"):
             artifact.inputs, artifact.outputs = _tflite_io(path)
-        if fmt == "blob":
+        if fmt in ("blob", "c"):
             artifact.inputs = [TensorSpec("input_nhwc", blob_info.input_shape, "int8", blob_info.input_quant)]
             artifact.outputs = [TensorSpec("output", blob_info.output_shape, "int8", blob_info.output_quant)]
             artifact.extra = {
@@ -150,7 +156,11 @@ def export_model(
             if verify:
                 artifact.extra["max_lsb_vs_litert_reference"] = lsb
         if verify:
-            checked = artifact if target == "host" else Artifact(**{**artifact.to_dict(), "path": str(twin), "target": "host"})
+            checked = artifact
+            if target != "host":
+                checked = replace(artifact, path=str(twin), target="host")
+            elif fmt == "c":  # the C sources run on the board; check the blob they embed
+                checked = replace(artifact, path=str(blob_path), format="blob")
             artifact.max_abs_error = verify_artifact(checked, example.numpy(), reference)
     artifact.save()
     return artifact

@@ -28,14 +28,21 @@ def ticks_to_instructions(ticks: int, shift: int = ICOUNT_SHIFT) -> float:
     return ticks * SYSTICK_NS / (1 << shift)
 
 
-def build_firmware(board: str = QEMU_BOARD) -> Path:
-    """make -C firmware BOARD=board; returns the ELF (rebuilt only when sources changed)."""
+def build_firmware(board: str = QEMU_BOARD, model_c: str | Path | None = None) -> Path:
+    """make -C firmware BOARD=board [MODEL_C=...]; returns the ELF (rebuilt only when sources
+    changed). With `model_c` (from `hwnas export --format c`) the model is built in."""
     if shutil.which("arm-none-eabi-gcc") is None:
         raise DeviceError("building the firmware needs arm-none-eabi-gcc (run tools/setup.sh)")
-    proc = subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), f"BOARD={board}"], capture_output=True, text=True)
+    if not (FIRMWARE_DIR / "boards" / board).is_dir():
+        known = sorted(p.name for p in (FIRMWARE_DIR / "boards").iterdir() if (p / "board.mk").exists())
+        raise DeviceError(f"unknown board {board!r}; known: {', '.join(known)}")
+    cmd = ["make", "-s", "-C", str(FIRMWARE_DIR), f"BOARD={board}"]
+    if model_c is not None:
+        cmd.append(f"MODEL_C={Path(model_c).resolve()}")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise DeviceError(f"firmware build for {board} failed:\n{proc.stderr.strip()[-3000:]}")
-    return FIRMWARE_DIR / "build" / board / "firmware.elf"
+    return FIRMWARE_DIR / "build" / (board + ("-builtin" if model_c else "")) / "firmware.elf"
 
 
 def _free_port() -> int:
