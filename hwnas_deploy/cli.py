@@ -209,6 +209,15 @@ def firmware_build(board: str) -> None:
     click.echo(str(build_firmware(board)))
 
 
+@firmware.command("flash")
+@click.option("--board", required=True, help="stm32f746-disco | nucleo-h743zi (ST-LINK attached)")
+def firmware_flash(board: str) -> None:
+    """Build and write the firmware to a board over ST-LINK (st-flash or pyocd)."""
+    from hwnas_deploy.sim.qemu import flash_firmware
+
+    click.echo(flash_firmware(board))
+
+
 @cli.group()
 def sim() -> None:
     """Simulated twins of real devices (QEMU Cortex-M7 board)."""

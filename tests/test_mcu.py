@@ -283,3 +283,26 @@ def test_exported_c_model_builds_into_the_firmware_and_runs(tmp_path):
         run = lk.run(warmup=0, repeats=2, per_layer=False)
         assert max(run.cycles) - min(run.cycles) <= 2
         lk.close()
+
+
+@pytest.mark.parametrize("board, flash_kb, ram_kb", [("stm32f746-disco", 1024, 320), ("nucleo-h743zi", 2048, 512)])
+def test_stm32_boards_build_and_an_over_budget_build_fails_to_link(board, flash_kb, ram_kb, tmp_path):
+    """The real boards cannot run here, but they must build: Cortex-M7 ELF, vector table at the
+    start of flash, everything inside the board's real memory sizes."""
+    import subprocess
+
+    elf = build_firmware(board)
+    head = elf.read_bytes()
+    assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 40
+    sizes = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True, check=True).stdout
+    sections = {line.split()[0]: (int(line.split()[1]), int(line.split()[2])) for line in sizes.splitlines()
+                if line.startswith(".") and len(line.split()) == 3}
+    assert sections[".isr_vector"][1] == 0x08000000
+    ram_end = sections[".bss"][1] + sections[".bss"][0]
+    ram_origin = 0x20000000 if board.startswith("stm32f7") else 0x24000000
+    assert ram_end <= ram_origin + ram_kb * 1024
+    from hwnas_deploy.sim.qemu import FIRMWARE_DIR
+
+    over = subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), f"BOARD={board}", f"BUILD={tmp_path}/b",
+                           f"ARENA_CAPACITY={ram_kb * 1024}"], capture_output=True, text=True)
+    assert over.returncode != 0 and "region `RAM' overflowed" in over.stderr

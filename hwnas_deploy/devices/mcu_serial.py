@@ -88,11 +88,13 @@ class McuSerialDriver(Driver):
             raise DeviceError(f"{self.profile.name} runs firmware model blobs, not {artifact.format!r}")
         blob = Path(artifact.path).read_bytes()
         arena = int(artifact.extra.get("arena_bytes", 0))
-        over = []
-        if arena > min(self.sram_budget, self.info.arena_capacity):
-            over.append(f"arena {arena} B > SRAM budget {min(self.sram_budget, self.info.arena_capacity)} B")
-        if len(blob) > min(self.flash_budget, self.info.blob_capacity):
-            over.append(f"blob {len(blob)} B > flash budget {min(self.flash_budget, self.info.blob_capacity)} B")
+        limits = [
+            ("arena", arena, self.sram_budget, "SRAM budget"),
+            ("arena", arena, self.info.arena_capacity, "firmware arena capacity"),
+            ("blob", len(blob), self.flash_budget, "flash budget"),
+            ("blob", len(blob), self.info.blob_capacity, "firmware blob buffer (uploads are held in RAM)"),
+        ]
+        over = [f"{what} {size} B > {name} {limit} B" for what, size, limit, name in limits if size > limit]
         if over:
             raise DoesNotFitError("; ".join(over), {"arena_bytes": arena, "blob_bytes": len(blob),
                                                     "sram_budget": self.sram_budget,

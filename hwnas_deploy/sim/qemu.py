@@ -45,6 +45,26 @@ def build_firmware(board: str = QEMU_BOARD, model_c: str | Path | None = None) -
     return FIRMWARE_DIR / "build" / (board + ("-builtin" if model_c else "")) / "firmware.elf"
 
 
+def flash_firmware(board: str) -> str:
+    """Write the firmware to a board attached over ST-LINK (st-flash, else pyocd). QEMU boards
+    are "flashed" by starting them with the ELF (`hwnas sim start`)."""
+    if board == QEMU_BOARD:
+        return "QEMU boards run the ELF directly: hwnas sim start qemu-m7"
+    elf = build_firmware(board)
+    binary = elf.with_suffix(".bin")
+    subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", str(elf), str(binary)], check=True)
+    if shutil.which("st-flash"):
+        cmd = ["st-flash", "--reset", "write", str(binary), "0x08000000"]
+    elif shutil.which("pyocd"):
+        cmd = ["pyocd", "flash", "--format", "elf", str(elf)]
+    else:
+        raise DeviceError("flashing needs st-flash (apt-get install stlink-tools) or pyocd (pip install pyocd)")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DeviceError(f"{cmd[0]} failed for {board}: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+    return f"flashed {board} with {cmd[0]}"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -33,7 +33,7 @@ static const board_info_t info = {
     .timer_kind = HW_TIMER_SYSTICK_ICOUNT,
 };
 
-void uart0_rx_handler(void) {
+void board_uart_irq_handler(void) {
     UART_INTCLEAR = 2u;
     while (UART_STATE & 2u) {
         uint8_t c = (uint8_t)UART_DATA;
@@ -45,7 +45,7 @@ void uart0_rx_handler(void) {
     }
 }
 
-void systick_handler(void) { systick_wraps++; }
+void board_systick_handler(void) { systick_wraps++; }
 
 void board_init(void) {
     UART_BAUDDIV = 16u;
