@@ -52,7 +52,6 @@ class HostBlobRunner:
         rc = self.lib.hw_model_init(self.model, self.blob, len(blob), self.arena, len(self.arena))
         if rc != 0:
             raise ExportError(f"blob rejected by the runtime: {self.lib.hw_model_error(rc).decode()}")
-        self._tensor = fields  # keep the header around for debugging
 
     def invoke(self, x_nhwc_int8: np.ndarray, out_size: int) -> np.ndarray:
         x = np.ascontiguousarray(x_nhwc_int8, dtype=np.int8)

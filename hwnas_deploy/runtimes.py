@@ -60,14 +60,14 @@ class Runner(ABC):
 
 
 class OnnxRuntimeRunner(Runner):
-    def __init__(self, path: str, threads: int):
+    def __init__(self, artifact: Artifact, threads: int):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(artifact.path, opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self._feed: dict = {}
         self._out: np.ndarray | None = None
@@ -86,10 +86,10 @@ class LiteRTRunner(Runner):
     """LiteRT interpreter. Full-integer models get their input quantised and output dequantised
     with the scale/zero-point stored in the model, so callers always see float32."""
 
-    def __init__(self, path: str, threads: int):
+    def __init__(self, artifact: Artifact, threads: int):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interp = Interpreter(model_path=path, num_threads=threads)
+        self.interp = Interpreter(model_path=artifact.path, num_threads=threads)
         self.interp.allocate_tensors()
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
@@ -114,7 +114,7 @@ class LiteRTRunner(Runner):
 
 
 class TVMRunner(Runner):
-    def __init__(self, path: str, threads: int):
+    def __init__(self, artifact: Artifact, threads: int):
         import tvm
         from tvm import relax
 
@@ -122,7 +122,7 @@ class TVMRunner(Runner):
         os.environ.setdefault("TVM_NUM_THREADS", str(threads))
         tvm.get_global_func("runtime.config_threadpool")(0, threads)
         self.dev = tvm.cpu()
-        self.vm = relax.VirtualMachine(tvm.runtime.load_module(path), self.dev)
+        self.vm = relax.VirtualMachine(tvm.runtime.load_module(artifact.path), self.dev)
         self.main = self.vm["main"]
         self._tensor = tvm.runtime.tensor
         self._arg = None
@@ -147,10 +147,10 @@ class BlobHostRunner(Runner):
     Takes float NCHW like the other runners: quantises and transposes to the blob's NHWC int8
     input, and dequantises the int8 output."""
 
-    def __init__(self, path: str, threads: int, artifact: Artifact):
+    def __init__(self, artifact: Artifact, threads: int):
         from hwnas_deploy.mcu_runtime import HostBlobRunner as _Host
 
-        self.host = _Host(open(path, "rb").read())
+        self.host = _Host(open(artifact.path, "rb").read())
         self.inp, self.out = artifact.inputs[0], artifact.outputs[0]
         self._x: np.ndarray | None = None
         self._y: np.ndarray | None = None
@@ -187,9 +187,7 @@ def load_runner(artifact: Artifact, threads: int = 1) -> Runner:
             "(measure it on a device of that target)"
         )
     try:
-        if artifact.format == "blob":
-            return BlobHostRunner(artifact.path, threads, artifact)
-        return _RUNNERS[artifact.format](artifact.path, threads)
+        return _RUNNERS[artifact.format](artifact, threads)
     except ImportError as exc:
         raise DeviceError(f"runtime for {artifact.format} is not installed: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - the runtime's own error, with the step that failed
