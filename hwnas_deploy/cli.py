@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +24,17 @@ def _table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
+
+
+def _finite(value):
+    """JSON has no Infinity/NaN: such floats become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -188,7 +200,7 @@ def show(db, device, space_name, runtime, rows, as_json, plot) -> None:
             cols = ["device", "space", "runtime", "threads", "batch", "subnets", "min_ms", "median_ms", "max_ms",
                     "tau_macs"]
         if as_json:
-            click.echo(json.dumps(data, indent=2, default=str))
+            click.echo(json.dumps(_finite(data), indent=2, default=str))
         elif not data:
             click.echo(f"{store.url}: no measurements")
         else:

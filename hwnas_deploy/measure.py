@@ -73,10 +73,16 @@ class Summary:
 
 
 def median_ci_rel(sorted_ms: np.ndarray, confidence: float = 0.95) -> float:
-    """Relative half-width of the order-statistic confidence interval of the median."""
+    """Relative half-width of the order-statistic confidence interval of the median.
+
+    Below 6 samples no order statistics give 95 %: the half-range is returned instead (0 for a
+    deterministic device whose repeats agree, such as an MCU counting instructions)."""
     n = len(sorted_ms)
-    if n < 6:
+    if n < 2:
         return math.inf
+    if n < 6:
+        median = float(np.median(sorted_ms))
+        return (float(sorted_ms[-1]) - float(sorted_ms[0])) / (2 * median) if median > 0 else math.inf
     alpha = 1 - confidence
     lo = int(binom.ppf(alpha / 2, n, 0.5)) - 1
     hi = int(binom.isf(alpha / 2, n, 0.5))

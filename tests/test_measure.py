@@ -34,7 +34,11 @@ def test_median_confidence_interval_narrows_with_more_samples():
     small = np.sort(10 + rng.standard_normal(20))
     large = np.sort(10 + rng.standard_normal(2000))
     assert median_ci_rel(large) < median_ci_rel(small) / 5
-    assert math.isinf(median_ci_rel(np.array([1.0, 2.0])))
+    assert math.isinf(median_ci_rel(np.array([1.0])))
+    # few samples: the half-range; a deterministic device converges at once
+    assert median_ci_rel(np.array([1.0, 2.0])) == pytest.approx(1 / 3)
+    assert median_ci_rel(np.array([5.0, 5.0, 5.0])) == 0.0
+    assert summarize([5.0, 5.0, 5.0]).converged
 
 
 def test_stable_function_stops_early_noisy_one_runs_to_the_cap():
