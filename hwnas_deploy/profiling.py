@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from hwnas_deploy.devices import DeviceProfile, DoesNotFitError, driver_for, load_profile
@@ -63,18 +62,16 @@ def sample_fitting(sp: SearchSpace, prof: DeviceProfile, n: int, seed: int, max_
     sram, flash = prof.hardware.get("sram_bytes"), prof.hardware.get("flash_bytes")
     if sram is None and flash is None:
         raise ConfigError(f"device {prof.name!r} states no sram_bytes/flash_bytes budget to fit")
-    rng = np.random.default_rng(seed)
-    found: dict[str, dict] = {}
-    for _ in range(max_draws * n):
-        cfg = sp.sample(rng)
-        fits = (sram is None or sp.peak_activation_bytes(cfg) <= sram) and (
+
+    def fits(cfg: dict) -> bool:
+        return (sram is None or sp.peak_activation_bytes(cfg) <= sram) and (
             flash is None or sp.params_count(cfg) <= flash
         )
-        if fits:
-            found.setdefault(sp.config_hash(cfg), cfg)
-            if len(found) == n:
-                return list(found.values())
-    raise ConfigError(f"only {len(found)} of {n} sampled sub-networks of {sp.name} fit {prof.name}'s budget")
+
+    try:
+        return sp.sample_unique(n, seed, accept=fits, max_draws=max_draws * n)
+    except ConfigError:
+        raise ConfigError(f"fewer than {n} sampled sub-networks of {sp.name} fit {prof.name}'s budget") from None
 
 
 def profile(

@@ -213,3 +213,11 @@ def test_random_weights_give_unit_scale_outputs():
         cfg = sp.sample(0)
         y = sp.build(cfg)(sp.example_input(cfg)).detach()
         assert 0.02 < float(y.std()) < 10
+
+
+def test_sample_unique_with_a_filter_and_its_bound():
+    sp = get_space("mcu-mbnet")
+    small = sp.sample_unique(5, rng=2, accept=lambda c: c["w"] == 0.35)
+    assert len(small) == 5 and all(c["w"] == 0.35 for c in small)
+    with pytest.raises(ConfigError, match="only 0 of 2 sampled sub-networks"):
+        sp.sample_unique(2, rng=2, accept=lambda c: False, max_draws=50)

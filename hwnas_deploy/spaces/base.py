@@ -11,7 +11,7 @@ import hashlib
 import json
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,14 +128,24 @@ class SearchSpace(ABC):
             cfg[p.name] = picks if p.is_vector else picks[0]
         return self.canonical(cfg)
 
-    def sample_unique(self, n: int, rng: np.random.Generator | int | None = None) -> list[Config]:
-        """`n` distinct sub-networks (distinct after canonicalisation)."""
+    def sample_unique(
+        self,
+        n: int,
+        rng: np.random.Generator | int | None = None,
+        accept: Callable[[Config], bool] | None = None,
+        max_draws: int | None = None,
+    ) -> list[Config]:
+        """`n` distinct sub-networks (distinct after canonicalisation), each passing `accept`
+        when given; ConfigError after `max_draws` draws (default 1000 per sub-network)."""
         rng = np.random.default_rng(rng)
         seen: dict[str, Config] = {}
-        while len(seen) < n:
+        for _ in range(max_draws or 1000 * n):
             cfg = self.sample(rng)
-            seen.setdefault(self.config_hash(cfg), cfg)
-        return list(seen.values())
+            if accept is None or accept(cfg):
+                seen.setdefault(self.config_hash(cfg), cfg)
+                if len(seen) == n:
+                    return list(seen.values())
+        raise ConfigError(f"{self.name}: only {len(seen)} of {n} sampled sub-networks were distinct and accepted")
 
     # -- encodings --------------------------------------------------------------------------
     def genes(self, cfg: Mapping) -> np.ndarray:
