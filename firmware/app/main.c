@@ -14,7 +14,7 @@
 #ifndef HW_ARENA_CAPACITY
 #define HW_ARENA_CAPACITY (320u * 1024u)
 #endif
-#define FW_VERSION "hwnas-fw 0.1.0"
+#define FW_VERSION "hwnas-fw 0.2.0"
 #define MAX_OPS 512
 
 static uint8_t blob[HW_BLOB_CAPACITY] __attribute__((aligned(16)));
@@ -67,6 +67,17 @@ static uint16_t put_str(uint16_t n, const char *s) {
     while (*s) reply[n++] = (uint8_t)*s++;
     reply[n++] = 0;
     return n;
+}
+
+/* RUN and INVOKE may name the kernel set in an optional last byte (HW_KERNELS_*; default the
+ * optimised ones), so one firmware measures both side by side. */
+static int select_kernels(const hw_frame_t *f, uint16_t at) {
+    int kernels = f->len > at ? f->payload[at] : HW_KERNELS_OPTIMISED;
+    if (hw_model_set_kernels(&model, kernels) != HW_OK) {
+        send_err(f->seq, HW_E_UNSUPPORTED, f->cmd, "unknown kernel set (0 optimised, 1 portable)");
+        return 0;
+    }
+    return 1;
 }
 
 static void handle(const hw_frame_t *f) {
@@ -146,12 +157,13 @@ static void handle(const hw_frame_t *f) {
             return;
         }
         case HW_RUN: {
-            if (f->len != 5) break;
+            if (f->len != 5 && f->len != 6) break;
             if (!model_ready) {
                 send_err(f->seq, HW_E_NO_MODEL, f->cmd, "no model loaded");
                 return;
             }
             uint32_t warmup = get_u16(p), repeats = get_u16(p + 2), per_layer = p[4];
+            if (!select_kernels(f, 5)) return;
             uint32_t n_ops = model.header->n_ops;
             uint32_t need = 4u + 8u * repeats + (per_layer ? 8u * n_ops : 0u);
             if (repeats == 0 || need > HW_MAX_PAYLOAD) {
@@ -167,7 +179,9 @@ static void handle(const hw_frame_t *f) {
             for (uint32_t i = 0; i < repeats; i++) {
                 fill_input();
                 uint64_t t0 = board_cycles();
-                hw_model_invoke(&model, per_layer ? board_cycles : 0, per_layer ? layer_cycles : 0);
+                /* per-layer counting always runs (the same work whether or not it is reported):
+                 * it also polls the timer often enough to see every wrap of a 32-bit counter */
+                hw_model_invoke(&model, board_cycles, layer_cycles);
                 put_u64(reply + 2 + 8 * i, board_cycles() - t0);
             }
             board_timer_enable(0);
@@ -196,6 +210,7 @@ static void handle(const hw_frame_t *f) {
             return;
         }
         case HW_INVOKE: {
+            if (f->len > 1) break;
             if (!model_ready) {
                 send_err(f->seq, HW_E_NO_MODEL, f->cmd, "no model loaded");
                 return;
@@ -206,6 +221,7 @@ static void handle(const hw_frame_t *f) {
                 send_err(f->seq, HW_E_BAD_LENGTH, f->cmd, "output larger than one reply");
                 return;
             }
+            if (!select_kernels(f, 0)) return;
             hw_model_invoke(&model, 0, 0);
             send(ok, f->seq, hw_tensor_data(&model, idx), (uint16_t)n);
             return;

@@ -56,6 +56,7 @@ int hw_model_init(hw_model_t *m, const uint8_t *blob, uint32_t size, uint8_t *ar
     m->data = blob + h->data_offset;
     m->arena = arena;
     m->arena_capacity = arena_capacity;
+    m->kernels = HW_KERNELS_OPTIMISED;
     for (uint16_t i = 0; i < h->n_tensors; i++) {
         const hw_tensor_t *t = T(m, i);
         uint64_t end = (uint64_t)t->offset + hw_tensor_bytes(t);
@@ -68,6 +69,12 @@ int hw_model_init(hw_model_t *m, const uint8_t *blob, uint32_t size, uint8_t *ar
         for (int k = 0; k < op->n_inputs; k++)
             if (op->inputs[k] != HW_NO_TENSOR && op->inputs[k] >= h->n_tensors) return HW_ERR_OPCODE;
     }
+    return HW_OK;
+}
+
+int hw_model_set_kernels(hw_model_t *m, int kernels) {
+    if (kernels != HW_KERNELS_OPTIMISED && kernels != HW_KERNELS_PORTABLE) return HW_ERR_OPCODE;
+    m->kernels = kernels;
     return HW_OK;
 }
 
@@ -86,14 +93,14 @@ static void run_op(hw_model_t *m, const hw_op_t *op) {
             const int32_t *bias =
                 op->inputs[2] == HW_NO_TENSOR ? 0 : (const int32_t *)hw_tensor_data(m, op->inputs[2]);
             const int8_t *wd = (const int8_t *)hw_tensor_data(m, op->inputs[1]);
+            const hw_conv_params_t cp = {shape(in), shape(out), in->zero_point, out->zero_point,
+                                         w->dims[1], w->dims[2], p[0], p[1], p[2], p[3],
+                                         data_i32(m, p[6]), data_i32(m, p[7]), p[4], p[5]};
+            const int portable = m->kernels == HW_KERNELS_PORTABLE;
             if (op->opcode == HW_OP_CONV_2D)
-                hw_conv2d_s8(x, shape(in), in->zero_point, wd, w->dims[1], w->dims[2], bias, y, shape(out),
-                             out->zero_point, p[0], p[1], p[2], p[3], data_i32(m, p[6]), data_i32(m, p[7]), p[4],
-                             p[5]);
+                (portable ? hw_conv2d_s8 : hw_conv2d_s8_opt)(&cp, x, wd, bias, y);
             else
-                hw_depthwise_conv2d_s8(x, shape(in), in->zero_point, wd, w->dims[1], w->dims[2], bias, y,
-                                       shape(out), out->zero_point, p[0], p[1], p[2], p[3], data_i32(m, p[6]),
-                                       data_i32(m, p[7]), p[4], p[5]);
+                (portable ? hw_depthwise_conv2d_s8 : hw_depthwise_conv2d_s8_opt)(&cp, x, wd, bias, y);
             break;
         }
         case HW_OP_ADD: {
@@ -111,9 +118,10 @@ static void run_op(hw_model_t *m, const hw_op_t *op) {
             const int32_t *bias =
                 op->inputs[2] == HW_NO_TENSOR ? 0 : (const int32_t *)hw_tensor_data(m, op->inputs[2]);
             /* weights are [out, in] stored as dims (1, 1, out, in) */
-            hw_fully_connected_s8(x, w->dims[3], in->zero_point, (const int8_t *)hw_tensor_data(m, op->inputs[1]),
-                                  bias, y, w->dims[2], out->zero_point, data_i32(m, p[2]), data_i32(m, p[3]), p[0],
-                                  p[1]);
+            const int8_t *wd = (const int8_t *)hw_tensor_data(m, op->inputs[1]);
+            (m->kernels == HW_KERNELS_PORTABLE ? hw_fully_connected_s8 : hw_fully_connected_s8_opt)(
+                x, w->dims[3], in->zero_point, wd, bias, y, w->dims[2], out->zero_point, data_i32(m, p[2]),
+                data_i32(m, p[3]), p[0], p[1]);
             break;
         }
         case HW_OP_PAD:

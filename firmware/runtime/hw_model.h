@@ -86,7 +86,12 @@ typedef struct {
     const uint8_t *data;
     uint8_t *arena;
     uint32_t arena_capacity;
+    int kernels; /* HW_KERNELS_* */
 } hw_model_t;
+
+/* Which kernel set runs a model: the Cortex-M7 DSP kernels (bit-exact with the portable ones,
+ * emulated in C on hosts without the DSP extension) or the portable reference. */
+enum { HW_KERNELS_OPTIMISED = 0, HW_KERNELS_PORTABLE = 1 };
 
 enum {
     HW_OK = 0,
@@ -102,6 +107,7 @@ enum {
 /* Check and bind a blob (kept in place, not copied) to an arena. */
 int hw_model_init(hw_model_t *m, const uint8_t *blob, uint32_t size, uint8_t *arena, uint32_t arena_capacity);
 const char *hw_model_error(int code);
+int hw_model_set_kernels(hw_model_t *m, int kernels); /* HW_OK, or HW_ERR_OPCODE for an unknown set */
 
 /* Run every op once; if cycles_per_op is given, fill it using clock(). */
 int hw_model_invoke(hw_model_t *m, uint64_t (*clock)(void), uint64_t *cycles_per_op);

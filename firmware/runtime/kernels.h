@@ -11,14 +11,40 @@ typedef struct {
 
 int32_t hw_requantize(int32_t acc, int32_t multiplier, int32_t shift);
 
-void hw_conv2d_s8(const int8_t *in, hw_shape_t is, int32_t in_zp, const int8_t *w, int kh, int kw,
-                  const int32_t *bias, int8_t *out, hw_shape_t os, int32_t out_zp, int stride_h, int stride_w,
-                  int pad_top, int pad_left, const int32_t *mult, const int32_t *shift, int act_min, int act_max);
+/* A convolution's geometry and quantisation (NHWC activations, weights [O][KH][KW][I] for conv2d,
+ * [1][KH][KW][C] for depthwise); the same for every kernel variant. */
+typedef struct {
+    hw_shape_t is, os;
+    int32_t in_zp, out_zp;
+    int kh, kw, stride_h, stride_w, pad_top, pad_left;
+    const int32_t *mult, *shift; /* per output channel */
+    int act_min, act_max;
+} hw_conv_params_t;
 
-void hw_depthwise_conv2d_s8(const int8_t *in, hw_shape_t is, int32_t in_zp, const int8_t *w, int kh, int kw,
-                            const int32_t *bias, int8_t *out, hw_shape_t os, int32_t out_zp, int stride_h,
-                            int stride_w, int pad_top, int pad_left, const int32_t *mult, const int32_t *shift,
-                            int act_min, int act_max);
+/* A rectangle of output pixels [y0, y1) x [x0, x1). */
+typedef struct {
+    int y0, y1, x0, x1;
+} hw_region_t;
+
+/* Portable reference kernels. */
+void hw_conv2d_s8(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias, int8_t *out);
+void hw_depthwise_conv2d_s8(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                            int8_t *out);
+/* The same over part of the output (the optimised kernels use these for the padded border). */
+void hw_conv2d_s8_region(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                         int8_t *out, hw_region_t r);
+void hw_depthwise_conv2d_s8_region(const hw_conv_params_t *p, const int8_t *in, const int8_t *w,
+                                   const int32_t *bias, int8_t *out, hw_region_t r);
+
+/* Cortex-M7 (Armv7E-M DSP) kernels, kernels_s8_opt.c: the same results bit for bit; they fall
+ * back to the portable kernels for what they do not cover (see there). */
+void hw_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                      int8_t *out);
+void hw_depthwise_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, const int8_t *w,
+                                const int32_t *bias, int8_t *out);
+void hw_fully_connected_s8_opt(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w, const int32_t *bias,
+                               int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
+                               int act_min, int act_max);
 
 void hw_add_s8(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int8_t *out, int32_t out_zp,
                int n, int left_shift, int32_t a_mult, int32_t a_shift, int32_t b_mult, int32_t b_shift,

@@ -29,74 +29,85 @@ static inline int8_t clamp_s8(int32_t v, int lo, int hi) {
     return (int8_t)v;
 }
 
-void hw_conv2d_s8(const int8_t *in, hw_shape_t is, int32_t in_zp, const int8_t *w, int kh, int kw,
-                  const int32_t *bias, int8_t *out, hw_shape_t os, int32_t out_zp, int stride_h, int stride_w,
-                  int pad_top, int pad_left, const int32_t *mult, const int32_t *shift, int act_min, int act_max) {
-    const int ic_n = is.c;
-    if (kh == 1 && kw == 1 && stride_h == 1 && stride_w == 1 && pad_top == 0 && pad_left == 0) {
-        /* pointwise: a matrix product over pixels */
-        const int pixels = os.h * os.w;
-        for (int p = 0; p < pixels; p++) {
-            const int8_t *x = in + p * ic_n;
-            for (int oc = 0; oc < os.c; oc++) {
-                const int8_t *f = w + oc * ic_n;
-                int32_t acc = 0;
-                for (int ic = 0; ic < ic_n; ic++) acc += (int32_t)f[ic] * ((int32_t)x[ic] - in_zp);
-                if (bias) acc += bias[oc];
-                out[p * os.c + oc] = clamp_s8(hw_requantize(acc, mult[oc], shift[oc]) + out_zp, act_min, act_max);
-            }
+static void pointwise_s8(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                         int8_t *out) { /* a matrix product over pixels */
+    const int ic_n = p->is.c, oc_n = p->os.c, pixels = p->os.h * p->os.w;
+    for (int px = 0; px < pixels; px++) {
+        const int8_t *x = in + px * ic_n;
+        for (int oc = 0; oc < oc_n; oc++) {
+            const int8_t *f = w + oc * ic_n;
+            int32_t acc = 0;
+            for (int ic = 0; ic < ic_n; ic++) acc += (int32_t)f[ic] * ((int32_t)x[ic] - p->in_zp);
+            if (bias) acc += bias[oc];
+            out[px * oc_n + oc] =
+                clamp_s8(hw_requantize(acc, p->mult[oc], p->shift[oc]) + p->out_zp, p->act_min, p->act_max);
         }
-        return;
     }
-    for (int oy = 0; oy < os.h; oy++) {
-        for (int ox = 0; ox < os.w; ox++) {
-            const int iy0 = oy * stride_h - pad_top, ix0 = ox * stride_w - pad_left;
-            for (int oc = 0; oc < os.c; oc++) {
+}
+
+void hw_conv2d_s8_region(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                         int8_t *out, hw_region_t r) {
+    const int ic_n = p->is.c, kh = p->kh, kw = p->kw;
+    for (int oy = r.y0; oy < r.y1; oy++) {
+        for (int ox = r.x0; ox < r.x1; ox++) {
+            const int iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
+            for (int oc = 0; oc < p->os.c; oc++) {
                 int32_t acc = 0;
                 for (int ky = 0; ky < kh; ky++) {
                     const int iy = iy0 + ky;
-                    if (iy < 0 || iy >= is.h) continue;
+                    if (iy < 0 || iy >= p->is.h) continue;
                     for (int kx = 0; kx < kw; kx++) {
                         const int ix = ix0 + kx;
-                        if (ix < 0 || ix >= is.w) continue;
-                        const int8_t *x = in + (iy * is.w + ix) * ic_n;
+                        if (ix < 0 || ix >= p->is.w) continue;
+                        const int8_t *x = in + (iy * p->is.w + ix) * ic_n;
                         const int8_t *f = w + ((oc * kh + ky) * kw + kx) * ic_n;
-                        for (int ic = 0; ic < ic_n; ic++) acc += (int32_t)f[ic] * ((int32_t)x[ic] - in_zp);
+                        for (int ic = 0; ic < ic_n; ic++) acc += (int32_t)f[ic] * ((int32_t)x[ic] - p->in_zp);
                     }
                 }
                 if (bias) acc += bias[oc];
-                out[(oy * os.w + ox) * os.c + oc] =
-                    clamp_s8(hw_requantize(acc, mult[oc], shift[oc]) + out_zp, act_min, act_max);
+                out[(oy * p->os.w + ox) * p->os.c + oc] =
+                    clamp_s8(hw_requantize(acc, p->mult[oc], p->shift[oc]) + p->out_zp, p->act_min, p->act_max);
             }
         }
     }
 }
 
-void hw_depthwise_conv2d_s8(const int8_t *in, hw_shape_t is, int32_t in_zp, const int8_t *w, int kh, int kw,
-                            const int32_t *bias, int8_t *out, hw_shape_t os, int32_t out_zp, int stride_h,
-                            int stride_w, int pad_top, int pad_left, const int32_t *mult, const int32_t *shift,
-                            int act_min, int act_max) {
-    const int c_n = is.c;
-    for (int oy = 0; oy < os.h; oy++) {
-        for (int ox = 0; ox < os.w; ox++) {
-            const int iy0 = oy * stride_h - pad_top, ix0 = ox * stride_w - pad_left;
+void hw_conv2d_s8(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias, int8_t *out) {
+    if (p->kh == 1 && p->kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_top == 0 && p->pad_left == 0)
+        pointwise_s8(p, in, w, bias, out);
+    else
+        hw_conv2d_s8_region(p, in, w, bias, out, (hw_region_t){0, p->os.h, 0, p->os.w});
+}
+
+void hw_depthwise_conv2d_s8_region(const hw_conv_params_t *p, const int8_t *in, const int8_t *w,
+                                   const int32_t *bias, int8_t *out, hw_region_t r) {
+    const int c_n = p->is.c, kh = p->kh, kw = p->kw;
+    for (int oy = r.y0; oy < r.y1; oy++) {
+        for (int ox = r.x0; ox < r.x1; ox++) {
+            const int iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
             for (int c = 0; c < c_n; c++) {
                 int32_t acc = 0;
                 for (int ky = 0; ky < kh; ky++) {
                     const int iy = iy0 + ky;
-                    if (iy < 0 || iy >= is.h) continue;
+                    if (iy < 0 || iy >= p->is.h) continue;
                     for (int kx = 0; kx < kw; kx++) {
                         const int ix = ix0 + kx;
-                        if (ix < 0 || ix >= is.w) continue;
-                        acc += (int32_t)w[(ky * kw + kx) * c_n + c] * ((int32_t)in[(iy * is.w + ix) * c_n + c] - in_zp);
+                        if (ix < 0 || ix >= p->is.w) continue;
+                        acc += (int32_t)w[(ky * kw + kx) * c_n + c] *
+                               ((int32_t)in[(iy * p->is.w + ix) * c_n + c] - p->in_zp);
                     }
                 }
                 if (bias) acc += bias[c];
-                out[(oy * os.w + ox) * c_n + c] =
-                    clamp_s8(hw_requantize(acc, mult[c], shift[c]) + out_zp, act_min, act_max);
+                out[(oy * p->os.w + ox) * c_n + c] =
+                    clamp_s8(hw_requantize(acc, p->mult[c], p->shift[c]) + p->out_zp, p->act_min, p->act_max);
             }
         }
     }
+}
+
+void hw_depthwise_conv2d_s8(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                            int8_t *out) {
+    hw_depthwise_conv2d_s8_region(p, in, w, bias, out, (hw_region_t){0, p->os.h, 0, p->os.w});
 }
 
 void hw_add_s8(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int8_t *out, int32_t out_zp,

@@ -22,6 +22,17 @@ from hwnas_deploy.errors import DeviceError
 
 SOF = b"\xa5\x5a"
 MAX_PAYLOAD = 4096
+# The firmware's kernel sets (HW_KERNELS_* in firmware/runtime/hw_model.h): the Cortex-M7 DSP
+# kernels boards run by default, and the portable reference they are bit-exact with.
+KERNEL_SETS = {"optimised": 0, "portable": 1}
+
+
+def kernel_set(name: str) -> int:
+    if name not in KERNEL_SETS:
+        raise ValueError(f"unknown kernel set {name!r}; choose from {', '.join(KERNEL_SETS)}")
+    return KERNEL_SETS[name]
+
+
 HELLO, LOAD_BEGIN, LOAD_CHUNK, LOAD_END, RUN, SET_INPUT, INVOKE, MEM, RESET = range(1, 10)
 BOOT, ERR, REPLY = 0x7E, 0x7F, 0x80
 COMMAND_NAMES = {
@@ -30,7 +41,7 @@ COMMAND_NAMES = {
 }
 ERROR_NAMES = {1: "CRC", 2: "UNKNOWN_CMD", 3: "BAD_LENGTH", 4: "TOO_BIG", 5: "BAD_BLOB", 6: "NO_MODEL",
                7: "SEQUENCE", 8: "UNSUPPORTED", 9: "ARENA"}
-TIMER_KINDS = {1: "dwt-cyccnt", 2: "systick-icount"}
+TIMER_KINDS = {1: "dwt-cyccnt", 2: "icount"}
 
 
 class BoardError(DeviceError):
@@ -224,18 +235,23 @@ class McuLink:
         n_ops, arena, n_in, n_out = struct.unpack("<HIII", self.request(LOAD_END))
         return LoadResult(n_ops, arena, n_in, n_out)
 
-    def run(self, warmup: int = 1, repeats: int = 5, per_layer: bool = True, timeout: float = 600.0) -> RunResult:
-        p = self.request(RUN, struct.pack("<HHB", warmup, repeats, int(per_layer)), timeout=timeout)
+    def run(
+        self, warmup: int = 1, repeats: int = 5, per_layer: bool = True, timeout: float = 600.0,
+        kernels: str = "optimised",
+    ) -> RunResult:
+        """Time the loaded model; ``kernels`` picks the firmware's kernel set (see KERNEL_SETS)."""
+        payload = struct.pack("<HHBB", warmup, repeats, int(per_layer), kernel_set(kernels))
+        p = self.request(RUN, payload, timeout=timeout)
         (n,) = struct.unpack_from("<H", p)
         cycles = list(struct.unpack_from(f"<{n}Q", p, 2))
         (n_layers,) = struct.unpack_from("<H", p, 2 + 8 * n)
         layers = list(struct.unpack_from(f"<{n_layers}Q", p, 4 + 8 * n))
         return RunResult(cycles, layers)
 
-    def infer(self, x_int8: bytes, timeout: float = 600.0, chunk: int = 2048) -> bytes:
+    def infer(self, x_int8: bytes, timeout: float = 600.0, chunk: int = 2048, kernels: str = "optimised") -> bytes:
         for offset in range(0, len(x_int8), chunk):
             self.request(SET_INPUT, struct.pack("<I", offset) + x_int8[offset : offset + chunk])
-        return self.request(INVOKE, timeout=timeout)
+        return self.request(INVOKE, bytes([kernel_set(kernels)]), timeout=timeout)
 
     def mem(self) -> dict[str, int]:
         arena, arena_cap, blob, blob_cap = struct.unpack("<IIII", self.request(MEM))

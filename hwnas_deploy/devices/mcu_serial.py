@@ -8,7 +8,7 @@ Profile `hardware` gives the budget a sub-network must fit: `sram_bytes` (arena)
 (blob), and `clock_hz` to turn counts into milliseconds.
 
 On a real board the firmware counts core cycles (DWT->CYCCNT). On the QEMU twin it counts
-SysTick ticks under -icount, which this driver converts to *instructions*; the measurement's
+timer ticks under -icount, which this driver converts to *instructions*; the measurement's
 details say which (`count_unit`), since instructions are not M7 pipeline cycles.
 """
 
@@ -109,13 +109,13 @@ class McuSerialDriver(Driver):
             return self.link.load(blob)
 
     def _count_unit(self) -> str:
-        return "instructions" if self.info.timer == "systick-icount" else "cycles"
+        return "instructions" if self.info.timer == "icount" else "cycles"
 
     def _to_count(self, raw: int) -> float:
-        if self.info.timer == "systick-icount":
+        if self.info.timer == "icount":
             from hwnas_deploy.sim.qemu import ticks_to_instructions
 
-            shift = self.board.shift if self.board else int(self.profile.connection.get("icount_shift", 3))
+            shift = self.board.shift if self.board else int(self.profile.connection.get("icount_shift", 7))
             return ticks_to_instructions(raw, shift)
         return float(raw)
 

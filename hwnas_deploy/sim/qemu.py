@@ -1,9 +1,9 @@
 """QEMU twin of a Cortex-M7 board: `mps2-an500` running our firmware, its UART on a TCP socket.
 
 pyserial reaches it as ``socket://127.0.0.1:PORT``, exactly as it reaches a USB serial port.
-QEMU runs with ``-icount shift=N,sleep=off``: every instruction takes 2^N ns of virtual time, so
-SysTick counts are deterministic and convert to instructions as ticks * 40 / 2^N (SysTick runs
-at the board's 25 MHz: 40 ns per tick). `sleep=off` keeps virtual time from following wall time
+QEMU runs with ``-icount shift=7,sleep=off``: every instruction takes 2^7 ns of virtual time, so
+the firmware's timer counts (CMSDK TIMER0 at the board's 25 MHz: 40 ns per tick) are
+deterministic and convert to exact instruction counts as round(ticks * 40 / 128). `sleep=off` keeps virtual time from following wall time
 while the firmware waits in WFI, which also lifts host-to-board throughput from ~16 to ~25 KiB/s.
 """
 
@@ -20,12 +20,16 @@ from hwnas_deploy.errors import DeviceError
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 QEMU_BOARD = "qemu-mps2-an500"
-ICOUNT_SHIFT = 3
-SYSTICK_NS = 40
+ICOUNT_SHIFT = 7
+TIMER_NS = 40
 
 
 def ticks_to_instructions(ticks: int, shift: int = ICOUNT_SHIFT) -> float:
-    return ticks * SYSTICK_NS / (1 << shift)
+    """Timer ticks (40 ns) to executed instructions (2^shift ns each). A count read at tick
+    granularity is off by less than one tick at each end; once an instruction spans two ticks or
+    more (shift >= 7), rounding recovers the exact number of instructions."""
+    n = ticks * TIMER_NS / (1 << shift)
+    return float(round(n)) if (1 << shift) >= 2 * TIMER_NS else n
 
 
 def build_firmware(board: str = QEMU_BOARD, model_c: str | Path | None = None) -> Path:

@@ -16,7 +16,7 @@ typedef struct {
 
 enum {
     HW_TIMER_DWT_CYCCNT = 1,   /* real core cycles */
-    HW_TIMER_SYSTICK_ICOUNT = 2 /* QEMU -icount: SysTick ticks scaled to instructions */
+    HW_TIMER_ICOUNT = 2      /* QEMU -icount: timer ticks that scale to executed instructions */
 };
 
 void board_init(void);

@@ -12,12 +12,14 @@
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
 extern int main(void);
 void board_uart_irq_handler(void);
-void board_systick_handler(void);
 
 static void default_handler(void) {
     for (;;) {
     }
 }
+
+/* boards that count SysTick wraps define this; the others never enable its interrupt */
+void board_systick_handler(void) __attribute__((weak, alias("default_handler")));
 
 void reset_handler(void) {
     /* enable the FPU (CP10, CP11 full access) before any float instruction */

@@ -1,8 +1,10 @@
-/* QEMU mps2-an500 (Cortex-M7 at 25 MHz): CMSDK APB UART0 with an RX interrupt, SysTick timing.
+/* QEMU mps2-an500 (Cortex-M7 at 25 MHz): CMSDK APB UART0 with an RX interrupt, CMSDK timer timing.
  *
- * QEMU does not implement DWT->CYCCNT, so time is counted with SysTick (25 MHz, 24-bit; wraps are
- * counted in its interrupt). Run QEMU with `-icount shift=N`: each instruction then takes 2^N ns
- * of virtual time, so the count is deterministic and instructions = ticks * 40 / 2^N. */
+ * QEMU does not implement DWT->CYCCNT, so time is counted with CMSDK APB TIMER0 (25 MHz, 32-bit
+ * down counter, no interrupt: wraps are found when polled, and the interpreter polls at every
+ * layer). Run QEMU with `-icount shift=N`: each instruction then takes 2^N ns of virtual time, so
+ * the count is deterministic and instructions = ticks * 40 / 2^N; with N = 7 one instruction is
+ * 3.2 ticks, so a count rounds back to the exact number of instructions. */
 #include "board.h"
 
 #define UART0_BASE 0x40004000u
@@ -12,9 +14,10 @@
 #define UART_INTCLEAR (*(volatile uint32_t *)(UART0_BASE + 0x0C))
 #define UART_BAUDDIV (*(volatile uint32_t *)(UART0_BASE + 0x10))
 
-#define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
-#define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
-#define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
+#define TIMER0_BASE 0x40000000u
+#define TIMER_CTRL (*(volatile uint32_t *)(TIMER0_BASE + 0x00))
+#define TIMER_VALUE (*(volatile uint32_t *)(TIMER0_BASE + 0x04))
+#define TIMER_RELOAD (*(volatile uint32_t *)(TIMER0_BASE + 0x08))
 #define NVIC_ISER0 (*(volatile uint32_t *)0xE000E100u)
 #define AIRCR (*(volatile uint32_t *)0xE000ED0Cu)
 
@@ -22,7 +25,8 @@
 
 static volatile uint8_t rx_buf[RX_BUF];
 static volatile uint32_t rx_head, rx_tail;
-static volatile uint32_t systick_wraps;
+static uint32_t timer_last;
+static uint64_t timer_high;
 
 static const board_info_t info = {
     .board = "qemu-mps2-an500",
@@ -30,7 +34,7 @@ static const board_info_t info = {
     .clock_hz = 25000000u,
     .sram_bytes = 4u * 1024u * 1024u,
     .flash_bytes = 4u * 1024u * 1024u,
-    .timer_kind = HW_TIMER_SYSTICK_ICOUNT,
+    .timer_kind = HW_TIMER_ICOUNT,
 };
 
 void board_uart_irq_handler(void) {
@@ -45,23 +49,22 @@ void board_uart_irq_handler(void) {
     }
 }
 
-void board_systick_handler(void) { systick_wraps++; }
-
 void board_init(void) {
     UART_BAUDDIV = 16u;
     UART_CTRL = 1u | 2u | 8u; /* TX enable, RX enable, RX interrupt enable */
     NVIC_ISER0 = 1u << 0;     /* UART0 RX is IRQ 0 */
-    SYST_RVR = 0x00FFFFFFu;
-    SYST_CSR = 0;
+    TIMER_CTRL = 0;
 }
 
+/* The timer only runs during RUN, so an idle board has nothing pending and QEMU sleeps. */
 void board_timer_enable(int on) {
+    TIMER_CTRL = 0;
     if (on) {
-        systick_wraps = 0;
-        SYST_CVR = 0;
-        SYST_CSR = 7u; /* processor clock, interrupt on wrap, enable */
-    } else {
-        SYST_CSR = 0;
+        TIMER_RELOAD = 0xFFFFFFFFu;
+        TIMER_VALUE = 0xFFFFFFFFu;
+        timer_last = 0xFFFFFFFFu;
+        timer_high = 0;
+        TIMER_CTRL = 1u; /* enable, no interrupt */
     }
 }
 
@@ -89,17 +92,10 @@ void board_uart_write(const uint8_t *data, size_t len) {
 }
 
 uint64_t board_cycles(void) {
-    uint32_t wraps, val;
-    do {
-        wraps = systick_wraps;
-        val = SYST_CVR;
-        /* a wrap between the two reads shows as a pending SysTick: read again */
-    } while (wraps != systick_wraps);
-    if (*(volatile uint32_t *)0xE000ED04u & (1u << 26)) { /* PENDSTSET: wrapped, not yet counted */
-        wraps++;
-        val = SYST_CVR;
-    }
-    return ((uint64_t)wraps << 24) + (0x00FFFFFFu - val);
+    const uint32_t v = TIMER_VALUE;
+    if (v > timer_last) timer_high += 1ull << 32; /* the down counter wrapped since the last poll */
+    timer_last = v;
+    return timer_high + (0xFFFFFFFFu - v);
 }
 
 void board_reset(void) {

@@ -1,0 +1,143 @@
+"""The firmware's Cortex-M7 int8 kernels against the portable reference kernels, bit for bit.
+
+Both are the C the board runs, built for this host (the DSP instructions emulated in C by
+firmware/runtime/simd.h); the QEMU tests in test_mcu.py run the same comparison on the board.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwnas_deploy.export.blob import quantize_multiplier
+from hwnas_deploy.mcu_runtime import host_library
+
+
+class Shape(ctypes.Structure):
+    _fields_ = [("h", ctypes.c_int), ("w", ctypes.c_int), ("c", ctypes.c_int)]
+
+
+class ConvParams(ctypes.Structure):
+    _fields_ = [
+        ("is_", Shape), ("os", Shape), ("in_zp", ctypes.c_int32), ("out_zp", ctypes.c_int32),
+        ("kh", ctypes.c_int), ("kw", ctypes.c_int), ("stride_h", ctypes.c_int), ("stride_w", ctypes.c_int),
+        ("pad_top", ctypes.c_int), ("pad_left", ctypes.c_int),
+        ("mult", ctypes.POINTER(ctypes.c_int32)), ("shift", ctypes.POINTER(ctypes.c_int32)),
+        ("act_min", ctypes.c_int), ("act_max", ctypes.c_int),
+    ]
+
+
+def ptr(a: np.ndarray, ctype=ctypes.c_int8):
+    return a.ctypes.data_as(ctypes.POINTER(ctype))
+
+
+def requant_params(rng: np.random.Generator, n: int, scale_range=(1e-4, 0.45)) -> tuple[np.ndarray, np.ndarray]:
+    scales = np.exp(rng.uniform(np.log(scale_range[0]), np.log(scale_range[1]), n))
+    pairs = [quantize_multiplier(float(s)) for s in scales]
+    return np.array([q for q, _ in pairs], np.int32), np.array([s for _, s in pairs], np.int32)
+
+
+def run_conv(kind: str, variant: str, x, w, bias, geometry: dict, mult, shift, zps, act) -> np.ndarray:
+    lib = host_library()
+    (h, wd, c), (oh, ow, oc) = geometry["is"], geometry["os"]
+    out = np.zeros((oh, ow, oc), np.int8)
+    p = ConvParams(
+        Shape(h, wd, c), Shape(oh, ow, oc), zps[0], zps[1], geometry["k"], geometry["k"], geometry["stride"],
+        geometry["stride"], geometry["pad"], geometry["pad"], ptr(mult, ctypes.c_int32), ptr(shift, ctypes.c_int32),
+        act[0], act[1],
+    )
+    name = {"conv": "hw_conv2d_s8", "depthwise": "hw_depthwise_conv2d_s8"}[kind] + ("_opt" if variant == "opt" else "")
+    fn = getattr(lib, name)
+    fn.argtypes = [ctypes.POINTER(ConvParams)] + [ctypes.c_void_p] * 4
+    fn(ctypes.byref(p), x.ctypes.data, w.ctypes.data, bias.ctypes.data if bias is not None else None, out.ctypes.data)
+    return out
+
+
+conv_cases = st.fixed_dictionaries({
+    "h": st.integers(1, 11), "w": st.integers(1, 11), "c": st.sampled_from([1, 3, 4, 5, 8, 12, 16]),
+    "oc": st.integers(1, 9), "k": st.sampled_from([1, 3, 5, 7]), "stride": st.sampled_from([1, 2]),
+    "pad": st.sampled_from(["valid", "same"]), "in_zp": st.integers(-128, 127), "out_zp": st.integers(-128, 127),
+    "relu6": st.booleans(), "bias": st.booleans(), "left_shift_channel": st.booleans(), "seed": st.integers(0, 2**31),
+})
+
+
+def make_case(case: dict, depthwise: bool):
+    rng = np.random.default_rng(case["seed"])
+    h, wd, c, k, s = case["h"], case["w"], case["c"], case["k"], case["stride"]
+    oc = c if depthwise else case["oc"]
+    pad = (k - 1) // 2 if case["pad"] == "same" else 0
+    oh, ow = (h + 2 * pad - k) // s + 1, (wd + 2 * pad - k) // s + 1
+    if oh < 1 or ow < 1:
+        return None
+    x = rng.integers(-128, 128, (h, wd, c), dtype=np.int8)
+    w = rng.integers(-127, 128, (1, k, k, c) if depthwise else (oc, k, k, c), dtype=np.int8)
+    bias = rng.integers(-20000, 20000, oc, dtype=np.int32) if case["bias"] else None
+    mult, shift = requant_params(rng, oc, (1e-4, 0.45))
+    if case["left_shift_channel"]:  # a channel the fast requantisation does not cover: portable fallback
+        mult[0], shift[0] = quantize_multiplier(1.7)
+    act = (case["out_zp"], min(127, case["out_zp"] + 90)) if case["relu6"] else (-128, 127)
+    geometry = {"is": (h, wd, c), "os": (oh, ow, oc), "k": k, "stride": s, "pad": pad}
+    return x, w, bias, geometry, mult, shift, (case["in_zp"], case["out_zp"]), act
+
+
+@settings(max_examples=300, deadline=None)
+@given(conv_cases)
+def test_optimised_conv_is_bit_exact(case):
+    args = make_case(case, depthwise=False)
+    if args is None:
+        return
+    np.testing.assert_array_equal(run_conv("conv", "opt", *args), run_conv("conv", "portable", *args))
+
+
+@settings(max_examples=300, deadline=None)
+@given(conv_cases)
+def test_optimised_depthwise_is_bit_exact(case):
+    args = make_case(case, depthwise=True)
+    if args is None:
+        return
+    np.testing.assert_array_equal(run_conv("depthwise", "opt", *args), run_conv("depthwise", "portable", *args))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 40), st.integers(-128, 127), st.integers(-128, 127), st.integers(0, 2**31))
+def test_optimised_fully_connected_is_bit_exact(n_in, n_out, in_zp, out_zp, seed):
+    rng = np.random.default_rng(seed)
+    lib = host_library()
+    x = rng.integers(-128, 128, n_in, dtype=np.int8)
+    w = rng.integers(-127, 128, (n_out, n_in), dtype=np.int8)
+    bias = rng.integers(-50000, 50000, n_out, dtype=np.int32)
+    mult, shift = requant_params(rng, n_out, (1e-4, 1.8))
+    outs = []
+    for name in ("hw_fully_connected_s8", "hw_fully_connected_s8_opt"):
+        out = np.zeros(n_out, np.int8)
+        fn = getattr(lib, name)
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
+                       ctypes.c_void_p, ctypes.c_int, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
+                       ctypes.c_int, ctypes.c_int]
+        fn(x.ctypes.data, n_in, in_zp, w.ctypes.data, bias.ctypes.data, out.ctypes.data, n_out, out_zp,
+           mult.ctypes.data, shift.ctypes.data, -128, 127)
+        outs.append(out)
+    np.testing.assert_array_equal(outs[1], outs[0])
+
+
+def test_requantisation_extremes_are_bit_exact():
+    """Every shift the fast path takes, multipliers across [2^30, 2^31), accumulators of both signs
+    spread so that outputs land inside int8 (not all saturated) and rounding ties occur."""
+    rng = np.random.default_rng(7)
+    for shift_target in range(-20, 0):
+        e = -shift_target
+        case = {"h": 6, "w": 6, "c": 8, "oc": 6, "k": 1, "stride": 1, "pad": "valid", "in_zp": 0, "out_zp": 3,
+                "relu6": False, "bias": True, "left_shift_channel": False, "seed": int(rng.integers(1 << 30))}
+        x, w, bias, geometry, mult, shift, zps, act = make_case(case, depthwise=False)
+        x[:] = rng.integers(-2, 3, x.shape)
+        w[:] = rng.integers(-2, 3, w.shape)
+        shift[:] = shift_target
+        mult[:] = rng.integers(1 << 30, (1 << 31) - 1, len(mult), dtype=np.int64).astype(np.int32)
+        bias[:] = rng.integers(-(100 << e), 100 << e, len(bias), dtype=np.int64).astype(np.int32)
+        args = (x, w, bias, geometry, mult, shift, zps, act)
+        out = run_conv("conv", "opt", *args)
+        assert np.mean(np.abs(out.astype(int)) < 127) > 0.5  # the test exercises rounding, not saturation
+        np.testing.assert_array_equal(out, run_conv("conv", "portable", *args))
