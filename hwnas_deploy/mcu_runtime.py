@@ -34,28 +34,38 @@ def host_library() -> ctypes.CDLL:
     lib.hw_model_invoke.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     lib.hw_tensor_data.argtypes = [ctypes.c_void_p, ctypes.c_uint16]
     lib.hw_tensor_data.restype = ctypes.c_void_p
+    lib.hw_model_set_kernels.argtypes = [ctypes.c_void_p, ctypes.c_int]
     return lib
 
 
 class HostBlobRunner:
-    """Runs a blob on the host with the firmware's kernels; int8 NHWC in, int8 out."""
+    """Runs a blob on the host with the firmware's kernels; NHWC in (int8 or float32, as the
+    blob), the same type out."""
 
     def __init__(self, blob: bytes):
-        from hwnas_deploy.export.blob import HEADER
+        from hwnas_deploy.export.blob import FLOAT32, HEADER, TENSOR
 
         self.lib = host_library()
         self.blob = ctypes.create_string_buffer(bytes(blob), len(blob))
         fields = HEADER.unpack_from(blob)
         self.arena_bytes, self.input_index, self.output_index = fields[7], fields[8], fields[9]
+        input_record = TENSOR.unpack_from(blob, fields[10] + TENSOR.size * self.input_index)
+        self.dtype = np.dtype(np.float32 if input_record[4] == FLOAT32 else np.int8)
         self.arena = ctypes.create_string_buffer(max(self.arena_bytes, 16))
         self.model = ctypes.create_string_buffer(_MODEL_STRUCT_BYTES)
         rc = self.lib.hw_model_init(self.model, self.blob, len(blob), self.arena, len(self.arena))
         if rc != 0:
             raise ExportError(f"blob rejected by the runtime: {self.lib.hw_model_error(rc).decode()}")
 
-    def invoke(self, x_nhwc_int8: np.ndarray, out_size: int) -> np.ndarray:
-        x = np.ascontiguousarray(x_nhwc_int8, dtype=np.int8)
+    def invoke(self, x_nhwc: np.ndarray, out_size: int, kernels: str = "optimised") -> np.ndarray:
+        """Run once on `x_nhwc` (int8 or float32, as the blob's input) and return `out_size`
+        outputs of the same type; `kernels` picks the int8 kernel set as on the board."""
+        from hwnas_deploy.devices.mcu_link import kernel_set
+
+        x = np.ascontiguousarray(x_nhwc, dtype=self.dtype)
+        self.lib.hw_model_set_kernels(self.model, kernel_set(kernels))
         ctypes.memmove(self.lib.hw_tensor_data(self.model, self.input_index), x.ctypes.data, x.nbytes)
         self.lib.hw_model_invoke(self.model, None, None)
-        out = (ctypes.c_int8 * out_size).from_address(self.lib.hw_tensor_data(self.model, self.output_index))
-        return np.frombuffer(bytes(out), dtype=np.int8).copy()
+        n = out_size * self.dtype.itemsize
+        out = (ctypes.c_char * n).from_address(self.lib.hw_tensor_data(self.model, self.output_index))
+        return np.frombuffer(bytes(out), dtype=self.dtype).copy()

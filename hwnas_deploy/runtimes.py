@@ -31,6 +31,7 @@ RUNTIMES: dict[str, RuntimeInfo] = {
         RuntimeInfo("tflite-int8", "tflite-int8", "LiteRT interpreter, full-integer int8 model"),
         RuntimeInfo("tvm", "tvm", "TVM Relax VM, library compiled for this host"),
         RuntimeInfo("firmware", "blob", "hwnas Cortex-M firmware, int8 runtime, over a serial port"),
+        RuntimeInfo("firmware-fp32", "blob-fp32", "hwnas Cortex-M firmware, float32 runtime, over a serial port"),
     )
 }
 
@@ -144,8 +145,8 @@ class TVMRunner(Runner):
 class BlobHostRunner(Runner):
     """A firmware model blob run on this host by the firmware's own C kernels (ctypes).
 
-    Takes float NCHW like the other runners: quantises and transposes to the blob's NHWC int8
-    input, and dequantises the int8 output."""
+    Takes float NCHW like the other runners and transposes it to the blob's NHWC input; for an
+    int8 blob it quantises the input and dequantises the output."""
 
     def __init__(self, artifact: Artifact, threads: int):
         from hwnas_deploy.mcu_runtime import HostBlobRunner as _Host
@@ -156,14 +157,17 @@ class BlobHostRunner(Runner):
         self._y: np.ndarray | None = None
 
     def set_input(self, x: np.ndarray) -> None:
-        scale, zero = self.inp.quantization
-        q = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
-        self._x = q.transpose(0, 2, 3, 1) if q.shape != tuple(self.inp.shape) else q
+        if self.inp.quantization:
+            scale, zero = self.inp.quantization
+            x = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
+        self._x = x.transpose(0, 2, 3, 1) if x.shape != tuple(self.inp.shape) else x
 
     def invoke(self) -> None:
         self._y = self.host.invoke(self._x, int(np.prod(self.out.shape)))
 
     def output(self) -> np.ndarray:
+        if not self.out.quantization:
+            return self._y.reshape(self.out.shape)
         scale, zero = self.out.quantization
         return ((self._y.astype(np.float32) - zero) * scale).reshape(self.out.shape)
 
@@ -174,6 +178,7 @@ _RUNNERS: dict[str, type[Runner]] = {
     "tflite-int8": LiteRTRunner,
     "tvm": TVMRunner,
     "blob": BlobHostRunner,
+    "blob-fp32": BlobHostRunner,
 }
 
 

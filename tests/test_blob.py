@@ -81,7 +81,38 @@ def test_host_runtime_refuses_a_corrupted_blob(tmp_path):
     assert struct.unpack_from("<I", blob, 8)[0] == len(blob)
 
 
+class PoolNet(nn.Module):
+    """Every pooling kind and hard-swish, as OFA-style networks use them."""
+
+    def __init__(self, hardswish: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.Hardswish() if hardswish else nn.ReLU6()
+        self.max = nn.MaxPool2d(3, stride=2, padding=1)
+        self.avg = nn.AvgPool2d(2, stride=2)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = self.avg(self.max(self.act(self.conv(x))))
+        return self.fc(x.permute(0, 2, 3, 1).flatten(1))
+
+
+def test_float32_blob_runs_hardswish_and_pooling_like_torch(tmp_path):
+    model = PoolNet(hardswish=True).eval()
+    art = export_model(model, torch.randn(1, 3, 16, 16), "blob-fp32", tmp_path / "m.f32.hwnb")
+    ops = art.extra["ops"]
+    assert {"HARD_SWISH", "MAX_POOL_2D", "AVERAGE_POOL_2D", "FULLY_CONNECTED"} <= set(ops)
+    assert art.inputs[0].dtype == "float32" and art.inputs[0].quantization is None
+    assert art.max_abs_error <= 1e-4  # checked against torch in the export
+
+
+def test_int8_blob_pools_match_litert_reference_kernels(tmp_path):
+    art = export_model(PoolNet(hardswish=False).eval(), torch.randn(1, 3, 16, 16), "blob", tmp_path / "m.hwnb")
+    assert {"MAX_POOL_2D", "AVERAGE_POOL_2D"} <= set(art.extra["ops"])
+    assert art.extra["max_lsb_vs_litert_reference"] <= 1
+
+
 def test_operator_without_an_mcu_kernel_is_named(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Hardswish()).eval()
-    with pytest.raises(UnsupportedOpError, match="blob cannot take operator 'HARD_SWISH'"):
+    with pytest.raises(UnsupportedOpError, match="blob cannot take operator 'HARD_SWISH'.*blob-fp32"):
         export_model(model, torch.randn(1, 3, 16, 16), "blob", tmp_path / "m.hwnb")

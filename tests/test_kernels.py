@@ -58,9 +58,11 @@ def run_conv(kind: str, variant: str, x, w, bias, geometry: dict, mult, shift, z
 
 conv_cases = st.fixed_dictionaries({
     "h": st.integers(1, 11), "w": st.integers(1, 11), "c": st.sampled_from([1, 3, 4, 5, 8, 12, 16]),
-    "oc": st.integers(1, 9), "k": st.sampled_from([1, 3, 5, 7]), "stride": st.sampled_from([1, 2]),
+    "oc": st.sampled_from([1, 2, 3, 7, 16, 17, 33, 40]), "k": st.sampled_from([1, 3, 5, 7]),
+    "stride": st.sampled_from([1, 2]),
     "pad": st.sampled_from(["valid", "same"]), "in_zp": st.integers(-128, 127), "out_zp": st.integers(-128, 127),
-    "relu6": st.booleans(), "bias": st.booleans(), "left_shift_channel": st.booleans(), "seed": st.integers(0, 2**31),
+    "relu6": st.booleans(), "bias": st.booleans(), "left_shift_channel": st.booleans(),
+    "seed": st.integers(0, 2**31),
 })
 
 
@@ -141,3 +143,40 @@ def test_requantisation_extremes_are_bit_exact():
         out = run_conv("conv", "opt", *args)
         assert np.mean(np.abs(out.astype(int)) < 127) > 0.5  # the test exercises rounding, not saturation
         np.testing.assert_array_equal(out, run_conv("conv", "portable", *args))
+
+
+class ConvParamsF32(ctypes.Structure):
+    _fields_ = [
+        ("is_", Shape), ("os", Shape), ("kh", ctypes.c_int), ("kw", ctypes.c_int), ("stride_h", ctypes.c_int),
+        ("stride_w", ctypes.c_int), ("pad_top", ctypes.c_int), ("pad_left", ctypes.c_int),
+        ("act_min", ctypes.c_float), ("act_max", ctypes.c_float),
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_cases, st.booleans())
+def test_float32_conv_and_depthwise_match_torch(case, depthwise):
+    import torch
+
+    args = make_case(case, depthwise)
+    if args is None:
+        return
+    _, _, _, geometry, _, _, _, _ = args
+    rng = np.random.default_rng(case["seed"])
+    (h, wd, c), (oh, ow, oc) = geometry["is"], geometry["os"]
+    k, s, pad = geometry["k"], geometry["stride"], geometry["pad"]
+    x = rng.standard_normal((h, wd, c)).astype(np.float32)
+    w = rng.standard_normal((1, k, k, c) if depthwise else (oc, k, k, c)).astype(np.float32)
+    bias = rng.standard_normal(oc).astype(np.float32)
+    lo, hi = (0.0, 6.0) if case["relu6"] else (-3.4e38, 3.4e38)
+    out = np.zeros((oh, ow, oc), np.float32)
+    p = ConvParamsF32(Shape(h, wd, c), Shape(oh, ow, oc), k, k, s, s, pad, pad, lo, hi)
+    fn = getattr(host_library(), "hw_depthwise_conv2d_f32" if depthwise else "hw_conv2d_f32")
+    fn.argtypes = [ctypes.POINTER(ConvParamsF32)] + [ctypes.c_void_p] * 4
+    fn(ctypes.byref(p), x.ctypes.data, w.ctypes.data, bias.ctypes.data, out.ctypes.data)
+    xt = torch.from_numpy(x).permute(2, 0, 1)[None]
+    wt = torch.from_numpy(w).permute(3, 0, 1, 2) if depthwise else torch.from_numpy(w).permute(0, 3, 1, 2)
+    groups = c if depthwise else 1
+    ref = torch.nn.functional.conv2d(xt, wt, torch.from_numpy(bias), stride=s, padding=pad, groups=groups)
+    ref = ref[0].permute(1, 2, 0).clamp(lo, hi).numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-5)

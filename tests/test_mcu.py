@@ -265,6 +265,10 @@ def test_profile_five_subnets_on_the_board_from_the_cli(tmp_path):
         for r in rows:
             d = r["details"]
             assert d["count_unit"] == "instructions" and d["board"] == "qemu-mps2-an500"
+            # INFER on the board: bit-exact with the host kernels, and close to onnxruntime's float model
+            check = d["output_check"]
+            assert check["identical_to_host_kernels"] and check["cosine_vs_onnxruntime"] > 0.85
+            assert 0 < check["max_steps_vs_onnxruntime"] < 128
             assert len(d["layer_counts"]) == len(d["layer_ops"]) > 20
             assert d["arena_bytes"] <= 327680 and d["blob_bytes"] <= 1048576
             # deterministic: the repeats execute exactly the same number of instructions
@@ -319,3 +323,28 @@ def test_stm32_boards_build_and_an_over_budget_build_fails_to_link(board, flash_
     over = subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), f"BOARD={board}", f"BUILD={tmp_path}/b",
                            f"ARENA_CAPACITY={ram_kb * 1024}"], capture_output=True, text=True)
     assert over.returncode != 0 and "region `RAM' overflowed" in over.stderr
+
+
+def test_float32_blob_with_pooling_and_hardswish_runs_on_the_board(link, tmp_path):
+    """A float32 blob (hard-swish, max and average pooling) answers INFER on the board exactly as
+    the host build of the same kernels (kept last: it replaces the module's loaded blob)."""
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.Hardswish(), nn.MaxPool2d(3, 2, padding=1), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(8 * 4 * 4, 10),
+    ).eval()
+    from hwnas_deploy.export import export_model
+
+    art = export_model(model, torch.randn(1, 3, 16, 16), "blob-fp32", tmp_path / "m.f32.hwnb")
+    blob = open(art.path, "rb").read()
+    load = link.load(blob)
+    assert load.input_bytes == 16 * 16 * 3 * 4 and load.output_bytes == 10 * 4
+    x = np.random.default_rng(2).standard_normal((1, 16, 16, 3)).astype(np.float32)
+    board = np.frombuffer(link.infer(x.tobytes()), dtype=np.float32)
+    np.testing.assert_array_equal(board, HostBlobRunner(blob).invoke(x, board.size))
+    ref = model(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().numpy().ravel()
+    np.testing.assert_allclose(board, ref, atol=1e-4)
+    run = link.run(warmup=0, repeats=2, per_layer=True)
+    assert ticks_to_instructions(run.cycles[0]) == ticks_to_instructions(run.cycles[1]) > 0

@@ -1,15 +1,16 @@
 #!/usr/bin/env python
-"""Instructions per MAC of the firmware's int8 kernels on the QEMU Cortex-M7, by operator kind,
-and the upload throughput of the emulated UART.
+"""Instructions per MAC of the firmware's kernels on the QEMU Cortex-M7, by operator kind: int8
+portable vs Cortex-M7-optimised side by side, and float32; the upload throughput of the UART.
 
-    .venv/bin/python tools/bench_mcu_kernels.py --n 3
+    .venv/bin/python tools/bench_mcu_kernels.py --n 3 --n-fp32 1
 
-Exports `mcu-mbnet` sub-networks that fit the qemu-m7 budget to model blobs, uploads each to
-the firmware in QEMU (-icount shift=7), runs it with per-layer counting and attributes the
-instructions of each layer to its operator kind (stem = the first, dense 3x3 convolution;
-pointwise = 1x1 convolutions; depthwise; fully connected). Prints instructions/MAC per kind
-next to the target of issue 3 (3x3 conv <= 2, depthwise <= 3), as a ratio, and the upload
-throughput next to FACTS.md's reference of ~25 KiB/s.
+Exports `mcu-mbnet` sub-networks that fit the qemu-m7 budget to int8 model blobs (and smaller
+ones to float32 blobs), uploads each to the firmware in QEMU (-icount shift=7: exact instruction
+counts), runs it with per-layer counting under each kernel set and attributes the instructions of
+each layer to its operator kind (stem = the first, dense 3x3 convolution; pointwise = 1x1
+convolutions; depthwise by kernel size; fully connected). The portable and optimised int8 runs
+must give identical outputs. Prints instructions/MAC per kind next to issue 3's targets (3x3 conv
+<= 2, depthwise <= 3) as a ratio, and the upload throughput next to FACTS.md's ~25 KiB/s.
 """
 
 from __future__ import annotations
@@ -18,19 +19,19 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from hwnas_deploy.devices.mcu_link import McuLink
-from hwnas_deploy.export import export_subnet
-from hwnas_deploy.export.blob import HEADER, OP, TENSOR
+from hwnas_deploy.export import artifact_filename, export_subnet
+from hwnas_deploy.export.blob import FLOAT32, HEADER, OP, TENSOR
 from hwnas_deploy.sim.qemu import QemuBoard, ticks_to_instructions
 from hwnas_deploy.spaces import get_space
 
 TARGETS = {"conv3x3 (stem)": 2.0, "depthwise (all)": 3.0}
 UPLOAD_REFERENCE_KIBS = 25.0
-KERNEL_SETS = ("portable", "optimised")
 
 
 def layer_macs(blob: bytes) -> list[tuple[str, int]]:
@@ -54,13 +55,39 @@ def layer_macs(blob: bytes) -> list[tuple[str, int]]:
             w = tensors[inputs[1]][:4]
             out.append(("fully connected", w[2] * w[3]))
         else:
-            out.append(({3: "add", 4: "mean", 6: "pad"}[opcode], 0))
+            out.append(({3: "add", 4: "mean", 6: "pad", 7: "hard-swish", 8: "average pool", 9: "max pool"}[opcode], 0))
     return out
+
+
+def measure(link: McuLink, board: QemuBoard, blob: bytes, kernel_sets: tuple[str, ...], per_kind: dict,
+            totals: dict) -> list[str]:
+    """Run one uploaded blob with each kernel set; add its per-operator counts to `per_kind`."""
+    kinds = layer_macs(blob)
+    macs_total = sum(m for _, m in kinds)
+    outputs, line = {}, [f"{macs_total / 1e6:.1f} M MACs"]
+    for kset in kernel_sets:
+        run = link.run(warmup=0, repeats=1, per_layer=True, kernels="portable" if kset == "portable" else "optimised")
+        layers = [ticks_to_instructions(c, board.shift) for c in run.layer_cycles]
+        for (kind, macs), instr in zip(kinds, layers, strict=True):
+            for name in {kind, "depthwise (all)" if kind.startswith("depthwise") else kind}:
+                cell = per_kind.setdefault(name, {}).setdefault(kset, [0.0, 0.0])
+                cell[0] += instr
+                cell[1] += macs
+        whole = ticks_to_instructions(run.cycles[0], board.shift)
+        totals.setdefault(kset, [0.0, 0.0])
+        totals[kset][0] += whole
+        totals[kset][1] += macs_total
+        line.append(f"{kset} {whole / macs_total:.2f} instructions/MAC")
+        outputs[kset] = link.infer(link_input_bytes(blob), kernels="portable" if kset == "portable" else "optimised")
+    if len(set(outputs.values())) != 1:
+        raise SystemExit("the optimised kernels disagree with the portable ones")
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=3, help="sub-networks")
+    ap.add_argument("--n", type=int, default=3, help="int8 sub-networks")
+    ap.add_argument("--n-fp32", type=int, default=1, help="float32 sub-networks (blobs 4x the size: slow to upload)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--blobs", type=Path, help="keep exported blobs here and reuse them on the next run")
     args = ap.parse_args(argv)
@@ -69,63 +96,61 @@ def main(argv: list[str] | None = None) -> int:
     from hwnas_deploy.profiling import sample_fitting
 
     sp = get_space("mcu-mbnet")
-    configs = sample_fitting(sp, load_profile("qemu-m7"), args.n, args.seed)
-    # kind -> kernel set -> [instructions, MACs]
-    per_kind: dict[str, dict[str, list[float]]] = {}
-    totals = {k: [0.0, 0.0] for k in KERNEL_SETS}
+    prof = load_profile("qemu-m7")
+    jobs = [(cfg, "blob", ("portable", "optimised")) for cfg in sample_fitting(sp, prof, args.n, args.seed)]
+    # float32 blobs must fit the QEMU firmware's buffers (2.5 MB blob, 1.25 MB arena): a quarter
+    # of those as the int8 estimate
+    small = replace(prof, hardware={**prof.hardware, "sram_bytes": 300_000, "flash_bytes": 600_000})
+    jobs += [(cfg, "blob-fp32", ("fp32",)) for cfg in sample_fitting(sp, small, args.n_fp32, args.seed + 1)]
+    per_kind: dict[str, dict[str, list[float]]] = {}  # kind -> kernel set -> [instructions, MACs]
+    totals: dict[str, list[float]] = {}
     upload_bytes, upload_s = 0, 0.0
     with tempfile.TemporaryDirectory() as tmp, QemuBoard() as board:
         blob_dir = args.blobs or Path(tmp)
         blob_dir.mkdir(parents=True, exist_ok=True)
         link = McuLink.open(board.url)
         link.hello()
-        for cfg in configs:
-            path = blob_dir / f"{sp.config_hash(cfg)}.hwnb"
+        for cfg, fmt, kernel_sets in jobs:
+            path = blob_dir / artifact_filename(f"{sp.name}-{sp.config_hash(cfg)}", fmt)
             if not path.exists():
-                path.write_bytes(Path(export_subnet(sp, cfg, "blob", tmp).path).read_bytes())
+                path.write_bytes(Path(export_subnet(sp, cfg, fmt, tmp).path).read_bytes())
             blob = path.read_bytes()
             t0 = time.perf_counter()
             link.load(blob)
             upload_s += time.perf_counter() - t0
             upload_bytes += len(blob)
-            kinds = layer_macs(blob)
-            macs_total = sum(m for _, m in kinds)
-            outputs = {}
-            line = [f"{sp.config_hash(cfg)}: {macs_total / 1e6:.1f} M MACs"]
-            for kset in KERNEL_SETS:
-                run = link.run(warmup=0, repeats=1, per_layer=True, kernels=kset)
-                layers = [ticks_to_instructions(c, board.shift) for c in run.layer_cycles]
-                for (kind, macs), instr in zip(kinds, layers, strict=True):
-                    for name in {kind, "depthwise (all)" if kind.startswith("depthwise") else kind}:
-                        cell = per_kind.setdefault(name, {}).setdefault(kset, [0.0, 0.0])
-                        cell[0] += instr
-                        cell[1] += macs
-                whole = ticks_to_instructions(run.cycles[0], board.shift)
-                totals[kset][0] += whole
-                totals[kset][1] += macs_total
-                line.append(f"{kset} {whole / macs_total:.2f} instructions/MAC")
-                outputs[kset] = link.infer(link_input_bytes(blob), kernels=kset)
-            if outputs["portable"] != outputs["optimised"]:
-                raise SystemExit(f"{sp.config_hash(cfg)}: optimised kernels disagree with the portable ones")
-            print(", ".join(line) + ", outputs identical", file=sys.stderr, flush=True)
+            line = measure(link, board, blob, kernel_sets, per_kind, totals)
+            print(f"{sp.config_hash(cfg)} ({fmt}): " + ", ".join(line), file=sys.stderr, flush=True)
         link.close()
 
-    print(f"\nmcu-mbnet, {args.n} sub-networks fitting qemu-m7 (seed {args.seed}), firmware int8 kernels, "
-          "QEMU mps2-an500 -icount shift=7\n")
-    print("| operator | MACs | portable instr/MAC | optimised instr/MAC | speed-up | target | optimised / target |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"\nmcu-mbnet on QEMU mps2-an500 (-icount shift=7): {args.n} int8 sub-networks fitting qemu-m7 "
+          f"(seed {args.seed}), {args.n_fp32} float32 (seed {args.seed + 1})\n")
+    print("| operator | int8 MACs | int8 portable | int8 optimised | speed-up | target | optimised / target "
+          "| fp32 MACs | fp32 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def per_mac(cells: dict, kset: str) -> str:
+        instr, macs = cells.get(kset, (0.0, 0.0))
+        if kset not in cells:
+            return "-"
+        return f"{instr / macs:.2f}" if macs else f"{instr:.0f} instr"
+
     for kind in sorted(per_kind):
         cells = per_kind[kind]
-        (pi, macs), (oi, _) = cells["portable"], cells["optimised"]
         target = TARGETS.get(kind)
-        tcell = f"{target:.1f} | {oi / macs / target:.2f}x" if target and macs else "- | -"
-        if macs == 0:
-            print(f"| {kind} | - | {pi:.0f} instr | {oi:.0f} instr | {pi / oi:.2f}x | - | - |")
-        else:
-            print(f"| {kind} | {macs:.0f} | {pi / macs:.2f} | {oi / macs:.2f} | {pi / oi:.2f}x | {tcell} |")
-    p_all, o_all = totals["portable"], totals["optimised"]
-    print(f"\nwhole networks: portable {p_all[0] / p_all[1]:.2f}, optimised {o_all[0] / o_all[1]:.2f} "
-          f"instructions/MAC ({p_all[0] / o_all[0]:.2f}x fewer instructions)")
+        p_i, macs = cells.get("portable", (0.0, 0.0))
+        o_i = cells.get("optimised", (0.0, 0.0))[0]
+        speed = f"{p_i / o_i:.2f}x" if o_i else "-"
+        tcell = f"{target:.1f} | {o_i / macs / target:.2f}x" if target and macs else "- | -"
+        f_macs = cells.get("fp32", (0, 0))[1]
+        print(f"| {kind} | {int(macs) or '-'} | {per_mac(cells, 'portable')} | {per_mac(cells, 'optimised')} "
+              f"| {speed} | {tcell} | {int(f_macs) or '-'} | {per_mac(cells, 'fp32')} |")
+    print()
+    for kset, (instr, macs) in totals.items():
+        print(f"whole networks, {kset}: {instr / macs:.2f} instructions/MAC")
+    if "portable" in totals and "optimised" in totals:
+        print(f"optimised int8 kernels: {totals['portable'][0] / totals['optimised'][0]:.2f}x fewer instructions "
+              "than the portable ones")
     kibs = upload_bytes / 1024 / upload_s
     print(f"upload: {upload_bytes} bytes in {upload_s:.1f} s = {kibs:.1f} KiB/s "
           f"({kibs / UPLOAD_REFERENCE_KIBS:.2f}x the ~{UPLOAD_REFERENCE_KIBS:.0f} KiB/s reference)")
@@ -133,11 +158,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def link_input_bytes(blob: bytes) -> bytes:
-    """A fixed pseudo-random int8 input of the blob's input size."""
+    """A fixed pseudo-random input of the blob's input size and type."""
     h = HEADER.unpack_from(blob)
-    dims = TENSOR.unpack_from(blob, h[10] + TENSOR.size * h[8])[:4]
-    n = dims[0] * dims[1] * dims[2] * dims[3]
-    return np.random.default_rng(0).integers(-128, 128, n, dtype=np.int8).tobytes()
+    record = TENSOR.unpack_from(blob, h[10] + TENSOR.size * h[8])
+    n = record[0] * record[1] * record[2] * record[3]
+    rng = np.random.default_rng(0)
+    if record[4] == FLOAT32:
+        return rng.standard_normal(n).astype(np.float32).tobytes()
+    return rng.integers(-128, 128, n, dtype=np.int8).tobytes()
 
 
 if __name__ == "__main__":

@@ -64,10 +64,24 @@ int hw_model_init(hw_model_t *m, const uint8_t *blob, uint32_t size, uint8_t *ar
     }
     for (uint16_t i = 0; i < h->n_ops; i++) {
         const hw_op_t *op = &m->ops[i];
-        if (op->opcode == 0 || op->opcode >= HW_OP_COUNT || op->n_inputs > 4 || op->output >= h->n_tensors)
+        if (op->opcode == 0 || op->opcode >= HW_OP_COUNT || op->n_inputs < 1 || op->n_inputs > 4 ||
+            op->output >= h->n_tensors || op->inputs[0] >= h->n_tensors)
             return HW_ERR_OPCODE;
         for (int k = 0; k < op->n_inputs; k++)
             if (op->inputs[k] != HW_NO_TENSOR && op->inputs[k] >= h->n_tensors) return HW_ERR_OPCODE;
+        const uint8_t dtype = T(m, op->inputs[0])->dtype;
+        if ((dtype != HW_INT8 && dtype != HW_FLOAT32) || T(m, op->output)->dtype != dtype ||
+            (op->opcode == HW_OP_HARD_SWISH && dtype != HW_FLOAT32))
+            return HW_ERR_OPCODE;
+        if (op->opcode == HW_OP_TRANSPOSE) {
+            int seen = 0;
+            for (int k = 0; k < 4; k++) {
+                if (op->p[k] < 0 || op->p[k] > 3) return HW_ERR_OPCODE;
+                seen |= 1 << op->p[k];
+            }
+            if (seen != 15 || hw_tensor_bytes(T(m, op->inputs[0])) != hw_tensor_bytes(T(m, op->output)))
+                return HW_ERR_OPCODE;
+        }
     }
     return HW_OK;
 }
@@ -80,7 +94,82 @@ int hw_model_set_kernels(hw_model_t *m, int kernels) {
 
 static const int32_t *data_i32(const hw_model_t *m, int32_t offset) { return (const int32_t *)(m->data + offset); }
 
+static float bits_f32(int32_t v) {
+    float f;
+    memcpy(&f, &v, sizeof f);
+    return f;
+}
+
+static const float *f32_or_null(const hw_model_t *m, uint16_t index) {
+    return index == HW_NO_TENSOR ? 0 : (const float *)hw_tensor_data(m, index);
+}
+
+static hw_pool_params_t pool_params(const hw_tensor_t *in, const hw_tensor_t *out, const int32_t *p) {
+    const hw_pool_params_t pp = {shape(in), shape(out), p[4], p[5], p[0], p[1], p[2], p[3]};
+    return pp;
+}
+
+static void run_op_f32(hw_model_t *m, const hw_op_t *op) {
+    const hw_tensor_t *in = T(m, op->inputs[0]);
+    const hw_tensor_t *out = T(m, op->output);
+    const float *x = (const float *)hw_tensor_data(m, op->inputs[0]);
+    float *y = (float *)hw_tensor_data(m, op->output);
+    const int32_t *p = op->p;
+    switch (op->opcode) {
+        case HW_OP_CONV_2D:
+        case HW_OP_DEPTHWISE_CONV_2D: {
+            const hw_tensor_t *w = T(m, op->inputs[1]);
+            const hw_conv_params_f32_t cp = {shape(in), shape(out), w->dims[1], w->dims[2], p[0], p[1], p[2], p[3],
+                                             bits_f32(p[4]), bits_f32(p[5])};
+            const float *wd = (const float *)hw_tensor_data(m, op->inputs[1]), *bias = f32_or_null(m, op->inputs[2]);
+            if (op->opcode == HW_OP_CONV_2D)
+                hw_conv2d_f32(&cp, x, wd, bias, y);
+            else
+                hw_depthwise_conv2d_f32(&cp, x, wd, bias, y);
+            break;
+        }
+        case HW_OP_ADD:
+            hw_add_f32(x, (const float *)hw_tensor_data(m, op->inputs[1]), y, (int)(hw_tensor_bytes(out) / 4),
+                       bits_f32(p[7]), bits_f32(p[8]));
+            break;
+        case HW_OP_MEAN:
+            hw_mean_hw_f32(x, shape(in), y);
+            break;
+        case HW_OP_FULLY_CONNECTED: {
+            const hw_tensor_t *w = T(m, op->inputs[1]);
+            hw_fully_connected_f32(x, w->dims[3], (const float *)hw_tensor_data(m, op->inputs[1]),
+                                   f32_or_null(m, op->inputs[2]), y, w->dims[2], bits_f32(p[0]), bits_f32(p[1]));
+            break;
+        }
+        case HW_OP_PAD:
+            hw_pad_f32(x, shape(in), y, shape(out), p[0], p[2]);
+            break;
+        case HW_OP_HARD_SWISH:
+            hw_hardswish_f32(x, y, (int)(hw_tensor_bytes(out) / 4));
+            break;
+        case HW_OP_AVERAGE_POOL_2D:
+        case HW_OP_MAX_POOL_2D: {
+            const hw_pool_params_t pp = pool_params(in, out, p);
+            (op->opcode == HW_OP_MAX_POOL_2D ? hw_max_pool_f32 : hw_avg_pool_f32)(&pp, x, y, bits_f32(p[6]),
+                                                                                  bits_f32(p[7]));
+            break;
+        }
+        default:
+            break;
+    }
+}
+
 static void run_op(hw_model_t *m, const hw_op_t *op) {
+    if (op->opcode == HW_OP_TRANSPOSE) { /* type-agnostic */
+        const hw_tensor_t *in = T(m, op->inputs[0]);
+        hw_transpose(hw_tensor_data(m, op->inputs[0]), in->dims, hw_tensor_data(m, op->output), op->p,
+                     in->dtype == HW_INT8 ? 1 : 4);
+        return;
+    }
+    if (T(m, op->inputs[0])->dtype == HW_FLOAT32) {
+        run_op_f32(m, op);
+        return;
+    }
     const hw_tensor_t *in = T(m, op->inputs[0]);
     const hw_tensor_t *out = T(m, op->output);
     const int8_t *x = (const int8_t *)hw_tensor_data(m, op->inputs[0]);
@@ -127,6 +216,12 @@ static void run_op(hw_model_t *m, const hw_op_t *op) {
         case HW_OP_PAD:
             hw_pad_s8(x, shape(in), y, shape(out), p[0], p[2], (int8_t)in->zero_point);
             break;
+        case HW_OP_AVERAGE_POOL_2D:
+        case HW_OP_MAX_POOL_2D: {
+            const hw_pool_params_t pp = pool_params(in, out, p);
+            (op->opcode == HW_OP_MAX_POOL_2D ? hw_max_pool_s8 : hw_avg_pool_s8)(&pp, x, y, p[6], p[7]);
+            break;
+        }
         default:
             break;
     }

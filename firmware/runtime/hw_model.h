@@ -51,19 +51,29 @@ enum {
     HW_OP_MEAN = 4,
     HW_OP_FULLY_CONNECTED = 5,
     HW_OP_PAD = 6,
+    HW_OP_HARD_SWISH = 7,
+    HW_OP_AVERAGE_POOL_2D = 8,
+    HW_OP_MAX_POOL_2D = 9,
+    HW_OP_TRANSPOSE = 10,
     HW_OP_COUNT
 };
 
 #define HW_NO_TENSOR 0xFFFFu
 
-/* Parameters by opcode (p[]):
+/* An op runs in int8 or float32, as its input tensor says (every tensor of an op has one type).
+ * Parameters by opcode (p[]); a float32 op's activation bounds are float bit patterns:
  *  CONV_2D / DEPTHWISE_CONV_2D: stride_h, stride_w, pad_top, pad_left, act_min, act_max,
  *                               mult_offset, shift_offset (int32 per output channel in data)
  *  ADD:             left_shift, in1_mult, in1_shift, in2_mult, in2_shift, out_mult, out_shift,
  *                   act_min, act_max
  *  MEAN (over H,W): mult, shift
  *  FULLY_CONNECTED: act_min, act_max, mult_offset, shift_offset
- *  PAD:             top, bottom, left, right (spatial; the value is the zero point) */
+ *  PAD:             top, bottom, left, right (spatial; the value is the zero point, 0.0 in float)
+ *  HARD_SWISH:      - (float32 only)
+ *  AVERAGE/MAX_POOL_2D: stride_h, stride_w, pad_top, pad_left, filter_h, filter_w, act_min, act_max
+ *  TRANSPOSE:       perm[4] (output dim i is input dim perm[i]; any element type)
+ * float32: CONV/DEPTHWISE p[4], p[5] = act bounds (no multipliers); FULLY_CONNECTED p[0], p[1];
+ * ADD p[7], p[8]; MEAN no parameters. */
 typedef struct {
     uint8_t opcode;
     uint8_t n_inputs;

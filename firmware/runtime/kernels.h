@@ -21,6 +21,13 @@ typedef struct {
     int act_min, act_max;
 } hw_conv_params_t;
 
+/* The taps [*t0, *t1) of a window of k starting at input position `start` that lie in [0, n). */
+static inline void hw_valid_range(int start, int k, int n, int *t0, int *t1) {
+    *t0 = start < 0 ? -start : 0;
+    *t1 = start + k > n ? n - start : k;
+    if (*t1 < *t0) *t1 = *t0;
+}
+
 /* A rectangle of output pixels [y0, y1) x [x0, x1). */
 typedef struct {
     int y0, y1, x0, x1;
@@ -59,6 +66,37 @@ void hw_fully_connected_s8(const int8_t *in, int n_in, int32_t in_zp, const int8
                            int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
                            int act_min, int act_max);
 
+/* TFLite int8 pooling over valid (unpadded) taps; average rounds half away from zero. */
+typedef struct {
+    hw_shape_t is, os;
+    int fh, fw, stride_h, stride_w, pad_top, pad_left;
+} hw_pool_params_t;
+void hw_avg_pool_s8(const hw_pool_params_t *p, const int8_t *in, int8_t *out, int act_min, int act_max);
+void hw_max_pool_s8(const hw_pool_params_t *p, const int8_t *in, int8_t *out, int act_min, int act_max);
+
 void hw_pad_s8(const int8_t *in, hw_shape_t is, int8_t *out, hw_shape_t os, int top, int left, int8_t value);
+
+/* Any 4-D permutation of elements of `elem` bytes: out dim i is in dim perm[i]. */
+void hw_transpose(const uint8_t *in, const uint16_t *in_dims, uint8_t *out, const int32_t *perm, int elem);
+
+/* float32 kernels (kernels_f32.c), NHWC, same geometry; fused activations as a clamp range.
+ * Built with the board's FPU flags they compile to VFMA; loops run over valid taps only. */
+typedef struct {
+    hw_shape_t is, os;
+    int kh, kw, stride_h, stride_w, pad_top, pad_left;
+    float act_min, act_max;
+} hw_conv_params_f32_t;
+
+void hw_conv2d_f32(const hw_conv_params_f32_t *p, const float *in, const float *w, const float *bias, float *out);
+void hw_depthwise_conv2d_f32(const hw_conv_params_f32_t *p, const float *in, const float *w, const float *bias,
+                             float *out);
+void hw_fully_connected_f32(const float *in, int n_in, const float *w, const float *bias, float *out, int n_out,
+                            float act_min, float act_max);
+void hw_add_f32(const float *a, const float *b, float *out, int n, float act_min, float act_max);
+void hw_mean_hw_f32(const float *in, hw_shape_t is, float *out);
+void hw_pad_f32(const float *in, hw_shape_t is, float *out, hw_shape_t os, int top, int left);
+void hw_hardswish_f32(const float *in, float *out, int n);
+void hw_avg_pool_f32(const hw_pool_params_t *p, const float *in, float *out, float act_min, float act_max);
+void hw_max_pool_f32(const hw_pool_params_t *p, const float *in, float *out, float act_min, float act_max);
 
 #endif

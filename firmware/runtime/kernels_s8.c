@@ -145,6 +145,40 @@ void hw_fully_connected_s8(const int8_t *in, int n_in, int32_t in_zp, const int8
     }
 }
 
+static void pool_s8(const hw_pool_params_t *p, const int8_t *in, int8_t *out, int act_min, int act_max, int max) {
+    const int c_n = p->is.c;
+    for (int oy = 0; oy < p->os.h; oy++) {
+        const int iy = oy * p->stride_h - p->pad_top;
+        int y0, y1;
+        hw_valid_range(iy, p->fh, p->is.h, &y0, &y1);
+        for (int ox = 0; ox < p->os.w; ox++) {
+            const int ix = ox * p->stride_w - p->pad_left;
+            int x0, x1;
+            hw_valid_range(ix, p->fw, p->is.w, &x0, &x1);
+            const int count = (y1 - y0) * (x1 - x0);
+            int8_t *y = out + (oy * p->os.w + ox) * c_n;
+            for (int c = 0; c < c_n; c++) {
+                int32_t acc = max ? -128 : 0;
+                for (int ky = y0; ky < y1; ky++)
+                    for (int kx = x0; kx < x1; kx++) {
+                        const int32_t v = in[((iy + ky) * p->is.w + ix + kx) * c_n + c];
+                        acc = max ? (v > acc ? v : acc) : acc + v;
+                    }
+                if (!max && count) acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+                y[c] = clamp_s8(acc, act_min, act_max);
+            }
+        }
+    }
+}
+
+void hw_avg_pool_s8(const hw_pool_params_t *p, const int8_t *in, int8_t *out, int act_min, int act_max) {
+    pool_s8(p, in, out, act_min, act_max, 0);
+}
+
+void hw_max_pool_s8(const hw_pool_params_t *p, const int8_t *in, int8_t *out, int act_min, int act_max) {
+    pool_s8(p, in, out, act_min, act_max, 1);
+}
+
 void hw_pad_s8(const int8_t *in, hw_shape_t is, int8_t *out, hw_shape_t os, int top, int left, int8_t value) {
     for (int y = 0; y < os.h; y++) {
         for (int x = 0; x < os.w; x++) {
@@ -158,4 +192,19 @@ void hw_pad_s8(const int8_t *in, hw_shape_t is, int8_t *out, hw_shape_t os, int 
             }
         }
     }
+}
+
+void hw_transpose(const uint8_t *in, const uint16_t *in_dims, uint8_t *out, const int32_t *perm, int elem) {
+    int stride[4], od[4];
+    stride[3] = elem;
+    for (int i = 2; i >= 0; i--) stride[i] = stride[i + 1] * in_dims[i + 1];
+    for (int i = 0; i < 4; i++) od[i] = in_dims[perm[i]];
+    for (int a = 0; a < od[0]; a++)
+        for (int b = 0; b < od[1]; b++)
+            for (int c = 0; c < od[2]; c++)
+                for (int d = 0; d < od[3]; d++, out += elem) {
+                    const uint8_t *src = in + a * stride[perm[0]] + b * stride[perm[1]] + c * stride[perm[2]] +
+                                         d * stride[perm[3]];
+                    for (int k = 0; k < elem; k++) out[k] = src[k];
+                }
 }

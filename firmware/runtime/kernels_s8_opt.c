@@ -20,9 +20,10 @@
 
 #define MAX_DW_TAPS 64
 #define ALWAYS_INLINE inline __attribute__((always_inline))
+#define HW_OPAQUE(v) __asm__("" : "+r"(v))
 
 typedef struct {
-    int32_t mult, lsh, neg, round, e;
+    int32_t mult, round, e, lsh, neg; /* mult and round first: one LDRD */
 } rq_t;
 
 /* gemmlowp: out = RoundingDivideByPOT(SRDHM(acc << left, mult), e) + zp. SRDHM(a, m) equals
@@ -162,8 +163,9 @@ static ALWAYS_INLINE void matmul_s8(const int8_t *x, int rows, int n, int32_t in
 /* Output channels are processed in blocks whose requantisation parameters live on the stack. */
 #define RQ_BLOCK 32
 
-static int rq_block(rq_t *q, int ob, int o_n, const int32_t *mult, const int32_t *shift, int32_t out_zp) {
-    const int oe = ob + RQ_BLOCK < o_n ? ob + RQ_BLOCK : o_n;
+static int rq_block(rq_t *q, int ob, int o_n, int block, const int32_t *mult, const int32_t *shift,
+                    int32_t out_zp) {
+    const int oe = ob + block < o_n ? ob + block : o_n;
     for (int o = ob; o < oe; o++) rq_make(&q[o - ob], mult[o], shift[o], out_zp, 0);
     return oe;
 }
@@ -173,7 +175,7 @@ static void matmul_layer(const int8_t *x, int rows, int n, int32_t in_zp, const 
                          int lo, int hi, int simple) {
     rq_t q[RQ_BLOCK];
     for (int ob = 0; ob < o_n; ob += RQ_BLOCK) {
-        const int oe = rq_block(q, ob, o_n, mult, shift, out_zp);
+        const int oe = rq_block(q, ob, o_n, RQ_BLOCK, mult, shift, out_zp);
         if (simple)
             matmul_s8(x, rows, n, in_zp, w, ob, oe, o_n, bias, out, q, lo, hi, 1);
         else
@@ -184,25 +186,40 @@ static void matmul_layer(const int8_t *x, int rows, int n, int32_t in_zp, const 
 /* Largest kh * kw * ic a convolution may have for the im2col path (two columns on the stack). */
 #define IM2COL_MAX 1024
 
+/* newlib-nano's memcpy/memset go byte by byte; kernel rows are short, so copy words inline. */
+static ALWAYS_INLINE void copy_s8(int8_t *dst, const int8_t *src, int n) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const uint32_t v = hw_read_s8x4(src + i);
+        memcpy(dst + i, &v, 4);
+    }
+    for (; i < n; i++) dst[i] = src[i];
+}
+
+static ALWAYS_INLINE void fill_s8(int8_t *dst, int8_t value, int n) {
+    for (int i = 0; i < n; i++) dst[i] = value;
+}
+
 /* The receptive field of output pixel (oy, ox) as one column, padding filled with the input zero
  * point (so it contributes nothing, as TFLite's padding). */
 static void im2col(const hw_conv_params_t *p, const int8_t *in, int oy, int ox, int8_t *col) {
     const int ic = p->is.c, row_n = p->kw * ic;
     const int iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
     const int inside_x = ix0 >= 0 && ix0 + p->kw <= p->is.w;
+    const int8_t zp = (int8_t)p->in_zp;
     for (int ky = 0; ky < p->kh; ky++, col += row_n) {
         const int iy = iy0 + ky;
         if (iy < 0 || iy >= p->is.h) {
-            memset(col, (int8_t)p->in_zp, (size_t)row_n);
+            fill_s8(col, zp, row_n);
         } else if (inside_x) {
-            memcpy(col, in + (iy * p->is.w + ix0) * ic, (size_t)row_n);
+            copy_s8(col, in + (iy * p->is.w + ix0) * ic, row_n);
         } else {
             for (int kx = 0; kx < p->kw; kx++) {
                 const int ix = ix0 + kx;
                 if (ix < 0 || ix >= p->is.w)
-                    memset(col + kx * ic, (int8_t)p->in_zp, (size_t)ic);
+                    fill_s8(col + kx * ic, zp, ic);
                 else
-                    memcpy(col + kx * ic, in + (iy * p->is.w + ix) * ic, (size_t)ic);
+                    copy_s8(col + kx * ic, in + (iy * p->is.w + ix) * ic, ic);
             }
         }
     }
@@ -213,6 +230,7 @@ static void im2col(const hw_conv_params_t *p, const int8_t *in, int oy, int ox, 
  * column per pixel pair, with the zero point subtracted and padding as zeros), so the inner loop
  * is four LDRD and eight SMLAD per 16 MACs. */
 #define SMALL_KERNEL 64
+#define SMALL_BLOCK 16 /* output channels whose unpacked weights sit on the stack at once (2 KB) */
 
 /* n int8 -> n4 / 2 words: per group of 4, (v0, v2) then (v1, v3) as int16 pairs, plus nzp. */
 static ALWAYS_INLINE void unpack_q15(const int8_t *v, int n, uint32_t nzp, uint32_t *out) {
@@ -240,10 +258,10 @@ static void conv_small_kernel(const hw_conv_params_t *p, const int8_t *in, const
     const uint32_t nzp = hw_pack16x2(-p->in_zp);
     int8_t col8[2][SMALL_KERNEL] __attribute__((aligned(4)));
     uint32_t col[2][SMALL_KERNEL / 2];
-    uint32_t wq[RQ_BLOCK][SMALL_KERNEL / 2];
-    rq_t q[RQ_BLOCK];
-    for (int ob = 0; ob < oc_n; ob += RQ_BLOCK) {
-        const int oe = rq_block(q, ob, oc_n, p->mult, p->shift, p->out_zp);
+    uint32_t wq[SMALL_BLOCK][SMALL_KERNEL / 2];
+    rq_t q[SMALL_BLOCK];
+    for (int ob = 0; ob < oc_n; ob += SMALL_BLOCK) {
+        const int oe = rq_block(q, ob, oc_n, SMALL_BLOCK, p->mult, p->shift, p->out_zp);
         for (int o = ob; o < oe; o++) unpack_q15(w + o * kernel_n, kernel_n, 0, wq[o - ob]);
         for (int px = 0; px < pixels; px += 2) {
             const int rows = px + 1 < pixels ? 2 : 1;
@@ -306,7 +324,7 @@ void hw_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, const int8_t 
     rq_t q[RQ_BLOCK];
     const int pixels = p->os.h * p->os.w;
     for (int ob = 0; ob < oc_n; ob += RQ_BLOCK) {
-        const int oe = rq_block(q, ob, oc_n, p->mult, p->shift, p->out_zp);
+        const int oe = rq_block(q, ob, oc_n, RQ_BLOCK, p->mult, p->shift, p->out_zp);
         for (int px = 0; px < pixels; px += 2) {
             const int rows = px + 1 < pixels ? 2 : 1;
             for (int r = 0; r < rows; r++)
@@ -325,8 +343,10 @@ static ALWAYS_INLINE void dw_taps(const int8_t *x, const uint32_t *wp, int rows,
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
     for (int ky = 0; ky < rows; ky++, x += x_row_skip, wp += w_row_skip) {
 #pragma GCC unroll 7
-        for (int kx = 0; kx < cols; kx++, x += c_n, wp += 2) {
+        for (int kx = 0; kx < cols; kx++, wp += 2) {
             const uint32_t v = hw_read_s8x4(x);
+            x += c_n;
+            HW_OPAQUE(x); /* keep one pointer stepping by c_n: no per-tap address registers to spill */
             const uint32_t ve = hw_sxtab16(nzp, v), vo = hw_sxtab16_ror8(nzp, v);
             a0 = hw_smlabb(ve, wp[0], a0);
             a2 = hw_smlatt(ve, wp[0], a2);

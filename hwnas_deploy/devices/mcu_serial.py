@@ -84,7 +84,7 @@ class McuSerialDriver(Driver):
         return next((r["url"] for r in running() if r["device"] == self.profile.name), None)
 
     def deploy(self, artifact: Artifact, threads: int) -> Deployed:
-        if artifact.format != "blob":
+        if artifact.format not in ("blob", "blob-fp32"):
             raise DeviceError(f"{self.profile.name} runs firmware model blobs, not {artifact.format!r}")
         blob = Path(artifact.path).read_bytes()
         arena = int(artifact.extra.get("arena_bytes", 0))
@@ -129,6 +129,7 @@ class McuSerialDriver(Driver):
             self.info = self.link.hello()
             self._load(handle.blob)
             result, layers = self._run(warmup, repeats)
+        check = self.check_output(handle)
         counts = [self._to_count(c) for c in result.cycles]
         summary = summarize([c / self.clock_hz * 1e3 for c in counts], settings.outlier_fence, settings.target_ci)
         summary.details = {
@@ -140,16 +141,63 @@ class McuSerialDriver(Driver):
             "arena_bytes": handle.load.arena_bytes,
             "blob_bytes": len(handle.blob),
             "board": self.info.board,
+            "output_check": check,
         }
         return summary
+
+    def check_output(self, handle: Deployed, seed: int = 0) -> dict[str, Any]:
+        """INFER one input on the board: its output must equal the host build of the same
+        kernels bit for bit (else DeviceError); how far it lies from onnxruntime running the
+        float model on the same (dequantised) input is reported, in output units and in int8
+        steps. Float and int8 networks differ by quantisation, so that is a figure, not a check."""
+        import tempfile
+
+        import numpy as np
+
+        from hwnas_deploy.mcu_runtime import HostBlobRunner
+
+        inp, out = handle.artifact.inputs[0], handle.artifact.outputs[0]
+        (in_scale, in_zp), (out_scale, out_zp) = inp.quantization or (1.0, 0), out.quantization or (1.0, 0)
+        x_float = np.random.default_rng(seed).standard_normal(inp.shape).astype(np.float32)
+        if inp.quantization:
+            x = np.clip(np.round(x_float / in_scale) + in_zp, -128, 127).astype(np.int8)
+        else:
+            x = x_float
+        board = np.frombuffer(self.link.infer(x.tobytes()), dtype=x.dtype)
+        host = HostBlobRunner(handle.blob).invoke(x, board.size)
+        if not np.array_equal(board, host):
+            raise DeviceError(
+                f"{self.profile.name}: the board's output differs from the host build of the same kernels in "
+                f"{int(np.sum(board != host))} of {board.size} values (firmware and host runtime out of step?)"
+            )
+        result: dict[str, Any] = {"identical_to_host_kernels": True}
+        art = handle.artifact
+        if art.space and art.config is not None:
+            from hwnas_deploy.export import export_subnet
+            from hwnas_deploy.runtimes import load_runner
+            from hwnas_deploy.spaces import get_space
+
+            with tempfile.TemporaryDirectory(prefix="hwnas-check-") as tmp:
+                onnx = export_subnet(get_space(art.space), art.config, "onnx", tmp)
+                x_nchw = ((x.astype(np.float32) - in_zp) * in_scale).transpose(0, 3, 1, 2)
+                ref = load_runner(onnx)(np.ascontiguousarray(x_nchw)).ravel().astype(np.float64)
+            got = (board.astype(np.float64) - out_zp) * out_scale
+            err = float(np.max(np.abs(got - ref)))
+            result.update({
+                "max_abs_vs_onnxruntime": err,
+                "cosine_vs_onnxruntime": float(got @ ref / (np.linalg.norm(got) * np.linalg.norm(ref) + 1e-30)),
+            })
+            if out.quantization:
+                result["max_steps_vs_onnxruntime"] = err / out_scale
+        return result
 
     def _run(self, warmup: int, repeats: int):
         """Whole-network counts without per-layer timers (they cost two reads per layer), then
         one instrumented run for the per-layer breakdown."""
         return self.link.run(warmup, repeats, per_layer=False), self.link.run(0, 1, per_layer=True)
 
-    def infer(self, handle: Deployed, x_nhwc_int8: bytes) -> bytes:
-        return self.link.infer(x_nhwc_int8)
+    def infer(self, handle: Deployed, x_nhwc: bytes) -> bytes:
+        return self.link.infer(x_nhwc)
 
     def close(self) -> None:
         link = getattr(self, "link", None)

@@ -32,7 +32,8 @@ FORMATS: dict[str, str] = {
     "tflite": ".tflite",
     "tflite-int8": ".int8.tflite",
     "tvm": ".so",
-    "blob": ".hwnb",  # model blob for the Cortex-M firmware (firmware/runtime)
+    "blob": ".hwnb",  # int8 model blob for the Cortex-M firmware (firmware/runtime)
+    "blob-fp32": ".f32.hwnb",  # float32 model blob for the same firmware (boards with an FPU)
     "c": "-c/model.c",  # model.c + model.h in their own folder, for firmware builds
 }
 
@@ -55,6 +56,7 @@ TOLERANCE: dict[str, Tolerance] = {
     "tvm": Tolerance(max_abs=1e-4),
     "tflite-int8": Tolerance(min_cosine=0.85),
     "blob": Tolerance(min_cosine=0.85),
+    "blob-fp32": Tolerance(max_abs=1e-4),
     "c": Tolerance(min_cosine=0.85),  # checked through the blob it embeds
 }
 #: The blob must also agree with LiteRT's reference int8 kernels on the same int8 input within
@@ -104,6 +106,10 @@ def export_model(
             to_onnx(model, example, path)
         elif fmt in ("tflite", "tflite-int8"):
             to_tflite(model, example, path, calibration if fmt == "tflite-int8" else None)
+        elif fmt == "blob-fp32":
+            fp32_path = Path(tmp) / "model.tflite"
+            to_tflite(model, example, fp32_path, None)
+            blob_info = tflite_to_blob(fp32_path, path)
         elif fmt in ("blob", "c"):
             int8_path = Path(tmp) / "model.int8.tflite"
             to_tflite(model, example, int8_path, calibration)
@@ -144,16 +150,19 @@ def export_model(
         )
         if fmt.startswith("tflite"):
             artifact.inputs, artifact.outputs = _tflite_io(path)
-        if fmt in ("blob", "c"):
-            artifact.inputs = [TensorSpec("input_nhwc", blob_info.input_shape, "int8", blob_info.input_quant)]
-            artifact.outputs = [TensorSpec("output", blob_info.output_shape, "int8", blob_info.output_quant)]
+        if fmt in ("blob", "blob-fp32", "c"):
+            quantized = blob_info.dtype == "int8"
+            artifact.inputs = [TensorSpec("input_nhwc", blob_info.input_shape, blob_info.dtype,
+                                          blob_info.input_quant if quantized else None)]
+            artifact.outputs = [TensorSpec("output", blob_info.output_shape, blob_info.dtype,
+                                           blob_info.output_quant if quantized else None)]
             artifact.extra = {
                 "arena_bytes": blob_info.arena_bytes,
                 "weight_bytes": blob_info.weight_bytes,
                 "blob_bytes": blob_info.size,
                 "ops": blob_info.op_names,
             }
-            if verify:
+            if verify and quantized:
                 artifact.extra["max_lsb_vs_litert_reference"] = lsb
         if verify:
             checked = artifact

@@ -1,6 +1,6 @@
-"""Full-integer TFLite -> firmware model blob (the format firmware/runtime/hw_model.h reads).
+"""TFLite (full-integer int8, or float32) -> firmware model blob (firmware/runtime/hw_model.h).
 
-The blob carries the int8 graph of the TFLite model as our runtime executes it: NHWC tensors,
+The blob carries the graph of the TFLite model as our runtime executes it: NHWC tensors,
 per-channel weight scales turned into fixed-point multipliers and shifts (TFLite's
 QuantizeMultiplier), fused activations as clamp ranges, and a static arena plan (greedy by size
 over tensor lifetimes, as TFLite Micro plans), so peak SRAM is known before the board runs it.
@@ -28,9 +28,14 @@ OP = struct.Struct("<BBH4H12iI")  # 64 bytes
 NO_TENSOR = 0xFFFF
 ALIGN = 16
 
-INT8, INT32 = 1, 2
+INT8, INT32, FLOAT32 = 1, 2, 3
 ARENA, CONST = 0, 1
-OPCODES = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 2, "ADD": 3, "MEAN": 4, "FULLY_CONNECTED": 5, "PAD": 6}
+OPCODES = {
+    "CONV_2D": 1, "DEPTHWISE_CONV_2D": 2, "ADD": 3, "MEAN": 4, "FULLY_CONNECTED": 5, "PAD": 6, "HARD_SWISH": 7,
+    "AVERAGE_POOL_2D": 8, "MAX_POOL_2D": 9, "TRANSPOSE": 10,
+}
+_TFLITE_FLOAT32, _TFLITE_INT32, _TFLITE_INT8 = 0, 2, 9
+FLOAT_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -61,6 +66,7 @@ class BlobInfo:
     output_shape: tuple[int, ...]
     output_quant: tuple[float, int]
     op_names: list[str] = field(default_factory=list)
+    dtype: str = "int8"  # of the activations: "int8" or "float32"
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -100,6 +106,28 @@ def _activation_range(act: int, scale: float, zero_point: int) -> tuple[int, int
     if act == 3:
         return max(-128, q(0.0)), min(127, q(6.0))
     raise UnsupportedOpError("blob", f"fused activation {act}")
+
+
+def _float_activation_range(act: int) -> tuple[int, int]:
+    """A float32 op's fused activation as the bit patterns of its clamp bounds."""
+    lo, hi = {0: (-FLOAT_MAX, FLOAT_MAX), 1: (0.0, FLOAT_MAX), 3: (0.0, 6.0)}.get(act, (None, None))
+    if lo is None:
+        raise UnsupportedOpError("blob", f"fused activation {act}")
+    return _f32_bits(lo), _f32_bits(hi)
+
+
+def _f32_bits(x: float) -> int:
+    return struct.unpack("<i", struct.pack("<f", x))[0]
+
+
+def _lowest(tensor) -> float:
+    """The value a max pool can never pick: int8's -128, or float32's most negative number."""
+    return -128.0 if tensor.type == _TFLITE_INT8 else -FLOAT_MAX
+
+
+def _same_padding(out_n: int, stride: int, k: int, in_n: int) -> int:
+    """TFLite SAME padding before the first row/col."""
+    return max((out_n - 1) * stride + k - in_n, 0) // 2
 
 
 def plan_arena(sizes: list[int], lifetimes: list[tuple[int, int]]) -> tuple[list[int], int]:
@@ -152,7 +180,7 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             data = buf[b.offset : b.offset + b.size]
         if data is None:
             raise ExportError(f"blob: tensor {t.name!r} was expected to be a constant")
-        dtype = {9: np.int8, 2: np.int32}.get(t.type)
+        dtype = {_TFLITE_INT8: np.int8, _TFLITE_INT32: np.int32, _TFLITE_FLOAT32: np.float32}.get(t.type)
         if dtype is None:
             raise UnsupportedOpError("blob", f"constant of TFLite type {t.type}")
         return np.frombuffer(bytes(data), dtype=dtype).reshape(list(t.shape))
@@ -169,12 +197,15 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
     def activation(tfl_index: int) -> int:
         if tfl_index not in index_of:
             t = g.tensors[tfl_index]
-            if t.type != 9:
-                raise UnsupportedOpError("blob", f"activation tensor of TFLite type {t.type} (int8 only)")
+            if t.type not in (_TFLITE_INT8, _TFLITE_FLOAT32):
+                raise UnsupportedOpError("blob", f"activation tensor of TFLite type {t.type} (int8 or float32 only)")
             shape = [int(s) for s in t.shape]
             dims = tuple([1] * (4 - len(shape)) + shape) if len(shape) < 4 else tuple(shape)
-            scale, zp = quant(tfl_index)
-            tensors.append(_Tensor(dims, INT8, ARENA, float(scale[0]), int(zp[0])))
+            if t.type == _TFLITE_FLOAT32:
+                tensors.append(_Tensor(dims, FLOAT32, ARENA))
+            else:
+                scale, zp = quant(tfl_index)
+                tensors.append(_Tensor(dims, INT8, ARENA, float(scale[0]), int(zp[0])))
             index_of[tfl_index] = len(tensors) - 1
         return index_of[tfl_index]
 
@@ -186,21 +217,28 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
         return constant(np.asarray(values, dtype=np.int32), (1, 1, 1, len(values)), INT32)
 
     # A PAD whose only consumers are convolutions is folded into them (their kernels skip
-    # out-of-bounds taps, which equals padding with the zero point): no padded copy in SRAM.
+    # out-of-bounds taps, which equals padding with the zero point), and so is a PADV2 with the
+    # lowest value feeding max pools: no padded copy in SRAM.
     consumers: dict[int, list[str]] = {}
     for op in g.operators:
         for i in op.inputs:
             consumers.setdefault(int(i), []).append(op_name(op))
     folded_pads: dict[int, tuple[int, int, int]] = {}  # padded tensor -> (source, top, left)
 
-    ops: list[tuple[int, list[int], int, list[int], str]] = []
+    ops: list[tuple[int, list[int], int, list[int], str, bool]] = []
     graph_input = g.inputs[0]
     input_alias: int | None = None
     for n, op in enumerate(g.operators):
         name = op_name(op)
         ins, outs = [int(i) for i in op.inputs], [int(o) for o in op.outputs]
         opt = op.builtinOptions
-        if name == "PAD" and set(consumers.get(outs[0], ["?"])) <= {"CONV_2D", "DEPTHWISE_CONV_2D"}:
+        users = set(consumers.get(outs[0], ["?"])) if outs else {"?"}
+        foldable = (name == "PAD" and users <= {"CONV_2D", "DEPTHWISE_CONV_2D"}) or (
+            name == "PADV2"
+            and users == {"MAX_POOL_2D"}
+            and float(const(ins[2]).ravel()[0]) <= _lowest(g.tensors[ins[0]])
+        )
+        if foldable:
             pads = const(ins[1]).reshape(-1, 2)
             if not (pads[0].any() or pads[3].any()):
                 folded_pads[outs[0]] = (ins[0], int(pads[1][0]), int(pads[2][0]))
@@ -215,14 +253,82 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
                 raise UnsupportedOpError("blob", "TRANSPOSE", "only the NCHW->NHWC input transpose is supported")
             input_alias = outs[0]
             continue
+        if name == "RESHAPE":  # NHWC memory is already in the new shape's order: an alias
+            index_of[outs[0]] = activation(ins[0])
+            continue
         if name not in OPCODES:
             raise UnsupportedOpError("blob", name, "the MCU runtime has no kernel for it")
         x = activation(ins[0])
         y = activation(outs[0])
         in_t, out_t = tensors[x], tensors[y]
+        fp = in_t.dtype == FLOAT32
+        if out_t.dtype != in_t.dtype:
+            raise UnsupportedOpError("blob", name, "mixed int8/float32 operands")
         p = [0] * 12
         inputs = [x]
-        if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        if fp and name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            w = const(ins[1])
+            has_bias = len(ins) > 2 and ins[2] >= 0
+            bias = const(ins[2]) if has_bias else None
+            act = _float_activation_range(opt.fusedActivationFunction)
+            if name == "FULLY_CONNECTED":
+                n_out, n_in = w.shape
+                inputs += [constant(w, (1, 1, n_out, n_in), FLOAT32),
+                           constant(bias, (1, 1, 1, n_out), FLOAT32) if has_bias else NO_TENSOR]
+                p[:2] = act
+            else:
+                if name == "DEPTHWISE_CONV_2D" and getattr(opt, "depthMultiplier", 1) != 1:
+                    raise UnsupportedOpError("blob", name, "depth multiplier other than 1")
+                if getattr(opt, "dilationHFactor", 1) != 1 or getattr(opt, "dilationWFactor", 1) != 1:
+                    raise UnsupportedOpError("blob", name, "dilation")
+                kh, kw = int(w.shape[1]), int(w.shape[2])
+                _, in_h, in_w, _ = (int(d) for d in g.tensors[int(op.inputs[0])].shape)
+                same = opt.padding == 0
+                pad_top = (_same_padding(out_t.dims[1], opt.strideH, kh, in_h) if same else 0) + extra_top
+                pad_left = (_same_padding(out_t.dims[2], opt.strideW, kw, in_w) if same else 0) + extra_left
+                channels = out_t.dims[3]
+                inputs += [constant(w, tuple(int(d) for d in w.shape), FLOAT32),
+                           constant(bias, (1, 1, 1, channels), FLOAT32) if has_bias else NO_TENSOR]
+                p[:6] = [opt.strideH, opt.strideW, pad_top, pad_left, *act]
+        elif fp and name == "ADD":
+            b = activation(ins[1])
+            if tensors[b].dims != in_t.dims or out_t.dims != in_t.dims:
+                raise UnsupportedOpError("blob", name, "broadcasting")
+            inputs.append(b)
+            p[7:9] = _float_activation_range(opt.fusedActivationFunction)
+        elif name == "TRANSPOSE":
+            perm = [int(v) for v in const(ins[1]).ravel()]
+            if len(perm) != 4 or len(g.tensors[ins[0]].shape) != 4:
+                raise UnsupportedOpError("blob", name, "only 4-D transposes")
+            if not fp and (in_t.scale, in_t.zero_point) != (out_t.scale, out_t.zero_point):
+                raise UnsupportedOpError("blob", name, "requantising transpose")
+            p[:4] = perm
+        elif name == "HARD_SWISH":
+            if not fp:
+                raise UnsupportedOpError("blob", name, "int8 hard-swish has no MCU kernel yet; use --format blob-fp32")
+        elif name in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+            fh, fw, sh, sw = opt.filterHeight, opt.filterWidth, opt.strideH, opt.strideW
+            same = opt.padding == 0
+            _, in_h, in_w, _ = (int(d) for d in g.tensors[int(op.inputs[0])].shape)
+            pad_top = (_same_padding(out_t.dims[1], sh, fh, in_h) if same else 0) + extra_top
+            pad_left = (_same_padding(out_t.dims[2], sw, fw, in_w) if same else 0) + extra_left
+            if fp:
+                act = _float_activation_range(opt.fusedActivationFunction)
+            else:
+                if (in_t.scale, in_t.zero_point) != (out_t.scale, out_t.zero_point):
+                    raise UnsupportedOpError("blob", name, "requantising pooling (input and output scales differ)")
+                act = _activation_range(opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
+            p[:8] = [sh, sw, pad_top, pad_left, fh, fw, *act]
+        elif fp and name == "MEAN":
+            axes = sorted(int(a) for a in const(ins[1]).ravel())
+            if axes != [1, 2] or len(g.tensors[ins[0]].shape) != 4:
+                raise UnsupportedOpError("blob", name, f"reduction over axes {axes} (only H, W)")
+        elif fp and name == "PAD":
+            pads = const(ins[1]).reshape(-1, 2)
+            if pads[0].any() or pads[3].any():
+                raise UnsupportedOpError("blob", name, "padding of batch or channels")
+            p[:4] = [int(pads[1][0]), int(pads[1][1]), int(pads[2][0]), int(pads[2][1])]
+        elif name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             w = const(ins[1])
             w_scale, _ = quant(ins[1])
             if name == "DEPTHWISE_CONV_2D" and getattr(opt, "depthMultiplier", 1) != 1:
@@ -280,7 +386,7 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             if pads[0].any() or pads[3].any():
                 raise UnsupportedOpError("blob", name, "padding of batch or channels")
             p[:4] = [int(pads[1][0]), int(pads[1][1]), int(pads[2][0]), int(pads[2][1])]
-        ops.append((OPCODES[name], inputs, y, p, name))
+        ops.append((OPCODES[name], inputs, y, p, name, fp))
 
     entry = input_alias if input_alias is not None else graph_input
     if entry not in index_of:
@@ -290,7 +396,7 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
     # -- arena plan over activation lifetimes ----------------------------------------------
     arena_ids = [i for i, t in enumerate(tensors) if t.kind == ARENA]
     life = {i: [len(ops), -1] for i in arena_ids}
-    for n, (_, inputs, out, _, _) in enumerate(ops):
+    for n, (_, inputs, out, _, _, _) in enumerate(ops):
         life[out][0] = min(life[out][0], n)
         life[out][1] = max(life[out][1], n)
         for i in inputs:
@@ -311,9 +417,11 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             data += t.data
             data += bytes(_align(len(data)) - len(data))
     packed_ops = []
-    for opcode, inputs, out, p, _name in ops:
+    for opcode, inputs, out, p, _name, fp in ops:
         p = list(p)
-        if opcode in (1, 2):
+        if fp:
+            pass  # float32 ops carry no multiplier tables
+        elif opcode in (1, 2):
             p[6], p[7] = tensors[p[6]].offset, tensors[p[7]].offset
         elif opcode == 5:
             p[2], p[3] = tensors[p[2]].offset, tensors[p[3]].offset
@@ -347,4 +455,5 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
         output_shape=out_shape,
         output_quant=(ot.scale, ot.zero_point),
         op_names=[o[4] for o in ops],
+        dtype="float32" if it.dtype == FLOAT32 else "int8",
     )

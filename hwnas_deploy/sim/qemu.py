@@ -3,8 +3,9 @@
 pyserial reaches it as ``socket://127.0.0.1:PORT``, exactly as it reaches a USB serial port.
 QEMU runs with ``-icount shift=7,sleep=off``: every instruction takes 2^7 ns of virtual time, so
 the firmware's timer counts (CMSDK TIMER0 at the board's 25 MHz: 40 ns per tick) are
-deterministic and convert to exact instruction counts as round(ticks * 40 / 128). `sleep=off` keeps virtual time from following wall time
-while the firmware waits in WFI, which also lifts host-to-board throughput from ~16 to ~25 KiB/s.
+deterministic and convert to exact instruction counts as round(ticks * 40 / 128). `sleep=off`
+keeps virtual time from following wall time while the firmware waits in WFI, which also lifts
+host-to-board throughput (measured 16-40 KiB/s depending on the host).
 """
 
 from __future__ import annotations

@@ -2,5 +2,5 @@
 # (blobs are not written to flash yet), so profiling here takes models up to 160 KB of weights.
 BOARD_FPU = -mfpu=fpv5-sp-d16 -mfloat-abi=hard
 BLOB_CAPACITY = 163840
-ARENA_CAPACITY = 139264
+ARENA_CAPACITY = 135168
 BOARD_CFLAGS = -DHW_IRQ_COUNT=98 -DHW_UART_IRQ=37
