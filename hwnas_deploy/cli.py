@@ -263,6 +263,145 @@ def sim_list() -> None:
     click.echo(_table(rows, ["device", "pid", "url"]) if rows else "no twins running")
 
 
+@cli.group()
+def predictor() -> None:
+    """Latency / accuracy predictors fitted on measurements: fit, eval, predict."""
+
+
+def _data_options(f):
+    """Where the training rows come from: the store (--db/--device/--runtime) or CSV files."""
+    options = [
+        click.option("--space", "space_name", required=True),
+        click.option("--db", default=None, help="Store: a SQLite path or database URL [$HWNAS_DB or hwnas.sqlite]."),
+        click.option("--device", default=None, help="With --db: the device measured."),
+        click.option("--runtime", default=None, help="With --db: the runtime measured."),
+        click.option("--threads", default=1, show_default=True),
+        click.option("--batch", default=1, show_default=True),
+        click.option("--csv", "csv_paths", multiple=True, type=click.Path(exists=True),
+                     help="CSV file(s) or folder(s) with a config column instead of the store (repeatable)."),
+        click.option("--target", default=None, help="With --csv: the column to predict."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target):
+    from hwnas_deploy.predictors import from_csv, from_store
+    from hwnas_deploy.store import Store
+
+    if csv_paths:
+        if not target:
+            raise click.UsageError("--csv needs --target (the column to predict)")
+        return from_csv(list(csv_paths), space_name, target)
+    if not (device and runtime):
+        raise click.UsageError("give --device and --runtime (rows from the store), or --csv and --target")
+    with Store(db) as store:
+        return from_store(store, device, space_name, runtime, threads, batch)
+
+
+@predictor.command("fit")
+@_data_options
+@click.option("--estimator", default="ridge", show_default=True, help="ridge | svr | gbt | rf | macs")
+@click.option("--params", "params_text", default=None, help="Hyper-parameters as JSON, e.g. '{\"alpha\": 0.5}'.")
+@click.option("--train-size", type=int, default=None, help="Fit on this many random rows [all].")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Predictor file (JSON).")
+def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, target, estimator, params_text,
+                  train_size, seed, out_path) -> None:
+    """Fit a predictor and save it as JSON (data, not a pickle)."""
+    import numpy as np
+
+    from hwnas_deploy.errors import PredictorError
+    from hwnas_deploy.predictors import Predictor
+
+    data = _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target)
+    try:
+        params = json.loads(params_text) if params_text else None
+    except json.JSONDecodeError as exc:
+        raise PredictorError(f"--params is not JSON: {exc}") from None
+    if train_size:
+        if not 2 <= train_size <= len(data):
+            raise PredictorError(f"--train-size {train_size}: the data has {len(data)} rows")
+        data = data.subset(np.random.default_rng(seed).permutation(len(data))[:train_size])
+    pred = Predictor(estimator, params).fit(data.configs, data.y, data.space, data.target, data.source)
+    path = pred.save(out_path)
+    click.echo(f"{estimator} predictor of {data.target} on {data.space}, fitted on {len(data)} rows: {path}")
+
+
+@predictor.command("eval")
+@_data_options
+@click.option("--estimators", default="ridge,svr,gbt,rf,macs", show_default=True, help="Comma-separated.")
+@click.option("--train-size", type=int, required=True, help="Training rows per estimator.")
+@click.option("--test-size", type=int, default=None, help="Held-out rows [all the others].")
+@click.option("--curve", default=None, help="Learning curve over these training sizes, e.g. 50,100,200,500.")
+@click.option("--trials", default=5, show_default=True, help="Random splits per learning-curve point.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
+              help="Write report.json, scatter.png (and learning_curve.png) here.")
+def predictor_eval(space_name, db, device, runtime, threads, batch, csv_paths, target, estimators, train_size,
+                   test_size, curve, trials, seed, report_dir) -> None:
+    """Held-out accuracy of each estimator on the same split (and learning curves)."""
+    from pathlib import Path
+
+    from hwnas_deploy.predictors.evaluation import (
+        holdout, learning_curve, learning_curve_plot, markdown_table, scatter_plot,
+    )
+
+    data = _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target)
+    names = [e.strip() for e in estimators.split(",") if e.strip()]
+    evals = holdout(data, names, train_size, test_size, seed)
+    click.echo(f"{data.target} of {data.space} ({data.source}): {len(data)} distinct sub-networks")
+    click.echo(markdown_table(evals))
+    curves = None
+    if curve:
+        sizes = [int(v) for v in curve.split(",")]
+        curves = learning_curve(data, names, sizes, trials, test_size, seed)
+        click.echo("\nlearning curve (mean +- std over %d splits): MAPE %% / Kendall tau" % trials)
+        for e, by_size in curves.items():
+            cells = [f"{s}: {v['mape'][0]:.2f}+-{v['mape'][1]:.2f} / {v['tau'][0]:.3f}+-{v['tau'][1]:.3f}"
+                     for s, v in sorted(by_size.items())]
+            click.echo(f"  {e}: " + ", ".join(cells))
+    if report_dir:
+        out = Path(report_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        report = {"space": data.space, "target": data.target, "source": data.source, "rows": len(data),
+                  "seed": seed, "holdout": [{"estimator": e.estimator, "train": e.train_size, "test": e.test_size,
+                                            **e.metrics} for e in evals]}
+        scatter_plot(evals, out / "scatter.png", data.target)
+        if curves:
+            report["learning_curve"] = {e: {str(s): v for s, v in c.items()} for e, c in curves.items()}
+            learning_curve_plot(curves, out / "learning_curve.png")
+        (out / "report.json").write_text(json.dumps(_finite(report), indent=1) + "\n")
+        click.echo(f"report: {out}")
+
+
+@predictor.command("predict")
+@click.option("--predictor", "path", required=True, type=click.Path(dir_okay=False), help="A file from `fit`.")
+@click.option("--config", "config_text", default=None, help="One config as JSON, or @file.json.")
+@click.option("--configs", "configs_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON lines, one config per line.")
+def predictor_predict(path, config_text, configs_file) -> None:
+    """Predict the target of configs with a saved predictor."""
+    from hwnas_deploy.predictors import Predictor
+    from hwnas_deploy.spaces import get_space, load_config
+
+    pred = Predictor.load(path)
+    if not (config_text or configs_file):
+        raise click.UsageError("give --config or --configs")
+    configs = [load_config(config_text)] if config_text else []
+    if configs_file:
+        for n, line in enumerate(open(configs_file).read().splitlines(), 1):
+            if line.strip():
+                try:
+                    configs.append(load_config(line))
+                except HwnasError as exc:
+                    raise type(exc)(f"{configs_file} line {n}: {exc}") from None
+    sp = get_space(pred.space)
+    for cfg, y in zip(configs, pred.predict(configs), strict=True):
+        click.echo(f"{sp.config_hash(cfg)}  {pred.target} {y:.6g}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="hwnas", standalone_mode=False)

@@ -44,3 +44,7 @@ class DeviceError(HwnasError):
 
 class StoreError(HwnasError):
     """The measurement store cannot be opened or written."""
+
+
+class PredictorError(HwnasError):
+    """A predictor file or training set is unusable; the message says what and where."""

@@ -1,0 +1,98 @@
+"""The regressors a predictor can use, by name, with their default hyper-parameters.
+
+Each is a scikit-learn estimator built from plain data (name + parameters), so a predictor file
+stores data, never a pickle. Random states are fixed: refitting on the same rows gives the same
+model, which is how a saved predictor is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hwnas_deploy.errors import PredictorError, UnknownNameError
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    name: str
+    description: str
+    defaults: dict[str, Any]
+    build: Callable[[dict[str, Any]], Any]
+    features: str  # the feature set it uses by default
+
+
+def _ridge(p):
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # the penalty by leave-one-out over a fixed grid: deterministic, and right for 50 rows or 1000
+    return make_pipeline(StandardScaler(), RidgeCV(alphas=p["alphas"]))
+
+
+def _svr(p):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVR
+
+    return make_pipeline(StandardScaler(), SVR(C=p["C"], epsilon=p["epsilon"], gamma=p["gamma"]))
+
+
+def _gbt(p):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    return HistGradientBoostingRegressor(
+        max_iter=p["max_iter"], learning_rate=p["learning_rate"], max_leaf_nodes=p["max_leaf_nodes"],
+        min_samples_leaf=p["min_samples_leaf"], random_state=0,
+    )
+
+
+def _rf(p):
+    from sklearn.ensemble import RandomForestRegressor
+
+    return RandomForestRegressor(
+        n_estimators=p["n_estimators"], max_features=p["max_features"], min_samples_leaf=p["min_samples_leaf"],
+        random_state=0, n_jobs=1,
+    )
+
+
+def _linear(p):
+    from sklearn.linear_model import LinearRegression
+
+    return LinearRegression()
+
+
+ESTIMATORS: dict[str, EstimatorSpec] = {
+    spec.name: spec
+    for spec in (
+        EstimatorSpec("ridge", "ridge regression on one-hot genes + MACs/params (penalty by leave-one-out)",
+                      {"alphas": [0.01, 0.1, 1.0, 10.0, 30.0, 100.0, 300.0, 1000.0]}, _ridge, "onehot+macs"),
+        EstimatorSpec("svr", "RBF support-vector regression", {"C": 10.0, "epsilon": 0.01, "gamma": "scale"}, _svr,
+                      "onehot+macs"),
+        EstimatorSpec("gbt", "gradient-boosted trees (scikit-learn histogram GBT)",
+                      {"max_iter": 400, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 5}, _gbt,
+                      "onehot+macs"),
+        EstimatorSpec("rf", "random forest",
+                      {"n_estimators": 300, "max_features": 0.5, "min_samples_leaf": 1}, _rf, "onehot+macs"),
+        EstimatorSpec("macs", "baseline: a straight line through MACs", {}, _linear, "macs"),
+    )
+}
+
+
+def estimator_spec(name: str) -> EstimatorSpec:
+    if name not in ESTIMATORS:
+        raise UnknownNameError("estimator", name, ESTIMATORS)
+    return ESTIMATORS[name]
+
+
+def resolve_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The estimator's defaults overridden by `params`; unknown keys are an error."""
+    spec = estimator_spec(name)
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(spec.defaults))
+    if unknown:
+        allowed = ", ".join(spec.defaults) or "(none)"
+        raise PredictorError(f"estimator {name!r} has no parameter {', '.join(unknown)}; it takes {allowed}")
+    return {**spec.defaults, **params}
