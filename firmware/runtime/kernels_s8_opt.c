@@ -40,13 +40,14 @@ static int rq_make(rq_t *q, int32_t mult, int32_t shift, int32_t out_zp, int64_t
     return 1;
 }
 
-/* simple: a compile-time promise that this layer's channels all have lsh == 1 and e >= 1 (what
- * TFLite produces almost always), which saves two loads and an AND per output. */
+/* simple: a compile-time promise that this layer's channels all have lsh == 1 and e >= 1 and
+ * that its activation range is all of int8 (what TFLite produces almost always: calibrated ReLU6
+ * outputs span [-128, 127] too), which saves two loads, an AND and the clamp (SSAT) per output. */
 static ALWAYS_INLINE int8_t rq_out(int32_t acc, const rq_t *q, int lo, int hi, const int simple) {
     int32_t r;
     if (simple) {
         r = hw_smmulr(acc * 2, q->mult);
-        r = (r + (r >> 31) + q->round) >> q->e;
+        return (int8_t)hw_ssat8((r + (r >> 31) + q->round) >> q->e);
     } else {
         r = hw_smmulr((int32_t)((uint32_t)acc << q->lsh), q->mult);
         r = (r + ((r >> 31) & q->neg) + q->round) >> q->e;
@@ -60,11 +61,11 @@ static int64_t acc_bound(const int32_t *bias, int ch, int n) {
 }
 
 /* 0: the fast requantisation is not exact for some channel (use the portable kernel);
- * 1: it is; 2: it is and every channel takes the simple form. */
+ * 1: it is; 2: it is, every channel takes the simple form and the activation range is all of int8. */
 static int requant_kind(const int32_t *mult, const int32_t *shift, int n, int32_t out_zp, const int32_t *bias,
-                        int n_taps) {
+                        int n_taps, int lo, int hi) {
     rq_t q;
-    int simple = 1;
+    int simple = lo == -128 && hi == 127;
     for (int c = 0; c < n; c++) {
         if (!rq_make(&q, mult[c], shift[c], out_zp, acc_bound(bias, c, n_taps))) return 0;
         simple &= q.lsh == 1 && q.e >= 1;
@@ -305,7 +306,7 @@ void hw_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, const int8_t 
                       int8_t *out) {
     const int ic = p->is.c, oc_n = p->os.c, lo = p->act_min, hi = p->act_max;
     const int kernel_n = p->kh * p->kw * ic;
-    const int kind = requant_kind(p->mult, p->shift, oc_n, p->out_zp, bias, kernel_n);
+    const int kind = requant_kind(p->mult, p->shift, oc_n, p->out_zp, bias, kernel_n, lo, hi);
     if (!kind || kernel_n > IM2COL_MAX) {
         hw_conv2d_s8(p, in, w, bias, out);
         return;
@@ -365,12 +366,15 @@ static ALWAYS_INLINE void dw_store(int8_t *y, const int32_t *a, const rq_t *q, i
 }
 
 /* The interior pixels of one output row, for a kernel width known at compile time. */
+/* x_step: input bytes between the row's pixels; in_row: between input rows; tap: between taps
+ * (the channel count, or 4 in a padded plane); y_step: between output pixels. */
 static ALWAYS_INLINE void dw_row_interior(const int8_t *x, const uint32_t *wq, int kh, const int kw, int n_px,
-                                          int x_step, int in_row, int c_n, uint32_t nzp, const int32_t *b,
-                                          const rq_t *q, int8_t *y, int lo, int hi, const int simple) {
-    for (int i = 0; i < n_px; i++, x += x_step, y += c_n) {
+                                          int x_step, int in_row, const int tap, int y_step, uint32_t nzp,
+                                          const int32_t *b, const rq_t *q, int8_t *y, int lo, int hi,
+                                          const int simple) {
+    for (int i = 0; i < n_px; i++, x += x_step, y += y_step) {
         int32_t a[4] = {b[0], b[1], b[2], b[3]};
-        dw_taps(x, wq, kh, kw, in_row - kw * c_n, 0, c_n, nzp, a);
+        dw_taps(x, wq, kh, kw, in_row - kw * tap, 0, tap, nzp, a);
         dw_store(y, a, q, lo, hi, simple);
     }
 }
@@ -400,14 +404,17 @@ static ALWAYS_INLINE void dw_quad(const hw_conv_params_t *p, const dw_quad_t *d,
                 const int8_t *x = x_row + ox * x_step;
                 int8_t *yo = y + ox * c_n;
                 if (kw == 3)
-                    dw_row_interior(x, d->wq, kh, 3, n_px, x_step, in_row, c_n, nzp, d->b, d->q, yo, lo, hi, simple);
-                else if (kw == 5)
-                    dw_row_interior(x, d->wq, kh, 5, n_px, x_step, in_row, c_n, nzp, d->b, d->q, yo, lo, hi, simple);
-                else if (kw == 7)
-                    dw_row_interior(x, d->wq, kh, 7, n_px, x_step, in_row, c_n, nzp, d->b, d->q, yo, lo, hi, simple);
-                else
-                    dw_row_interior(x, d->wq, kh, kw, n_px, x_step, in_row, c_n, nzp, d->b, d->q, yo, lo, hi,
+                    dw_row_interior(x, d->wq, kh, 3, n_px, x_step, in_row, c_n, c_n, nzp, d->b, d->q, yo, lo, hi,
                                     simple);
+                else if (kw == 5)
+                    dw_row_interior(x, d->wq, kh, 5, n_px, x_step, in_row, c_n, c_n, nzp, d->b, d->q, yo, lo, hi,
+                                    simple);
+                else if (kw == 7)
+                    dw_row_interior(x, d->wq, kh, 7, n_px, x_step, in_row, c_n, c_n, nzp, d->b, d->q, yo, lo, hi,
+                                    simple);
+                else
+                    dw_row_interior(x, d->wq, kh, kw, n_px, x_step, in_row, c_n, c_n, nzp, d->b, d->q, yo, lo,
+                                    hi, simple);
                 ox = inner.x1;
                 continue;
             }
@@ -426,6 +433,44 @@ static ALWAYS_INLINE void dw_quad(const hw_conv_params_t *p, const dw_quad_t *d,
     }
 }
 
+/* Small inputs: most output pixels are border pixels (a 7x7 kernel on a 4x4 map has no
+ * interior), so the four channels' receptive area is copied once into a plane padded with the
+ * zero point, where every pixel takes the unrolled rows and taps sit 4 bytes apart. */
+#define PLANE_WORDS 512 /* 2 KB on the stack */
+
+static ALWAYS_INLINE void dw_plane_rows(const hw_conv_params_t *p, const dw_quad_t *d, const int8_t *plane, int pw,
+                                        const int kw, const int simple) {
+    const int c_n = p->is.c, ow = p->os.w;
+    const uint32_t nzp = hw_pack16x2(-p->in_zp);
+    for (int oy = 0; oy < p->os.h; oy++)
+        dw_row_interior(plane + oy * p->stride_h * pw * 4, d->wq, p->kh, kw, ow, p->stride_w * 4, pw * 4, 4, c_n, nzp,
+                        d->b, d->q, d->out + oy * ow * c_n + d->c, p->act_min, p->act_max, simple);
+}
+
+static ALWAYS_INLINE void dw_quad_plane(const hw_conv_params_t *p, const dw_quad_t *d, int ph, int pw,
+                                        const int simple) {
+    uint32_t plane[PLANE_WORDS];
+    const uint32_t zp4 = (uint32_t)(uint8_t)p->in_zp * 0x01010101u;
+    for (int r = 0; r < ph; r++) {
+        const int iy = r - p->pad_top;
+        uint32_t *dst = plane + r * pw;
+        for (int col = 0; col < pw; col++) {
+            const int ix = col - p->pad_left;
+            const int inside = iy >= 0 && iy < p->is.h && ix >= 0 && ix < p->is.w;
+            dst[col] = inside ? hw_read_s8x4(d->in + (iy * p->is.w + ix) * p->is.c + d->c) : zp4;
+        }
+    }
+    const int8_t *pl = (const int8_t *)plane;
+    if (p->kw == 3)
+        dw_plane_rows(p, d, pl, pw, 3, simple);
+    else if (p->kw == 5)
+        dw_plane_rows(p, d, pl, pw, 5, simple);
+    else if (p->kw == 7)
+        dw_plane_rows(p, d, pl, pw, 7, simple);
+    else
+        dw_plane_rows(p, d, pl, pw, p->kw, simple);
+}
+
 /* Output rows/cols whose receptive field lies inside the input: [lo, hi). */
 static void interior(int in_n, int out_n, int k, int stride, int pad, int *lo, int *hi) {
     *lo = (pad + stride - 1) / stride;
@@ -437,7 +482,7 @@ static void interior(int in_n, int out_n, int k, int stride, int pad, int *lo, i
 void hw_depthwise_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
                                 int8_t *out) {
     const int c_n = p->is.c, taps = p->kh * p->kw;
-    const int kind = requant_kind(p->mult, p->shift, c_n, p->out_zp, bias, taps);
+    const int kind = requant_kind(p->mult, p->shift, c_n, p->out_zp, bias, taps, p->act_min, p->act_max);
     if ((c_n & 3) || taps > MAX_DW_TAPS || !kind) {
         hw_depthwise_conv2d_s8(p, in, w, bias, out);
         return;
@@ -459,7 +504,14 @@ void hw_depthwise_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, con
             wq[2 * t + 1] = hw_sxtb16_ror8(v);
         }
         d.c = c;
-        if (kind == 2)
+        const int ph = (p->os.h - 1) * p->stride_h + p->kh, pw = (p->os.w - 1) * p->stride_w + p->kw;
+        const int border = p->os.h * p->os.w - (d.inner.y1 - d.inner.y0) * (d.inner.x1 - d.inner.x0);
+        if (ph * pw <= PLANE_WORDS && 4 * border >= p->os.h * p->os.w) { /* a quarter or more on the border */
+            if (kind == 2)
+                dw_quad_plane(p, &d, ph, pw, 1);
+            else
+                dw_quad_plane(p, &d, ph, pw, 0);
+        } else if (kind == 2)
             dw_quad(p, &d, 1);
         else
             dw_quad(p, &d, 0);
@@ -469,7 +521,7 @@ void hw_depthwise_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, con
 void hw_fully_connected_s8_opt(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w, const int32_t *bias,
                                int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
                                int act_min, int act_max) {
-    const int kind = requant_kind(mult, shift, n_out, out_zp, bias, n_in);
+    const int kind = requant_kind(mult, shift, n_out, out_zp, bias, n_in, act_min, act_max);
     if (!kind) {
         hw_fully_connected_s8(in, n_in, in_zp, w, bias, out, n_out, out_zp, mult, shift, act_min, act_max);
         return;

@@ -49,6 +49,8 @@ static inline int32_t hw_smmulr(int32_t a, int32_t b) {
     __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
     return r;
 }
+/* saturate to int8 */
+static inline int32_t hw_ssat8(int32_t x) { return __ssat(x, 8); }
 
 #else
 
@@ -71,6 +73,7 @@ static inline int32_t hw_smlatt(uint32_t a, uint32_t b, int32_t acc) { return ac
 static inline int32_t hw_smmulr(int32_t a, int32_t b) {
     return (int32_t)(((int64_t)a * (int64_t)b + 0x80000000ll) >> 32);
 }
+static inline int32_t hw_ssat8(int32_t x) { return x < -128 ? -128 : x > 127 ? 127 : x; }
 
 #endif
 
