@@ -402,6 +402,86 @@ def predictor_predict(path, config_text, configs_file) -> None:
         click.echo(f"{sp.config_hash(cfg)}  {pred.target} {y:.6g}")
 
 
+@cli.group()
+def lut() -> None:
+    """Latency look-up tables: blocks measured alone, summed per sub-network."""
+
+
+def _read_configs(configs_file: str) -> list[dict]:
+    from hwnas_deploy.spaces import load_config
+
+    configs = []
+    for n, line in enumerate(open(configs_file).read().splitlines(), 1):
+        if line.strip():
+            try:
+                configs.append(load_config(line))
+            except HwnasError as exc:
+                raise type(exc)(f"{configs_file} line {n}: {exc}") from None
+    return configs
+
+
+@lut.command("build")
+@click.option("--device", required=True)
+@click.option("--space", "space_name", required=True)
+@click.option("--runtime", required=True)
+@click.option("--samples", default=100, show_default=True, help="Cover the blocks of this many random sub-networks.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--configs", "configs_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Cover the blocks of these configs (JSON lines) instead.")
+@click.option("--threads", type=int, default=None)
+@click.option("--batch", type=int, default=None)
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="LUT file (JSON); an existing one is extended (resumable).")
+@click.option("--quiet", is_flag=True)
+def lut_build(device, space_name, runtime, samples, seed, configs_file, threads, batch, out_path, quiet) -> None:
+    """Measure every distinct block of the sub-networks on the device."""
+    from hwnas_deploy.lut import build_lut
+    from hwnas_deploy.spaces import get_space
+
+    configs = _read_configs(configs_file) if configs_file else get_space(space_name).sample_unique(samples, seed)
+    table = build_lut(device, space_name, runtime, configs, out_path, threads=threads, batch=batch,
+                      progress=not quiet)
+    click.echo(f"{len(table.entries)} blocks of {table.space} on {table.device}/{table.runtime}: {out_path}")
+
+
+@lut.command("compare")
+@click.option("--lut", "lut_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--db", default=None, help="Store with whole-network measurements on the LUT's device and runtime.")
+@click.option("--calibrate", "n_calibrate", default=10, show_default=True,
+              help="Fit a + b * sum on this many measured networks; compare on the others.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--save", is_flag=True, help="Keep the fitted calibration in the LUT file.")
+def lut_compare(lut_path, db, n_calibrate, seed, save) -> None:
+    """How far block sums (raw and calibrated) sit from whole-network measurements."""
+    import numpy as np
+
+    from hwnas_deploy.lut import LatencyLUT, compare
+    from hwnas_deploy.predictors import from_store
+    from hwnas_deploy.store import Store
+
+    table = LatencyLUT.load(lut_path)
+    with Store(db) as store:
+        data = from_store(store, table.device, table.space, table.runtime, table.threads, table.batch)
+    keep = [i for i, c in enumerate(data.configs) if not table.missing([c])]
+    if len(keep) < n_calibrate + 3:
+        raise HwnasError(f"only {len(keep)} measured networks are fully covered by the LUT; need "
+                         f"{n_calibrate + 3} (build it over the measured configs with --configs)")
+    order = np.random.default_rng(seed).permutation(keep)
+    cal, test = data.subset(order[:n_calibrate]), data.subset(order[n_calibrate:])
+    table.calibrate(cal.configs, cal.y)
+    report = compare(table, test.configs, test.y)
+    a, b = table.calibration
+    click.echo(f"{table.space} on {table.device}/{table.runtime}: {len(table.entries)} blocks; calibrated on "
+               f"{len(cal)} networks: whole = {a:.4g} ms + {b:.4f} x block sum; compared on {len(test)} others")
+    click.echo(f"block sums are {report['mean_sum_over_measured']['ratio']:.3f}x the measured latency on average")
+    click.echo("| prediction | MAPE % | Kendall tau | within 5 % | within 10 % |\n|---|---:|---:|---:|---:|")
+    for name in ("block_sum", "calibrated"):
+        m = report[name]
+        click.echo(f"| {name} | {m['mape']:.2f} | {m['tau']:.3f} | {m['within5']:.1f} | {m['within10']:.1f} |")
+    if save:
+        table.save(lut_path)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="hwnas", standalone_mode=False)

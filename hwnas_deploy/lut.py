@@ -1,0 +1,194 @@
+"""Latency look-up tables: every distinct block of a space measured alone on a device.
+
+As OFA and FBNet build theirs: a block's key holds everything that changes its cost (input size,
+channels, kernel, stride, expansion, activation, squeeze-and-excitation; `Block.key()`), each
+distinct block is exported and measured in isolation with the device's own runtime, and a
+sub-network is predicted as the sum of its blocks. Whole networks are not the sum of their parts
+(operator fusion, caches, per-inference overheads), so `calibrate` fits `a + b * sum` on a few
+whole-network measurements; `compare` reports how far both sit from measured networks.
+
+The table is a JSON file (entries + calibration + SHA-256 of its content), rewritten after every
+block, so an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hwnas_deploy.errors import HwnasError, PredictorError
+from hwnas_deploy.spaces import get_space
+
+FORMAT = "hwnas-latency-lut"
+VERSION = 1
+
+
+@dataclass
+class LatencyLUT:
+    space: str
+    device: str
+    runtime: str
+    threads: int
+    batch: int
+    entries: dict[str, float] = field(default_factory=dict)  # block key -> median ms
+    calibration: tuple[float, float] = (0.0, 1.0)  # whole network ~ a + b * block sum
+
+    def block_keys(self, cfg: dict) -> list[str]:
+        return [b.key() for b in get_space(self.space).blocks(cfg)]
+
+    def missing(self, configs: Sequence[dict]) -> list[str]:
+        return sorted({k for c in configs for k in self.block_keys(c)} - set(self.entries))
+
+    def block_sum(self, configs: Sequence[dict]) -> np.ndarray:
+        missing = self.missing(configs)
+        if missing:
+            raise PredictorError(
+                f"the LUT has no entry for {len(missing)} block(s), e.g. {missing[0]}; build it over these "
+                "configs (`hwnas lut build ... --configs FILE`)"
+            )
+        return np.asarray([sum(self.entries[k] for k in self.block_keys(c)) for c in configs])
+
+    def predict(self, configs: Sequence[dict]) -> np.ndarray:
+        a, b = self.calibration
+        return a + b * self.block_sum(configs)
+
+    def calibrate(self, configs: Sequence[dict], measured_ms: Sequence[float]) -> LatencyLUT:
+        """Least-squares `a + b * sum` through whole-network measurements (at least 2)."""
+        if len(configs) < 2:
+            raise PredictorError(f"calibration needs at least 2 measured networks, got {len(configs)}")
+        s = self.block_sum(configs)
+        b, a = np.polyfit(s, np.asarray(measured_ms, dtype=np.float64), 1)
+        self.calibration = (float(a), float(b))
+        return self
+
+    # -- file -----------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        body = {
+            "format": FORMAT, "version": VERSION, "space": self.space, "device": self.device,
+            "runtime": self.runtime, "threads": self.threads, "batch": self.batch,
+            "entries": dict(sorted(self.entries.items())), "calibration": list(self.calibration),
+        }
+        body["sha256"] = _digest(body)
+        return body
+
+    def save(self, path: str | Path) -> Path:
+        """Atomic rewrite: a crash leaves the previous table, never half of one."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.to_dict(), f, indent=1)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyLUT:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise PredictorError(f"{path}: no such LUT file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PredictorError(f"{path}: not a LUT file (invalid JSON: {exc})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
+            raise PredictorError(f"{path}: not a version-{VERSION} LUT file (field 'format' must be {FORMAT!r})")
+        if _digest({k: v for k, v in data.items() if k != "sha256"}) != data.get("sha256"):
+            raise PredictorError(f"{path}: content does not match its sha256 (the file was edited or corrupted)")
+        return cls(data["space"], data["device"], data["runtime"], data["threads"], data["batch"],
+                   {k: float(v) for k, v in data["entries"].items()}, tuple(data["calibration"]))
+
+
+def _digest(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def build_lut(
+    device: str,
+    space: str,
+    runtime: str,
+    configs: Sequence[dict],
+    path: str | Path,
+    *,
+    threads: int | None = None,
+    batch: int | None = None,
+    progress: bool = True,
+    on_block: Callable[[str, float], None] | None = None,
+) -> LatencyLUT:
+    """Measure every block of `configs` not yet in the table at `path` (created if absent)."""
+    import torch
+    from tqdm import tqdm
+
+    from hwnas_deploy.devices import driver_for, load_profile
+    from hwnas_deploy.export import export_model
+    from hwnas_deploy.runtimes import runtime_info
+    from hwnas_deploy.spaces.blocks import init_weights
+
+    prof = load_profile(device)
+    sp = get_space(space)
+    info = runtime_info(runtime)
+    if runtime not in prof.runtimes:
+        raise PredictorError(f"device {prof.name!r} does not offer runtime {runtime!r}; it offers {prof.runtimes}")
+    threads, batch = threads or prof.threads, batch or prof.batch
+    path = Path(path)
+    if path.exists():
+        lut = LatencyLUT.load(path)
+        if (lut.space, lut.device, lut.runtime, lut.threads, lut.batch) != (sp.name, prof.name, runtime, threads, batch):
+            raise PredictorError(f"{path} is the LUT of {lut.space} on {lut.device}/{lut.runtime} ({lut.threads}t, "
+                                 f"b{lut.batch}); choose another --out for {sp.name} on {prof.name}/{runtime}")
+    else:
+        lut = LatencyLUT(sp.name, prof.name, runtime, threads, batch)
+    blocks = {}
+    for cfg in configs:
+        for b in sp.blocks(cfg):
+            blocks.setdefault(b.key(), b)
+    todo = [(k, b) for k, b in blocks.items() if k not in lut.entries]
+    if not todo:
+        return lut
+    driver = driver_for(prof)
+    driver.open()
+    bar = tqdm(total=len(blocks), initial=len(blocks) - len(todo), disable=not progress, unit="block",
+               desc=f"LUT {prof.name}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="hwnas-lut-") as tmp:
+            for n, (key, block) in enumerate(todo):
+                torch.manual_seed(n)
+                model = block.build().eval()
+                init_weights(model)
+                example = torch.randn(batch, block.cin, block.in_hw, block.in_hw)
+                try:
+                    art = export_model(model, example, info.format, Path(tmp) / f"block{n}{_suffix(info.format)}",
+                                       space=sp.name)
+                    summary = driver.measure(driver.deploy(art, threads), prof.settings)
+                except HwnasError as exc:
+                    raise PredictorError(f"block {key}: {exc}") from None
+                lut.entries[key] = summary.median_ms
+                lut.save(path)
+                if on_block is not None:
+                    on_block(key, summary.median_ms)
+                bar.update(1)
+    finally:
+        bar.close()
+        driver.close()
+    return lut
+
+
+def _suffix(fmt: str) -> str:
+    from hwnas_deploy.export import FORMATS
+
+    return FORMATS[fmt]
+
+
+def compare(lut: LatencyLUT, configs: Sequence[dict], measured_ms: Sequence[float]) -> dict[str, dict[str, float]]:
+    """How far the raw block sums and the calibrated predictions sit from measured networks."""
+    from hwnas_deploy.predictors.evaluation import metrics
+
+    raw = lut.block_sum(configs)
+    return {"block_sum": metrics(measured_ms, raw), "calibrated": metrics(measured_ms, lut.predict(configs)),
+            "mean_sum_over_measured": {"ratio": float(np.mean(raw / np.asarray(measured_ms)))}}

@@ -1,0 +1,90 @@
+"""Latency LUT: blocks measured alone on the local CPU, summed, calibrated, compared."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hwnas_deploy.errors import PredictorError
+from hwnas_deploy.lut import LatencyLUT, build_lut, compare
+from hwnas_deploy.predictors import from_store
+from hwnas_deploy.spaces import get_space
+
+from .conftest import run_cli
+
+SPACE = "ofa-mbv3-w1.0"
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """10 sub-networks measured whole with onnxruntime, and a LUT over their blocks."""
+    from hwnas_deploy.profiling import profile
+    from hwnas_deploy.store import Store
+
+    tmp = tmp_path_factory.mktemp("lut")
+    db = tmp / "m.sqlite"
+    with Store(str(db)) as store:
+        profile("local-cpu", SPACE, 10, "onnxruntime", store, seed=11, progress=False)
+        data = from_store(store, "local-cpu", SPACE, "onnxruntime")
+    seen = []
+    table = build_lut("local-cpu", SPACE, "onnxruntime", data.configs, tmp / "lut.json", progress=False,
+                      on_block=lambda k, ms: seen.append(k))
+    return tmp, db, data, table, seen
+
+
+def test_every_distinct_block_is_measured_once(measured):
+    _, _, data, table, seen = measured
+    sp = get_space(SPACE)
+    keys = {b.key() for c in data.configs for b in sp.blocks(c)}
+    assert set(table.entries) == keys and sorted(seen) == sorted(keys)  # each once
+    assert all(v > 0 for v in table.entries.values())
+    # the key holds what changes a block's cost
+    mb = next(k for k in keys if k.startswith("mbconv:"))
+    for field in ("in_hw=", "cin=", "cout=", "kernel=", "stride=", "expand", "act=", "se"):
+        assert field in mb
+
+
+def test_lut_resumes_and_refuses_another_device(measured, tmp_path):
+    tmp, _, data, table, _ = measured
+    again = build_lut("local-cpu", SPACE, "onnxruntime", data.configs, tmp / "lut.json", progress=False,
+                      on_block=lambda k, ms: pytest.fail("nothing should be measured again"))
+    assert again.entries == table.entries
+    with pytest.raises(PredictorError, match="is the LUT of ofa-mbv3-w1.0 on local-cpu/onnxruntime"):
+        build_lut("local-cpu", "mcu-mbnet", "onnxruntime", [], tmp / "lut.json", progress=False)
+
+
+def test_block_sums_track_whole_networks_and_calibration_helps(measured):
+    _, _, data, table, _ = measured
+    sums = table.block_sum(data.configs)
+    ratio = sums / data.y
+    # blocks measured alone pay per-inference overheads each: sums exceed the whole, but rank alike
+    assert np.all((0.5 < ratio) & (ratio < 4.0))
+    cal = LatencyLUT(**{k: getattr(table, k) for k in ("space", "device", "runtime", "threads", "batch")},
+                     entries=dict(table.entries))
+    cal.calibrate(data.configs[:4], data.y[:4])
+    report = compare(cal, data.configs[4:], data.y[4:])
+    assert report["calibrated"]["mape"] < report["block_sum"]["mape"]
+    assert report["calibrated"]["mape"] < 25 and report["block_sum"]["tau"] > 0.3
+
+
+def test_missing_blocks_and_edited_files_are_clear_errors(measured, tmp_path):
+    tmp, _, _, table, _ = measured
+    other = get_space(SPACE).sample_unique(1, 999)
+    with pytest.raises(PredictorError, match="the LUT has no entry for .* block"):
+        table.block_sum(other)
+    data = json.loads((tmp / "lut.json").read_text())
+    data["entries"][next(iter(data["entries"]))] *= 2
+    (tmp_path / "edited.json").write_text(json.dumps(data))
+    with pytest.raises(PredictorError, match="content does not match its sha256"):
+        LatencyLUT.load(tmp_path / "edited.json")
+
+
+def test_cli_compare_reports_raw_and_calibrated(measured):
+    tmp, db, _, _, _ = measured
+    out = run_cli("lut", "compare", "--lut", str(tmp / "lut.json"), "--db", str(db), "--calibrate", "4",
+                  cwd=tmp, check=True).stdout
+    assert "| block_sum |" in out and "| calibrated |" in out and "compared on 6 others" in out
+    bad = run_cli("lut", "compare", "--lut", str(tmp / "lut.json"), "--db", str(db), "--calibrate", "9", cwd=tmp)
+    assert bad.returncode == 2 and "need 12" in bad.stderr
