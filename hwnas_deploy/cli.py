@@ -37,6 +37,20 @@ def _finite(value):
     return value
 
 
+def _read_configs(configs_file: str) -> list[dict]:
+    """Configs from a JSON-lines file; an error names the file and line."""
+    from hwnas_deploy.spaces import load_config
+
+    configs = []
+    for n, line in enumerate(open(configs_file).read().splitlines(), 1):
+        if line.strip():
+            try:
+                configs.append(load_config(line))
+            except HwnasError as exc:
+                raise type(exc)(f"{configs_file} line {n}: {exc}") from None
+    return configs
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hwnas-deploy")
 def cli() -> None:
@@ -142,18 +156,9 @@ def profile_cmd(device, space_name, samples, runtime, db, seed, threads, batch, 
                 only_fitting, configs_file) -> None:
     """Measure sub-networks of a space on a device and store the results (resumable)."""
     from hwnas_deploy.profiling import profile
-    from hwnas_deploy.spaces import load_config
     from hwnas_deploy.store import Store
 
-    configs = None
-    if configs_file:
-        lines = [ln for ln in open(configs_file).read().splitlines() if ln.strip()]
-        configs = []
-        for n, line in enumerate(lines, 1):
-            try:
-                configs.append(load_config(line))
-            except HwnasError as exc:
-                raise type(exc)(f"{configs_file} line {n}: {exc}") from None
+    configs = _read_configs(configs_file) if configs_file else None
     with Store(db) as store:
         report = profile(
             device, space_name, samples, runtime, store, seed=seed, threads=threads, batch=batch,
@@ -391,12 +396,7 @@ def predictor_predict(path, config_text, configs_file) -> None:
         raise click.UsageError("give --config or --configs")
     configs = [load_config(config_text)] if config_text else []
     if configs_file:
-        for n, line in enumerate(open(configs_file).read().splitlines(), 1):
-            if line.strip():
-                try:
-                    configs.append(load_config(line))
-                except HwnasError as exc:
-                    raise type(exc)(f"{configs_file} line {n}: {exc}") from None
+        configs += _read_configs(configs_file)
     sp = get_space(pred.space)
     for cfg, y in zip(configs, pred.predict(configs), strict=True):
         click.echo(f"{sp.config_hash(cfg)}  {pred.target} {y:.6g}")
@@ -405,19 +405,6 @@ def predictor_predict(path, config_text, configs_file) -> None:
 @cli.group()
 def lut() -> None:
     """Latency look-up tables: blocks measured alone, summed per sub-network."""
-
-
-def _read_configs(configs_file: str) -> list[dict]:
-    from hwnas_deploy.spaces import load_config
-
-    configs = []
-    for n, line in enumerate(open(configs_file).read().splitlines(), 1):
-        if line.strip():
-            try:
-                configs.append(load_config(line))
-            except HwnasError as exc:
-                raise type(exc)(f"{configs_file} line {n}: {exc}") from None
-    return configs
 
 
 @lut.command("build")

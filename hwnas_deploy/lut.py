@@ -13,9 +13,6 @@ block, so an interrupted build resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnas_deploy import datafile
 from hwnas_deploy.errors import HwnasError, PredictorError
 from hwnas_deploy.spaces import get_space
 
@@ -70,43 +68,23 @@ class LatencyLUT:
 
     # -- file -----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        body = {
+        return {
             "format": FORMAT, "version": VERSION, "space": self.space, "device": self.device,
             "runtime": self.runtime, "threads": self.threads, "batch": self.batch,
             "entries": dict(sorted(self.entries.items())), "calibration": list(self.calibration),
         }
-        body["sha256"] = _digest(body)
-        return body
 
     def save(self, path: str | Path) -> Path:
-        """Atomic rewrite: a crash leaves the previous table, never half of one."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.to_dict(), f, indent=1)
-        os.replace(tmp, path)
-        return path
+        return datafile.write(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyLUT:
-        path = Path(path)
+        data = datafile.read(path, FORMAT, VERSION, "LUT")
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise PredictorError(f"{path}: no such LUT file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PredictorError(f"{path}: not a LUT file (invalid JSON: {exc})") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-            raise PredictorError(f"{path}: not a version-{VERSION} LUT file (field 'format' must be {FORMAT!r})")
-        if _digest({k: v for k, v in data.items() if k != "sha256"}) != data.get("sha256"):
-            raise PredictorError(f"{path}: content does not match its sha256 (the file was edited or corrupted)")
-        return cls(data["space"], data["device"], data["runtime"], data["threads"], data["batch"],
-                   {k: float(v) for k, v in data["entries"].items()}, tuple(data["calibration"]))
-
-
-def _digest(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+            return cls(data["space"], data["device"], data["runtime"], int(data["threads"]), int(data["batch"]),
+                       {k: float(v) for k, v in data["entries"].items()}, tuple(data["calibration"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PredictorError(f"{path}: malformed LUT ({exc!r})") from None
 
 
 def build_lut(

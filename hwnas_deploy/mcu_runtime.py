@@ -49,13 +49,14 @@ class HostBlobRunner:
         self.blob = ctypes.create_string_buffer(bytes(blob), len(blob))
         fields = HEADER.unpack_from(blob)
         self.arena_bytes, self.input_index, self.output_index = fields[7], fields[8], fields[9]
-        input_record = TENSOR.unpack_from(blob, fields[10] + TENSOR.size * self.input_index)
-        self.dtype = np.dtype(np.float32 if input_record[4] == FLOAT32 else np.int8)
         self.arena = ctypes.create_string_buffer(max(self.arena_bytes, 16))
         self.model = ctypes.create_string_buffer(_MODEL_STRUCT_BYTES)
         rc = self.lib.hw_model_init(self.model, self.blob, len(blob), self.arena, len(self.arena))
         if rc != 0:
             raise ExportError(f"blob rejected by the runtime: {self.lib.hw_model_error(rc).decode()}")
+        # the runtime checked the tables: the input tensor's record is inside the blob
+        input_record = TENSOR.unpack_from(blob, fields[10] + TENSOR.size * self.input_index)
+        self.dtype = np.dtype(np.float32 if input_record[4] == FLOAT32 else np.int8)
 
     def invoke(self, x_nhwc: np.ndarray, out_size: int, kernels: str = "optimised") -> np.ndarray:
         """Run once on `x_nhwc` (int8 or float32, as the blob's input) and return `out_size`

@@ -125,6 +125,20 @@ def _lowest(tensor) -> float:
     return -128.0 if tensor.type == _TFLITE_INT8 else -FLOAT_MAX
 
 
+def _conv_geometry(name: str, opt, in_shape, out_dims, kh: int, kw: int, extra_top: int, extra_left: int):
+    """(pad_top, pad_left) of a CONV_2D / DEPTHWISE_CONV_2D over the input it was given, after
+    checking what the MCU kernels cannot do."""
+    if name == "DEPTHWISE_CONV_2D" and getattr(opt, "depthMultiplier", 1) != 1:
+        raise UnsupportedOpError("blob", name, "depth multiplier other than 1")
+    if getattr(opt, "dilationHFactor", 1) != 1 or getattr(opt, "dilationWFactor", 1) != 1:
+        raise UnsupportedOpError("blob", name, "dilation")
+    _, in_h, in_w, _ = (int(d) for d in in_shape)
+    same = opt.padding == 0  # SAME, over the (explicitly padded) input the conv was given
+    pad_top = (_same_padding(out_dims[1], opt.strideH, kh, in_h) if same else 0) + extra_top
+    pad_left = (_same_padding(out_dims[2], opt.strideW, kw, in_w) if same else 0) + extra_left
+    return pad_top, pad_left
+
+
 def _same_padding(out_n: int, stride: int, k: int, in_n: int) -> int:
     """TFLite SAME padding before the first row/col."""
     return max((out_n - 1) * stride + k - in_n, 0) // 2
@@ -277,15 +291,8 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
                            constant(bias, (1, 1, 1, n_out), FLOAT32) if has_bias else NO_TENSOR]
                 p[:2] = act
             else:
-                if name == "DEPTHWISE_CONV_2D" and getattr(opt, "depthMultiplier", 1) != 1:
-                    raise UnsupportedOpError("blob", name, "depth multiplier other than 1")
-                if getattr(opt, "dilationHFactor", 1) != 1 or getattr(opt, "dilationWFactor", 1) != 1:
-                    raise UnsupportedOpError("blob", name, "dilation")
-                kh, kw = int(w.shape[1]), int(w.shape[2])
-                _, in_h, in_w, _ = (int(d) for d in g.tensors[int(op.inputs[0])].shape)
-                same = opt.padding == 0
-                pad_top = (_same_padding(out_t.dims[1], opt.strideH, kh, in_h) if same else 0) + extra_top
-                pad_left = (_same_padding(out_t.dims[2], opt.strideW, kw, in_w) if same else 0) + extra_left
+                pad_top, pad_left = _conv_geometry(name, opt, g.tensors[int(op.inputs[0])].shape, out_t.dims,
+                                                   int(w.shape[1]), int(w.shape[2]), extra_top, extra_left)
                 channels = out_t.dims[3]
                 inputs += [constant(w, tuple(int(d) for d in w.shape), FLOAT32),
                            constant(bias, (1, 1, 1, channels), FLOAT32) if has_bias else NO_TENSOR]
@@ -319,32 +326,13 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
                     raise UnsupportedOpError("blob", name, "requantising pooling (input and output scales differ)")
                 act = _activation_range(opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
             p[:8] = [sh, sw, pad_top, pad_left, fh, fw, *act]
-        elif fp and name == "MEAN":
-            axes = sorted(int(a) for a in const(ins[1]).ravel())
-            if axes != [1, 2] or len(g.tensors[ins[0]].shape) != 4:
-                raise UnsupportedOpError("blob", name, f"reduction over axes {axes} (only H, W)")
-        elif fp and name == "PAD":
-            pads = const(ins[1]).reshape(-1, 2)
-            if pads[0].any() or pads[3].any():
-                raise UnsupportedOpError("blob", name, "padding of batch or channels")
-            p[:4] = [int(pads[1][0]), int(pads[1][1]), int(pads[2][0]), int(pads[2][1])]
         elif name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             w = const(ins[1])
             w_scale, _ = quant(ins[1])
-            if name == "DEPTHWISE_CONV_2D" and getattr(opt, "depthMultiplier", 1) != 1:
-                raise UnsupportedOpError("blob", name, "depth multiplier other than 1")
-            if getattr(opt, "dilationHFactor", 1) != 1 or getattr(opt, "dilationWFactor", 1) != 1:
-                raise UnsupportedOpError("blob", name, "dilation")
-            kh, kw = w.shape[1], w.shape[2]
             sh, sw = opt.strideH, opt.strideW
-            # the input the TFLite conv was given (after any PAD that is folded in here)
-            _, in_h, in_w, _ = (int(d) for d in g.tensors[int(op.inputs[0])].shape)
-            if opt.padding == 0:  # SAME, over the (explicitly padded) input the conv was given
-                pad_h = max((out_t.dims[1] - 1) * sh + kh - in_h, 0)
-                pad_w = max((out_t.dims[2] - 1) * sw + kw - in_w, 0)
-                pad_top, pad_left = pad_h // 2 + extra_top, pad_w // 2 + extra_left
-            else:
-                pad_top, pad_left = extra_top, extra_left
+            # over the input the TFLite conv was given (before any PAD folded in here)
+            pad_top, pad_left = _conv_geometry(name, opt, g.tensors[int(op.inputs[0])].shape, out_t.dims,
+                                               int(w.shape[1]), int(w.shape[2]), extra_top, extra_left)
             channels = out_t.dims[3]
             mults, shifts = _channel_multipliers(in_t.scale, w_scale, out_t.scale, channels)
             act_min, act_max = _activation_range(opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
@@ -369,7 +357,8 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             axes = sorted(int(a) for a in const(ins[1]).ravel())
             if axes != [1, 2] or len(g.tensors[ins[0]].shape) != 4:
                 raise UnsupportedOpError("blob", name, f"reduction over axes {axes} (only H, W)")
-            p[:2] = quantize_multiplier(float(np.float64(in_t.scale) / np.float64(out_t.scale)))
+            if not fp:
+                p[:2] = quantize_multiplier(float(np.float64(in_t.scale) / np.float64(out_t.scale)))
         elif name == "FULLY_CONNECTED":
             w = const(ins[1])
             w_scale, _ = quant(ins[1])

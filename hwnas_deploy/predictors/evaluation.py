@@ -17,6 +17,7 @@ from scipy.stats import kendalltau, spearmanr
 from hwnas_deploy.errors import PredictorError
 from hwnas_deploy.predictors.data import Dataset
 from hwnas_deploy.predictors.predictor import Predictor
+from hwnas_deploy.report.figures import new_figure, save_figure
 
 METRICS = ("mape", "rmse", "tau", "spearman", "within5", "within10")
 
@@ -117,13 +118,8 @@ def markdown_table(evals: Sequence[Evaluation]) -> str:
 
 def scatter_plot(evals: Sequence[Evaluation], path: str | Path, target: str) -> Path:
     """Predicted against measured, one panel per estimator, with the y = x line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = len(evals)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), dpi=120, squeeze=False)
+    fig, axes = new_figure(1, n, figsize=(3.2 * n, 3.4), dpi=120, squeeze=False)
     for ax, ev in zip(axes[0], evals, strict=True):
         lo, hi = float(min(ev.y_true.min(), ev.y_pred.min())), float(max(ev.y_true.max(), ev.y_pred.max()))
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
@@ -133,22 +129,12 @@ def scatter_plot(evals: Sequence[Evaluation], path: str | Path, target: str) -> 
         ax.set_ylabel(f"predicted {target}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def learning_curve_plot(curves: dict, path: str | Path) -> Path:
     """MAPE and Kendall tau against the number of training rows (mean +- std over trials)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    fig, (a1, a2) = new_figure(1, 2, figsize=(9, 3.6), dpi=120)
     for e, by_size in curves.items():
         sizes = sorted(by_size)
         for ax, m in ((a1, "mape"), (a2, "tau")):
@@ -166,9 +152,4 @@ def learning_curve_plot(curves: dict, path: str | Path) -> Path:
         ax.minorticks_off()
         ax.grid(alpha=0.3)
     a2.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

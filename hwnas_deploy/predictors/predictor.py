@@ -2,21 +2,20 @@
 
 scikit-learn's shape: `Predictor("ridge").fit(configs, y, space=...)`, `.predict(configs)`.
 `save()` writes JSON (estimator name, hyper-parameters, feature set, target scaling and the
-training rows) with a SHA-256 of its content; `Predictor.load()` checks it and refits, which is
+training rows) with a SHA-256 of its content (hwnas_deploy/datafile.py); `Predictor.load()` checks it and refits, which is
 deterministic, so a loaded predictor predicts exactly as the saved one did and keeps working
 across library versions (no pickles).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hwnas_deploy import datafile
 from hwnas_deploy.errors import ConfigError, HwnasError, PredictorError
 from hwnas_deploy.predictors.estimators import estimator_spec, resolve_params
 from hwnas_deploy.predictors.features import FEATURE_SETS, featurize
@@ -74,7 +73,7 @@ class Predictor:
 
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        body = {
+        return {
             "format": FORMAT,
             "version": VERSION,
             "estimator": self.estimator,
@@ -86,50 +85,26 @@ class Predictor:
             "source": self.source,
             "train": {"configs": self.train_configs, "y": [float(v) for v in self.train_y]},
         }
-        body["sha256"] = _digest(body)
-        return body
 
     def save(self, path: str | Path) -> Path:
         if self._model is None:
             raise PredictorError("fit the predictor before saving it")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+        return datafile.write(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise PredictorError(f"{path}: no such predictor file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PredictorError(f"{path}: not a predictor file (invalid JSON: {exc})") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(datafile.read(path, FORMAT, VERSION, "predictor"), str(path))
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "predictor") -> Predictor:
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise PredictorError(f"{where}: not a predictor file (field 'format' must be {FORMAT!r})")
-        if data.get("version") != VERSION:
-            raise PredictorError(f"{where}: predictor format version {data.get('version')!r}; this hwnas reads "
-                                 f"version {VERSION}")
-        missing = [k for k in ("estimator", "params", "features", "log_target", "space", "target", "train", "sha256")
+        """Refit from a checked file body (see hwnas_deploy/datafile.py)."""
+        missing = [k for k in ("estimator", "params", "features", "log_target", "space", "target", "train")
                    if k not in data]
         if missing:
             raise PredictorError(f"{where}: missing field(s) {', '.join(missing)}")
-        body = {k: v for k, v in data.items() if k != "sha256"}
-        if _digest(body) != data["sha256"]:
-            raise PredictorError(f"{where}: content does not match its sha256 (the file was edited or corrupted); "
-                                 "fit it again with `hwnas predictor fit`")
         train = data["train"]
         try:
             pred = cls(data["estimator"], data["params"], data["features"], data["log_target"])
             return pred.fit(train["configs"], train["y"], data["space"], data["target"], data.get("source", ""))
         except (ConfigError, HwnasError, KeyError, TypeError) as exc:
             raise PredictorError(f"{where}: {exc}") from None
-
-
-def _digest(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -15,18 +15,34 @@ def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     return float(kendalltau(xs, ys).statistic)
 
 
-def latency_vs_macs(rows: Sequence[dict], path: str | Path) -> Path:
-    """Scatter of measured median latency against MACs, one series per (device, space, runtime,
-    threads, batch), each labelled with its Kendall tau: how well MACs rank latency there."""
+def new_figure(*args, **kwargs):
+    """matplotlib's subplots on the file-only backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(*args, **kwargs)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def latency_vs_macs(rows: Sequence[dict], path: str | Path) -> Path:
+    """Scatter of measured median latency against MACs, one series per (device, space, runtime,
+    threads, batch), each labelled with its Kendall tau: how well MACs rank latency there."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["device"], r["space"], r["runtime"], r["threads"], r["batch"]), []).append(r)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = new_figure(figsize=(7, 4.5), dpi=120)
     for (device, space, runtime, threads, batch), rs in sorted(groups.items()):
         macs = [r["macs"] / 1e6 for r in rs]
         lat = [r["median_ms"] for r in rs]
@@ -39,9 +55,4 @@ def latency_vs_macs(rows: Sequence[dict], path: str | Path) -> Path:
     ax.set_title("Measured latency vs MACs (Kendall tau: how well MACs rank latency)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
