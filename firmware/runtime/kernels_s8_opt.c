@@ -6,13 +6,18 @@
  *    MACs per instruction (conv, pointwise, fully connected), SMLABB/SMLATT one MAC on each of
  *    four channels (depthwise);
  *  - blocks of 2 output channels x 2 pixels reuse every unpacked weight and input twice;
- *  - loops run over the valid taps only, so no tap is bounds-checked and padding costs nothing;
- *    interior pixels of 3x3/5x5/7x7 depthwise layers take fully unrolled rows;
+ *  - small convolutions (the 3x3x3 stem) work on an int16 im2col of two pixels and weights
+ *    unpacked once per block of channels: four LDR and eight SMLAD per 16 MACs;
+ *  - depthwise: interior pixels of 3x3/5x5/7x7 layers take fully unrolled rows, border pixels
+ *    visit only their valid taps, and small inputs (a quarter or more border pixels) are first
+ *    copied into a zero-point-padded plane where every pixel takes the unrolled rows;
  *  - requantisation is SMMULR plus one shift, with the rounding constant and the output zero
- *    point folded per channel (rq_t); exact for shifts in [-20, 8] when the accumulator bound
- *    allows, which covers every layer TFLite produced for our spaces.
+ *    point folded per channel (rq_t), and SSAT when the activation range is all of int8; exact
+ *    for shifts in [-20, 8] when the accumulator bound allows, which covers every layer TFLite
+ *    produced for our spaces.
  * A layer outside that (or a depthwise layer with channels not a multiple of 4) runs on the
- * portable kernel. No scratch memory is used, so the planned arena stays the whole SRAM story. */
+ * portable kernel. No arena scratch is used (the planned arena stays the whole activation
+ * story); the kernels keep at most ~4 KB on the stack, and the linker scripts keep >= 8 KB free. */
 #include <string.h>
 
 #include "kernels.h"
