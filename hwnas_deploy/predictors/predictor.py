@@ -1,14 +1,16 @@
 """A latency or accuracy predictor: an estimator, its features, and the rows it was fitted on.
 
 scikit-learn's shape: `Predictor("ridge").fit(configs, y, space=...)`, `.predict(configs)`.
-`save()` writes JSON (estimator name, hyper-parameters, feature set, target scaling and the
-training rows) with a SHA-256 of its content (hwnas_deploy/datafile.py); `Predictor.load()` checks it and refits, which is
-deterministic, so a loaded predictor predicts exactly as the saved one did and keeps working
-across library versions (no pickles).
+`save()` writes JSON (estimator name, hyper-parameters, feature set, the training rows, and for
+linear models their weights) with a SHA-256 of its content (hwnas_deploy/datafile.py);
+`Predictor.load()` checks it and refits (trees and SVR refit deterministically; linear models
+take their saved weights), so a loaded predictor predicts exactly as the saved one did and keeps
+working across library versions (no pickles).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,22 @@ from hwnas_deploy.spaces import get_space
 
 FORMAT = "hwnas-predictor"
 VERSION = 1
+#: estimators whose fitted form is a weight vector: stored as such and applied with exactly
+#: rounded sums, because a refit goes through BLAS/LAPACK, whose last bits can differ between
+#: processes (memory alignment picks different SIMD paths)
+LINEAR = ("ridge", "macs")
+
+
+def _linear_form(model) -> tuple[list[float], float]:
+    """(weights, bias) on the raw features of a fitted [StandardScaler +] linear model."""
+    steps = getattr(model, "steps", None)
+    if steps:
+        scaler, reg = steps[0][1], steps[-1][1]
+        w = reg.coef_ / scaler.scale_
+        b = float(reg.intercept_) - math.fsum((reg.coef_ * scaler.mean_ / scaler.scale_).tolist())
+    else:
+        w, b = model.coef_, float(model.intercept_)
+    return [float(v) for v in w], b
 
 
 class Predictor:
@@ -44,6 +62,7 @@ class Predictor:
         self.target = "y"
         self.source = ""
         self._model = None
+        self._linear: tuple[list[float], float] | None = None
 
     # -- scikit-learn style -------------------------------------------------------------------
     def fit(self, configs: Sequence[dict], y: Sequence[float], space: str, target: str = "latency_ms",
@@ -63,12 +82,19 @@ class Predictor:
         self._mu, self._sd = float(np.mean(t)), float(np.std(t)) or 1.0
         self._model = estimator_spec(self.estimator).build(self.params)
         self._model.fit(featurize(sp.name, self.train_configs, self.features), (t - self._mu) / self._sd)
+        self._linear = _linear_form(self._model) if self.estimator in LINEAR else None
         return self
 
     def predict(self, configs: Sequence[dict]) -> np.ndarray:
         if self._model is None:
             raise PredictorError("the predictor is not fitted: call fit() or Predictor.load()")
-        t = self._model.predict(featurize(self.space, configs, self.features)) * self._sd + self._mu
+        x = featurize(self.space, configs, self.features)
+        if self._linear is not None:
+            w, b = self._linear
+            z = np.asarray([math.fsum((row * w).tolist()) + b for row in x])
+        else:
+            z = self._model.predict(x)
+        t = z * self._sd + self._mu
         return np.exp(t) if self.log_target else t
 
     # -- persistence --------------------------------------------------------------------------
@@ -84,6 +110,7 @@ class Predictor:
             "target": self.target,
             "source": self.source,
             "train": {"configs": self.train_configs, "y": [float(v) for v in self.train_y]},
+            **({"linear": {"w": self._linear[0], "b": self._linear[1]}} if self._linear is not None else {}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -105,6 +132,12 @@ class Predictor:
         train = data["train"]
         try:
             pred = cls(data["estimator"], data["params"], data["features"], data["log_target"])
-            return pred.fit(train["configs"], train["y"], data["space"], data["target"], data.get("source", ""))
-        except (ConfigError, HwnasError, KeyError, TypeError) as exc:
-            raise PredictorError(f"{where}: {exc}") from None
+            pred.fit(train["configs"], train["y"], data["space"], data["target"], data.get("source", ""))
+            if pred.estimator in LINEAR:  # the saved weights, not a refit's last bits
+                w, b = [float(v) for v in data["linear"]["w"]], float(data["linear"]["b"])
+                if len(w) != len(pred._linear[0]):
+                    raise PredictorError(f"{len(w)} weights for {len(pred._linear[0])} features")
+                pred._linear = (w, b)
+            return pred
+        except (ConfigError, HwnasError, KeyError, TypeError, ValueError) as exc:
+            raise PredictorError(f"{where}: {exc!s}") from None
