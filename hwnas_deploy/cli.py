@@ -435,10 +435,11 @@ def lut_build(device, space_name, runtime, samples, seed, configs_file, threads,
 @click.option("--lut", "lut_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--db", default=None, help="Store with whole-network measurements on the LUT's device and runtime.")
 @click.option("--calibrate", "n_calibrate", default=10, show_default=True,
-              help="Fit a + b * sum on this many measured networks; compare on the others.")
+              help="Fit the whole-network term on this many measured networks; compare on the others.")
+@click.option("--slope", is_flag=True, help="Fit a + b * sum (least squares) instead of the offset a alone.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--save", is_flag=True, help="Keep the fitted calibration in the LUT file.")
-def lut_compare(lut_path, db, n_calibrate, seed, save) -> None:
+def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
     """How far block sums (raw and calibrated) sit from whole-network measurements."""
     import numpy as np
 
@@ -455,7 +456,7 @@ def lut_compare(lut_path, db, n_calibrate, seed, save) -> None:
                          f"{n_calibrate + 3} (build it over the measured configs with --configs)")
     order = np.random.default_rng(seed).permutation(keep)
     cal, test = data.subset(order[:n_calibrate]), data.subset(order[n_calibrate:])
-    table.calibrate(cal.configs, cal.y)
+    table.calibrate(cal.configs, cal.y, slope=slope)
     report = compare(table, test.configs, test.y)
     a, b = table.calibration
     click.echo(f"{table.space} on {table.device}/{table.runtime}: {len(table.entries)} blocks; calibrated on "

@@ -5,7 +5,8 @@ channels, kernel, stride, expansion, activation, squeeze-and-excitation; `Block.
 distinct block is exported and measured in isolation with the device's own runtime, and a
 sub-network is predicted as the sum of its blocks. Whole networks are not the sum of their parts
 (operator fusion, caches, per-inference overheads), so `calibrate` fits `a + b * sum` on a few
-whole-network measurements; `compare` reports how far both sit from measured networks.
+whole-network measurements (by default the per-inference offset `a` with b = 1); `compare`
+reports how far both sit from measured networks.
 
 The table is a JSON file (entries + calibration + SHA-256 of its content), rewritten after every
 block, so an interrupted build resumes where it stopped.
@@ -57,13 +58,20 @@ class LatencyLUT:
         a, b = self.calibration
         return a + b * self.block_sum(configs)
 
-    def calibrate(self, configs: Sequence[dict], measured_ms: Sequence[float]) -> LatencyLUT:
-        """Least-squares `a + b * sum` through whole-network measurements (at least 2)."""
-        if len(configs) < 2:
-            raise PredictorError(f"calibration needs at least 2 measured networks, got {len(configs)}")
-        s = self.block_sum(configs)
-        b, a = np.polyfit(s, np.asarray(measured_ms, dtype=np.float64), 1)
-        self.calibration = (float(a), float(b))
+    def calibrate(self, configs: Sequence[dict], measured_ms: Sequence[float], slope: bool = False) -> LatencyLUT:
+        """Fit the whole-network term from measured networks: by default the per-inference offset
+        alone (`a` = median of measured - sum, b = 1), robust with a handful of noisy networks;
+        `slope=True` fits `a + b * sum` by least squares, which needs more of them (a few noisy
+        points can tilt the line far off)."""
+        if len(configs) < (3 if slope else 1):
+            raise PredictorError(f"calibration needs at least {3 if slope else 1} measured networks, "
+                                 f"got {len(configs)}")
+        s, m = self.block_sum(configs), np.asarray(measured_ms, dtype=np.float64)
+        if slope:
+            b, a = np.polyfit(s, m, 1)
+            self.calibration = (float(a), float(b))
+        else:
+            self.calibration = (float(np.median(m - s)), 1.0)
         return self
 
     # -- file -----------------------------------------------------------------------------------
