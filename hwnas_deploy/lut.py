@@ -119,8 +119,7 @@ def build_lut(
     prof = load_profile(device)
     sp = get_space(space)
     info = runtime_info(runtime)
-    if runtime not in prof.runtimes:
-        raise PredictorError(f"device {prof.name!r} does not offer runtime {runtime!r}; it offers {prof.runtimes}")
+    prof.require_runtime(runtime)
     threads, batch = threads or prof.threads, batch or prof.batch
     path = Path(path)
     if path.exists():

@@ -99,8 +99,7 @@ def profile(
     prof = device if isinstance(device, DeviceProfile) else load_profile(device)
     sp = space if isinstance(space, SearchSpace) else get_space(space)
     info = runtime_info(runtime)
-    if runtime not in prof.runtimes:
-        raise ConfigError(f"device {prof.name!r} does not offer runtime {runtime!r}; it offers {prof.runtimes}")
+    prof.require_runtime(runtime)
     if configs is None:
         if samples < 1:
             raise ConfigError(f"--samples must be at least 1, got {samples}")

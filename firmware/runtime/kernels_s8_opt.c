@@ -424,9 +424,9 @@ static ALWAYS_INLINE void dw_quad(const hw_conv_params_t *p, const dw_quad_t *d,
                 continue;
             }
             /* a border pixel: only the taps inside the input */
-            const int iy = oy * p->stride_h - p->pad_top, ix = ox * p->stride_w - p->pad_left;
-            const int y0 = iy < 0 ? -iy : 0, y1 = iy + kh > p->is.h ? p->is.h - iy : kh;
-            const int x0 = ix < 0 ? -ix : 0, x1 = ix + kw > p->is.w ? p->is.w - ix : kw;
+            int y0, y1, x0, x1;
+            hw_valid_range(oy * p->stride_h - p->pad_top, kh, p->is.h, &y0, &y1);
+            hw_valid_range(ox * p->stride_w - p->pad_left, kw, p->is.w, &x0, &x1);
             int32_t a[4] = {d->b[0], d->b[1], d->b[2], d->b[3]};
             const int cols = x1 - x0;
             if (y1 > y0 && cols > 0)

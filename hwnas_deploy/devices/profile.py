@@ -39,6 +39,10 @@ class DeviceProfile:
     settings: MeasureSettings = field(default_factory=MeasureSettings)
     path: str | None = None
 
+    def require_runtime(self, runtime: str) -> None:
+        if runtime not in self.runtimes:
+            raise ConfigError(f"device {self.name!r} does not offer runtime {runtime!r}; it offers {self.runtimes}")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -12,7 +12,7 @@ import ast
 import csv
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +28,16 @@ class Dataset:
     configs: list[dict]
     y: np.ndarray
     source: str = ""
-    macs: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.y = np.asarray(self.y, dtype=np.float64)
-        if self.macs is None:
-            sp = get_space(self.space)
-            self.macs = np.asarray([sp.macs(c) for c in self.configs], dtype=np.float64)
 
     def __len__(self) -> int:
         return len(self.configs)
 
     def subset(self, idx: Sequence[int]) -> Dataset:
         idx = list(idx)
-        return Dataset(self.space, self.target, [self.configs[i] for i in idx], self.y[idx], self.source,
-                       self.macs[idx])
+        return Dataset(self.space, self.target, [self.configs[i] for i in idx], self.y[idx], self.source)
 
 
 def _merge(space: SearchSpace, configs: Iterable[dict], ys: Iterable[float]) -> tuple[list[dict], list[float]]:
