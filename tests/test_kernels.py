@@ -78,7 +78,7 @@ def make_case(case: dict, depthwise: bool):
     w = rng.integers(-127, 128, (1, k, k, c) if depthwise else (oc, k, k, c), dtype=np.int8)
     bias = rng.integers(-20000, 20000, oc, dtype=np.int32) if case["bias"] else None
     mult, shift = requant_params(rng, oc, (1e-4, 0.45))
-    if case["left_shift_channel"]:  # a channel the fast requantisation does not cover: portable fallback
+    if case["left_shift_channel"]:  # a channel with a left shift: the general requantisation modes
         mult[0], shift[0] = quantize_multiplier(1.7)
     act = (case["out_zp"], min(127, case["out_zp"] + 90)) if case["relu6"] else (-128, 127)
     geometry = {"is": (h, wd, c), "os": (oh, ow, oc), "k": k, "stride": s, "pad": pad}

@@ -5,19 +5,23 @@
  *    (inputs: the input zero point is subtracted in the same instruction); SMLAD then does two
  *    MACs per instruction (conv, pointwise, fully connected), SMLABB/SMLATT one MAC on each of
  *    four channels (depthwise);
- *  - blocks of 2 output channels x 2 pixels reuse every unpacked weight and input twice;
- *  - small convolutions (the 3x3x3 stem) work on an int16 im2col of two pixels and weights
- *    unpacked once per block of channels: four LDR and eight SMLAD per 16 MACs;
- *  - depthwise: interior pixels of 3x3/5x5/7x7 layers take fully unrolled rows, border pixels
- *    visit only their valid taps, and small inputs (a quarter or more border pixels) are first
- *    copied into a zero-point-padded plane where every pixel takes the unrolled rows;
+ *  - pointwise: blocks of 2 output channels x 2 pixels reuse every unpacked weight and input twice;
+ *  - small convolutions (the 3x3x3 stem): an int16 im2col of two pixels and weights unpacked once
+ *    per block of 16 output channels; blocks of 4 channels x 2 pixels do six loads and eight SMLAD
+ *    per 16 MACs, with the 27-tap count known at compile time (no loop);
+ *  - depthwise 3x3/5x5/7x7 with stride 1 or 2: per output row, the four channels' input rows sit
+ *    in a zero-point-padded strip (one word per pixel, fixed pitch: every tap is an LDR with an
+ *    immediate offset, every pixel sees a whole kernel, each input row is copied once), the zero
+ *    point is folded into the bias, and two output pixels share their overlapping input columns
+ *    and every weight load; other depthwise layers take unrolled interior rows and border pixels
+ *    that visit only their valid taps;
  *  - requantisation is SMMULR plus one shift, with the rounding constant and the output zero
  *    point folded per channel (rq_t), and SSAT when the activation range is all of int8; exact
  *    for shifts in [-20, 8] when the accumulator bound allows, which covers every layer TFLite
- *    produced for our spaces.
+ *    produced for our spaces. Each kernel is compiled once per requantisation mode.
  * A layer outside that (or a depthwise layer with channels not a multiple of 4) runs on the
  * portable kernel. No arena scratch is used (the planned arena stays the whole activation
- * story); the kernels keep at most ~4 KB on the stack, and the linker scripts keep >= 8 KB free. */
+ * story); the kernels keep at most ~4.5 KB on the stack, and the linker scripts keep >= 8 KB free. */
 #include <string.h>
 
 #include "kernels.h"
@@ -25,6 +29,7 @@
 
 #define MAX_DW_TAPS 64
 #define ALWAYS_INLINE inline __attribute__((always_inline))
+#define NOINLINE __attribute__((noinline))
 #define HW_OPAQUE(v) __asm__("" : "+r"(v))
 
 typedef struct {
@@ -45,18 +50,50 @@ static int rq_make(rq_t *q, int32_t mult, int32_t shift, int32_t out_zp, int64_t
     return 1;
 }
 
-/* simple: a compile-time promise that this layer's channels all have lsh == 1 and e >= 1 and
- * that its activation range is all of int8 (what TFLite produces almost always: calibrated ReLU6
- * outputs span [-128, 127] too), which saves two loads, an AND and the clamp (SSAT) per output. */
-static ALWAYS_INLINE int8_t rq_out(int32_t acc, const rq_t *q, int lo, int hi, const int simple) {
+/* How a layer's outputs are requantised, a compile-time argument of the kernels:
+ *  RQ_CLAMP: any exact channel, clamped to the activation range;
+ *  RQ_SAT: the activation range is all of int8 (what TFLite produces almost always: calibrated
+ *    ReLU6 outputs span [-128, 127] too), so SSAT clamps in one instruction;
+ *  RQ_SIMPLE: RQ_SAT and every channel has lsh == 1 and e >= 1, which saves a load and an AND. */
+enum { RQ_NONE = -1, RQ_CLAMP = 0, RQ_SAT = 1, RQ_SIMPLE = 2 };
+
+/* Calls F(..., mode) with mode as a constant, so each variant compiles to its own code (F is
+ * always inlined). */
+#define BY_MODE(mode, F, ...)                     \
+    do {                                          \
+        if ((mode) == RQ_SIMPLE)                  \
+            F(__VA_ARGS__, RQ_SIMPLE);            \
+        else if ((mode) == RQ_SAT)                \
+            F(__VA_ARGS__, RQ_SAT);               \
+        else                                      \
+            F(__VA_ARGS__, RQ_CLAMP);             \
+    } while (0)
+
+/* One function per mode for an always-inlined F (PARAMS: its parameters but the mode), so a
+ * large kernel is not inlined three times into one function, whose registers would suffer. */
+#define MODE_VARIANTS(F, PARAMS, ...)                                        \
+    static NOINLINE void F##_clamp PARAMS { F(__VA_ARGS__, RQ_CLAMP); }             \
+    static NOINLINE void F##_sat PARAMS { F(__VA_ARGS__, RQ_SAT); }                 \
+    static NOINLINE void F##_simple PARAMS { F(__VA_ARGS__, RQ_SIMPLE); }
+#define CALL_BY_MODE(mode, F, ...)                \
+    do {                                          \
+        if ((mode) == RQ_SIMPLE)                  \
+            F##_simple(__VA_ARGS__);              \
+        else if ((mode) == RQ_SAT)                \
+            F##_sat(__VA_ARGS__);                 \
+        else                                      \
+            F##_clamp(__VA_ARGS__);               \
+    } while (0)
+
+static ALWAYS_INLINE int8_t rq_out(int32_t acc, const rq_t *q, int lo, int hi, const int mode) {
     int32_t r;
-    if (simple) {
+    if (mode == RQ_SIMPLE) {
         r = hw_smmulr(acc * 2, q->mult);
         return (int8_t)hw_ssat8((r + (r >> 31) + q->round) >> q->e);
-    } else {
-        r = hw_smmulr((int32_t)((uint32_t)acc << q->lsh), q->mult);
-        r = (r + ((r >> 31) & q->neg) + q->round) >> q->e;
     }
+    r = hw_smmulr((int32_t)((uint32_t)acc << q->lsh), q->mult);
+    r = (r + ((r >> 31) & q->neg) + q->round) >> q->e;
+    if (mode == RQ_SAT) return (int8_t)hw_ssat8(r);
     return (int8_t)(r < lo ? lo : r > hi ? hi : r);
 }
 
@@ -65,17 +102,18 @@ static int64_t acc_bound(const int32_t *bias, int ch, int n) {
     return (bias ? (bias[ch] < 0 ? -(int64_t)bias[ch] : bias[ch]) : 0) + (int64_t)n * 127 * 255;
 }
 
-/* 0: the fast requantisation is not exact for some channel (use the portable kernel);
- * 1: it is; 2: it is, every channel takes the simple form and the activation range is all of int8. */
-static int requant_kind(const int32_t *mult, const int32_t *shift, int n, int32_t out_zp, const int32_t *bias,
+/* RQ_NONE when the fast requantisation is not exact for some channel (use the portable kernel),
+ * else the cheapest exact mode. */
+static int requant_mode(const int32_t *mult, const int32_t *shift, int n, int32_t out_zp, const int32_t *bias,
                         int n_taps, int lo, int hi) {
     rq_t q;
-    int simple = lo == -128 && hi == 127;
+    const int sat = lo == -128 && hi == 127;
+    int simple = sat;
     for (int c = 0; c < n; c++) {
-        if (!rq_make(&q, mult[c], shift[c], out_zp, acc_bound(bias, c, n_taps))) return 0;
+        if (!rq_make(&q, mult[c], shift[c], out_zp, acc_bound(bias, c, n_taps))) return RQ_NONE;
         simple &= q.lsh == 1 && q.e >= 1;
     }
-    return simple ? 2 : 1;
+    return simple ? RQ_SIMPLE : sat ? RQ_SAT : RQ_CLAMP;
 }
 
 /* Two inputs (x, x + dx) times two weight rows (w, w + dw) over n int8: the 2 x 2 block. With
@@ -139,7 +177,7 @@ static ALWAYS_INLINE void dot_1x2(const int8_t *x, const int8_t *w, int dw, int 
  * connected layers, and convolutions over their im2col buffer (rows = 2). */
 static ALWAYS_INLINE void matmul_s8(const int8_t *x, int rows, int n, int32_t in_zp, const int8_t *w, int o_begin,
                                     int o_end, int o_n, const int32_t *bias, int8_t *out, const rq_t *q, int lo,
-                                    int hi, const int simple) {
+                                    int hi, const int mode) {
     const uint32_t nzp = hw_pack16x2(-in_zp);
     for (int o = o_begin; o < o_end; o += 2) {
         const int o1 = o + 1 < o_end ? o + 1 : o; /* an odd last channel pairs with itself */
@@ -152,16 +190,16 @@ static ALWAYS_INLINE void matmul_s8(const int8_t *x, int rows, int n, int32_t in
             int32_t a[4] = {b0, b1, b0, b1};
             dot_2x2(x + r * n, n, w0, dw, n, nzp, a);
             int8_t *y = out + r * o_n;
-            y[o] = rq_out(a[0], q0, lo, hi, simple);
-            y[o1] = rq_out(a[1], q1, lo, hi, simple);
-            y[o_n + o] = rq_out(a[2], q0, lo, hi, simple);
-            y[o_n + o1] = rq_out(a[3], q1, lo, hi, simple);
+            y[o] = rq_out(a[0], q0, lo, hi, mode);
+            y[o1] = rq_out(a[1], q1, lo, hi, mode);
+            y[o_n + o] = rq_out(a[2], q0, lo, hi, mode);
+            y[o_n + o1] = rq_out(a[3], q1, lo, hi, mode);
         }
         if (r < rows) {
             int32_t a[2] = {b0, b1};
             dot_1x2(x + r * n, w0, dw, n, nzp, a);
-            out[r * o_n + o] = rq_out(a[0], q0, lo, hi, simple);
-            out[r * o_n + o1] = rq_out(a[1], q1, lo, hi, simple);
+            out[r * o_n + o] = rq_out(a[0], q0, lo, hi, mode);
+            out[r * o_n + o1] = rq_out(a[1], q1, lo, hi, mode);
         }
     }
 }
@@ -178,14 +216,11 @@ static int rq_block(rq_t *q, int ob, int o_n, int block, const int32_t *mult, co
 
 static void matmul_layer(const int8_t *x, int rows, int n, int32_t in_zp, const int8_t *w, int o_n,
                          const int32_t *bias, int8_t *out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
-                         int lo, int hi, int simple) {
+                         int lo, int hi, int mode) {
     rq_t q[RQ_BLOCK];
     for (int ob = 0; ob < o_n; ob += RQ_BLOCK) {
         const int oe = rq_block(q, ob, o_n, RQ_BLOCK, mult, shift, out_zp);
-        if (simple)
-            matmul_s8(x, rows, n, in_zp, w, ob, oe, o_n, bias, out, q, lo, hi, 1);
-        else
-            matmul_s8(x, rows, n, in_zp, w, ob, oe, o_n, bias, out, q, lo, hi, 0);
+        BY_MODE(mode, matmul_s8, x, rows, n, in_zp, w, ob, oe, o_n, bias, out, q, lo, hi);
     }
 }
 
@@ -233,8 +268,7 @@ static void im2col(const hw_conv_params_t *p, const int8_t *in, int oy, int ox, 
 
 /* Small kernels (the 3x3x3 stem): kh * kw * ic <= SMALL_KERNEL int8, rounded up to groups of 4.
  * Both operands are unpacked to int16 pairs once (the weights per block of output channels, each
- * column per pixel pair, with the zero point subtracted and padding as zeros), so the inner loop
- * is four LDRD and eight SMLAD per 16 MACs. */
+ * column per pixel pair, with the zero point subtracted and padding as zeros). */
 #define SMALL_KERNEL 64
 #define SMALL_BLOCK 16 /* output channels whose unpacked weights sit on the stack at once (2 KB) */
 
@@ -256,76 +290,128 @@ static ALWAYS_INLINE void unpack_q15(const int8_t *v, int n, uint32_t nzp, uint3
     }
 }
 
-static void conv_small_kernel(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
-                              int8_t *out, int simple) {
-    const int ic = p->is.c, oc_n = p->os.c, lo = p->act_min, hi = p->act_max;
-    const int kernel_n = p->kh * p->kw * ic, words = ((kernel_n + 3) / 4) * 2;
+/* One block of 4 output channels x 2 pixels over `words` unpacked words: per word, two input and
+ * four weight loads feed eight SMLAD (16 MACs). x: the two pixels' columns, SMALL_KERNEL / 2
+ * words apart; w: four channels' unpacked weights, as far apart. */
+static ALWAYS_INLINE void small_dot_4x2_body(const uint32_t *x, const uint32_t *w, const int32_t *b,
+                                             const int words, int32_t *a) {
+    int32_t a0 = b[0], a1 = b[1], a2 = b[2], a3 = b[3], b0 = a0, b1 = a1, b2 = a2, b3 = a3;
+    const int n = SMALL_KERNEL / 2;
+#pragma GCC unroll 32
+    for (int k = 0; k < words; k++) {
+        const uint32_t x0 = x[k], x1 = x[n + k];
+        uint32_t v = w[k];
+        a0 = hw_smlad(x0, v, a0);
+        b0 = hw_smlad(x1, v, b0);
+        v = w[n + k];
+        a1 = hw_smlad(x0, v, a1);
+        b1 = hw_smlad(x1, v, b1);
+        v = w[2 * n + k];
+        a2 = hw_smlad(x0, v, a2);
+        b2 = hw_smlad(x1, v, b2);
+        v = w[3 * n + k];
+        a3 = hw_smlad(x0, v, a3);
+        b3 = hw_smlad(x1, v, b3);
+    }
+    a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3, a[4] = b0, a[5] = b1, a[6] = b2, a[7] = b3;
+}
+
+static NOINLINE void small_dot_4x2_stem(const uint32_t *x, const uint32_t *w, const int32_t *b, int32_t *a) {
+    small_dot_4x2_body(x, w, b, 14, a); /* 3x3x3: 27 taps, 14 words */
+}
+
+static NOINLINE void small_dot_4x2_any(const uint32_t *x, const uint32_t *w, const int32_t *b, int words,
+                                       int32_t *a) {
+    small_dot_4x2_body(x, w, b, words, a);
+}
+
+/* im2col for a small kernel whose rows (kw * ic int8) have a compile-time length: an interior
+ * pixel's rows are copied with constant-size memcpy (inline word moves). */
+static ALWAYS_INLINE void im2col_small(const hw_conv_params_t *p, const int8_t *in, int oy, int ox, int8_t *col,
+                                       const int kh, const int row_n) {
+    const int iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
+    if (ix0 < 0 || ix0 + p->kw > p->is.w || iy0 < 0 || iy0 + kh > p->is.h) {
+        im2col(p, in, oy, ox, col);
+        return;
+    }
+    const int8_t *src = in + (iy0 * p->is.w + ix0) * p->is.c;
+    const int in_row = p->is.w * p->is.c;
+#pragma GCC unroll 7
+    for (int ky = 0; ky < kh; ky++) memcpy(col + ky * row_n, src + ky * in_row, row_n);
+}
+
+static ALWAYS_INLINE void conv_small_kernel(const hw_conv_params_t *p, const int8_t *in, const int8_t *w,
+                                            const int32_t *bias, int8_t *out, const int words, const int mode) {
+    const int oc_n = p->os.c, lo = p->act_min, hi = p->act_max;
+    const int kernel_n = p->kh * p->kw * p->is.c;
     const int pixels = p->os.h * p->os.w;
+    const int stem = words == 14 && p->kh == 3 && p->kw * p->is.c == 9;
     const uint32_t nzp = hw_pack16x2(-p->in_zp);
-    int8_t col8[2][SMALL_KERNEL] __attribute__((aligned(4)));
-    uint32_t col[2][SMALL_KERNEL / 2];
-    uint32_t wq[SMALL_BLOCK][SMALL_KERNEL / 2];
+    /* the tail of the last group of 4 is never used (its weights unpack to zero), but is read */
+    int8_t col8[2][SMALL_KERNEL] __attribute__((aligned(4))) = {{0}};
+    uint32_t col[2][SMALL_KERNEL / 2] __attribute__((aligned(8)));
+    uint32_t wq[SMALL_BLOCK][SMALL_KERNEL / 2] __attribute__((aligned(8)));
     rq_t q[SMALL_BLOCK];
+    int32_t bq[SMALL_BLOCK];
     for (int ob = 0; ob < oc_n; ob += SMALL_BLOCK) {
         const int oe = rq_block(q, ob, oc_n, SMALL_BLOCK, p->mult, p->shift, p->out_zp);
+        for (int o = ob; o < ob + SMALL_BLOCK; o++) bq[o - ob] = bias && o < oe ? bias[o] : 0;
         for (int o = ob; o < oe; o++) unpack_q15(w + o * kernel_n, kernel_n, 0, wq[o - ob]);
+        for (int o = oe; o < ob + SMALL_BLOCK; o++) memset(wq[o - ob], 0, sizeof wq[0]); /* a last partial 4x2 block */
         for (int px = 0; px < pixels; px += 2) {
             const int rows = px + 1 < pixels ? 2 : 1;
             for (int r = 0; r < rows; r++) {
-                im2col(p, in, (px + r) / p->os.w, (px + r) % p->os.w, col8[r]);
-                unpack_q15(col8[r], kernel_n, nzp, col[r]);
+                const int oy = (px + r) / p->os.w, ox = (px + r) % p->os.w;
+                if (stem)
+                    im2col_small(p, in, oy, ox, col8[r], 3, 9);
+                else
+                    im2col(p, in, oy, ox, col8[r]);
+#pragma GCC unroll 8
+                for (int k = 0; k < words / 2; k++) {
+                    const uint32_t v = hw_read_s8x4(col8[r] + 4 * k);
+                    col[r][2 * k] = hw_sxtab16(nzp, v);
+                    col[r][2 * k + 1] = hw_sxtab16_ror8(nzp, v);
+                }
             }
             int8_t *y = out + px * oc_n;
-            for (int o = ob; o < oe; o += 2) {
-                const int o1 = o + 1 < oe ? o + 1 : o;
-                const uint32_t *w0 = wq[o - ob], *w1 = wq[o1 - ob], *x0 = col[0], *x1 = col[1];
-                int32_t a00 = bias ? bias[o] : 0, a01 = bias ? bias[o1] : 0, a10 = a00, a11 = a01;
-                for (int k = 0; k < words; k += 2) {
-                    a00 = hw_smlad(x0[k], w0[k], a00);
-                    a00 = hw_smlad(x0[k + 1], w0[k + 1], a00);
-                    a01 = hw_smlad(x0[k], w1[k], a01);
-                    a01 = hw_smlad(x0[k + 1], w1[k + 1], a01);
-                    a10 = hw_smlad(x1[k], w0[k], a10);
-                    a10 = hw_smlad(x1[k + 1], w0[k + 1], a10);
-                    a11 = hw_smlad(x1[k], w1[k], a11);
-                    a11 = hw_smlad(x1[k + 1], w1[k + 1], a11);
-                }
-                const rq_t *q0 = &q[o - ob], *q1 = &q[o1 - ob];
-                if (simple) {
-                    y[o] = rq_out(a00, q0, lo, hi, 1);
-                    y[o1] = rq_out(a01, q1, lo, hi, 1);
+            for (int o = ob; o < oe; o += 4) {
+                int32_t a[8];
+                if (stem)
+                    small_dot_4x2_stem(col[0], wq[o - ob], &bq[o - ob], a);
+                else
+                    small_dot_4x2_any(col[0], wq[o - ob], &bq[o - ob], words, a);
+                const rq_t *qo = &q[o - ob];
+                if (oe - o >= 4 && rows == 2) {
+#pragma GCC unroll 4
+                    for (int i = 0; i < 4; i++) {
+                        y[o + i] = rq_out(a[i], &qo[i], lo, hi, mode);
+                        y[oc_n + o + i] = rq_out(a[4 + i], &qo[i], lo, hi, mode);
+                    }
                 } else {
-                    y[o] = rq_out(a00, q0, lo, hi, 0);
-                    y[o1] = rq_out(a01, q1, lo, hi, 0);
-                }
-                if (rows == 2) {
-                    y[oc_n + o] = rq_out(a10, q0, lo, hi, simple);
-                    y[oc_n + o1] = rq_out(a11, q1, lo, hi, simple);
+                    for (int i = 0; i < 4 && o + i < oe; i++) {
+                        y[o + i] = rq_out(a[i], &qo[i], lo, hi, mode);
+                        if (rows == 2) y[oc_n + o + i] = rq_out(a[4 + i], &qo[i], lo, hi, mode);
+                    }
                 }
             }
         }
     }
 }
 
-void hw_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
-                      int8_t *out) {
-    const int ic = p->is.c, oc_n = p->os.c, lo = p->act_min, hi = p->act_max;
-    const int kernel_n = p->kh * p->kw * ic;
-    const int kind = requant_kind(p->mult, p->shift, oc_n, p->out_zp, bias, kernel_n, lo, hi);
-    if (!kind || kernel_n > IM2COL_MAX) {
-        hw_conv2d_s8(p, in, w, bias, out);
-        return;
-    }
-    if (p->kh == 1 && p->kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_top == 0 && p->pad_left == 0) {
-        matmul_layer(in, p->os.h * p->os.w, ic, p->in_zp, w, oc_n, bias, out, p->out_zp, p->mult, p->shift, lo, hi,
-                     kind == 2);
-        return;
-    }
-    if (kernel_n <= SMALL_KERNEL) {
-        conv_small_kernel(p, in, w, bias, out, kind == 2);
-        return;
-    }
+static ALWAYS_INLINE void conv_small_stem(const hw_conv_params_t *p, const int8_t *in, const int8_t *w,
+                                          const int32_t *bias, int8_t *out, const int mode) {
+    conv_small_kernel(p, in, w, bias, out, 14, mode); /* 3x3x3: 27 taps, 14 words */
+}
+
+static ALWAYS_INLINE void conv_small_any(const hw_conv_params_t *p, const int8_t *in, const int8_t *w,
+                                         const int32_t *bias, int8_t *out, const int mode) {
+    conv_small_kernel(p, in, w, bias, out, ((p->kh * p->kw * p->is.c + 3) / 4) * 2, mode);
+}
+
+static ALWAYS_INLINE void conv_im2col(const hw_conv_params_t *p, const int8_t *in, const int8_t *w,
+                                      const int32_t *bias, int8_t *out, const int mode) {
     /* two output pixels at a time: their columns side by side, then a 2-row matrix product */
+    const int oc_n = p->os.c, kernel_n = p->kh * p->kw * p->is.c;
     int8_t cols[2 * IM2COL_MAX] __attribute__((aligned(4)));
     rq_t q[RQ_BLOCK];
     const int pixels = p->os.h * p->os.w;
@@ -335,11 +421,35 @@ void hw_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, const int8_t 
             const int rows = px + 1 < pixels ? 2 : 1;
             for (int r = 0; r < rows; r++)
                 im2col(p, in, (px + r) / p->os.w, (px + r) % p->os.w, cols + r * kernel_n);
-            if (kind == 2)
-                matmul_s8(cols, rows, kernel_n, p->in_zp, w, ob, oe, oc_n, bias, out + px * oc_n, q, lo, hi, 1);
-            else
-                matmul_s8(cols, rows, kernel_n, p->in_zp, w, ob, oe, oc_n, bias, out + px * oc_n, q, lo, hi, 0);
+            matmul_s8(cols, rows, kernel_n, p->in_zp, w, ob, oe, oc_n, bias, out + px * oc_n, q, p->act_min,
+                      p->act_max, mode);
         }
+    }
+}
+
+#define CONV_PARAMS \
+    (const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias, int8_t *out)
+MODE_VARIANTS(conv_small_stem, CONV_PARAMS, p, in, w, bias, out)
+MODE_VARIANTS(conv_small_any, CONV_PARAMS, p, in, w, bias, out)
+MODE_VARIANTS(conv_im2col, CONV_PARAMS, p, in, w, bias, out)
+
+void hw_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                      int8_t *out) {
+    const int ic = p->is.c, oc_n = p->os.c, lo = p->act_min, hi = p->act_max;
+    const int kernel_n = p->kh * p->kw * ic;
+    const int mode = requant_mode(p->mult, p->shift, oc_n, p->out_zp, bias, kernel_n, lo, hi);
+    if (mode == RQ_NONE || kernel_n > IM2COL_MAX) {
+        hw_conv2d_s8(p, in, w, bias, out);
+    } else if (p->kh == 1 && p->kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_top == 0 &&
+               p->pad_left == 0) {
+        matmul_layer(in, p->os.h * p->os.w, ic, p->in_zp, w, oc_n, bias, out, p->out_zp, p->mult, p->shift, lo, hi,
+                     mode);
+    } else if (kernel_n == 27) {
+        CALL_BY_MODE(mode, conv_small_stem, p, in, w, bias, out);
+    } else if (kernel_n <= SMALL_KERNEL) {
+        CALL_BY_MODE(mode, conv_small_any, p, in, w, bias, out);
+    } else {
+        CALL_BY_MODE(mode, conv_im2col, p, in, w, bias, out);
     }
 }
 
@@ -347,6 +457,7 @@ void hw_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, const int8_t 
 static ALWAYS_INLINE void dw_taps(const int8_t *x, const uint32_t *wp, int rows, int cols, int x_row_skip,
                                   int w_row_skip, int c_n, uint32_t nzp, int32_t *a) {
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+#pragma GCC unroll 7
     for (int ky = 0; ky < rows; ky++, x += x_row_skip, wp += w_row_skip) {
 #pragma GCC unroll 7
         for (int kx = 0; kx < cols; kx++, wp += 2) {
@@ -363,24 +474,24 @@ static ALWAYS_INLINE void dw_taps(const int8_t *x, const uint32_t *wp, int rows,
     a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3;
 }
 
-static ALWAYS_INLINE void dw_store(int8_t *y, const int32_t *a, const rq_t *q, int lo, int hi, const int simple) {
-    y[0] = rq_out(a[0], &q[0], lo, hi, simple);
-    y[1] = rq_out(a[1], &q[1], lo, hi, simple);
-    y[2] = rq_out(a[2], &q[2], lo, hi, simple);
-    y[3] = rq_out(a[3], &q[3], lo, hi, simple);
+static ALWAYS_INLINE void dw_store(int8_t *y, const int32_t *a, const rq_t *q, int lo, int hi, const int mode) {
+    y[0] = rq_out(a[0], &q[0], lo, hi, mode);
+    y[1] = rq_out(a[1], &q[1], lo, hi, mode);
+    y[2] = rq_out(a[2], &q[2], lo, hi, mode);
+    y[3] = rq_out(a[3], &q[3], lo, hi, mode);
 }
 
-/* The interior pixels of one output row, for a kernel width known at compile time. */
-/* x_step: input bytes between the row's pixels; in_row: between input rows; tap: between taps
+/* The interior pixels of one output row, for a kernel size known at compile time.
+ * x_step: input bytes between the row's pixels; in_row: between input rows; tap: between taps
  * (the channel count, or 4 in a padded plane); y_step: between output pixels. */
-static ALWAYS_INLINE void dw_row_interior(const int8_t *x, const uint32_t *wq, int kh, const int kw, int n_px,
+static ALWAYS_INLINE void dw_row_interior(const int8_t *x, const uint32_t *wq, const int kh, const int kw, int n_px,
                                           int x_step, int in_row, const int tap, int y_step, uint32_t nzp,
                                           const int32_t *b, const rq_t *q, int8_t *y, int lo, int hi,
-                                          const int simple) {
+                                          const int mode) {
     for (int i = 0; i < n_px; i++, x += x_step, y += y_step) {
         int32_t a[4] = {b[0], b[1], b[2], b[3]};
         dw_taps(x, wq, kh, kw, in_row - kw * tap, 0, tap, nzp, a);
-        dw_store(y, a, q, lo, hi, simple);
+        dw_store(y, a, q, lo, hi, mode);
     }
 }
 
@@ -394,7 +505,21 @@ typedef struct {
     hw_region_t inner;
 } dw_quad_t;
 
-static ALWAYS_INLINE void dw_quad(const hw_conv_params_t *p, const dw_quad_t *d, const int simple) {
+/* Interior rows with the kernel size as a constant where the kernel is square 3/5/7 (every
+ * layer of our spaces): both tap loops unroll completely. */
+#define DW_ROW_BY_KERNEL(kh, kw, x, wq, n_px, x_step, in_row, tap, y_step, nzp, b, q, y, lo, hi, mode)            \
+    do {                                                                                                       \
+        if ((kh) == 3 && (kw) == 3)                                                                            \
+            dw_row_interior(x, wq, 3, 3, n_px, x_step, in_row, tap, y_step, nzp, b, q, y, lo, hi, mode);       \
+        else if ((kh) == 5 && (kw) == 5)                                                                       \
+            dw_row_interior(x, wq, 5, 5, n_px, x_step, in_row, tap, y_step, nzp, b, q, y, lo, hi, mode);       \
+        else if ((kh) == 7 && (kw) == 7)                                                                       \
+            dw_row_interior(x, wq, 7, 7, n_px, x_step, in_row, tap, y_step, nzp, b, q, y, lo, hi, mode);       \
+        else                                                                                                   \
+            dw_row_interior(x, wq, kh, kw, n_px, x_step, in_row, tap, y_step, nzp, b, q, y, lo, hi, mode);     \
+    } while (0)
+
+static ALWAYS_INLINE void dw_quad(const hw_conv_params_t *p, const dw_quad_t *d, const int mode) {
     const int c_n = p->is.c, kh = p->kh, kw = p->kw, lo = p->act_min, hi = p->act_max;
     const int in_row = p->is.w * c_n, x_step = p->stride_w * c_n, ow = p->os.w;
     const uint32_t nzp = hw_pack16x2(-p->in_zp);
@@ -405,21 +530,8 @@ static ALWAYS_INLINE void dw_quad(const hw_conv_params_t *p, const dw_quad_t *d,
         const int rows_inside = oy >= inner.y0 && oy < inner.y1;
         for (int ox = 0; ox < ow;) {
             if (rows_inside && ox == inner.x0 && inner.x1 > inner.x0) {
-                const int n_px = inner.x1 - inner.x0;
-                const int8_t *x = x_row + ox * x_step;
-                int8_t *yo = y + ox * c_n;
-                if (kw == 3)
-                    dw_row_interior(x, d->wq, kh, 3, n_px, x_step, in_row, c_n, c_n, nzp, d->b, d->q, yo, lo, hi,
-                                    simple);
-                else if (kw == 5)
-                    dw_row_interior(x, d->wq, kh, 5, n_px, x_step, in_row, c_n, c_n, nzp, d->b, d->q, yo, lo, hi,
-                                    simple);
-                else if (kw == 7)
-                    dw_row_interior(x, d->wq, kh, 7, n_px, x_step, in_row, c_n, c_n, nzp, d->b, d->q, yo, lo, hi,
-                                    simple);
-                else
-                    dw_row_interior(x, d->wq, kh, kw, n_px, x_step, in_row, c_n, c_n, nzp, d->b, d->q, yo, lo,
-                                    hi, simple);
+                DW_ROW_BY_KERNEL(kh, kw, x_row + ox * x_step, d->wq, inner.x1 - inner.x0, x_step, in_row, c_n, c_n,
+                                 nzp, d->b, d->q, y + ox * c_n, lo, hi, mode);
                 ox = inner.x1;
                 continue;
             }
@@ -432,7 +544,7 @@ static ALWAYS_INLINE void dw_quad(const hw_conv_params_t *p, const dw_quad_t *d,
             if (y1 > y0 && cols > 0)
                 dw_taps(x_row + ox * x_step + (y0 * p->is.w + x0) * c_n, d->wq + 2 * (y0 * kw + x0), y1 - y0, cols,
                         in_row - cols * c_n, 2 * (kw - cols), c_n, nzp, a);
-            dw_store(y + ox * c_n, a, d->q, lo, hi, simple);
+            dw_store(y + ox * c_n, a, d->q, lo, hi, mode);
             ox++;
         }
     }
@@ -443,17 +555,8 @@ static ALWAYS_INLINE void dw_quad(const hw_conv_params_t *p, const dw_quad_t *d,
  * zero point, where every pixel takes the unrolled rows and taps sit 4 bytes apart. */
 #define PLANE_WORDS 512 /* 2 KB on the stack */
 
-static ALWAYS_INLINE void dw_plane_rows(const hw_conv_params_t *p, const dw_quad_t *d, const int8_t *plane, int pw,
-                                        const int kw, const int simple) {
-    const int c_n = p->is.c, ow = p->os.w;
-    const uint32_t nzp = hw_pack16x2(-p->in_zp);
-    for (int oy = 0; oy < p->os.h; oy++)
-        dw_row_interior(plane + oy * p->stride_h * pw * 4, d->wq, p->kh, kw, ow, p->stride_w * 4, pw * 4, 4, c_n, nzp,
-                        d->b, d->q, d->out + oy * ow * c_n + d->c, p->act_min, p->act_max, simple);
-}
-
 static ALWAYS_INLINE void dw_quad_plane(const hw_conv_params_t *p, const dw_quad_t *d, int ph, int pw,
-                                        const int simple) {
+                                        const int mode) {
     uint32_t plane[PLANE_WORDS];
     const uint32_t zp4 = (uint32_t)(uint8_t)p->in_zp * 0x01010101u;
     for (int r = 0; r < ph; r++) {
@@ -466,15 +569,183 @@ static ALWAYS_INLINE void dw_quad_plane(const hw_conv_params_t *p, const dw_quad
         }
     }
     const int8_t *pl = (const int8_t *)plane;
-    if (p->kw == 3)
-        dw_plane_rows(p, d, pl, pw, 3, simple);
-    else if (p->kw == 5)
-        dw_plane_rows(p, d, pl, pw, 5, simple);
-    else if (p->kw == 7)
-        dw_plane_rows(p, d, pl, pw, 7, simple);
-    else
-        dw_plane_rows(p, d, pl, pw, p->kw, simple);
+    const int c_n = p->is.c, ow = p->os.w;
+    const uint32_t nzp = hw_pack16x2(-p->in_zp);
+    for (int oy = 0; oy < p->os.h; oy++)
+        DW_ROW_BY_KERNEL(p->kh, p->kw, pl + oy * p->stride_h * pw * 4, d->wq, ow, p->stride_w * 4, pw * 4, 4, c_n,
+                         nzp, d->b, d->q, d->out + oy * ow * c_n + d->c, p->act_min, p->act_max, mode);
 }
+
+MODE_VARIANTS(dw_quad, (const hw_conv_params_t *p, const dw_quad_t *d), p, d)
+MODE_VARIANTS(dw_quad_plane, (const hw_conv_params_t *p, const dw_quad_t *d, int ph, int pw), p, d, ph, pw)
+
+/* The strip path, for square 3x3/5x5/7x7 kernels with stride 1 or 2 (every depthwise layer of our
+ * spaces): for each output row, the four channels' kh input rows are copied into a strip padded
+ * with the input zero point, one word per pixel and a fixed row pitch, so every tap is an LDR
+ * with an immediate offset and every output pixel sees a full kernel. The zero point is then
+ * folded into the bias (b - zp * sum(w)), which frees the register SXTAB16 needed, and two
+ * output pixels are computed together: their k + stride input columns are read and unpacked
+ * once, and each weight pair feeds both. */
+#define STRIP_PITCH 96 /* words per strip row: output rows up to (96 - k) / stride + 1 pixels */
+#define STRIP_ROWS 10  /* 3.75 KB on the stack */
+
+/* Strip row `r` (padded coordinates: input row r - pad_top) of the four channels at c. */
+static ALWAYS_INLINE void dw_strip_fill_row(const hw_conv_params_t *p, const int8_t *in, int c, int r, int pw,
+                                            uint32_t *dst) {
+    const uint32_t zp4 = (uint32_t)(uint8_t)p->in_zp * 0x01010101u;
+    const int c_n = p->is.c, iw = p->is.w, left = p->pad_left, iy = r - p->pad_top;
+    if (iy < 0 || iy >= p->is.h) {
+        for (int col = 0; col < pw; col++) dst[col] = zp4;
+        return;
+    }
+    const int x_end = iw + left < pw ? iw + left : pw; /* columns [left, x_end) hold input */
+    int col = 0;
+    for (; col < left; col++) dst[col] = zp4;
+    const int8_t *src = in + iy * iw * c_n + c;
+    for (; col < x_end; col++, src += c_n) dst[col] = hw_read_s8x4(src);
+    for (; col < pw; col++) dst[col] = zp4;
+}
+
+/* Two output pixels (strip columns 0 and s) of four channels over a k x k kernel, in two passes
+ * over the channel pairs (c0, c2) and (c1, c3): four accumulators per pass keep everything in
+ * registers (with eight, GCC spilled at every tap). */
+static ALWAYS_INLINE void dw_pair_body(const uint32_t *x, const uint32_t *wq, const int k, const int s, int32_t *a) {
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        int32_t p0 = a[h], p2 = a[h + 2], q0 = a[4 + h], q2 = a[6 + h];
+#pragma GCC unroll 7
+        for (int ky = 0; ky < k; ky++) {
+#pragma GCC unroll 9
+            for (int j = 0; j < k + s; j++) {
+                const uint32_t v = x[ky * STRIP_PITCH + j];
+                const uint32_t u = h ? hw_sxtb16_ror8(v) : hw_sxtb16(v);
+                if (j < k) {
+                    const uint32_t w = wq[2 * (ky * k + j) + h];
+                    p0 = hw_smlabb(u, w, p0);
+                    p2 = hw_smlatt(u, w, p2);
+                }
+                if (j >= s) {
+                    const uint32_t w = wq[2 * (ky * k + j - s) + h];
+                    q0 = hw_smlabb(u, w, q0);
+                    q2 = hw_smlatt(u, w, q2);
+                }
+            }
+        }
+        a[h] = p0, a[h + 2] = p2, a[4 + h] = q0, a[6 + h] = q2;
+    }
+}
+
+/* Own functions per kernel size and stride: inside, only the strip, the weights and the eight
+ * accumulators are live, so none of them is spilled (inlined into the row loop, the row's own
+ * variables pushed the accumulators onto the stack at every tap). */
+#define DW_PAIR(k, s) \
+    static NOINLINE void dw_pair_##k##_##s(const uint32_t *x, const uint32_t *wq, int32_t *a) { dw_pair_body(x, wq, k, s, a); }
+DW_PAIR(3, 1)
+DW_PAIR(3, 2)
+DW_PAIR(5, 1)
+DW_PAIR(5, 2)
+DW_PAIR(7, 1)
+DW_PAIR(7, 2)
+
+static ALWAYS_INLINE void dw_pair(const uint32_t *x, const uint32_t *wq, const int k, const int s, int32_t *a) {
+    if (k == 3 && s == 1)
+        dw_pair_3_1(x, wq, a);
+    else if (k == 3)
+        dw_pair_3_2(x, wq, a);
+    else if (k == 5 && s == 1)
+        dw_pair_5_1(x, wq, a);
+    else if (k == 5)
+        dw_pair_5_2(x, wq, a);
+    else if (s == 1)
+        dw_pair_7_1(x, wq, a);
+    else
+        dw_pair_7_2(x, wq, a);
+}
+
+/* One output pixel (a last odd one) of four channels. */
+static ALWAYS_INLINE void dw_single(const uint32_t *x, const uint32_t *wq, const int k, int32_t *a) {
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+#pragma GCC unroll 7
+    for (int ky = 0; ky < k; ky++) {
+#pragma GCC unroll 7
+        for (int j = 0; j < k; j++) {
+            const uint32_t v = x[ky * STRIP_PITCH + j], *wp = wq + 2 * (ky * k + j);
+            const uint32_t ve = hw_sxtb16(v), vo = hw_sxtb16_ror8(v);
+            a0 = hw_smlabb(ve, wp[0], a0);
+            a2 = hw_smlatt(ve, wp[0], a2);
+            a1 = hw_smlabb(vo, wp[1], a1);
+            a3 = hw_smlatt(vo, wp[1], a3);
+        }
+    }
+    a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3;
+}
+
+static ALWAYS_INLINE void dw_strip_row(const uint32_t *strip, const uint32_t *wq, const int32_t *b, const rq_t *q,
+                                       int8_t *y, int ow, int c_n, int lo, int hi, const int k, const int s,
+                                       const int mode) {
+    int ox = 0;
+    for (; ox + 1 < ow; ox += 2, strip += 2 * s, y += 2 * c_n) {
+        int32_t a[8] = {b[0], b[1], b[2], b[3], b[0], b[1], b[2], b[3]};
+        dw_pair(strip, wq, k, s, a);
+        for (int i = 0; i < 4; i++) { /* each channel's parameters loaded once for both pixels */
+            const rq_t qi = q[i];
+            y[i] = rq_out(a[i], &qi, lo, hi, mode);
+            y[c_n + i] = rq_out(a[4 + i], &qi, lo, hi, mode);
+        }
+    }
+    if (ox < ow) {
+        int32_t a[4] = {b[0], b[1], b[2], b[3]};
+        dw_single(strip, wq, k, a);
+        dw_store(y, a, q, lo, hi, mode);
+    }
+}
+
+static int dw_strip_fits(const hw_conv_params_t *p) {
+    const int k = p->kh, s = p->stride_w;
+    return k == p->kw && (k == 3 || k == 5 || k == 7) && (s == 1 || s == 2) && p->stride_h <= 2 &&
+           (p->os.w - 1) * s + k <= STRIP_PITCH;
+}
+
+/* b: the four channels' bias with the zero point folded in. The strip holds STRIP_ROWS padded
+ * rows from `top` on; each input row is copied once, and when the next output row's rows run
+ * past the end, the rows it still needs move to the top. */
+static ALWAYS_INLINE void dw_quad_strip(const hw_conv_params_t *p, const int8_t *in, int c, const uint32_t *wq,
+                                        const int32_t *b, const rq_t *q, int8_t *out, const int mode) {
+    uint32_t strip[STRIP_ROWS * STRIP_PITCH];
+    const int k = p->kh, s = p->stride_w, ow = p->os.w, c_n = p->is.c, lo = p->act_min, hi = p->act_max;
+    const int pw = (ow - 1) * s + k;
+    int top = 0, filled = 0; /* strip rows hold padded rows [top, top + filled) */
+    for (int oy = 0; oy < p->os.h; oy++) {
+        const int r0 = oy * p->stride_h;
+        if (r0 + k > top + STRIP_ROWS) {
+            const int keep = top + filled > r0 ? top + filled - r0 : 0;
+            for (int i = 0; i < keep; i++)
+                for (int col = 0; col < pw; col++)
+                    strip[i * STRIP_PITCH + col] = strip[(r0 - top + i) * STRIP_PITCH + col];
+            top = r0;
+            filled = keep;
+        }
+        for (; top + filled < r0 + k; filled++)
+            dw_strip_fill_row(p, in, c, top + filled, pw, strip + filled * STRIP_PITCH);
+        const uint32_t *x = strip + (r0 - top) * STRIP_PITCH;
+        int8_t *y = out + oy * ow * c_n + c;
+        if (k == 3 && s == 1)
+            dw_strip_row(x, wq, b, q, y, ow, c_n, lo, hi, 3, 1, mode);
+        else if (k == 3)
+            dw_strip_row(x, wq, b, q, y, ow, c_n, lo, hi, 3, 2, mode);
+        else if (k == 5 && s == 1)
+            dw_strip_row(x, wq, b, q, y, ow, c_n, lo, hi, 5, 1, mode);
+        else if (k == 5)
+            dw_strip_row(x, wq, b, q, y, ow, c_n, lo, hi, 5, 2, mode);
+        else if (s == 1)
+            dw_strip_row(x, wq, b, q, y, ow, c_n, lo, hi, 7, 1, mode);
+        else
+            dw_strip_row(x, wq, b, q, y, ow, c_n, lo, hi, 7, 2, mode);
+    }
+}
+
+MODE_VARIANTS(dw_quad_strip, (const hw_conv_params_t *p, const int8_t *in, int c, const uint32_t *wq,
+                              const int32_t *b, const rq_t *q, int8_t *out), p, in, c, wq, b, q, out)
 
 /* Output rows/cols whose receptive field lies inside the input: [lo, hi). */
 static void interior(int in_n, int out_n, int k, int stride, int pad, int *lo, int *hi) {
@@ -487,8 +758,8 @@ static void interior(int in_n, int out_n, int k, int stride, int pad, int *lo, i
 void hw_depthwise_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
                                 int8_t *out) {
     const int c_n = p->is.c, taps = p->kh * p->kw;
-    const int kind = requant_kind(p->mult, p->shift, c_n, p->out_zp, bias, taps, p->act_min, p->act_max);
-    if ((c_n & 3) || taps > MAX_DW_TAPS || !kind) {
+    const int mode = requant_mode(p->mult, p->shift, c_n, p->out_zp, bias, taps, p->act_min, p->act_max);
+    if ((c_n & 3) || taps > MAX_DW_TAPS || mode == RQ_NONE) {
         hw_depthwise_conv2d_s8(p, in, w, bias, out);
         return;
     }
@@ -498,38 +769,46 @@ void hw_depthwise_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, con
     dw_quad_t d = {in, out, wq, b, q, 0, {0, 0, 0, 0}};
     interior(p->is.h, p->os.h, p->kh, p->stride_h, p->pad_top, &d.inner.y0, &d.inner.y1);
     interior(p->is.w, p->os.w, p->kw, p->stride_w, p->pad_left, &d.inner.x0, &d.inner.x1);
+    const int strip = dw_strip_fits(p);
+    const int ph = (p->os.h - 1) * p->stride_h + p->kh, pw = (p->os.w - 1) * p->stride_w + p->kw;
+    const int border = p->os.h * p->os.w - (d.inner.y1 - d.inner.y0) * (d.inner.x1 - d.inner.x0);
+    const int use_plane = ph * pw <= PLANE_WORDS && 4 * border >= p->os.h * p->os.w; /* a quarter on the border */
     for (int c = 0; c < c_n; c += 4) {
         for (int i = 0; i < 4; i++) {
             rq_make(&q[i], p->mult[c + i], p->shift[c + i], p->out_zp, 0);
             b[i] = bias ? bias[c + i] : 0;
         }
+        uint32_t sum_e = 0, sum_o = 0; /* the weights' sums, (c0, c2) and (c1, c3): |sum| <= 49 * 128 */
         for (int t = 0; t < taps; t++) {
             const uint32_t v = hw_read_s8x4(w + t * c_n + c);
             wq[2 * t] = hw_sxtb16(v);
             wq[2 * t + 1] = hw_sxtb16_ror8(v);
+            sum_e = hw_sadd16(sum_e, wq[2 * t]);
+            sum_o = hw_sadd16(sum_o, wq[2 * t + 1]);
+        }
+        if (strip) {
+            b[0] -= p->in_zp * (int16_t)(sum_e & 0xFFFFu);
+            b[2] -= p->in_zp * (int16_t)(sum_e >> 16);
+            b[1] -= p->in_zp * (int16_t)(sum_o & 0xFFFFu);
+            b[3] -= p->in_zp * (int16_t)(sum_o >> 16);
+            CALL_BY_MODE(mode, dw_quad_strip, p, in, c, wq, b, q, out);
+            continue;
         }
         d.c = c;
-        const int ph = (p->os.h - 1) * p->stride_h + p->kh, pw = (p->os.w - 1) * p->stride_w + p->kw;
-        const int border = p->os.h * p->os.w - (d.inner.y1 - d.inner.y0) * (d.inner.x1 - d.inner.x0);
-        if (ph * pw <= PLANE_WORDS && 4 * border >= p->os.h * p->os.w) { /* a quarter or more on the border */
-            if (kind == 2)
-                dw_quad_plane(p, &d, ph, pw, 1);
-            else
-                dw_quad_plane(p, &d, ph, pw, 0);
-        } else if (kind == 2)
-            dw_quad(p, &d, 1);
+        if (use_plane)
+            CALL_BY_MODE(mode, dw_quad_plane, p, &d, ph, pw);
         else
-            dw_quad(p, &d, 0);
+            CALL_BY_MODE(mode, dw_quad, p, &d);
     }
 }
 
 void hw_fully_connected_s8_opt(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w, const int32_t *bias,
                                int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
                                int act_min, int act_max) {
-    const int kind = requant_kind(mult, shift, n_out, out_zp, bias, n_in, act_min, act_max);
-    if (!kind) {
+    const int mode = requant_mode(mult, shift, n_out, out_zp, bias, n_in, act_min, act_max);
+    if (mode == RQ_NONE) {
         hw_fully_connected_s8(in, n_in, in_zp, w, bias, out, n_out, out_zp, mult, shift, act_min, act_max);
         return;
     }
-    matmul_layer(in, 1, n_in, in_zp, w, n_out, bias, out, out_zp, mult, shift, act_min, act_max, kind == 2);
+    matmul_layer(in, 1, n_in, in_zp, w, n_out, bias, out, out_zp, mult, shift, act_min, act_max, mode);
 }

@@ -51,6 +51,8 @@ static inline int32_t hw_smmulr(int32_t a, int32_t b) {
 }
 /* saturate to int8 */
 static inline int32_t hw_ssat8(int32_t x) { return __ssat(x, 8); }
+/* two int16 additions (halves wrap independently) */
+static inline uint32_t hw_sadd16(uint32_t a, uint32_t b) { return (uint32_t)__sadd16((int16x2_t)a, (int16x2_t)b); }
 
 #else
 
@@ -74,6 +76,9 @@ static inline int32_t hw_smmulr(int32_t a, int32_t b) {
     return (int32_t)(((int64_t)a * (int64_t)b + 0x80000000ll) >> 32);
 }
 static inline int32_t hw_ssat8(int32_t x) { return x < -128 ? -128 : x > 127 ? 127 : x; }
+static inline uint32_t hw_sadd16(uint32_t a, uint32_t b) {
+    return ((a + b) & 0xFFFFu) | ((((a >> 16) + (b >> 16)) & 0xFFFFu) << 16);
+}
 
 #endif
 
