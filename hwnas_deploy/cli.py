@@ -152,8 +152,11 @@ def export(space_name: str, config_text: str, fmt: str, out_dir: str, target: st
               help="Draw only sub-networks whose int8 footprint fits the device's SRAM/flash budget.")
 @click.option("--configs", "configs_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Measure these configs (JSON lines, one config per line) instead of sampling.")
+@click.option("--rounds", default=1, show_default=True,
+              help="Measure every sub-network this many times, one round over all after the other "
+                   "(predictors take the median over rounds).")
 def profile_cmd(device, space_name, samples, runtime, db, seed, threads, batch, force, artifacts, quiet,
-                only_fitting, configs_file) -> None:
+                only_fitting, configs_file, rounds) -> None:
     """Measure sub-networks of a space on a device and store the results (resumable)."""
     from hwnas_deploy.profiling import profile
     from hwnas_deploy.store import Store
@@ -163,6 +166,7 @@ def profile_cmd(device, space_name, samples, runtime, db, seed, threads, batch, 
         report = profile(
             device, space_name, samples, runtime, store, seed=seed, threads=threads, batch=batch,
             force=force, artifacts_dir=artifacts, progress=not quiet, only_fitting=only_fitting, configs=configs,
+            rounds=rounds,
         )
     for config_hash, reason in report.unfit.items():
         click.echo(f"{config_hash}: does not fit: {reason}", err=True)
@@ -307,17 +311,21 @@ def _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target)
 
 @predictor.command("fit")
 @_data_options
-@click.option("--estimator", default="ridge", show_default=True, help="ridge | svr | gbt | rf | macs")
+@click.option("--estimator", default="ridge", show_default=True,
+              help="ridge | svr | gbt | rf | kernels | hybrid | macs (kernels, hybrid: with --lut)")
 @click.option("--params", "params_text", default=None, help="Hyper-parameters as JSON, e.g. '{\"alpha\": 0.5}'.")
+@click.option("--lut", "lut_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="The device's LUT (`hwnas lut build`), for the kernels and hybrid estimators.")
 @click.option("--train-size", type=int, default=None, help="Fit on this many random rows [all].")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Predictor file (JSON).")
 def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, target, estimator, params_text,
-                  train_size, seed, out_path) -> None:
+                  lut_path, train_size, seed, out_path) -> None:
     """Fit a predictor and save it as JSON (data, not a pickle)."""
     import numpy as np
 
     from hwnas_deploy.errors import PredictorError
+    from hwnas_deploy.lut import LatencyLUT
     from hwnas_deploy.predictors import Predictor
 
     data = _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target)
@@ -329,14 +337,18 @@ def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, ta
         if not 2 <= train_size <= len(data):
             raise PredictorError(f"--train-size {train_size}: the data has {len(data)} rows")
         data = data.subset(np.random.default_rng(seed).permutation(len(data))[:train_size])
-    pred = Predictor(estimator, params).fit(data.configs, data.y, data.space, data.target, data.source)
+    lut = LatencyLUT.load(lut_path) if lut_path else None
+    pred = Predictor(estimator, params, lut=lut).fit(data.configs, data.y, data.space, data.target, data.source)
     path = pred.save(out_path)
     click.echo(f"{estimator} predictor of {data.target} on {data.space}, fitted on {len(data)} rows: {path}")
 
 
 @predictor.command("eval")
 @_data_options
-@click.option("--estimators", default="ridge,svr,gbt,rf,macs", show_default=True, help="Comma-separated.")
+@click.option("--estimators", default="ridge,svr,gbt,rf,macs", show_default=True,
+              help="Comma-separated; add kernels,hybrid with --lut.")
+@click.option("--lut", "lut_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="The device's LUT (`hwnas lut build`), for the kernels and hybrid estimators.")
 @click.option("--train-size", type=int, required=True, help="Training rows per estimator.")
 @click.option("--test-size", type=int, default=None, help="Held-out rows [all the others].")
 @click.option("--curve", default=None, help="Learning curve over these training sizes, e.g. 50,100,200,500.")
@@ -344,24 +356,26 @@ def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, ta
 @click.option("--seed", default=0, show_default=True)
 @click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
               help="Write report.json, scatter.png (and learning_curve.png) here.")
-def predictor_eval(space_name, db, device, runtime, threads, batch, csv_paths, target, estimators, train_size,
-                   test_size, curve, trials, seed, report_dir) -> None:
+def predictor_eval(space_name, db, device, runtime, threads, batch, csv_paths, target, estimators, lut_path,
+                   train_size, test_size, curve, trials, seed, report_dir) -> None:
     """Held-out accuracy of each estimator on the same split (and learning curves)."""
     from pathlib import Path
 
+    from hwnas_deploy.lut import LatencyLUT
     from hwnas_deploy.predictors.evaluation import (
         holdout, learning_curve, learning_curve_plot, markdown_table, scatter_plot,
     )
 
     data = _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target)
     names = [e.strip() for e in estimators.split(",") if e.strip()]
-    evals = holdout(data, names, train_size, test_size, seed)
+    lut = LatencyLUT.load(lut_path) if lut_path else None
+    evals = holdout(data, names, train_size, test_size, seed, lut=lut)
     click.echo(f"{data.target} of {data.space} ({data.source}): {len(data)} distinct sub-networks")
     click.echo(markdown_table(evals))
     curves = None
     if curve:
         sizes = [int(v) for v in curve.split(",")]
-        curves = learning_curve(data, names, sizes, trials, test_size, seed)
+        curves = learning_curve(data, names, sizes, trials, test_size, seed, lut=lut)
         click.echo("\nlearning curve (mean +- std over %d splits): MAPE %% / Kendall tau" % trials)
         for e, by_size in curves.items():
             cells = [f"{s}: {v['mape'][0]:.2f}+-{v['mape'][1]:.2f} / {v['tau'][0]:.3f}+-{v['tau'][1]:.3f}"

@@ -87,12 +87,15 @@ class LatencyLUT:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyLUT:
-        data = datafile.read(path, FORMAT, VERSION, "LUT")
+        return cls.from_dict(datafile.read(path, FORMAT, VERSION, "LUT"), str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "LUT") -> LatencyLUT:
         try:
             return cls(data["space"], data["device"], data["runtime"], int(data["threads"]), int(data["batch"]),
                        {k: float(v) for k, v in data["entries"].items()}, tuple(data["calibration"]))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise PredictorError(f"{path}: malformed LUT ({exc!r})") from None
+            raise PredictorError(f"{where}: malformed LUT ({exc!r})") from None
 
 
 def build_lut(

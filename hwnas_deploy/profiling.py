@@ -4,6 +4,11 @@ Resumable by construction: the sub-networks are drawn from `seed`, and every (de
 config, threads, batch) already in the store is skipped (unless `force`). Each measurement is
 committed on its own, so an interrupted run loses only the sub-network in flight; running the
 same call again picks up where it stopped.
+
+`rounds` > 1 measures every sub-network that many times, one round over all of them after the
+other, so slow drifts of the host (clock, temperature, other load) fall on every network alike;
+predictors then take the median over rounds (`predictors.from_store`). A sub-network with fewer
+measurements than rounds is measured again on the next run.
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ class ProfileReport:
     interrupted: bool = False
 
     def line(self) -> str:
-        text = f"measured {len(self.measured)}, already stored {len(self.skipped)}, failed {len(self.failed)}"
+        runs = len(self.measured)
+        nets = len(set(self.measured))
+        text = f"measured {nets}" + (f" ({runs} runs)" if runs != nets else "")
+        text += f", already stored {len(self.skipped)}, failed {len(self.failed)}"
         if self.unfit:
             text += f", does not fit {len(self.unfit)}"
         return text + (f" of {self.planned} (interrupted)" if self.interrupted else f" of {self.planned}")
@@ -90,6 +98,7 @@ def profile(
     progress: bool = True,
     only_fitting: bool = False,
     on_measured: Callable[[str, dict], None] | None = None,
+    rounds: int = 1,
 ) -> ProfileReport:
     """Measure `samples` sub-networks of `space` (drawn from `seed`, or the given `configs`).
 
@@ -108,24 +117,35 @@ def profile(
     batch = batch or prof.batch
     out_dir = Path(artifacts_dir) if artifacts_dir else default_artifacts_dir(store)
 
+    if rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1, got {rounds}")
     report = ProfileReport(planned=len(configs))
-    todo = []
+    todo = []  # (key, cfg) per measurement to take, round after round
+    per_key = []
     for cfg in configs:
         cfg = sp.canonical(cfg)
         key = MeasurementKey(prof.name, sp.name, sp.config_hash(cfg), runtime, threads, batch)
-        if not force and store.has_measurement(key):
+        if store.unfit_record(key) is not None and not force:
             report.skipped.append(key.config_hash)
-        else:
-            todo.append((key, cfg))
+            continue
+        have = 0 if force else store.measurement_count(key)
+        if have >= rounds:
+            report.skipped.append(key.config_hash)
+        per_key.append((key, cfg, have))
+    for r in range(rounds):
+        todo += [(key, cfg) for key, cfg, have in per_key if have <= r]
     if not todo:
         return report
 
     driver = driver_for(prof)
     env = {"device": driver.open(), "runtime": runtime}
-    bar = tqdm(total=len(configs), initial=len(report.skipped), disable=not progress, unit="net", desc=prof.name)
+    bar = tqdm(total=len(todo), disable=not progress, unit="run", desc=prof.name)
     try:
         for key, cfg in todo:
             bar.set_postfix_str(key.config_hash)
+            if key.config_hash in report.unfit or key.config_hash in report.failed:  # an earlier round said so
+                bar.update(1)
+                continue
             try:
                 path = out_dir / artifact_filename(f"{sp.name}-{key.config_hash}-b{batch}", info.format)
                 artifact = _cached_artifact(path) or export_subnet(sp, cfg, info.format, out_dir, batch=batch)

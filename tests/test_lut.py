@@ -95,3 +95,45 @@ def test_cli_compare_reports_raw_and_calibrated(measured):
     assert "| block_sum |" in out and "| calibrated |" in out and "compared on 6 others" in out
     bad = run_cli("lut", "compare", "--lut", str(tmp / "lut.json"), "--db", str(db), "--calibrate", "9", cwd=tmp)
     assert bad.returncode == 2 and "need 12" in bad.stderr
+
+
+def test_kernel_level_model_predicts_blocks_it_never_measured(measured):
+    from hwnas_deploy.predictors.kernel_level import KernelModel, parse_block_key
+
+    _, _, data, table, _ = measured
+    sp = get_space(SPACE)
+    assert all(parse_block_key(k).key() == k for k in table.entries)  # keys parse back to their blocks
+    held_out = {b.key() for b in sp.blocks(data.configs[-1])} - {
+        b.key() for c in data.configs[:-1] for b in sp.blocks(c)}
+    assert held_out  # the last network has blocks no other network has
+    model = KernelModel(n_estimators=50).fit({k: v for k, v in table.entries.items() if k not in held_out})
+    blocks = [parse_block_key(k) for k in sorted(held_out)]
+    predicted = model.predict_blocks(blocks)
+    measured_ms = np.asarray([table.entries[b.key()] for b in blocks])
+    # within a factor of 3 per block, from the shapes of other blocks alone (the LUT has no answer)
+    assert np.all((predicted / measured_ms > 1 / 3) & (predicted / measured_ms < 3))
+    with pytest.raises(PredictorError, match="the LUT has no entry"):
+        LatencyLUT(table.space, table.device, table.runtime, 1, 1,
+                   {k: v for k, v in table.entries.items() if k not in held_out}).block_sum(data.configs[-1:])
+    with pytest.raises(PredictorError, match="unknown block kind 'pool'"):
+        parse_block_key("pool:k=3")
+
+
+@pytest.mark.parametrize("estimator", ["kernels", "hybrid"])
+def test_lut_based_predictors_fit_save_and_load(measured, tmp_path, estimator):
+    from hwnas_deploy.predictors import Predictor
+
+    _, _, data, table, _ = measured
+    pred = Predictor(estimator, lut=table).fit(data.configs[:6], data.y[:6], SPACE)
+    p = pred.predict(data.configs[6:])
+    mape = float(np.mean(np.abs(p - data.y[6:]) / data.y[6:]))
+    assert np.all(p > 0) and mape < 0.2
+    pred.save(tmp_path / "p.json")
+    assert "lut" in json.loads((tmp_path / "p.json").read_text())  # self-contained
+    again = Predictor.load(tmp_path / "p.json")
+    np.testing.assert_array_equal(again.predict(data.configs[6:]), p)
+    with pytest.raises(PredictorError, match=f"estimator '{estimator}' is built on a latency LUT"):
+        Predictor(estimator)
+    with pytest.raises(PredictorError, match="the LUT is for space 'ofa-mbv3-w1.0', the rows for 'mcu-mbnet'"):
+        Predictor(estimator, lut=table).fit(get_space("mcu-mbnet").sample_unique(3, 0), [1.0, 2.0, 3.0],
+                                            "mcu-mbnet")

@@ -143,3 +143,25 @@ def test_cli_fit_eval_predict(tmp_path):
     bad = run_cli("predictor", "fit", "--space", "ofa-mbv3-w1.0", "--csv", str(DYNAST_DIR), "--out", "q.json",
                   cwd=tmp_path)
     assert bad.returncode == 2 and "--csv needs --target" in bad.stderr
+
+
+def test_rounds_measure_every_network_again_and_predictors_take_the_median(tmp_path):
+    """`rounds`: one round over all networks after the other, resumable; the store keeps each."""
+    from hwnas_deploy.profiling import profile
+    from hwnas_deploy.store import Store
+
+    with Store(str(tmp_path / "m.sqlite")) as store:
+        first = profile("local-cpu", "ofa-mbv3-w1.0", 3, "onnxruntime", store, seed=8, progress=False, rounds=2)
+        assert len(first.measured) == 6 and first.measured[:3] == first.measured[3:]  # interleaved rounds
+        assert profile("local-cpu", "ofa-mbv3-w1.0", 3, "onnxruntime", store, seed=8, progress=False,
+                       rounds=2).measured == []
+        third = profile("local-cpu", "ofa-mbv3-w1.0", 3, "onnxruntime", store, seed=8, progress=False, rounds=3)
+        assert sorted(third.measured) == sorted(first.measured[:3])
+        rows = store.measurements(device="local-cpu", space="ofa-mbv3-w1.0", runtime="onnxruntime",
+                                  latest_only=False)
+        data = from_store(store, "local-cpu", "ofa-mbv3-w1.0", "onnxruntime")
+    assert len(rows) == 9 and len(data) == 3
+    sp = get_space("ofa-mbv3-w1.0")
+    for cfg, y in zip(data.configs, data.y, strict=True):
+        medians = [r["median_ms"] for r in rows if r["config_hash"] == sp.config_hash(cfg)]
+        assert len(medians) == 3 and y == pytest.approx(float(np.median(medians)))

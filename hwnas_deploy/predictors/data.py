@@ -49,15 +49,20 @@ def _merge(space: SearchSpace, configs: Iterable[dict], ys: Iterable[float]) -> 
 
 
 def from_store(store, device: str, space: str, runtime: str, threads: int = 1, batch: int = 1) -> Dataset:
-    """Median latency (ms) of every sub-network of `space` measured on (device, runtime, threads, batch)."""
-    rows = store.measurements(device=device, space=space, runtime=runtime, threads=threads, batch=batch)
+    """Latency (ms) of every sub-network of `space` measured on (device, runtime, threads, batch):
+    the median of its measurement's median over every round stored (`hwnas profile --rounds`)."""
+    rows = store.measurements(device=device, space=space, runtime=runtime, threads=threads, batch=batch,
+                              latest_only=False)
     if not rows:
         raise PredictorError(
             f"the store holds no measurements of space {space!r} on device {device!r} with runtime {runtime!r}, "
             f"{threads} thread(s), batch {batch}; measure some with `hwnas profile` first"
         )
     sp = get_space(space)
-    configs, ys = _merge(sp, (r["config"] for r in rows), (r["median_ms"] for r in rows))
+    rounds: dict[str, tuple[dict, list[float]]] = {}
+    for r in rows:
+        rounds.setdefault(r["config_hash"], (r["config"], []))[1].append(float(r["median_ms"]))
+    configs, ys = _merge(sp, (c for c, _ in rounds.values()), (float(np.median(v)) for _, v in rounds.values()))
     return Dataset(space, "latency_ms", configs, np.asarray(ys), f"store:{device}/{runtime}/{threads}t/b{batch}")
 
 

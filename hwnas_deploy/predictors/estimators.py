@@ -21,6 +21,7 @@ class EstimatorSpec:
     defaults: dict[str, Any]
     build: Callable[[dict[str, Any]], Any]
     features: str  # the feature set it uses by default
+    needs_lut: bool = False  # built on a latency LUT of the same device (hwnas_deploy/lut.py)
 
 
 def _ridge(p):
@@ -58,6 +59,12 @@ def _rf(p):
     )
 
 
+def _kernels(p):
+    from hwnas_deploy.predictors.kernel_level import KernelModel
+
+    return KernelModel(n_estimators=p["n_estimators"])
+
+
 def _linear(p):
     from sklearn.linear_model import LinearRegression
 
@@ -76,12 +83,29 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
                       "onehot+macs"),
         EstimatorSpec("rf", "random forest",
                       {"n_estimators": 300, "max_features": 0.5, "min_samples_leaf": 1}, _rf, "onehot+macs"),
+        EstimatorSpec("kernels", "kernel-level (nn-Meter style): a forest per block kind trained on the LUT's "
+                      "blocks measured alone, summed over the network, plus the median whole-network offset",
+                      {"n_estimators": 200}, _kernels, "onehot", needs_lut=True),
+        EstimatorSpec("hybrid", "the LUT's block sum times a learned correction: gradient-boosted trees on the "
+                      "log ratio measured / block sum, from the genes, MACs and the block sum",
+                      {"max_iter": 300, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 5}, _gbt,
+                      "onehot+macs", needs_lut=True),
         EstimatorSpec("macs", "baseline: a straight line through MACs", {}, _linear, "macs"),
     )
 }
 
 
+def _nn_meter_spec(name: str) -> EstimatorSpec:
+    from hwnas_deploy.predictors.nn_meter import PREFIX, NnMeterEstimator
+
+    device = name[len(PREFIX):]
+    return EstimatorSpec(name, f"nn-Meter's pre-trained kernel-level predictor {device!r} (its files, locally)",
+                         {}, lambda p: NnMeterEstimator(device), "onehot")
+
+
 def estimator_spec(name: str) -> EstimatorSpec:
+    if name.startswith("nn-meter:"):
+        return _nn_meter_spec(name)
     if name not in ESTIMATORS:
         raise UnknownNameError("estimator", name, ESTIMATORS)
     return ESTIMATORS[name]

@@ -15,6 +15,7 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from hwnas_deploy.errors import PredictorError
+from hwnas_deploy.lut import LatencyLUT
 from hwnas_deploy.predictors.data import Dataset
 from hwnas_deploy.predictors.predictor import Predictor
 from hwnas_deploy.report.figures import new_figure, save_figure
@@ -57,19 +58,21 @@ class Evaluation:
 
 
 def holdout(data: Dataset, estimators: Sequence[str], train_size: int, test_size: int | None = None,
-            seed: int = 0, params: dict[str, dict] | None = None) -> list[Evaluation]:
-    """Every estimator trained on the same `train_size` rows and tested on the same other rows."""
+            seed: int = 0, params: dict[str, dict] | None = None, lut: LatencyLUT | None = None) -> list[Evaluation]:
+    """Every estimator trained on the same `train_size` rows and tested on the same other rows
+    (`lut`: the device's LUT, for the estimators built on one)."""
     tr, te = split(len(data), train_size, test_size, seed)
     train, test = data.subset(tr), data.subset(te)
     out = []
     for name in estimators:
-        pred = Predictor(name, (params or {}).get(name)).fit(train.configs, train.y, data.space, data.target)
+        pred = Predictor(name, (params or {}).get(name), lut=lut).fit(train.configs, train.y, data.space,
+                                                                      data.target)
         p = pred.predict(test.configs)
         out.append(Evaluation(name, len(train), len(test), metrics(test.y, p), test.y, p))
     return out
 
 
-def kfold(data: Dataset, estimator: str, k: int = 5, seed: int = 0) -> dict[str, float]:
+def kfold(data: Dataset, estimator: str, k: int = 5, seed: int = 0, lut: LatencyLUT | None = None) -> dict[str, float]:
     """Mean of each metric over k folds."""
     if not 2 <= k <= len(data) // 3:
         raise PredictorError(f"k-fold needs 2 <= k <= rows/3; got k={k} for {len(data)} rows")
@@ -79,13 +82,14 @@ def kfold(data: Dataset, estimator: str, k: int = 5, seed: int = 0) -> dict[str,
     for i in range(k):
         train = data.subset(np.concatenate([f for j, f in enumerate(folds) if j != i]))
         test = data.subset(folds[i])
-        pred = Predictor(estimator).fit(train.configs, train.y, data.space, data.target)
+        pred = Predictor(estimator, lut=lut).fit(train.configs, train.y, data.space, data.target)
         scores.append(metrics(test.y, pred.predict(test.configs)))
     return {m: float(np.mean([s[m] for s in scores])) for m in METRICS}
 
 
 def learning_curve(data: Dataset, estimators: Sequence[str], sizes: Sequence[int], trials: int = 5,
-                   test_size: int | None = None, seed: int = 0) -> dict[str, dict[int, dict[str, tuple[float, float]]]]:
+                   test_size: int | None = None, seed: int = 0,
+                   lut: LatencyLUT | None = None) -> dict[str, dict[int, dict[str, tuple[float, float]]]]:
     """estimator -> training size -> metric -> (mean, std) over `trials` random splits. The test
     set of each trial is fixed across sizes, so curves differ only by what was trained on."""
     sizes = sorted(int(s) for s in sizes)
@@ -98,7 +102,7 @@ def learning_curve(data: Dataset, estimators: Sequence[str], sizes: Sequence[int
         for size in sizes:
             train = data.subset(tr[:size])
             for e in estimators:
-                pred = Predictor(e).fit(train.configs, train.y, data.space, data.target)
+                pred = Predictor(e, lut=lut).fit(train.configs, train.y, data.space, data.target)
                 runs.setdefault((e, size), []).append(metrics(test.y, pred.predict(test.configs)))
     for (e, size), scores in runs.items():
         out[e][size] = {m: (float(np.mean([s[m] for s in scores])), float(np.std([s[m] for s in scores])))

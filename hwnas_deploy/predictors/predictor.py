@@ -19,6 +19,7 @@ import numpy as np
 
 from hwnas_deploy import datafile
 from hwnas_deploy.errors import ConfigError, HwnasError, PredictorError
+from hwnas_deploy.lut import LatencyLUT
 from hwnas_deploy.predictors.estimators import estimator_spec, resolve_params
 from hwnas_deploy.predictors.features import FEATURE_SETS, featurize
 from hwnas_deploy.spaces import get_space
@@ -47,11 +48,17 @@ class Predictor:
     """Fit on (config, target) rows of one search space; predict targets of other configs.
 
     log_target: fit log(y) (latency: errors become relative, predictions stay positive);
-    None chooses it when every training target is positive and `target` is a latency."""
+    None chooses it when every training target is positive and `target` is a latency.
+    lut: the device's latency LUT, which the `kernels` and `hybrid` estimators are built on (saved
+    inside the predictor file, so it stays self-contained)."""
 
     def __init__(self, estimator: str = "ridge", params: dict[str, Any] | None = None, features: str | None = None,
-                 log_target: bool | None = None):
+                 log_target: bool | None = None, lut: LatencyLUT | None = None):
         spec = estimator_spec(estimator)
+        if spec.needs_lut and lut is None:
+            raise PredictorError(f"estimator {estimator!r} is built on a latency LUT of the device: pass one "
+                                 "(`--lut FILE` from `hwnas lut build`)")
+        self.lut = lut if spec.needs_lut else None
         self.estimator = estimator
         self.params = resolve_params(estimator, params)
         self.features = features or spec.features
@@ -79,22 +86,49 @@ class Predictor:
         if self.log_target and np.any(self.train_y <= 0):
             raise PredictorError("log_target needs positive targets")
         t = np.log(self.train_y) if self.log_target else self.train_y
-        self._mu, self._sd = float(np.mean(t)), float(np.std(t)) or 1.0
+        if self.lut is not None and self.lut.space != sp.name:
+            raise PredictorError(f"the LUT is for space {self.lut.space!r}, the rows for {sp.name!r}")
         self._model = estimator_spec(self.estimator).build(self.params)
-        self._model.fit(featurize(sp.name, self.train_configs, self.features), (t - self._mu) / self._sd)
+        if self.estimator.startswith("nn-meter:"):  # pre-trained: loading its files was the fit
+            self._linear = None
+            return self
+        if self.estimator == "kernels":
+            self._model.fit(self.lut.entries)
+            resid = self.train_y - self._model.network_sums(sp, self.train_configs)
+            self._offset = float(np.median(resid))
+            self._linear = None
+            return self
+        if self.estimator == "hybrid":
+            if not self.log_target:
+                raise PredictorError("the hybrid estimator predicts a positive latency (log_target)")
+            t = t - np.log(self.lut.block_sum(self.train_configs))
+        self._mu, self._sd = float(np.mean(t)), float(np.std(t)) or 1.0
+        self._model.fit(self._features(self.train_configs), (t - self._mu) / self._sd)
         self._linear = _linear_form(self._model) if self.estimator in LINEAR else None
         return self
+
+    def _features(self, configs: Sequence[dict]) -> np.ndarray:
+        x = featurize(self.space, configs, self.features)
+        if self.estimator == "hybrid":
+            x = np.hstack([x, np.log(self.lut.block_sum(configs))[:, None]])
+        return x
 
     def predict(self, configs: Sequence[dict]) -> np.ndarray:
         if self._model is None:
             raise PredictorError("the predictor is not fitted: call fit() or Predictor.load()")
-        x = featurize(self.space, configs, self.features)
+        if self.estimator == "kernels":
+            return self._model.network_sums(get_space(self.space), configs) + self._offset
+        if self.estimator.startswith("nn-meter:"):
+            return self._model.predict(get_space(self.space), configs)
+        x = self._features(configs)
         if self._linear is not None:
             w, b = self._linear
             z = np.asarray([math.fsum((row * w).tolist()) + b for row in x])
         else:
             z = self._model.predict(x)
         t = z * self._sd + self._mu
+        if self.estimator == "hybrid":
+            t = t + np.log(self.lut.block_sum(configs))
         return np.exp(t) if self.log_target else t
 
     # -- persistence --------------------------------------------------------------------------
@@ -111,6 +145,7 @@ class Predictor:
             "source": self.source,
             "train": {"configs": self.train_configs, "y": [float(v) for v in self.train_y]},
             **({"linear": {"w": self._linear[0], "b": self._linear[1]}} if self._linear is not None else {}),
+            **({"lut": self.lut.to_dict()} if self.lut is not None else {}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -131,7 +166,8 @@ class Predictor:
             raise PredictorError(f"{where}: missing field(s) {', '.join(missing)}")
         train = data["train"]
         try:
-            pred = cls(data["estimator"], data["params"], data["features"], data["log_target"])
+            lut = LatencyLUT.from_dict(data["lut"], f"{where}: lut") if "lut" in data else None
+            pred = cls(data["estimator"], data["params"], data["features"], data["log_target"], lut)
             pred.fit(train["configs"], train["y"], data["space"], data["target"], data.get("source", ""))
             if pred.estimator in LINEAR:  # the saved weights, not a refit's last bits
                 w, b = [float(v) for v in data["linear"]["w"]], float(data["linear"]["b"])

@@ -84,6 +84,7 @@ class QemuBoard:
     port: int | None = None
     shift: int = ICOUNT_SHIFT
     process: subprocess.Popen | None = None
+    extra_args: tuple[str, ...] = ()  # e.g. QEMU's -d/-D logging, as tools/profile_qemu.py uses
 
     @property
     def url(self) -> str:
@@ -93,7 +94,7 @@ class QemuBoard:
         return [
             "qemu-system-arm", "-M", "mps2-an500", "-nographic", "-monitor", "none",
             "-kernel", str(self.elf), "-icount", f"shift={self.shift},sleep=off",
-            "-serial", f"tcp:127.0.0.1:{self.port},server=on,wait=off,nodelay=on",
+            "-serial", f"tcp:127.0.0.1:{self.port},server=on,wait=off,nodelay=on", *self.extra_args,
         ]
 
     def start(self, timeout: float = 20.0) -> QemuBoard:
