@@ -484,6 +484,51 @@ def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
         table.save(lut_path)
 
 
+
+@cli.command(name="search")
+@click.option("--space", "space_name", required=True)
+@click.option("--objective", "objective_specs", multiple=True, required=True,
+              help="macs | params | sram | NAME=predictor:FILE | NAME=lut:FILE (repeatable; NAME acc* is "
+                   "maximised).")
+@click.option("--constraint", "constraint_specs", multiple=True, help="NAME<=LIMIT, e.g. latency<=50 (repeatable).")
+@click.option("--algorithm", default="nsga2", show_default=True, help="nsga2 | unsga3 | random")
+@click.option("--pop", "pop_size", default=50, show_default=True)
+@click.option("--generations", default=20, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="front.json, front.png and checkpoint.json (a killed search resumes from it).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def search_cmd(space_name, objective_specs, constraint_specs, algorithm, pop_size, generations, seed, out_dir,
+               quiet) -> None:
+    """Search a space for the Pareto front of the objectives under the constraints (resumable)."""
+    from pathlib import Path
+
+    from hwnas_deploy.search import parse_constraint, parse_objective, search
+    from hwnas_deploy.search.run import plot_result
+    from hwnas_deploy.spaces import get_space
+
+    sp = get_space(space_name)
+    objectives = [parse_objective(o, sp) for o in objective_specs]
+    constraints = [parse_constraint(c) for c in constraint_specs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = search(sp, objectives, constraints, algorithm, pop_size, generations, seed,
+                    checkpoint=out / "checkpoint.json", progress=not quiet)
+    (out / "front.json").write_text(json.dumps({"space": sp.name, "objectives": list(objective_specs),
+                                                "constraints": list(constraint_specs), "algorithm": algorithm,
+                                                "evaluations": result.evaluations, "history": result.history,
+                                                "front": result.front}, indent=1) + "\n")
+    plot_result(result, objectives, out / "front.png")
+    names = [o.name for o in objectives]
+    if not result.front:
+        click.echo(f"none of the {result.evaluations} networks evaluated meets {', '.join(constraint_specs)}", err=True)
+        sys.exit(1)
+    click.echo(f"{result.evaluations} networks evaluated; front of {len(result.front)}; hypervolume "
+               f"{result.history[-1]['hypervolume']:.4f}: {out / 'front.json'}")
+    for row in result.front[:10]:
+        click.echo("  " + ", ".join(f"{n}={row[n]:.4g}" for n in names) + f"  {sp.config_hash(row['config'])}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="hwnas", standalone_mode=False)

@@ -1,0 +1,92 @@
+"""What a search optimises and constrains: named functions of sub-network configs.
+
+An objective is a name, a direction and a function from configs to numbers, built from a short
+spec (the command line's `--objective`):
+
+    macs | params | sram                      cost counts of the space (sram: int8 peak activations)
+    latency=predictor:FILE                    a saved predictor (`hwnas predictor fit`), ms
+    latency=lut:FILE                          a calibrated LUT (`hwnas lut build`), ms
+    accuracy=predictor:FILE                   a saved accuracy predictor (maximised)
+
+`NAME=...` names the objective; a name starting with "acc" is maximised, everything else
+minimised. Constraints are `NAME<=LIMIT` on objectives (or on cost counts not optimised).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwnas_deploy.errors import ConfigError
+from hwnas_deploy.spaces import SearchSpace
+
+COUNTS = {
+    "macs": lambda sp, c: float(sp.macs(c)),
+    "params": lambda sp, c: float(sp.params_count(c)),
+    "sram": lambda sp, c: float(sp.peak_activation_bytes(c, 1)),
+}
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    maximise: bool
+    evaluate: Callable[[Sequence[dict]], np.ndarray]
+    source: str  # the spec it was built from
+
+
+def parse_objective(spec: str, space: SearchSpace) -> Objective:
+    name, _, how = spec.partition("=")
+    name = name.strip()
+    if not how:
+        if name not in COUNTS:
+            raise ConfigError(f"objective {spec!r}: give one of {', '.join(COUNTS)} or NAME=predictor:FILE / "
+                              "NAME=lut:FILE")
+        fn = COUNTS[name]
+        return Objective(name, False, lambda cs: np.asarray([fn(space, c) for c in cs]), spec)
+    kind, _, path = how.partition(":")
+    if kind == "predictor" and path:
+        from hwnas_deploy.predictors import Predictor
+
+        pred = Predictor.load(path)
+        if pred.space != space.name:
+            raise ConfigError(f"objective {spec!r}: the predictor is for space {pred.space!r}, the search for "
+                              f"{space.name!r}")
+        evaluate = pred.predict
+    elif kind == "lut" and path:
+        from hwnas_deploy.lut import LatencyLUT
+
+        lut = LatencyLUT.load(path)
+        if lut.space != space.name:
+            raise ConfigError(f"objective {spec!r}: the LUT is for space {lut.space!r}, the search for "
+                              f"{space.name!r}")
+        evaluate = lut.predict
+    else:
+        raise ConfigError(f"objective {spec!r}: expected NAME=predictor:FILE or NAME=lut:FILE")
+    return Objective(name, name.lower().startswith("acc"), evaluate, spec)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    name: str
+    limit: float
+
+    def violation(self, values: np.ndarray) -> np.ndarray:
+        """pymoo's convention: <= 0 is feasible."""
+        return values - self.limit
+
+
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*<=\s*([0-9.eE+-]+)\s*$")
+
+
+def parse_constraint(spec: str) -> Constraint:
+    m = _CONSTRAINT.match(spec)
+    if not m:
+        raise ConfigError(f"constraint {spec!r}: expected NAME<=LIMIT, e.g. latency<=50 or sram<=320000")
+    try:
+        return Constraint(m.group(1), float(m.group(2)))
+    except ValueError:
+        raise ConfigError(f"constraint {spec!r}: {m.group(2)!r} is not a number") from None

@@ -1,0 +1,65 @@
+"""The search problem: integer genes of a space -> objectives and constraints, via pymoo.
+
+Genes decode to canonical configs (`SearchSpace.from_genes`), so two gene vectors that differ
+only in genes a shallow stage does not use are one network: each distinct network is evaluated
+once and remembered (`evaluated`), whatever the algorithm proposes again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pymoo.core.problem import Problem
+
+from hwnas_deploy.errors import ConfigError
+from hwnas_deploy.search.objectives import COUNTS, Constraint, Objective
+from hwnas_deploy.spaces import SearchSpace
+
+
+class SubnetProblem(Problem):
+    def __init__(self, space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint] = ()):
+        if not objectives:
+            raise ConfigError("a search needs at least one objective")
+        names = [o.name for o in objectives]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"objective names must differ: {names}")
+        for c in constraints:
+            if c.name not in names and c.name not in COUNTS:
+                raise ConfigError(f"constraint on {c.name!r}: not an objective ({', '.join(names)}) nor a count "
+                                  f"({', '.join(COUNTS)})")
+        xl, xu = space.gene_bounds()
+        super().__init__(n_var=space.n_genes, n_obj=len(objectives), n_ieq_constr=len(constraints), xl=xl, xu=xu,
+                         vtype=int)
+        self.space, self.objectives, self.constraints = space, list(objectives), list(constraints)
+        self.evaluated: dict[str, dict] = {}  # config hash -> {"config": ..., name: value, ...}
+
+    def values(self, configs: Sequence[dict]) -> list[dict]:
+        """Every objective and constrained count of each config, computing only unseen networks."""
+        hashes = [self.space.config_hash(c) for c in configs]
+        new = {}
+        for h, c in zip(hashes, configs, strict=True):
+            if h not in self.evaluated and h not in new:
+                new[h] = c
+        if new:
+            todo = list(new.values())
+            rows = [{"config": c} for c in todo]
+            for o in self.objectives:
+                for row, v in zip(rows, o.evaluate(todo), strict=True):
+                    row[o.name] = float(v)
+            for c in self.constraints:
+                if c.name in COUNTS and all(c.name not in r for r in rows):
+                    for row in rows:
+                        row[c.name] = COUNTS[c.name](self.space, row["config"])
+            for h, row in zip(new, rows, strict=True):
+                self.evaluated[h] = row
+        return [self.evaluated[h] for h in hashes]
+
+    def decode(self, x: np.ndarray) -> list[dict]:
+        return [self.space.from_genes(np.rint(row).astype(int)) for row in np.atleast_2d(x)]
+
+    def _evaluate(self, x, out, *args, **kwargs):
+        rows = self.values(self.decode(x))
+        out["F"] = np.asarray([[-r[o.name] if o.maximise else r[o.name] for o in self.objectives] for r in rows])
+        if self.constraints:
+            out["G"] = np.asarray([[r[c.name] - c.limit for c in self.constraints] for r in rows])

@@ -1,0 +1,129 @@
+"""Run a search: generations of an algorithm on a SubnetProblem, with a resumable checkpoint.
+
+After every generation the checkpoint (JSON, checksummed) holds every network evaluated and the
+current population's genes; a killed search started again with the same checkpoint skips what
+it evaluated and continues from that population for the generations left. The result is the
+non-dominated set of every feasible network evaluated (not only the last population), and the
+hypervolume of that set after each generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pymoo.indicators.hv import HV
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+from tqdm import tqdm
+
+from hwnas_deploy import datafile
+from hwnas_deploy.errors import ConfigError
+from hwnas_deploy.search.algorithms import make_algorithm
+from hwnas_deploy.search.objectives import Constraint, Objective
+from hwnas_deploy.search.problem import SubnetProblem
+from hwnas_deploy.spaces import SearchSpace
+
+FORMAT, VERSION = "hwnas-search-checkpoint", 1
+
+
+@dataclass
+class SearchResult:
+    front: list[dict]  # {"config", objective values...}, sorted by the first objective
+    evaluations: int  # distinct networks evaluated
+    history: list[dict] = field(default_factory=list)  # per generation: gen, evaluations, hypervolume
+
+
+def _minimised(rows: Sequence[dict], objectives: Sequence[Objective]) -> np.ndarray:
+    return np.asarray([[-r[o.name] if o.maximise else r[o.name] for o in objectives] for r in rows], dtype=float)
+
+
+def pareto_front(rows: Sequence[dict], objectives: Sequence[Objective],
+                 constraints: Sequence[Constraint] = ()) -> list[dict]:
+    feasible = [r for r in rows if all(r[c.name] <= c.limit for c in constraints)]
+    if not feasible:
+        return []
+    f = _minimised(feasible, objectives)
+    front = NonDominatedSorting().do(f, only_non_dominated_front=True)
+    return sorted((feasible[i] for i in front), key=lambda r: r[objectives[0].name])
+
+
+class _Hypervolume:
+    """Hypervolume of the front in objectives normalised by the first generation's range (fixed
+    afterwards, so values compare across generations and runs with the same first generation)."""
+
+    def __init__(self, f0: np.ndarray):
+        self.lo = f0.min(0)
+        span = f0.max(0) - self.lo
+        self.span = np.where(span > 0, span, 1.0)
+        self.hv = HV(ref_point=np.full(f0.shape[1], 1.1))
+
+    def __call__(self, f: np.ndarray) -> float:
+        return float(self.hv((f - self.lo) / self.span)) if len(f) else 0.0
+
+
+def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint] = (),
+           algorithm: str = "nsga2", pop_size: int = 50, generations: int = 20, seed: int = 0,
+           checkpoint: str | Path | None = None, progress: bool = True) -> SearchResult:
+    if pop_size < 4 or generations < 1:
+        raise ConfigError(f"pop_size must be >= 4 and generations >= 1, got {pop_size} and {generations}")
+    problem = SubnetProblem(space, objectives, constraints)
+    spec = {"space": space.name, "objectives": [o.source for o in objectives],
+            "constraints": [f"{c.name}<={c.limit}" for c in constraints], "algorithm": algorithm,
+            "pop_size": pop_size, "seed": seed}
+    done, population, history = 0, None, []
+    if checkpoint and Path(checkpoint).exists():
+        state = datafile.read(checkpoint, FORMAT, VERSION, "search checkpoint")
+        if state["spec"] != spec:
+            raise ConfigError(f"{checkpoint}: a checkpoint of another search ({state['spec']}); use a new file")
+        problem.evaluated = {h: row for h, row in state["evaluated"].items()}
+        done, population, history = state["generation"], np.asarray(state["population"]), state["history"]
+
+    rng = np.random.default_rng(seed + done)
+    hv = None
+    bar = tqdm(total=generations, initial=done, disable=not progress, unit="gen", desc=f"{algorithm} {space.name}")
+    algo = None
+    if algorithm != "random":
+        algo = make_algorithm(algorithm, pop_size, len(objectives), sampling=population)
+        algo.setup(problem, termination=("n_gen", generations - done), seed=seed + done, verbose=False)
+    try:
+        for gen in range(done, generations):
+            if algo is not None:
+                algo.next()
+                population = algo.pop.get("X").astype(int)
+            else:
+                population = np.vstack([space.genes(space.sample(rng)) for _ in range(pop_size)])
+                problem.values(problem.decode(population))
+            rows = list(problem.evaluated.values())
+            front = pareto_front(rows, objectives, constraints)
+            if hv is None:
+                hv = _Hypervolume(_minimised(rows, objectives))
+            history.append({"generation": gen + 1, "evaluations": len(rows),
+                            "hypervolume": hv(_minimised(front, objectives))})
+            if checkpoint:
+                datafile.write(checkpoint, {"format": FORMAT, "version": VERSION, "spec": spec,
+                                            "generation": gen + 1, "population": population.tolist(),
+                                            "evaluated": problem.evaluated, "history": history})
+            bar.update(1)
+    finally:
+        bar.close()
+    rows = list(problem.evaluated.values())
+    return SearchResult(pareto_front(rows, objectives, constraints), len(rows), history)
+
+
+def plot_result(result: SearchResult, objectives: Sequence[Objective], path: str | Path) -> Path:
+    """The front on the first two objectives beside the hypervolume after each generation."""
+    from hwnas_deploy.report.figures import new_figure, save_figure
+
+    fig, (ax0, ax1) = new_figure(1, 2, figsize=(10, 4))
+    if len(objectives) >= 2 and result.front:
+        a, b = objectives[0].name, objectives[1].name
+        ax0.plot([r[a] for r in result.front], [r[b] for r in result.front], "o-", ms=4)
+        ax0.set_xlabel(a)
+        ax0.set_ylabel(b)
+    ax0.set_title(f"front: {len(result.front)} networks")
+    ax1.plot([h["evaluations"] for h in result.history], [h["hypervolume"] for h in result.history], "o-", ms=3)
+    ax1.set_xlabel("networks evaluated")
+    ax1.set_ylabel("hypervolume (normalised)")
+    return save_figure(fig, path)

@@ -1,0 +1,152 @@
+"""Search: NSGA-II against random search on a real accuracy predictor, duplicates, resume, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pymoo.indicators.hv import HV
+
+from hwnas_deploy.errors import ConfigError
+from hwnas_deploy.predictors import Predictor, from_csv
+from hwnas_deploy.search import Objective, SubnetProblem, parse_constraint, parse_objective, search
+from hwnas_deploy.spaces import get_space
+
+from .conftest import DYNAST_DIR, run_cli
+
+SPACE = "ofa-mbv3-w1.0"
+
+
+@pytest.fixture(scope="module")
+def acc_predictor(tmp_path_factory):
+    """Ridge on 200 rows of DyNAS-T's real ImageNet accuracies of OFA MobileNetV3 sub-networks."""
+    data = from_csv(DYNAST_DIR, SPACE, "Top-1 Acc (%)")
+    idx = np.random.default_rng(0).permutation(len(data))[:200]
+    path = tmp_path_factory.mktemp("search") / "acc.json"
+    Predictor("ridge").fit([data.configs[i] for i in idx], data.y[idx], SPACE, "accuracy").save(path)
+    return path
+
+
+def counting(space, name="macs"):
+    """The MACs objective, counting the networks it is asked about."""
+    seen = []
+
+    def evaluate(configs):
+        seen.extend(space.config_hash(c) for c in configs)
+        return np.asarray([float(space.macs(c)) for c in configs])
+
+    return Objective(name, False, evaluate, name), seen
+
+
+def common_hv(fronts, objectives):
+    """Hypervolume of each front in one normalisation (all fronts' bounds), minimisation form."""
+    f = [np.asarray([[-r[o.name] if o.maximise else r[o.name] for o in objectives] for r in fr]) for fr in fronts]
+    allf = np.vstack(f)
+    lo, span = allf.min(0), np.ptp(allf, 0)
+    hv = HV(ref_point=np.full(allf.shape[1], 1.1))
+    return [float(hv((x - lo) / span)) for x in f]
+
+
+def test_nsga2_beats_random_search_on_the_same_budget(acc_predictor):
+    sp = get_space(SPACE)
+    objectives = [parse_objective(f"accuracy=predictor:{acc_predictor}", sp), parse_objective("macs", sp)]
+    assert objectives[0].maximise and not objectives[1].maximise
+    runs = {a: search(sp, objectives, (), a, pop_size=24, generations=12, seed=1, progress=False)
+            for a in ("nsga2", "random")}
+    hv = dict(zip(runs, common_hv([r.front for r in runs.values()], objectives), strict=True))
+    assert abs(runs["nsga2"].evaluations - runs["random"].evaluations) < 24  # the same budget
+    assert hv["nsga2"] > hv["random"] * 1.05, hv  # measured: 1.025 vs 0.903 (1.13x)
+    h = runs["nsga2"].history
+    assert len(h) == 12 and all(b["hypervolume"] >= a["hypervolume"] - 1e-12 for a, b in zip(h, h[1:], strict=False))
+    front = runs["nsga2"].front
+    acc, macs = [r["accuracy"] for r in front], [r["macs"] for r in front]
+    assert macs == sorted(macs) and acc == sorted(acc)  # a front: more MACs buy accuracy
+
+
+def test_duplicates_are_evaluated_once_and_constraints_hold():
+    sp = get_space(SPACE)
+    macs, seen = counting(sp)
+    problem = SubnetProblem(sp, [macs, Objective("params", False, lambda cs: np.asarray(
+        [float(sp.params_count(c)) for c in cs]), "params")], [parse_constraint("macs<=300e6")])
+    cfg = sp.canonical(sp.sample(3))
+    genes = sp.genes(cfg)
+    unused = sp.unused_genes(cfg)
+    assert unused  # this config has genes its shallow stages ignore
+    other = genes.copy()
+    name, idx = next(iter(unused.items()))
+    pos = sum(p.length for p in sp.params[: [p.name for p in sp.params].index(name)]) + idx[0]
+    other[pos] = (other[pos] + 1) % (sp.gene_bounds()[1][pos] + 1)
+    out = problem.evaluate(np.vstack([genes, other, genes]), return_as_dictionary=True)
+    assert len(seen) == 1 and len(problem.evaluated) == 1 and out["F"].shape == (3, 2)
+    assert np.all(out["G"][:, 0] == sp.macs(cfg) - 300e6)
+    result = search(sp, [macs, parse_objective("params", sp)], [parse_constraint("macs<=300e6")], "nsga2",
+                    pop_size=16, generations=4, seed=0, progress=False)
+    assert result.front and all(r["macs"] <= 300e6 for r in result.front)
+    assert len(seen) == len(set(seen))  # no network evaluated twice across the whole run
+
+
+def test_a_killed_search_resumes_from_its_checkpoint(tmp_path):
+    sp = get_space("mcu-mbnet")
+    ck = tmp_path / "ck.json"
+    macs, seen = counting(sp)
+    objs = [macs, parse_objective("sram", sp)]
+    first = search(sp, objs, (), "nsga2", pop_size=12, generations=3, seed=5, checkpoint=ck, progress=False)
+    n_first = len(seen)
+    state = json.loads(ck.read_text())
+    assert state["generation"] == 3 and len(state["evaluated"]) == first.evaluations == n_first
+    macs2, seen2 = counting(sp)  # a new process: nothing in memory
+    resumed = search(sp, [macs2, objs[1]], (), "nsga2", pop_size=12, generations=6, seed=5, checkpoint=ck,
+                     progress=False)
+    assert [h["generation"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]
+    assert resumed.history[:3] == first.history
+    assert not set(seen2) & set(seen)  # nothing evaluated before was evaluated again
+    assert resumed.evaluations == n_first + len(seen2)
+    with pytest.raises(ConfigError, match="a checkpoint of another search"):
+        search(sp, objs, (), "nsga2", pop_size=16, generations=6, seed=5, checkpoint=ck, progress=False)
+
+
+def test_bad_specs_are_clear_errors(acc_predictor):
+    sp = get_space("mcu-mbnet")
+    with pytest.raises(ConfigError, match="expected NAME<=LIMIT"):
+        parse_constraint("latency < 50")
+    with pytest.raises(ConfigError, match="give one of macs, params, sram"):
+        parse_objective("flops", sp)
+    with pytest.raises(ConfigError, match="the predictor is for space 'ofa-mbv3-w1.0', the search for 'mcu-mbnet'"):
+        parse_objective(f"accuracy=predictor:{acc_predictor}", sp)
+    with pytest.raises(ConfigError, match="constraint on 'latency': not an objective"):
+        SubnetProblem(sp, [parse_objective("macs", sp)], [parse_constraint("latency<=5")])
+
+
+def test_cli_search_writes_front_plot_and_resumes(acc_predictor, tmp_path):
+    args = ["search", "--space", SPACE, "--objective", f"accuracy=predictor:{acc_predictor}", "--objective", "macs",
+            "--constraint", "macs<=400e6", "--pop", "12", "--generations", "3", "--out", "s", "--quiet"]
+    out = run_cli(*args, cwd=tmp_path, check=True).stdout
+    assert "networks evaluated; front of" in out
+    front = json.loads((tmp_path / "s" / "front.json").read_text())
+    assert front["front"] and all(r["macs"] <= 400e6 for r in front["front"]) and len(front["history"]) == 3
+    assert (tmp_path / "s" / "front.png").read_bytes()[:4] == b"\x89PNG"
+    more = run_cli(*[a if a != "3" else "5" for a in args], cwd=tmp_path, check=True)
+    assert len(json.loads((tmp_path / "s" / "front.json").read_text())["history"]) == 5 and more.returncode == 0
+
+
+def test_a_lut_objective_and_its_constraint(tmp_path):
+    """latency=lut:FILE: a LUT over every block the search can meet (here mcu-mbnet's, each block
+    costed by its MACs: a table, as a measured one would be) drives the objective and constraint."""
+    from hwnas_deploy.lut import LatencyLUT
+
+    sp = get_space("mcu-mbnet")
+    keys = {}
+    for cfg in sp.sample_unique(400, 0):
+        for b in sp.blocks(cfg):
+            keys[b.key()] = 1e-6 * b.macs() + 0.01
+    lut = LatencyLUT(sp.name, "table", "none", 1, 1, keys, (0.2, 1.0))
+    lut.save(tmp_path / "lut.json")
+    objective = parse_objective(f"latency=lut:{tmp_path / 'lut.json'}", sp)
+    cfgs = sp.sample_unique(5, 0)
+    np.testing.assert_allclose(objective.evaluate(cfgs), lut.predict(cfgs))
+    cfg = cfgs[0]
+    limit = float(lut.predict([cfg])[0])
+    problem = SubnetProblem(sp, [objective, parse_objective("sram", sp)], [parse_constraint(f"latency<={limit}")])
+    out = problem.evaluate(np.vstack([sp.genes(cfg)]), return_as_dictionary=True)
+    assert out["G"][0, 0] == pytest.approx(0.0) and out["F"][0, 0] == pytest.approx(limit)
