@@ -497,9 +497,12 @@ def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="front.json, front.png and checkpoint.json (a killed search resumes from it).")
+@click.option("--warm-start", "warm_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="First population from an earlier run's front.json (or JSON lines of configs).")
+@click.option("--db", default=None, help="Store for measure: objectives [$HWNAS_DB or hwnas.sqlite].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def search_cmd(space_name, objective_specs, constraint_specs, algorithm, pop_size, generations, seed, out_dir,
-               quiet) -> None:
+               warm_file, db, quiet) -> None:
     """Search a space for the Pareto front of the objectives under the constraints (resumable)."""
     from pathlib import Path
 
@@ -507,13 +510,23 @@ def search_cmd(space_name, objective_specs, constraint_specs, algorithm, pop_siz
     from hwnas_deploy.search.run import plot_result
     from hwnas_deploy.spaces import get_space
 
+    from hwnas_deploy.store import Store
+
     sp = get_space(space_name)
-    objectives = [parse_objective(o, sp) for o in objective_specs]
+    store = Store(db) if any("=measure:" in o for o in objective_specs) else None
+    objectives = [parse_objective(o, sp, store) for o in objective_specs]
     constraints = [parse_constraint(c) for c in constraint_specs]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    warm = None
+    if warm_file:
+        text = Path(warm_file).read_text()
+        try:
+            warm = [sp.validate(r["config"]) for r in json.loads(text)["front"]]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            warm = _read_configs(warm_file)
     result = search(sp, objectives, constraints, algorithm, pop_size, generations, seed,
-                    checkpoint=out / "checkpoint.json", progress=not quiet)
+                    checkpoint=out / "checkpoint.json", progress=not quiet, warm_start=warm)
     (out / "front.json").write_text(json.dumps({"space": sp.name, "objectives": list(objective_specs),
                                                 "constraints": list(constraint_specs), "algorithm": algorithm,
                                                 "evaluations": result.evaluations, "history": result.history,

@@ -150,3 +150,43 @@ def test_a_lut_objective_and_its_constraint(tmp_path):
     problem = SubnetProblem(sp, [objective, parse_objective("sram", sp)], [parse_constraint(f"latency<={limit}")])
     out = problem.evaluate(np.vstack([sp.genes(cfg)]), return_as_dictionary=True)
     assert out["G"][0, 0] == pytest.approx(0.0) and out["F"][0, 0] == pytest.approx(limit)
+
+
+def test_warm_start_really_seeds_the_first_population(acc_predictor):
+    """DyNAS-T's warm start was silently off; here the earlier front is what generation 1 evaluates
+    first, and the run starts from its hypervolume rather than from a random population's."""
+    sp = get_space(SPACE)
+    acc = parse_objective(f"accuracy=predictor:{acc_predictor}", sp)
+    earlier = search(sp, [acc, parse_objective("macs", sp)], (), "nsga2", pop_size=24, generations=10, seed=3,
+                     progress=False)
+    macs, seen = counting(sp)
+    objectives = [acc, macs]
+    warm = search(sp, objectives, (), "nsga2", pop_size=24, generations=1, seed=9, progress=False,
+                  warm_start=[r["config"] for r in earlier.front])
+    cold = search(sp, objectives, (), "nsga2", pop_size=24, generations=1, seed=9, progress=False)
+    front_hashes = [sp.config_hash(r["config"]) for r in earlier.front][:24]
+    assert seen[: len(front_hashes)] == front_hashes  # the first networks evaluated are the earlier front
+    hv_warm, hv_cold = common_hv([warm.front, cold.front], objectives)
+    assert hv_warm > hv_cold
+
+
+def test_validated_search_measures_every_evaluation_on_the_device(tmp_path):
+    """latency=measure:local-cpu/onnxruntime: each network the search evaluates is exported,
+    measured with onnxruntime on this machine and stored; a rerun measures nothing again."""
+    from hwnas_deploy.store import Store
+
+    sp = get_space("mcu-mbnet")
+    with Store(str(tmp_path / "s.sqlite")) as store:
+        latency = parse_objective("latency=measure:local-cpu/onnxruntime", sp, store)
+        objs = [latency, parse_objective("sram", sp)]
+        result = search(sp, objs, (), "nsga2", pop_size=6, generations=2, seed=0, progress=False)
+        rows = store.measurements(device="local-cpu", space="mcu-mbnet", runtime="onnxruntime")
+        assert len(rows) == result.evaluations and result.evaluations >= 6
+        stored = {r["config_hash"]: r["median_ms"] for r in rows}
+        assert all(r["latency"] == stored[sp.config_hash(r["config"])] for r in result.front)
+        again = search(sp, objs, (), "nsga2", pop_size=6, generations=2, seed=0, progress=False)
+        assert len(store.measurements(device="local-cpu", space="mcu-mbnet", runtime="onnxruntime",
+                                      latest_only=False)) == len(rows)
+        assert [r["latency"] for r in again.front] == [r["latency"] for r in result.front]
+    with pytest.raises(ConfigError, match="measurements need a store"):
+        parse_objective("latency=measure:local-cpu/onnxruntime", sp)

@@ -6,6 +6,8 @@ spec (the command line's `--objective`):
     macs | params | sram                      cost counts of the space (sram: int8 peak activations)
     latency=predictor:FILE                    a saved predictor (`hwnas predictor fit`), ms
     latency=lut:FILE                          a calibrated LUT (`hwnas lut build`), ms
+    latency=measure:DEVICE/RUNTIME            measured on the device (`hwnas profile`'s path: export,
+                                              deploy, measure, stored; what the store has is reused)
     accuracy=predictor:FILE                   a saved accuracy predictor (maximised)
 
 `NAME=...` names the objective; a name starting with "acc" is maximised, everything else
@@ -38,13 +40,36 @@ class Objective:
     source: str  # the spec it was built from
 
 
-def parse_objective(spec: str, space: SearchSpace) -> Objective:
+def measured(space: SearchSpace, device: str, runtime: str, store) -> Callable[[Sequence[dict]], np.ndarray]:
+    """Median latency (ms) of each config on the device, measured now unless the store has it;
+    a network the device cannot hold, or whose measurement failed, is infinitely slow."""
+    from hwnas_deploy.devices import load_profile
+    from hwnas_deploy.profiling import profile
+    from hwnas_deploy.store import MeasurementKey
+
+    prof = load_profile(device)
+    prof.require_runtime(runtime)
+
+    def evaluate(configs: Sequence[dict]) -> np.ndarray:
+        profile(prof, space, 0, runtime, store, configs=list(configs), progress=False)
+        out = []
+        for cfg in configs:
+            key = MeasurementKey(prof.name, space.name, space.config_hash(cfg), runtime, prof.threads, prof.batch)
+            row = store.latest(key)
+            out.append(row["median_ms"] if row else float("inf"))
+        return np.asarray(out)
+
+    return evaluate
+
+
+def parse_objective(spec: str, space: SearchSpace, store=None) -> Objective:
+    """`store`: where measure: objectives keep their measurements (required for those)."""
     name, _, how = spec.partition("=")
     name = name.strip()
     if not how:
         if name not in COUNTS:
             raise ConfigError(f"objective {spec!r}: give one of {', '.join(COUNTS)} or NAME=predictor:FILE / "
-                              "NAME=lut:FILE")
+                              "NAME=lut:FILE / NAME=measure:DEVICE/RUNTIME")
         fn = COUNTS[name]
         return Objective(name, False, lambda cs: np.asarray([fn(space, c) for c in cs]), spec)
     kind, _, path = how.partition(":")
@@ -64,8 +89,14 @@ def parse_objective(spec: str, space: SearchSpace) -> Objective:
             raise ConfigError(f"objective {spec!r}: the LUT is for space {lut.space!r}, the search for "
                               f"{space.name!r}")
         evaluate = lut.predict
+    elif kind == "measure" and path.count("/") == 1:
+        if store is None:
+            raise ConfigError(f"objective {spec!r}: measurements need a store (--db)")
+        device, runtime = path.split("/")
+        evaluate = measured(space, device, runtime, store)
     else:
-        raise ConfigError(f"objective {spec!r}: expected NAME=predictor:FILE or NAME=lut:FILE")
+        raise ConfigError(f"objective {spec!r}: expected NAME=predictor:FILE, NAME=lut:FILE or "
+                          "NAME=measure:DEVICE/RUNTIME")
     return Objective(name, name.lower().startswith("acc"), evaluate, spec)
 
 

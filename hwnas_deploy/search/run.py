@@ -63,9 +63,30 @@ class _Hypervolume:
         return float(self.hv((f - self.lo) / self.span)) if len(f) else 0.0
 
 
+def warm_population(space: SearchSpace, configs: Sequence[dict], pop_size: int, seed: int) -> np.ndarray:
+    """Genes of a first population: the given configs (an earlier run's front: another device,
+    other settings), distinct and at most pop_size, then random networks to fill it."""
+    genes, seen = [], set()
+    for cfg in configs:
+        h = space.config_hash(cfg)
+        if h not in seen and len(genes) < pop_size:
+            seen.add(h)
+            genes.append(space.genes(space.canonical(cfg)))
+    rng = np.random.default_rng(seed)
+    while len(genes) < pop_size:
+        cfg = space.sample(rng)
+        if space.config_hash(cfg) not in seen:
+            seen.add(space.config_hash(cfg))
+            genes.append(space.genes(cfg))
+    return np.vstack(genes)
+
+
 def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint] = (),
            algorithm: str = "nsga2", pop_size: int = 50, generations: int = 20, seed: int = 0,
-           checkpoint: str | Path | None = None, progress: bool = True) -> SearchResult:
+           checkpoint: str | Path | None = None, progress: bool = True,
+           warm_start: Sequence[dict] | None = None) -> SearchResult:
+    """`warm_start`: configs that make the first population (the rest random), e.g. the front
+    of an earlier search on another device; ignored when resuming from a checkpoint."""
     if pop_size < 4 or generations < 1:
         raise ConfigError(f"pop_size must be >= 4 and generations >= 1, got {pop_size} and {generations}")
     problem = SubnetProblem(space, objectives, constraints)
@@ -79,6 +100,9 @@ def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Seq
             raise ConfigError(f"{checkpoint}: a checkpoint of another search ({state['spec']}); use a new file")
         problem.evaluated = {h: row for h, row in state["evaluated"].items()}
         done, population, history = state["generation"], np.asarray(state["population"]), state["history"]
+    elif warm_start:
+        population = warm_population(space, warm_start, pop_size, seed)
+    first = population if warm_start and not done else None  # random search: the warm generation
 
     rng = np.random.default_rng(seed + done)
     hv = None
@@ -93,7 +117,8 @@ def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Seq
                 algo.next()
                 population = algo.pop.get("X").astype(int)
             else:
-                population = np.vstack([space.genes(space.sample(rng)) for _ in range(pop_size)])
+                population = first if gen == done and first is not None else np.vstack(
+                    [space.genes(space.sample(rng)) for _ in range(pop_size)])
                 problem.values(problem.decode(population))
             rows = list(problem.evaluated.values())
             front = pareto_front(rows, objectives, constraints)
