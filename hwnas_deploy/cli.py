@@ -500,9 +500,14 @@ def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
 @click.option("--warm-start", "warm_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="First population from an earlier run's front.json (or JSON lines of configs).")
 @click.option("--db", default=None, help="Store for measure: objectives [$HWNAS_DB or hwnas.sqlite].")
+@click.option("--tactic", default="plain", show_default=True, type=click.Choice(["plain", "concurrent"]),
+              help="concurrent: measure a population, fit a predictor of the measure: objective on all "
+                   "measured, search on it, measure its front next, until --budget measurements.")
+@click.option("--budget", default=100, show_default=True, help="concurrent: real measurements in all.")
+@click.option("--estimator", default="gbt", show_default=True, help="concurrent: the predictor refitted.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def search_cmd(space_name, objective_specs, constraint_specs, algorithm, pop_size, generations, seed, out_dir,
-               warm_file, db, quiet) -> None:
+               warm_file, db, tactic, budget, estimator, quiet) -> None:
     """Search a space for the Pareto front of the objectives under the constraints (resumable)."""
     from pathlib import Path
 
@@ -525,8 +530,17 @@ def search_cmd(space_name, objective_specs, constraint_specs, algorithm, pop_siz
             warm = [sp.validate(r["config"]) for r in json.loads(text)["front"]]
         except (json.JSONDecodeError, KeyError, TypeError):
             warm = _read_configs(warm_file)
-    result = search(sp, objectives, constraints, algorithm, pop_size, generations, seed,
-                    checkpoint=out / "checkpoint.json", progress=not quiet, warm_start=warm)
+    if tactic == "concurrent":
+        from hwnas_deploy.search.tactics import concurrent
+
+        expensive = [o for o, spec in zip(objectives, objective_specs, strict=True) if "=measure:" in spec]
+        if len(expensive) != 1:
+            raise click.UsageError("--tactic concurrent needs exactly one NAME=measure:DEVICE/RUNTIME objective")
+        result = concurrent(sp, expensive[0], [o for o in objectives if o is not expensive[0]], constraints,
+                            budget, pop_size, generations, estimator, seed, warm, progress=not quiet)
+    else:
+        result = search(sp, objectives, constraints, algorithm, pop_size, generations, seed,
+                        checkpoint=out / "checkpoint.json", progress=not quiet, warm_start=warm)
     (out / "front.json").write_text(json.dumps({"space": sp.name, "objectives": list(objective_specs),
                                                 "constraints": list(constraint_specs), "algorithm": algorithm,
                                                 "evaluations": result.evaluations, "history": result.history,
