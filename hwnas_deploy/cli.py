@@ -496,7 +496,7 @@ def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
 @click.option("--generations", default=20, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="front.json, front.png and checkpoint.json (a killed search resumes from it).")
+              help="front.json, front.png, report.html and checkpoint.json (a killed search resumes from it).")
 @click.option("--warm-start", "warm_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="First population from an earlier run's front.json (or JSON lines of configs).")
 @click.option("--db", default=None, help="Store for measure: objectives [$HWNAS_DB or hwnas.sqlite].")
@@ -512,7 +512,7 @@ def search_cmd(space_name, objective_specs, constraint_specs, algorithm, pop_siz
     from pathlib import Path
 
     from hwnas_deploy.search import parse_constraint, parse_objective, search
-    from hwnas_deploy.search.run import plot_result
+    from hwnas_deploy.search.run import html_report, plot_result
     from hwnas_deploy.spaces import get_space
 
     from hwnas_deploy.store import Store
@@ -546,6 +546,9 @@ def search_cmd(space_name, objective_specs, constraint_specs, algorithm, pop_siz
                                                 "evaluations": result.evaluations, "history": result.history,
                                                 "front": result.front}, indent=1) + "\n")
     plot_result(result, objectives, out / "front.png")
+    html_report(result, objectives, out / "front.png", out / "report.html",
+                f"{sp.name}: {', '.join(objective_specs)}" + (f" | {', '.join(constraint_specs)}" if constraint_specs
+                                                               else ""))
     names = [o.name for o in objectives]
     if not result.front:
         click.echo(f"none of the {result.evaluations} networks evaluated meets {', '.join(constraint_specs)}", err=True)

@@ -126,6 +126,8 @@ def test_cli_search_writes_front_plot_and_resumes(acc_predictor, tmp_path):
     front = json.loads((tmp_path / "s" / "front.json").read_text())
     assert front["front"] and all(r["macs"] <= 400e6 for r in front["front"]) and len(front["history"]) == 3
     assert (tmp_path / "s" / "front.png").read_bytes()[:4] == b"\x89PNG"
+    page = (tmp_path / "s" / "report.html").read_text()
+    assert '<img src="front.png"' in page and page.count("<tr>") == 1 + len(front["front"]) + 1 + 3
     more = run_cli(*[a if a != "3" else "5" for a in args], cwd=tmp_path, check=True)
     assert len(json.loads((tmp_path / "s" / "front.json").read_text())["history"]) == 5 and more.returncode == 0
 

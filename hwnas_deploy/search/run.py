@@ -152,3 +152,31 @@ def plot_result(result: SearchResult, objectives: Sequence[Objective], path: str
     ax1.set_xlabel("networks evaluated")
     ax1.set_ylabel("hypervolume (normalised)")
     return save_figure(fig, path)
+
+
+def html_report(result: SearchResult, objectives: Sequence[Objective], png: str | Path, path: str | Path,
+                title: str) -> Path:
+    """One page: the plot, the front (values and config hashes) and the hypervolume history."""
+    import html
+
+    from hwnas_deploy.spaces import config_to_json
+
+    names = [o.name for o in objectives]
+    head = "".join(f"<th>{html.escape(n)}{' (max)' if o.maximise else ''}</th>" for n, o in zip(names, objectives,
+                                                                                                   strict=True))
+    front = "".join(
+        "<tr>" + "".join(f"<td>{r[n]:.6g}</td>" for n in names)
+        + f"<td><code>{html.escape(config_to_json(r['config']))}</code></td></tr>" for r in result.front)
+    hist = "".join(f"<tr><td>{h.get('generation', h.get('iteration'))}</td><td>{h['evaluations']}</td>"
+                   f"<td>{h['hypervolume']:.4f}</td></tr>" for h in result.history)
+    page = f"""<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}code{{font-size:75%}}</style>
+<h1>{html.escape(title)}</h1>
+<p>{result.evaluations} networks evaluated; {len(result.front)} on the front.</p>
+<img src="{html.escape(Path(png).name)}" alt="front and hypervolume">
+<h2>Front</h2><table><tr>{head}<th>config</th></tr>{front}</table>
+<h2>Hypervolume</h2><table><tr><th>step</th><th>evaluated</th><th>hypervolume</th></tr>{hist}</table>
+"""
+    path = Path(path)
+    path.write_text(page)
+    return path
