@@ -485,6 +485,34 @@ def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
 
 
 
+def _reduced_space(sp, popdb_files, threshold, prune_spec, store):
+    """`allowed` choices from --popdb / --prune (both: the intersection, never empty), or None."""
+    from hwnas_deploy.search import parse_objective
+    from hwnas_deploy.search.reduction import efficiency, popdb
+
+    allowed = None
+    if popdb_files:
+        from hwnas_deploy import datafile
+        from hwnas_deploy.search.run import FORMAT, VERSION
+
+        configs = []
+        for f in popdb_files:
+            configs += [row["config"] for row in datafile.read(f, FORMAT, VERSION, "search checkpoint")[
+                "evaluated"].values()]
+        allowed = popdb(sp, configs, threshold)
+    if prune_spec:
+        share, _, spec = prune_spec.partition(":")
+        try:
+            share = float(share)
+        except ValueError:
+            raise click.UsageError(f"--prune {prune_spec!r}: expected SHARE:OBJECTIVE, e.g. 0.25:latency=lut:F") \
+                from None
+        pruned = efficiency(sp, parse_objective(spec, sp, store).evaluate, share)
+        allowed = pruned if allowed is None else [sorted(set(a) & set(b)) or a for a, b in zip(allowed, pruned,
+                                                                                                strict=True)]
+    return allowed
+
+
 @cli.command(name="search")
 @click.option("--space", "space_name", required=True)
 @click.option("--objective", "objective_specs", multiple=True, required=True,
@@ -505,9 +533,15 @@ def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
                    "measured, search on it, measure its front next, until --budget measurements.")
 @click.option("--budget", default=100, show_default=True, help="concurrent: real measurements in all.")
 @click.option("--estimator", default="gbt", show_default=True, help="concurrent: the predictor refitted.")
+@click.option("--popdb", "popdb_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Reduce the space to the choices earlier runs' networks used (their checkpoint.json; repeatable).")
+@click.option("--popdb-threshold", default=0.05, show_default=True)
+@click.option("--prune", "prune_spec", default=None,
+              help="SHARE:OBJECTIVE, e.g. 0.25:latency=lut:lut.json: drop each gene's least efficient share of "
+                   "choices (parameters per latency).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def search_cmd(space_name, objective_specs, constraint_specs, algorithm, pop_size, generations, seed, out_dir,
-               warm_file, db, tactic, budget, estimator, quiet) -> None:
+               warm_file, db, tactic, budget, estimator, popdb_files, popdb_threshold, prune_spec, quiet) -> None:
     """Search a space for the Pareto front of the objectives under the constraints (resumable)."""
     from pathlib import Path
 
@@ -530,8 +564,15 @@ def search_cmd(space_name, objective_specs, constraint_specs, algorithm, pop_siz
             warm = [sp.validate(r["config"]) for r in json.loads(text)["front"]]
         except (json.JSONDecodeError, KeyError, TypeError):
             warm = _read_configs(warm_file)
+    allowed = _reduced_space(sp, popdb_files, popdb_threshold, prune_spec, store)
+    if allowed is not None:
+        full = [int(u) + 1 for u in sp.gene_bounds()[1]]
+        click.echo(f"reduced space: {sum(map(len, allowed))} of {sum(full)} gene choices kept", err=True)
     if tactic == "concurrent":
         from hwnas_deploy.search.tactics import concurrent
+
+        if allowed is not None:
+            raise click.UsageError("--tactic concurrent does not take a reduced space yet")
 
         expensive = [o for o, spec in zip(objectives, objective_specs, strict=True) if "=measure:" in spec]
         if len(expensive) != 1:
@@ -540,7 +581,7 @@ def search_cmd(space_name, objective_specs, constraint_specs, algorithm, pop_siz
                             budget, pop_size, generations, estimator, seed, warm, progress=not quiet)
     else:
         result = search(sp, objectives, constraints, algorithm, pop_size, generations, seed,
-                        checkpoint=out / "checkpoint.json", progress=not quiet, warm_start=warm)
+                        checkpoint=out / "checkpoint.json", progress=not quiet, warm_start=warm, allowed=allowed)
     (out / "front.json").write_text(json.dumps({"space": sp.name, "objectives": list(objective_specs),
                                                 "constraints": list(constraint_specs), "algorithm": algorithm,
                                                 "evaluations": result.evaluations, "history": result.history,

@@ -130,6 +130,13 @@ def test_cli_search_writes_front_plot_and_resumes(acc_predictor, tmp_path):
     assert '<img src="front.png"' in page and page.count("<tr>") == 1 + len(front["front"]) + 1 + 3
     more = run_cli(*[a if a != "3" else "5" for a in args], cwd=tmp_path, check=True)
     assert len(json.loads((tmp_path / "s" / "front.json").read_text())["history"]) == 5 and more.returncode == 0
+    reduced = run_cli("search", "--space", SPACE, "--objective", "macs", "--objective", "params", "--pop", "8",
+                      "--generations", "2", "--popdb", "s/checkpoint.json", "--prune", "0.3:macs", "--out", "r",
+                      "--quiet", cwd=tmp_path, check=True)
+    assert "reduced space:" in reduced.stderr and (tmp_path / "r" / "front.json").exists()
+    bad = run_cli("search", "--space", SPACE, "--objective", "macs", "--prune", "most:macs", "--out", "b",
+                  cwd=tmp_path)
+    assert bad.returncode == 2 and "expected SHARE:OBJECTIVE" in bad.stderr
 
 
 def test_a_lut_objective_and_its_constraint(tmp_path):
@@ -236,3 +243,53 @@ def test_cli_concurrent_measures_exactly_its_budget(tmp_path):
     bad = run_cli("search", "--space", "mcu-mbnet", "--tactic", "concurrent", "--objective", "macs", "--objective",
                   "sram", "--out", "d", cwd=tmp_path)
     assert bad.returncode == 2 and "exactly one NAME=measure:DEVICE/RUNTIME objective" in bad.stderr
+
+
+def test_popdb_keeps_what_earlier_populations_used_and_the_search_stays_inside():
+    from hwnas_deploy.search.reduction import popdb
+
+    sp = get_space("mcu-mbnet")
+    earlier = sp.sample_unique(60, 1)
+    for c in earlier:
+        c["ks"][0] = 7  # every earlier network chose 7 for the first kernel
+    allowed = popdb(sp, earlier, threshold=0.05)
+    assert allowed[0] == [sp.param("ks").choices.index(7)]
+    assert all(len(a) >= 2 for a in allowed[1:])  # the random genes keep their choices
+    result = search(sp, [parse_objective("macs", sp), parse_objective("sram", sp)], (), "nsga2", pop_size=12,
+                    generations=3, seed=0, progress=False, allowed=allowed)
+    assert result.front and all(r["config"]["ks"][0] == 7 for r in result.front)
+    with pytest.raises(ConfigError, match="PopDB needs at least 10 earlier networks"):
+        popdb(sp, earlier[:5])
+
+
+def test_efficiency_pruning_drops_the_least_efficient_choice_per_gene():
+    from hwnas_deploy.search.reduction import efficiency
+
+    sp = get_space("mcu-mbnet")
+
+    def latency(configs):  # a device whose latency follows MACs, plus a fixed overhead
+        return np.asarray([sp.macs(c) / 1e6 + 2.0 for c in configs])
+
+    allowed = efficiency(sp, latency, share=0.34, samples=8, seed=0)
+    n = [int(u) + 1 for u in sp.gene_bounds()[1]]
+    assert all(1 <= len(a) <= k for a, k in zip(allowed, n, strict=True)) and any(len(a) < k for a, k in
+                                                                                   zip(allowed, n, strict=True))
+    # recompute one gene's ranking directly: the dropped choice is the least params per ms
+    g = next(i for i, (a, k) in enumerate(zip(allowed, n, strict=True)) if len(a) < k)
+    rng = np.random.default_rng(0)
+    base = np.vstack([sp.genes(sp.sample(rng)) for _ in range(8)])
+    scores = []
+    for v in range(n[g]):
+        genes = base.copy()
+        genes[:, g] = v
+        cfgs = [sp.from_genes(row) for row in genes]
+        scores.append(np.mean([sp.params_count(c) for c in cfgs]) / np.mean(latency(cfgs)))
+    assert sorted(set(range(n[g])) - set(allowed[g])) == sorted(np.argsort(scores)[: n[g] - len(allowed[g])])
+    problem = SubnetProblem(sp, [parse_objective("macs", sp)], (), allowed)
+    x = np.vstack([np.random.default_rng(s).integers(0, problem.xu + 1) for s in range(20)])
+    starts = np.cumsum([0] + [p.length for p in sp.params])
+    for cfg in problem.decode(x):
+        genes = sp.genes(cfg)
+        unused = {int(starts[[p.name for p in sp.params].index(name)]) + i
+                  for name, idx in sp.unused_genes(cfg).items() for i in idx}
+        assert all(genes[i] in allowed[i] for i in range(len(genes)) if i not in unused)

@@ -18,7 +18,9 @@ from hwnas_deploy.spaces import SearchSpace
 
 
 class SubnetProblem(Problem):
-    def __init__(self, space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint] = ()):
+    def __init__(self, space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint] = (),
+                 allowed: Sequence[Sequence[int]] | None = None):
+        """allowed: per gene, the choice indices a reduced space keeps (search/reduction.py)."""
         if not objectives:
             raise ConfigError("a search needs at least one objective")
         names = [o.name for o in objectives]
@@ -29,6 +31,13 @@ class SubnetProblem(Problem):
                 raise ConfigError(f"constraint on {c.name!r}: not an objective ({', '.join(names)}) nor a count "
                                   f"({', '.join(COUNTS)})")
         xl, xu = space.gene_bounds()
+        if allowed is not None:
+            if len(allowed) != len(xu) or any(not a or min(a) < 0 or max(a) > u for a, u in zip(allowed, xu,
+                                                                                               strict=False)):
+                raise ConfigError(f"a reduced space needs, for each of the {len(xu)} genes, a non-empty list of "
+                                  "choice indices within the gene's range")
+            xu = np.asarray([len(a) - 1 for a in allowed])
+        self.allowed = [list(a) for a in allowed] if allowed is not None else None
         super().__init__(n_var=space.n_genes, n_obj=len(objectives), n_ieq_constr=len(constraints), xl=xl, xu=xu,
                          vtype=int)
         self.space, self.objectives, self.constraints = space, list(objectives), list(constraints)
@@ -56,7 +65,19 @@ class SubnetProblem(Problem):
         return [self.evaluated[h] for h in hashes]
 
     def decode(self, x: np.ndarray) -> list[dict]:
-        return [self.space.from_genes(np.rint(row).astype(int)) for row in np.atleast_2d(x)]
+        rows = np.rint(np.atleast_2d(x)).astype(int)
+        if self.allowed is not None:
+            rows = np.asarray([[a[v] for a, v in zip(self.allowed, row, strict=True)] for row in rows])
+        return [self.space.from_genes(row) for row in rows]
+
+    def encode(self, genes: np.ndarray) -> np.ndarray:
+        """Space genes -> this problem's variables (the index within each gene's allowed list; a
+        choice the reduction dropped maps to the nearest kept one)."""
+        genes = np.atleast_2d(genes)
+        if self.allowed is None:
+            return genes
+        return np.asarray([[int(np.argmin([abs(c - g) for c in a])) for a, g in zip(self.allowed, row, strict=True)]
+                           for row in genes])
 
     def _evaluate(self, x, out, *args, **kwargs):
         rows = self.values(self.decode(x))

@@ -84,15 +84,16 @@ def warm_population(space: SearchSpace, configs: Sequence[dict], pop_size: int, 
 def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint] = (),
            algorithm: str = "nsga2", pop_size: int = 50, generations: int = 20, seed: int = 0,
            checkpoint: str | Path | None = None, progress: bool = True,
-           warm_start: Sequence[dict] | None = None) -> SearchResult:
+           warm_start: Sequence[dict] | None = None, allowed: Sequence[Sequence[int]] | None = None) -> SearchResult:
     """`warm_start`: configs that make the first population (the rest random), e.g. the front
-    of an earlier search on another device; ignored when resuming from a checkpoint."""
+    of an earlier search on another device; ignored when resuming from a checkpoint.
+    `allowed`: a reduced space (per gene, the choice indices kept; `search/reduction.py`)."""
     if pop_size < 4 or generations < 1:
         raise ConfigError(f"pop_size must be >= 4 and generations >= 1, got {pop_size} and {generations}")
-    problem = SubnetProblem(space, objectives, constraints)
+    problem = SubnetProblem(space, objectives, constraints, allowed)
     spec = {"space": space.name, "objectives": [o.source for o in objectives],
             "constraints": [f"{c.name}<={c.limit}" for c in constraints], "algorithm": algorithm,
-            "pop_size": pop_size, "seed": seed}
+            "pop_size": pop_size, "seed": seed, "allowed": problem.allowed}
     done, population, history = 0, None, []
     if checkpoint and Path(checkpoint).exists():
         state = datafile.read(checkpoint, FORMAT, VERSION, "search checkpoint")
@@ -101,7 +102,7 @@ def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Seq
         problem.evaluated = {h: row for h, row in state["evaluated"].items()}
         done, population, history = state["generation"], np.asarray(state["population"]), state["history"]
     elif warm_start:
-        population = warm_population(space, warm_start, pop_size, seed)
+        population = problem.encode(warm_population(space, warm_start, pop_size, seed))
     first = population if warm_start and not done else None  # random search: the warm generation
 
     rng = np.random.default_rng(seed + done)
@@ -118,7 +119,7 @@ def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Seq
                 population = algo.pop.get("X").astype(int)
             else:
                 population = first if gen == done and first is not None else np.vstack(
-                    [space.genes(space.sample(rng)) for _ in range(pop_size)])
+                    [rng.integers(0, problem.xu + 1) for _ in range(pop_size)])
                 problem.values(problem.decode(population))
             rows = list(problem.evaluated.values())
             front = pareto_front(rows, objectives, constraints)
