@@ -519,7 +519,7 @@ def _reduced_space(sp, popdb_files, threshold, prune_spec, store):
               help="macs | params | sram | NAME=predictor:FILE | NAME=lut:FILE (repeatable; NAME acc* is "
                    "maximised).")
 @click.option("--constraint", "constraint_specs", multiple=True, help="NAME<=LIMIT, e.g. latency<=50 (repeatable).")
-@click.option("--algorithm", default="nsga2", show_default=True, help="nsga2 | unsga3 | random")
+@click.option("--algorithm", default="nsga2", show_default=True, help="nsga2 | agemoea | unsga3 | random")
 @click.option("--pop", "pop_size", default=50, show_default=True)
 @click.option("--generations", default=20, show_default=True)
 @click.option("--seed", default=0, show_default=True)

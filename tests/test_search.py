@@ -64,6 +64,16 @@ def test_nsga2_beats_random_search_on_the_same_budget(acc_predictor):
     assert macs == sorted(macs) and acc == sorted(acc)  # a front: more MACs buy accuracy
 
 
+@pytest.mark.parametrize("algorithm", ["agemoea", "unsga3"])
+def test_other_algorithms_run_and_beat_random(acc_predictor, algorithm):
+    sp = get_space(SPACE)
+    objectives = [parse_objective(f"accuracy=predictor:{acc_predictor}", sp), parse_objective("macs", sp)]
+    runs = [search(sp, objectives, (), a, pop_size=24, generations=12, seed=1, progress=False)
+            for a in (algorithm, "random")]
+    hv = common_hv([r.front for r in runs], objectives)
+    assert hv[0] > hv[1], hv
+
+
 def test_duplicates_are_evaluated_once_and_constraints_hold():
     sp = get_space(SPACE)
     macs, seen = counting(sp)

@@ -1,8 +1,9 @@
 """Algorithms by name, as pymoo objects (pymoo's split: problem, algorithm, termination).
 
 nsga2 (default): integer SBX crossover with probability 0.9 and polynomial mutation of each gene
-with probability 1 / population, as in Intel's DyNAS-T; unsga3: U-NSGA-III over Das-Dennis
-reference directions; random: random search, the baseline every tactic must beat.
+with probability 1 / population, as in Intel's DyNAS-T; agemoea: AGE-MOEA with the same
+operators; unsga3: U-NSGA-III over Das-Dennis reference directions; random: random search, the
+baseline every tactic must beat.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hwnas_deploy.errors import UnknownNameError
 
 ALGORITHMS = {
     "nsga2": "NSGA-II (SBX 0.9, per-gene mutation 1/population)",
+    "agemoea": "AGE-MOEA (adaptive geometry estimation; pymoo's needs numba)",
     "unsga3": "U-NSGA-III (Das-Dennis reference directions)",
     "random": "random search (baseline)",
 }
@@ -36,6 +38,10 @@ def make_algorithm(name: str, pop_size: int, n_obj: int, sampling=None):
         from pymoo.algorithms.moo.nsga2 import NSGA2
 
         return NSGA2(pop_size=pop_size, **ops)
+    if name == "agemoea":
+        from pymoo.algorithms.moo.age import AGEMOEA
+
+        return AGEMOEA(pop_size=pop_size, **ops)
     if name == "unsga3":
         from pymoo.algorithms.moo.unsga3 import UNSGA3
         from pymoo.util.ref_dirs import get_reference_directions
