@@ -539,9 +539,12 @@ def _reduced_space(sp, popdb_files, threshold, prune_spec, store):
 @click.option("--prune", "prune_spec", default=None,
               help="SHARE:OBJECTIVE, e.g. 0.25:latency=lut:lut.json: drop each gene's least efficient share of "
                    "choices (parameters per latency).")
+@click.option("--reference", "reference_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A reference front.json: the history adds the generational distance to it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def search_cmd(space_name, objective_specs, constraint_specs, algorithm, pop_size, generations, seed, out_dir,
-               warm_file, db, tactic, budget, estimator, popdb_files, popdb_threshold, prune_spec, quiet) -> None:
+               warm_file, db, tactic, budget, estimator, popdb_files, popdb_threshold, prune_spec, reference_file,
+               quiet) -> None:
     """Search a space for the Pareto front of the objectives under the constraints (resumable)."""
     from pathlib import Path
 
@@ -580,8 +583,10 @@ def search_cmd(space_name, objective_specs, constraint_specs, algorithm, pop_siz
         result = concurrent(sp, expensive[0], [o for o in objectives if o is not expensive[0]], constraints,
                             budget, pop_size, generations, estimator, seed, warm, progress=not quiet)
     else:
+        reference = json.loads(Path(reference_file).read_text())["front"] if reference_file else None
         result = search(sp, objectives, constraints, algorithm, pop_size, generations, seed,
-                        checkpoint=out / "checkpoint.json", progress=not quiet, warm_start=warm, allowed=allowed)
+                        checkpoint=out / "checkpoint.json", progress=not quiet, warm_start=warm, allowed=allowed,
+                        reference=reference)
     (out / "front.json").write_text(json.dumps({"space": sp.name, "objectives": list(objective_specs),
                                                 "constraints": list(constraint_specs), "algorithm": algorithm,
                                                 "evaluations": result.evaluations, "history": result.history,

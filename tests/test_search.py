@@ -62,6 +62,11 @@ def test_nsga2_beats_random_search_on_the_same_budget(acc_predictor):
     front = runs["nsga2"].front
     acc, macs = [r["accuracy"] for r in front], [r["macs"] for r in front]
     assert macs == sorted(macs) and acc == sorted(acc)  # a front: more MACs buy accuracy
+    # generational distance to a reference front (here the run's own final front): 0 at the end
+    again = search(get_space(SPACE), objectives, (), "nsga2", pop_size=24, generations=12, seed=1, progress=False,
+                   reference=front)
+    gd = [h["gd"] for h in again.history]
+    assert gd[-1] == pytest.approx(0.0, abs=1e-12) and gd[0] > 0
 
 
 @pytest.mark.parametrize("algorithm", ["agemoea", "unsga3"])
@@ -140,6 +145,9 @@ def test_cli_search_writes_front_plot_and_resumes(acc_predictor, tmp_path):
     assert '<img src="front.png"' in page and page.count("<tr>") == 1 + len(front["front"]) + 1 + 3
     more = run_cli(*[a if a != "3" else "5" for a in args], cwd=tmp_path, check=True)
     assert len(json.loads((tmp_path / "s" / "front.json").read_text())["history"]) == 5 and more.returncode == 0
+    ref = run_cli(*[a if a != "s" else "g" for a in args], "--reference", "s/front.json", cwd=tmp_path, check=True)
+    assert ref.returncode == 0 and all("gd" in h for h in json.loads((tmp_path / "g" / "front.json").read_text())[
+        "history"])
     reduced = run_cli("search", "--space", SPACE, "--objective", "macs", "--objective", "params", "--pop", "8",
                       "--generations", "2", "--popdb", "s/checkpoint.json", "--prune", "0.3:macs", "--out", "r",
                       "--quiet", cwd=tmp_path, check=True)

@@ -62,6 +62,12 @@ class _Hypervolume:
     def __call__(self, f: np.ndarray) -> float:
         return float(self.hv((f - self.lo) / self.span)) if len(f) else 0.0
 
+    def distance(self, f: np.ndarray, reference: np.ndarray) -> float:
+        """Generational distance: mean distance of the front's points to the nearest reference point."""
+        from pymoo.indicators.gd import GD
+
+        return float(GD((reference - self.lo) / self.span)((f - self.lo) / self.span)) if len(f) else float("inf")
+
 
 def warm_population(space: SearchSpace, configs: Sequence[dict], pop_size: int, seed: int) -> np.ndarray:
     """Genes of a first population: the given configs (an earlier run's front: another device,
@@ -84,10 +90,13 @@ def warm_population(space: SearchSpace, configs: Sequence[dict], pop_size: int, 
 def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint] = (),
            algorithm: str = "nsga2", pop_size: int = 50, generations: int = 20, seed: int = 0,
            checkpoint: str | Path | None = None, progress: bool = True,
-           warm_start: Sequence[dict] | None = None, allowed: Sequence[Sequence[int]] | None = None) -> SearchResult:
+           warm_start: Sequence[dict] | None = None, allowed: Sequence[Sequence[int]] | None = None,
+           reference: Sequence[dict] | None = None) -> SearchResult:
     """`warm_start`: configs that make the first population (the rest random), e.g. the front
     of an earlier search on another device; ignored when resuming from a checkpoint.
-    `allowed`: a reduced space (per gene, the choice indices kept; `search/reduction.py`)."""
+    `allowed`: a reduced space (per gene, the choice indices kept; `search/reduction.py`).
+    `reference`: a reference front (rows with the objectives' values, e.g. a long run's front.json):
+    the history then also holds the generational distance to it, in the hypervolume's normalisation."""
     if pop_size < 4 or generations < 1:
         raise ConfigError(f"pop_size must be >= 4 and generations >= 1, got {pop_size} and {generations}")
     problem = SubnetProblem(space, objectives, constraints, allowed)
@@ -127,6 +136,8 @@ def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Seq
                 hv = _Hypervolume(_minimised(rows, objectives))
             history.append({"generation": gen + 1, "evaluations": len(rows),
                             "hypervolume": hv(_minimised(front, objectives))})
+            if reference:
+                history[-1]["gd"] = hv.distance(_minimised(front, objectives), _minimised(reference, objectives))
             if checkpoint:
                 datafile.write(checkpoint, {"format": FORMAT, "version": VERSION, "spec": spec,
                                             "generation": gen + 1, "population": population.tolist(),
