@@ -57,7 +57,7 @@ def run_conv(kind: str, variant: str, x, w, bias, geometry: dict, mult, shift, z
 
 
 conv_cases = st.fixed_dictionaries({
-    "h": st.integers(1, 11), "w": st.integers(1, 11), "c": st.sampled_from([1, 3, 4, 5, 8, 12, 16]),
+    "h": st.integers(1, 11), "w": st.integers(1, 11), "c": st.sampled_from([1, 3, 4, 5, 8, 12, 16, 32, 36, 48]),
     "oc": st.sampled_from([1, 2, 3, 7, 16, 17, 33, 40]), "k": st.sampled_from([1, 3, 5, 7]),
     "stride": st.sampled_from([1, 2]),
     "pad": st.sampled_from(["valid", "same"]), "in_zp": st.integers(-128, 127), "out_zp": st.integers(-128, 127),
