@@ -312,7 +312,7 @@ def _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target)
 @predictor.command("fit")
 @_data_options
 @click.option("--estimator", default="ridge", show_default=True,
-              help="ridge | svr | gbt | rf | kernels | hybrid | macs (kernels, hybrid: with --lut)")
+              help="ridge | svr | gbt | rf | kernels | hybrid | costs | macs (kernels, hybrid: with --lut)")
 @click.option("--params", "params_text", default=None, help="Hyper-parameters as JSON, e.g. '{\"alpha\": 0.5}'.")
 @click.option("--lut", "lut_path", default=None, type=click.Path(exists=True, dir_okay=False),
               help="The device's LUT (`hwnas lut build`), for the kernels and hybrid estimators.")
@@ -345,7 +345,7 @@ def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, ta
 
 @predictor.command("eval")
 @_data_options
-@click.option("--estimators", default="ridge,svr,gbt,rf,macs", show_default=True,
+@click.option("--estimators", default="ridge,svr,gbt,rf,costs,macs", show_default=True,
               help="Comma-separated; add kernels,hybrid with --lut.")
 @click.option("--lut", "lut_path", default=None, type=click.Path(exists=True, dir_okay=False),
               help="The device's LUT (`hwnas lut build`), for the kernels and hybrid estimators.")

@@ -118,6 +118,11 @@ def test_latency_predictor_from_measurements_in_the_store(tmp_path):
     assert len(data) == 16 and data.target == "latency_ms" and data.source.startswith("store:local-cpu")
     pred = Predictor("ridge").fit(data.configs[:12], data.y[:12], data.space, data.target)
     assert pred.log_target
+    for line in ("macs", "costs"):  # cost lines are fitted on latency itself, not its log
+        fitted = Predictor(line).fit(data.configs[:12], data.y[:12], data.space, data.target)
+        assert not fitted.log_target and len(fitted._linear[0]) == (1 if line == "macs" else 2)
+        q = fitted.predict(data.configs[12:])
+        assert np.all(np.abs(q - data.y[12:]) / data.y[12:] < 1.0)
     p = pred.predict(data.configs[12:])
     assert np.all(p > 0) and np.all(np.abs(p - data.y[12:]) / data.y[12:] < 1.0)
 

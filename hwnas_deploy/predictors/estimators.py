@@ -91,6 +91,8 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
                       {"max_iter": 300, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 5}, _gbt,
                       "onehot+macs", needs_lut=True),
         EstimatorSpec("macs", "baseline: a straight line through MACs", {}, _linear, "macs"),
+        EstimatorSpec("costs", "a plane through MACs and output elements (per-MAC and per-output work: "
+                      "instruction counts of a core without caches follow it)", {}, _linear, "costs"),
     )
 }
 

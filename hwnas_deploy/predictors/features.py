@@ -13,6 +13,7 @@ FEATURE_SETS = {
     "onehot": "one-hot choice of every used gene (unused genes all zero)",
     "onehot+macs": "one-hot genes plus MACs (1e8) and parameters (1e6)",
     "macs": "MACs alone (1e8)",
+    "costs": "MACs (1e8) and output activation elements (1e6): per-MAC and per-output work",
 }
 
 
@@ -29,5 +30,8 @@ def featurize(space: str, configs: Sequence[dict], features: str) -> np.ndarray:
             parts.append(np.asarray([sp.macs(cfg) / 1e8], dtype=np.float64))
         if features == "onehot+macs":
             parts.append(np.asarray([sp.params_count(cfg) / 1e6], dtype=np.float64))
+        if features == "costs":
+            outputs = sum(o for b in sp.blocks(cfg) for _, o in b.activation_sizes())
+            parts.append(np.asarray([sp.macs(cfg) / 1e8, outputs / 1e6], dtype=np.float64))
         rows.append(np.concatenate(parts).astype(np.float64))
     return np.vstack(rows) if rows else np.zeros((0, 0))

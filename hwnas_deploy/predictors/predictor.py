@@ -29,7 +29,9 @@ VERSION = 1
 #: estimators whose fitted form is a weight vector: stored as such and applied with exactly
 #: rounded sums, because a refit goes through BLAS/LAPACK, whose last bits can differ between
 #: processes (memory alignment picks different SIMD paths)
-LINEAR = ("ridge", "macs")
+LINEAR = ("ridge", "macs", "costs")
+#: cost-count lines: fitted on the target itself, as latency grows with work (a log would bend them)
+COST_LINES = ("macs", "costs")
 
 
 def _linear_form(model) -> tuple[list[float], float]:
@@ -48,7 +50,8 @@ class Predictor:
     """Fit on (config, target) rows of one search space; predict targets of other configs.
 
     log_target: fit log(y) (latency: errors become relative, predictions stay positive);
-    None chooses it when every training target is positive and `target` is a latency.
+    None chooses it when every training target is positive and `target` is a latency, except for
+    the straight lines through cost counts (`macs`, `costs`).
     lut: the device's latency LUT, which the `kernels` and `hybrid` estimators are built on (saved
     inside the predictor file, so it stays self-contained)."""
 
@@ -82,7 +85,8 @@ class Predictor:
         self.train_configs = [sp.canonical(c) for c in configs]
         self.train_y = np.asarray(y, dtype=np.float64)
         if self.log_target is None:
-            self.log_target = bool(np.all(self.train_y > 0) and "latency" in target)
+            self.log_target = bool(np.all(self.train_y > 0) and "latency" in target
+                                   and self.estimator not in COST_LINES)
         if self.log_target and np.any(self.train_y <= 0):
             raise PredictorError("log_target needs positive targets")
         t = np.log(self.train_y) if self.log_target else self.train_y
