@@ -115,8 +115,14 @@ def test_a_killed_search_resumes_from_its_checkpoint(tmp_path):
                      progress=False)
     assert [h["generation"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]
     assert resumed.history[:3] == first.history
+    # the same normalisation after the restart: the hypervolume only grows
+    assert all(b["hypervolume"] >= a["hypervolume"] - 1e-12 for a, b in zip(resumed.history, resumed.history[1:],
+                                                                                strict=False))
     assert not set(seen2) & set(seen)  # nothing evaluated before was evaluated again
     assert resumed.evaluations == n_first + len(seen2)
+    uninterrupted = search(sp, [parse_objective("macs", sp), objs[1]], (), "nsga2", pop_size=12, generations=6,
+                           seed=5, progress=False)
+    assert uninterrupted.history[:3] == first.history  # the checkpointed part is the same run
     with pytest.raises(ConfigError, match="a checkpoint of another search"):
         search(sp, objs, (), "nsga2", pop_size=16, generations=6, seed=5, checkpoint=ck, progress=False)
 

@@ -41,7 +41,8 @@ def _minimised(rows: Sequence[dict], objectives: Sequence[Objective]) -> np.ndar
 
 def pareto_front(rows: Sequence[dict], objectives: Sequence[Objective],
                  constraints: Sequence[Constraint] = ()) -> list[dict]:
-    feasible = [r for r in rows if all(r[c.name] <= c.limit for c in constraints)]
+    feasible = [r for r in rows if all(r[c.name] <= c.limit for c in constraints)
+                and all(np.isfinite(r[o.name]) for o in objectives)]  # inf: could not be measured
     if not feasible:
         return []
     f = _minimised(feasible, objectives)
@@ -53,11 +54,17 @@ class _Hypervolume:
     """Hypervolume of the front in objectives normalised by the first generation's range (fixed
     afterwards, so values compare across generations and runs with the same first generation)."""
 
-    def __init__(self, f0: np.ndarray):
-        self.lo = f0.min(0)
-        span = f0.max(0) - self.lo
-        self.span = np.where(span > 0, span, 1.0)
-        self.hv = HV(ref_point=np.full(f0.shape[1], 1.1))
+    def __init__(self, f0: np.ndarray | None = None, lo=None, span=None):
+        if f0 is not None:
+            f0 = f0[np.all(np.isfinite(f0), axis=1)]
+            lo = f0.min(0) if len(f0) else np.zeros(f0.shape[1])
+            span = f0.max(0) - lo if len(f0) else np.ones(f0.shape[1])
+        self.lo = np.asarray(lo, dtype=float)
+        self.span = np.where(np.asarray(span, dtype=float) > 0, span, 1.0)
+        self.hv = HV(ref_point=np.full(len(self.lo), 1.1))
+
+    def to_dict(self) -> dict:
+        return {"lo": self.lo.tolist(), "span": self.span.tolist()}
 
     def __call__(self, f: np.ndarray) -> float:
         return float(self.hv((f - self.lo) / self.span)) if len(f) else 0.0
@@ -103,19 +110,19 @@ def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Seq
     spec = {"space": space.name, "objectives": [o.source for o in objectives],
             "constraints": [f"{c.name}<={c.limit}" for c in constraints], "algorithm": algorithm,
             "pop_size": pop_size, "seed": seed, "allowed": problem.allowed}
-    done, population, history = 0, None, []
+    done, population, history, hv = 0, None, [], None
     if checkpoint and Path(checkpoint).exists():
         state = datafile.read(checkpoint, FORMAT, VERSION, "search checkpoint")
         if state["spec"] != spec:
             raise ConfigError(f"{checkpoint}: a checkpoint of another search ({state['spec']}); use a new file")
         problem.evaluated = {h: row for h, row in state["evaluated"].items()}
         done, population, history = state["generation"], np.asarray(state["population"]), state["history"]
+        hv = _Hypervolume(lo=state["normalisation"]["lo"], span=state["normalisation"]["span"])
     elif warm_start:
         population = problem.encode(warm_population(space, warm_start, pop_size, seed))
     first = population if warm_start and not done else None  # random search: the warm generation
 
     rng = np.random.default_rng(seed + done)
-    hv = None
     bar = tqdm(total=generations, initial=done, disable=not progress, unit="gen", desc=f"{algorithm} {space.name}")
     algo = None
     if algorithm != "random":
@@ -141,7 +148,8 @@ def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Seq
             if checkpoint:
                 datafile.write(checkpoint, {"format": FORMAT, "version": VERSION, "spec": spec,
                                             "generation": gen + 1, "population": population.tolist(),
-                                            "evaluated": problem.evaluated, "history": history})
+                                            "evaluated": problem.evaluated, "history": history,
+                                            "normalisation": hv.to_dict()})
             bar.update(1)
     finally:
         bar.close()
