@@ -352,6 +352,7 @@ static void im2col(const hw_conv_params_t *p, const int8_t *in, int oy, int ox, 
 /* n int8 -> n4 / 2 words: per group of 4, (v0, v2) then (v1, v3) as int16 pairs, plus nzp. */
 static ALWAYS_INLINE void unpack_q15(const int8_t *v, int n, uint32_t nzp, uint32_t *out) {
     int k = 0;
+#pragma GCC unroll 8
     for (; k + 4 <= n; k += 4, out += 2) {
         const uint32_t x = hw_read_s8x4(v + k);
         out[0] = hw_sxtab16(nzp, x);
@@ -443,12 +444,7 @@ static ALWAYS_INLINE void conv_small_kernel(const hw_conv_params_t *p, const int
                     im2col_small(p, in, oy, ox, col8[r], 3, 9);
                 else
                     im2col(p, in, oy, ox, col8[r]);
-#pragma GCC unroll 8
-                for (int k = 0; k < words / 2; k++) {
-                    const uint32_t v = hw_read_s8x4(col8[r] + 4 * k);
-                    col[r][2 * k] = hw_sxtab16(nzp, v);
-                    col[r][2 * k + 1] = hw_sxtab16_ror8(nzp, v);
-                }
+                unpack_q15(col8[r], 2 * words, nzp, col[r]); /* whole groups of 4: the tail is read as is */
             }
             int8_t *y = out + px * oc_n;
             for (int o = ob; o < oe; o += 4) {
