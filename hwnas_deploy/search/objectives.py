@@ -40,6 +40,27 @@ class Objective:
     source: str  # the spec it was built from
 
 
+def minimised(rows: Sequence[dict], objectives: Sequence[Objective]) -> np.ndarray:
+    """The objectives' values of each row as pymoo minimises them (maximised ones negated)."""
+    return np.asarray([[-r[o.name] if o.maximise else r[o.name] for o in objectives] for r in rows], dtype=float)
+
+
+def _load_predictor(path: str):
+    from hwnas_deploy.predictors import Predictor
+
+    return Predictor.load(path)
+
+
+def _load_lut(path: str):
+    from hwnas_deploy.lut import LatencyLUT
+
+    return LatencyLUT.load(path)
+
+
+#: NAME=KIND:FILE objectives: what the file holds, and how it is read (each has .space and .predict)
+_FILE_KINDS = {"predictor": ("predictor", _load_predictor), "lut": ("LUT", _load_lut)}
+
+
 def measured(space: SearchSpace, device: str, runtime: str, store) -> Callable[[Sequence[dict]], np.ndarray]:
     """Median latency (ms) of each config on the device, measured now unless the store has it;
     a network the device cannot hold, or whose measurement failed, is infinitely slow."""
@@ -73,22 +94,13 @@ def parse_objective(spec: str, space: SearchSpace, store=None) -> Objective:
         fn = COUNTS[name]
         return Objective(name, False, lambda cs: np.asarray([fn(space, c) for c in cs]), spec)
     kind, _, path = how.partition(":")
-    if kind == "predictor" and path:
-        from hwnas_deploy.predictors import Predictor
-
-        pred = Predictor.load(path)
-        if pred.space != space.name:
-            raise ConfigError(f"objective {spec!r}: the predictor is for space {pred.space!r}, the search for "
+    if kind in _FILE_KINDS and path:
+        what, load = _FILE_KINDS[kind]
+        model = load(path)
+        if model.space != space.name:
+            raise ConfigError(f"objective {spec!r}: the {what} is for space {model.space!r}, the search for "
                               f"{space.name!r}")
-        evaluate = pred.predict
-    elif kind == "lut" and path:
-        from hwnas_deploy.lut import LatencyLUT
-
-        lut = LatencyLUT.load(path)
-        if lut.space != space.name:
-            raise ConfigError(f"objective {spec!r}: the LUT is for space {lut.space!r}, the search for "
-                              f"{space.name!r}")
-        evaluate = lut.predict
+        evaluate = model.predict
     elif kind == "measure" and path.count("/") == 1:
         if store is None:
             raise ConfigError(f"objective {spec!r}: measurements need a store (--db)")
@@ -105,7 +117,7 @@ class Constraint:
     name: str
     limit: float
 
-    def violation(self, values: np.ndarray) -> np.ndarray:
+    def violation(self, values: float | np.ndarray) -> float | np.ndarray:
         """pymoo's convention: <= 0 is feasible."""
         return values - self.limit
 

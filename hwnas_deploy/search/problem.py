@@ -13,7 +13,7 @@ import numpy as np
 from pymoo.core.problem import Problem
 
 from hwnas_deploy.errors import ConfigError
-from hwnas_deploy.search.objectives import COUNTS, Constraint, Objective
+from hwnas_deploy.search.objectives import COUNTS, Constraint, Objective, minimised
 from hwnas_deploy.spaces import SearchSpace
 
 
@@ -41,6 +41,7 @@ class SubnetProblem(Problem):
         super().__init__(n_var=space.n_genes, n_obj=len(objectives), n_ieq_constr=len(constraints), xl=xl, xu=xu,
                          vtype=int)
         self.space, self.objectives, self.constraints = space, list(objectives), list(constraints)
+        self.extra_counts = [c.name for c in constraints if c.name not in names]  # constrained, not optimised
         self.evaluated: dict[str, dict] = {}  # config hash -> {"config": ..., name: value, ...}
 
     def values(self, configs: Sequence[dict]) -> list[dict]:
@@ -56,10 +57,9 @@ class SubnetProblem(Problem):
             for o in self.objectives:
                 for row, v in zip(rows, o.evaluate(todo), strict=True):
                     row[o.name] = float(v)
-            for c in self.constraints:
-                if c.name in COUNTS and all(c.name not in r for r in rows):
-                    for row in rows:
-                        row[c.name] = COUNTS[c.name](self.space, row["config"])
+            for name in self.extra_counts:
+                for row in rows:
+                    row[name] = COUNTS[name](self.space, row["config"])
             for h, row in zip(new, rows, strict=True):
                 self.evaluated[h] = row
         return [self.evaluated[h] for h in hashes]
@@ -81,6 +81,6 @@ class SubnetProblem(Problem):
 
     def _evaluate(self, x, out, *args, **kwargs):
         rows = self.values(self.decode(x))
-        out["F"] = np.asarray([[-r[o.name] if o.maximise else r[o.name] for o in self.objectives] for r in rows])
+        out["F"] = minimised(rows, self.objectives)
         if self.constraints:
-            out["G"] = np.asarray([[r[c.name] - c.limit for c in self.constraints] for r in rows])
+            out["G"] = np.asarray([[c.violation(r[c.name]) for c in self.constraints] for r in rows])

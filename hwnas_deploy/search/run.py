@@ -21,7 +21,7 @@ from tqdm import tqdm
 from hwnas_deploy import datafile
 from hwnas_deploy.errors import ConfigError
 from hwnas_deploy.search.algorithms import make_algorithm
-from hwnas_deploy.search.objectives import Constraint, Objective
+from hwnas_deploy.search.objectives import Constraint, Objective, minimised
 from hwnas_deploy.search.problem import SubnetProblem
 from hwnas_deploy.spaces import SearchSpace
 
@@ -35,17 +35,13 @@ class SearchResult:
     history: list[dict] = field(default_factory=list)  # per generation: gen, evaluations, hypervolume
 
 
-def _minimised(rows: Sequence[dict], objectives: Sequence[Objective]) -> np.ndarray:
-    return np.asarray([[-r[o.name] if o.maximise else r[o.name] for o in objectives] for r in rows], dtype=float)
-
-
 def pareto_front(rows: Sequence[dict], objectives: Sequence[Objective],
                  constraints: Sequence[Constraint] = ()) -> list[dict]:
     feasible = [r for r in rows if all(r[c.name] <= c.limit for c in constraints)
                 and all(np.isfinite(r[o.name]) for o in objectives)]  # inf: could not be measured
     if not feasible:
         return []
-    f = _minimised(feasible, objectives)
+    f = minimised(feasible, objectives)
     front = NonDominatedSorting().do(f, only_non_dominated_front=True)
     return sorted((feasible[i] for i in front), key=lambda r: r[objectives[0].name])
 
@@ -140,11 +136,11 @@ def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Seq
             rows = list(problem.evaluated.values())
             front = pareto_front(rows, objectives, constraints)
             if hv is None:
-                hv = _Hypervolume(_minimised(rows, objectives))
+                hv = _Hypervolume(minimised(rows, objectives))
             history.append({"generation": gen + 1, "evaluations": len(rows),
-                            "hypervolume": hv(_minimised(front, objectives))})
+                            "hypervolume": hv(minimised(front, objectives))})
             if reference:
-                history[-1]["gd"] = hv.distance(_minimised(front, objectives), _minimised(reference, objectives))
+                history[-1]["gd"] = hv.distance(minimised(front, objectives), minimised(reference, objectives))
             if checkpoint:
                 datafile.write(checkpoint, {"format": FORMAT, "version": VERSION, "spec": spec,
                                             "generation": gen + 1, "population": population.tolist(),

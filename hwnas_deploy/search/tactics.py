@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from hwnas_deploy.errors import ConfigError
-from hwnas_deploy.search.objectives import Constraint, Objective
-from hwnas_deploy.search.run import SearchResult, _Hypervolume, _minimised, pareto_front, search, warm_population
+from hwnas_deploy.search.objectives import Constraint, Objective, minimised
+from hwnas_deploy.search.run import SearchResult, _Hypervolume, pareto_front, search, warm_population
 from hwnas_deploy.spaces import SearchSpace
 
 
@@ -45,9 +45,9 @@ def concurrent(space: SearchSpace, measured: Objective, cheap: Sequence[Objectiv
         measure(population)
         done = list(rows.values())
         if hv is None:
-            hv = _Hypervolume(_minimised(done, objectives))
+            hv = _Hypervolume(minimised(done, objectives))
         history.append({"iteration": it + 1, "evaluations": len(done),
-                        "hypervolume": hv(_minimised(pareto_front(done, objectives, constraints), objectives))})
+                        "hypervolume": hv(minimised(pareto_front(done, objectives, constraints), objectives))})
         if len(rows) >= budget:
             break
         usable = [r for r in done if np.isfinite(r[measured.name])]
