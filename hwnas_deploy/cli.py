@@ -556,6 +556,8 @@ def search_cmd(space_name, objective_specs, constraint_specs, algorithm, pop_siz
 
     sp = get_space(space_name)
     store = Store(db) if any("=measure:" in o for o in objective_specs) else None
+    if store is not None:
+        click.get_current_context().call_on_close(store.close)
     objectives = [parse_objective(o, sp, store) for o in objective_specs]
     constraints = [parse_constraint(c) for c in constraint_specs]
     out = Path(out_dir)
