@@ -118,22 +118,39 @@ def devices() -> None:
 
 
 @cli.command()
-@click.option("--space", "space_name", required=True)
-@click.option("--config", "config_text", required=True, help="Config as JSON, or @file.json.")
-@click.option("--format", "fmt", required=True, help="onnx | tflite | tflite-int8 | tvm | blob | blob-fp32 | c")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--space", "space_name", default=None, help="With --config: the sub-network's space.")
+@click.option("--config", "config_text", default=None, help="Config as JSON, or @file.json.")
+@click.option("--run", "run_dir", default=None, type=click.Path(), help="Or: a run folder of `hwnas search` ...")
+@click.option("--pick", default="knee", show_default=True, help="... and which of its front: knee | all | INDEX | HASH")
+@click.option("--format", "fmt", required=True,
+              help="onnx | tflite | tflite-int8 | tvm | blob | blob-fp32 | c (comma-separated for several)")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Output folder [required with --config; RUN/artifacts with --run].")
 @click.option("--target", default="host", show_default=True, help="tvm only: host | aarch64-linux-gnu")
 @click.option("--batch", default=1, show_default=True)
 @click.option("--no-verify", is_flag=True, help="Skip the comparison with torch.")
-def export(space_name: str, config_text: str, fmt: str, out_dir: str, target: str, batch: int, no_verify: bool) -> None:
-    """Export one sub-network to a deployable artifact (checked against torch)."""
+def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, no_verify) -> None:
+    """Export a sub-network (--space/--config) or networks of a search's front (--run/--pick) to
+    deployable artifacts, each checked against torch."""
     from hwnas_deploy.export import export_subnet
     from hwnas_deploy.spaces import get_space, load_config
 
-    sp = get_space(space_name)
-    art = export_subnet(sp, load_config(config_text), fmt, out_dir, target=target, batch=batch, verify=not no_verify)
-    click.echo(json.dumps({k: art.to_dict()[k] for k in ("format", "path", "sha256", "target", "max_abs_error",
-                                                         "export_seconds")}))
+    formats = [f.strip() for f in fmt.split(",") if f.strip()]
+    if run_dir:
+        if space_name or config_text:
+            raise click.UsageError("give either --run (with --pick) or --space and --config, not both")
+        from hwnas_deploy.search.run_folder import export_picked
+
+        arts = export_picked(run_dir, pick, formats, out_dir, verify=not no_verify)
+    else:
+        if not (space_name and config_text and out_dir):
+            raise click.UsageError("give --space, --config and --out (or --run and --pick)")
+        sp = get_space(space_name)
+        arts = [export_subnet(sp, load_config(config_text), f, out_dir, target=target, batch=batch,
+                              verify=not no_verify) for f in formats]
+    for art in arts:
+        click.echo(json.dumps({k: art.to_dict()[k] for k in ("format", "path", "sha256", "target", "max_abs_error",
+                                                             "export_seconds")}))
 
 
 @cli.command(name="profile")
@@ -485,126 +502,140 @@ def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
 
 
 
-def _reduced_space(sp, popdb_files, threshold, prune_spec, store):
-    """`allowed` choices from --popdb / --prune (both: the intersection, never empty), or None."""
-    from hwnas_deploy.search import parse_objective
-    from hwnas_deploy.search.reduction import efficiency, popdb
-
-    allowed = None
-    if popdb_files:
-        from hwnas_deploy import datafile
-        from hwnas_deploy.search.run import FORMAT, VERSION
-
-        configs = []
-        for f in popdb_files:
-            configs += [row["config"] for row in datafile.read(f, FORMAT, VERSION, "search checkpoint")[
-                "evaluated"].values()]
-        allowed = popdb(sp, configs, threshold)
-    if prune_spec:
-        share, _, spec = prune_spec.partition(":")
-        try:
-            share = float(share)
-        except ValueError:
-            raise click.UsageError(f"--prune {prune_spec!r}: expected SHARE:OBJECTIVE, e.g. 0.25:latency=lut:F") \
-                from None
-        pruned = efficiency(sp, parse_objective(spec, sp, store).evaluate, share)
-        allowed = pruned if allowed is None else [sorted(set(a) & set(b)) or a for a, b in zip(allowed, pruned,
-                                                                                                strict=True)]
-    return allowed
-
-
 @cli.command(name="search")
-@click.option("--space", "space_name", required=True)
-@click.option("--objective", "objective_specs", multiple=True, required=True,
-              help="macs | params | sram | NAME=predictor:FILE | NAME=lut:FILE (repeatable; NAME acc* is "
-                   "maximised).")
-@click.option("--constraint", "constraint_specs", multiple=True, help="NAME<=LIMIT, e.g. latency<=50 (repeatable).")
-@click.option("--algorithm", default="nsga2", show_default=True, help="nsga2 | agemoea | unsga3 | random")
-@click.option("--pop", "pop_size", default=50, show_default=True)
-@click.option("--generations", default=20, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="front.json, front.png, report.html and checkpoint.json (a killed search resumes from it).")
-@click.option("--warm-start", "warm_file", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.argument("recipe", required=False)
+@click.option("--space", default=None, help="Search space (overrides the recipe's).")
+@click.option("--objective", "objectives", multiple=True,
+              help="macs | params | sram | flash | NAME=predictor:FILE | NAME=lut:FILE | NAME=table:CSV | "
+                   "NAME=measure[:DEVICE/RUNTIME]; max: before one maximises it (repeatable; NAME acc* is maximised).")
+@click.option("--constraint", "constraints", multiple=True, help="NAME<=LIMIT, e.g. latency<=50 (repeatable).")
+@click.option("--device", default=None, help="What plain NAME=measure objectives measure on (overrides the recipe's).")
+@click.option("--runtime", default=None, help="The device's runtime for NAME=measure objectives.")
+@click.option("--tactic", default=None, help="plain | validated | warm-start | full | concurrent [plain]")
+@click.option("--algorithm", default=None, help="nsga2 | agemoea | unsga3 | random [nsga2]")
+@click.option("--pop", "population", type=int, default=None, help="Population size [50].")
+@click.option("--generations", type=int, default=None, help="Generations (full/concurrent: of the predictor search) [20].")
+@click.option("--seed", type=int, default=None)
+@click.option("--budget", type=int, default=None, help="full / concurrent: validations (real measurements) in all [100].")
+@click.option("--estimator", default=None, help="full / concurrent: the predictor of measured objectives [gbt].")
+@click.option("--warm-start", "warm_start", default=None,
               help="First population from an earlier run's front.json (or JSON lines of configs).")
+@click.option("--popdb", multiple=True, help="Reduce the space to the choices earlier runs' networks used (their "
+                                             "checkpoint.json; repeatable).")
+@click.option("--popdb-threshold", type=float, default=None)
+@click.option("--prune", default=None, help="SHARE:OBJECTIVE, e.g. 0.25:latency=lut:lut.json: drop each gene's least "
+                                            "efficient share of choices (parameters per latency).")
+@click.option("--reference", default=None, help="A reference front.json: the history adds the generational distance.")
+@click.option("--export", "export_formats", default=None,
+              help="Export the picked networks when done, e.g. blob,c (overrides the recipe's export formats).")
+@click.option("--pick", default=None, help="Which networks --export exports: knee | all | INDEX | HASH [knee].")
 @click.option("--db", default=None, help="Store for measure: objectives [$HWNAS_DB or hwnas.sqlite].")
-@click.option("--tactic", default="plain", show_default=True, type=click.Choice(["plain", "concurrent"]),
-              help="concurrent: measure a population, fit a predictor of the measure: objective on all "
-                   "measured, search on it, measure its front next, until --budget measurements.")
-@click.option("--budget", default=100, show_default=True, help="concurrent: real measurements in all.")
-@click.option("--estimator", default="gbt", show_default=True, help="concurrent: the predictor refitted.")
-@click.option("--popdb", "popdb_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Reduce the space to the choices earlier runs' networks used (their checkpoint.json; repeatable).")
-@click.option("--popdb-threshold", default=0.05, show_default=True)
-@click.option("--prune", "prune_spec", default=None,
-              help="SHARE:OBJECTIVE, e.g. 0.25:latency=lut:lut.json: drop each gene's least efficient share of "
-                   "choices (parameters per latency).")
-@click.option("--reference", "reference_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A reference front.json: the history adds the generational distance to it.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Run folder (required): front.json, front.png, report.html, checkpoint.json (a killed search resumes).")
+@click.option("--list", "list_recipes", is_flag=True, help="List the recipes found and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def search_cmd(space_name, objective_specs, constraint_specs, algorithm, pop_size, generations, seed, out_dir,
-               warm_file, db, tactic, budget, estimator, popdb_files, popdb_threshold, prune_spec, reference_file,
-               quiet) -> None:
-    """Search a space for the Pareto front of the objectives under the constraints (resumable)."""
-    from pathlib import Path
-
-    from hwnas_deploy.search import parse_constraint, parse_objective, search
-    from hwnas_deploy.search.run import html_report, plot_result
-    from hwnas_deploy.spaces import get_space
-
+def search_cmd(recipe, out_dir, list_recipes, quiet, export_formats, pick, db, **options) -> None:
+    """Search for the Pareto front of a RECIPE (a name from search/ or a YAML path; options override
+    its fields, or make one without it). Resumable: run it again with the same --out."""
+    from hwnas_deploy.search.recipe import Recipe, prepare, recipe_names
+    from hwnas_deploy.search.run_folder import run_recipe
     from hwnas_deploy.store import Store
 
-    sp = get_space(space_name)
-    store = Store(db) if any("=measure:" in o for o in objective_specs) else None
+    if list_recipes:
+        click.echo("\n".join(recipe_names()))
+        return
+    if not out_dir:
+        raise click.UsageError("give --out RUN_FOLDER")
+    if recipe is None:
+        if not options["space"] or not options["objectives"]:
+            raise click.UsageError("give a RECIPE, or --space and at least one --objective")
+        base = Recipe(space=options["space"], objectives=list(options["objectives"]))
+    else:
+        base = Recipe.load(recipe)
+    export = dict(base.export or {})
+    if export_formats:
+        export["formats"] = [f.strip() for f in export_formats.split(",") if f.strip()]
+    if pick:
+        export["pick"] = pick
+    r = base.overridden(**options, db=db, export=export or None)
+    measuring = any("=measure" in o for o in r.objectives) or "=measure" in (r.prune or "")
+    store = Store(r.db) if measuring else None
     if store is not None:
         click.get_current_context().call_on_close(store.close)
-    objectives = [parse_objective(o, sp, store) for o in objective_specs]
-    constraints = [parse_constraint(c) for c in constraint_specs]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    warm = None
-    if warm_file:
-        text = Path(warm_file).read_text()
-        try:
-            warm = [sp.validate(r["config"]) for r in json.loads(text)["front"]]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            warm = _read_configs(warm_file)
-    allowed = _reduced_space(sp, popdb_files, popdb_threshold, prune_spec, store)
-    if allowed is not None:
-        full = [int(u) + 1 for u in sp.gene_bounds()[1]]
-        click.echo(f"reduced space: {sum(map(len, allowed))} of {sum(full)} gene choices kept", err=True)
-    if tactic == "concurrent":
-        from hwnas_deploy.search.tactics import concurrent
-
-        if allowed is not None:
-            raise click.UsageError("--tactic concurrent does not take a reduced space yet")
-
-        expensive = [o for o, spec in zip(objectives, objective_specs, strict=True) if "=measure:" in spec]
-        if len(expensive) != 1:
-            raise click.UsageError("--tactic concurrent needs exactly one NAME=measure:DEVICE/RUNTIME objective")
-        result = concurrent(sp, expensive[0], [o for o in objectives if o is not expensive[0]], constraints,
-                            budget, pop_size, generations, estimator, seed, warm, progress=not quiet)
-    else:
-        reference = json.loads(Path(reference_file).read_text())["front"] if reference_file else None
-        result = search(sp, objectives, constraints, algorithm, pop_size, generations, seed,
-                        checkpoint=out / "checkpoint.json", progress=not quiet, warm_start=warm, allowed=allowed,
-                        reference=reference)
-    (out / "front.json").write_text(json.dumps({"space": sp.name, "objectives": list(objective_specs),
-                                                "constraints": list(constraint_specs), "algorithm": algorithm,
-                                                "evaluations": result.evaluations, "history": result.history,
-                                                "front": result.front}, indent=1) + "\n")
-    plot_result(result, objectives, out / "front.png")
-    html_report(result, objectives, out / "front.png", out / "report.html",
-                f"{sp.name}: {', '.join(objective_specs)}" + (f" | {', '.join(constraint_specs)}" if constraint_specs
-                                                               else ""))
-    names = [o.name for o in objectives]
+    prepared = prepare(r, store)
+    if prepared.allowed is not None:
+        full = [int(u) + 1 for u in prepared.space.gene_bounds()[1]]
+        click.echo(f"reduced space: {sum(map(len, prepared.allowed))} of {sum(full)} gene choices kept", err=True)
+    result = run_recipe(prepared, out_dir, progress=not quiet)
     if not result.front:
-        click.echo(f"none of the {result.evaluations} networks evaluated meets {', '.join(constraint_specs)}", err=True)
+        click.echo(f"none of the {result.evaluations} networks evaluated meets {', '.join(r.constraints)}", err=True)
         sys.exit(1)
-    click.echo(f"{result.evaluations} networks evaluated; front of {len(result.front)}; hypervolume "
-               f"{result.history[-1]['hypervolume']:.4f}: {out / 'front.json'}")
-    for row in result.front[:10]:
-        click.echo("  " + ", ".join(f"{n}={row[n]:.4g}" for n in names) + f"  {sp.config_hash(row['config'])}")
+    from pathlib import Path
+
+    click.echo(f"{result.evaluations} networks {'validated' if r.tactic in ('full', 'concurrent') else 'evaluated'}"
+               f"; front of {len(result.front)}; hypervolume {result.history[-1]['hypervolume']:.4f}: "
+               f"{Path(out_dir) / 'front.json'}")
+    _echo_front(out_dir, limit=10)
+    if r.export:
+        click.echo(f"artifacts: {Path(out_dir) / 'artifacts'}")
+
+
+def _echo_front(run: str, limit: int | None = None) -> None:
+    from hwnas_deploy.search.run_folder import knee, load_front
+    from hwnas_deploy.spaces import get_space
+
+    front = load_front(run)
+    sp = get_space(front.space)
+    k = knee(front) if front.front else None
+    rows = [{"#": i, **{n: row[n] for n in front.names}, "config_hash": sp.config_hash(row["config"]),
+             "": "knee" if i == k else ""} for i, row in enumerate(front.front)]
+    shown = rows if limit is None or len(rows) <= limit else rows[:limit]
+    click.echo(_table(shown, ["#", *front.names, "config_hash", ""]))
+    if len(shown) < len(rows):
+        click.echo(f"... {len(rows) - len(shown)} more: hwnas front --run {run}")
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="A run folder of `hwnas search`.")
+@click.option("--json", "as_json", is_flag=True, help="The front as JSON (values and configs).")
+def front(run_dir: str, as_json: bool) -> None:
+    """Show a search's Pareto front: index, objectives, config hash, the knee marked."""
+    from hwnas_deploy.search.run_folder import load_front
+
+    if as_json:
+        f = load_front(run_dir)
+        click.echo(json.dumps({"space": f.space, "objectives": f.objectives, "front": f.front}, indent=1))
+        return
+    _echo_front(run_dir)
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="A run folder of `hwnas search`.")
+@click.option("--pick", default="knee", show_default=True, help="knee | all | INDEX | CONFIG-HASH prefix")
+@click.option("--device", required=True)
+@click.option("--runtime", default=None, help="The device's runtime [its first].")
+@click.option("--db", default=None, help="Store: a SQLite path or database URL [$HWNAS_DB or hwnas.sqlite].")
+@click.option("--artifacts", default=None, help="Folder for the exported artifacts [RUN/artifacts].")
+@click.option("--force", is_flag=True, help="Measure again what the store already has.")
+@click.option("--quiet", is_flag=True)
+def deploy(run_dir, pick, device, runtime, db, artifacts, force, quiet) -> None:
+    """Export picked networks of a front, deploy them on the device, check and measure them."""
+    from hwnas_deploy.devices import load_profile
+    from hwnas_deploy.search.run_folder import deploy_picked, load_front
+    from hwnas_deploy.store import Store
+
+    runtime = runtime or load_profile(device).runtimes[0]
+    names = load_front(run_dir).names
+    with Store(db) as store:
+        rows = deploy_picked(run_dir, pick, device, runtime, store, force=force, artifacts_dir=artifacts,
+                             progress=not quiet)
+    for row in rows:
+        check = row.get("output_check") or {}
+        if "identical_to_host_kernels" in check:
+            row["check"] = "bit-exact" if check["identical_to_host_kernels"] else "differs"
+    click.echo(_table(rows, ["index", *names, "median_ms", "check", "config_hash", "error"]))
+    if any("error" in r for r in rows):
+        sys.exit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -3,15 +3,21 @@
 An objective is a name, a direction and a function from configs to numbers, built from a short
 spec (the command line's `--objective`):
 
-    macs | params | sram                      cost counts of the space (sram: int8 peak activations)
+    macs | params | sram | flash              cost counts of the space (sram: int8 peak activations,
+                                              flash: int8 weight bytes)
     latency=predictor:FILE                    a saved predictor (`hwnas predictor fit`), ms
     latency=lut:FILE                          a calibrated LUT (`hwnas lut build`), ms
     latency=measure:DEVICE/RUNTIME            measured on the device (`hwnas profile`'s path: export,
-                                              deploy, measure, stored; what the store has is reused)
+                                              deploy, measure, stored; what the store has is reused);
+                                              plain `latency=measure` takes a recipe's device/runtime
     accuracy=predictor:FILE                   a saved accuracy predictor (maximised)
+    accuracy=table:CSV[@COLUMN]               a table of measured values (DyNAS-T's CSV format, a file
+                                              or a folder of them; default column "Top-1 Acc (%)"),
+                                              generalised to every network by a ridge model fitted on it
 
 `NAME=...` names the objective; a name starting with "acc" is maximised, everything else
-minimised. Constraints are `NAME<=LIMIT` on objectives (or on cost counts not optimised).
+minimised; `max:` before a spec maximises it (`max:params`: capacity as a stand-in for accuracy).
+Constraints are `NAME<=LIMIT` on objectives (or on cost counts not optimised).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ COUNTS = {
     "macs": lambda sp, c: float(sp.macs(c)),
     "params": lambda sp, c: float(sp.params_count(c)),
     "sram": lambda sp, c: float(sp.peak_activation_bytes(c, 1)),
+    "flash": lambda sp, c: float(sp.params_count(c)),  # int8 weights: one byte each
 }
 
 
@@ -38,6 +45,7 @@ class Objective:
     maximise: bool
     evaluate: Callable[[Sequence[dict]], np.ndarray]
     source: str  # the spec it was built from
+    measured: bool = False  # evaluating it measures on a device (what tactics count as a validation)
 
 
 def minimised(rows: Sequence[dict], objectives: Sequence[Objective]) -> np.ndarray:
@@ -83,17 +91,35 @@ def measured(space: SearchSpace, device: str, runtime: str, store) -> Callable[[
     return evaluate
 
 
-def parse_objective(spec: str, space: SearchSpace, store=None) -> Objective:
-    """`store`: where measure: objectives keep their measurements (required for those)."""
-    name, _, how = spec.partition("=")
+def _table(path: str, space: SearchSpace, name: str):
+    from hwnas_deploy.predictors import Predictor, from_csv
+
+    path, _, column = path.partition("@")
+    data = from_csv(path, space.name, column or "Top-1 Acc (%)")
+    return Predictor("ridge").fit(data.configs, data.y, space.name, target=name)
+
+
+def parse_objective(spec: str, space: SearchSpace, store=None, device: str | None = None,
+                    runtime: str | None = None) -> Objective:
+    """`store`: where measure: objectives keep their measurements (required for those);
+    `device`/`runtime`: what a plain `NAME=measure` measures on (a recipe's)."""
+    text = spec.strip()
+    maximise = text.startswith("max:")
+    if maximise:
+        text = text[4:].strip()
+    name, _, how = text.partition("=")
     name = name.strip()
     if not how:
         if name not in COUNTS:
             raise ConfigError(f"objective {spec!r}: give one of {', '.join(COUNTS)} or NAME=predictor:FILE / "
-                              "NAME=lut:FILE / NAME=measure:DEVICE/RUNTIME")
+                              "NAME=lut:FILE / NAME=table:CSV / NAME=measure:DEVICE/RUNTIME")
         fn = COUNTS[name]
-        return Objective(name, False, lambda cs: np.asarray([fn(space, c) for c in cs]), spec)
+        return Objective(name, maximise, lambda cs: np.asarray([fn(space, c) for c in cs]), spec)
     kind, _, path = how.partition(":")
+    kind = kind.strip()
+    if kind == "measure" and not path and device and runtime:
+        path = f"{device}/{runtime}"
+    measures = False
     if kind in _FILE_KINDS and path:
         what, load = _FILE_KINDS[kind]
         model = load(path)
@@ -101,15 +127,20 @@ def parse_objective(spec: str, space: SearchSpace, store=None) -> Objective:
             raise ConfigError(f"objective {spec!r}: the {what} is for space {model.space!r}, the search for "
                               f"{space.name!r}")
         evaluate = model.predict
+    elif kind == "table" and path:
+        evaluate = _table(path, space, name).predict
     elif kind == "measure" and path.count("/") == 1:
         if store is None:
             raise ConfigError(f"objective {spec!r}: measurements need a store (--db)")
         device, runtime = path.split("/")
-        evaluate = measured(space, device, runtime, store)
+        evaluate, measures = measured(space, device, runtime, store), True
+    elif kind == "measure":
+        raise ConfigError(f"objective {spec!r}: measure on what? Write NAME=measure:DEVICE/RUNTIME or give the "
+                          "recipe a device and runtime")
     else:
-        raise ConfigError(f"objective {spec!r}: expected NAME=predictor:FILE, NAME=lut:FILE or "
+        raise ConfigError(f"objective {spec!r}: expected NAME=predictor:FILE, NAME=lut:FILE, NAME=table:CSV or "
                           "NAME=measure:DEVICE/RUNTIME")
-    return Objective(name, name.lower().startswith("acc"), evaluate, spec)
+    return Objective(name, maximise or name.lower().startswith("acc"), evaluate, spec, measures)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Genes decode to canonical configs (`SearchSpace.from_genes`), so two gene vectors that differ
 only in genes a shallow stage does not use are one network: each distinct network is evaluated
-once and remembered (`evaluated`), whatever the algorithm proposes again.
+once and remembered (`evaluated`), whatever the algorithm proposes again. A network that breaks
+a constraint on a count (sram, flash, ...) is never measured: its measured objectives are
+infinite without asking the device.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ class SubnetProblem(Problem):
         self.space, self.objectives, self.constraints = space, list(objectives), list(constraints)
         self.extra_counts = [c.name for c in constraints if c.name not in names]  # constrained, not optimised
         self.evaluated: dict[str, dict] = {}  # config hash -> {"config": ..., name: value, ...}
+        measured = {o.name for o in objectives if o.measured}
+        self.count_constraints = [c for c in constraints if c.name in COUNTS and c.name not in measured]
+
+    def cheap_ok(self, cfg: dict) -> bool:
+        """Whether the network meets every constraint on a count (known without measuring)."""
+        return all(c.violation(COUNTS[c.name](self.space, cfg)) <= 0 for c in self.count_constraints)
 
     def values(self, configs: Sequence[dict]) -> list[dict]:
         """Every objective and constrained count of each config, computing only unseen networks."""
@@ -54,9 +62,12 @@ class SubnetProblem(Problem):
         if new:
             todo = list(new.values())
             rows = [{"config": c} for c in todo]
+            ok = [self.cheap_ok(c) for c in todo]
             for o in self.objectives:
-                for row, v in zip(rows, o.evaluate(todo), strict=True):
-                    row[o.name] = float(v)
+                subset = [c for c, fine in zip(todo, ok, strict=True) if fine] if o.measured else todo
+                values = iter(o.evaluate(subset) if subset else ())
+                for row, fine in zip(rows, ok, strict=True):
+                    row[o.name] = float(next(values)) if fine or not o.measured else float("inf")
             for name in self.extra_counts:
                 for row in rows:
                     row[name] = COUNTS[name](self.space, row["config"])

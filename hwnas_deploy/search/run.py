@@ -1,10 +1,13 @@
 """Run a search: generations of an algorithm on a SubnetProblem, with a resumable checkpoint.
 
-After every generation the checkpoint (JSON, checksummed) holds every network evaluated and the
-current population's genes; a killed search started again with the same checkpoint skips what
-it evaluated and continues from that population for the generations left. The result is the
-non-dominated set of every feasible network evaluated (not only the last population), and the
-hypervolume of that set after each generation.
+After every generation the checkpoint (JSON, checksummed; no pickles) holds every network
+evaluated with its values, and each generation's population. A killed search started again with
+the same checkpoint replays the algorithm from its seed: every network it proposes again is
+answered from the checkpoint, so nothing is evaluated twice, and the run continues exactly as an
+uninterrupted one would (same seed, same proposals, same front). Replaying costs the algorithm's
+own bookkeeping (milliseconds a generation), never an evaluation. The result is the non-dominated
+set of every feasible network evaluated (not only the last population), and the hypervolume of
+that set after each generation.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class SearchResult:
     front: list[dict]  # {"config", objective values...}, sorted by the first objective
     evaluations: int  # distinct networks evaluated
     history: list[dict] = field(default_factory=list)  # per generation: gen, evaluations, hypervolume
+    populations: list[list[dict]] = field(default_factory=list)  # per generation (tactics: per batch measured)
 
 
 def pareto_front(rows: Sequence[dict], objectives: Sequence[Objective],
@@ -103,63 +107,71 @@ def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Seq
     if pop_size < 4 or generations < 1:
         raise ConfigError(f"pop_size must be >= 4 and generations >= 1, got {pop_size} and {generations}")
     problem = SubnetProblem(space, objectives, constraints, allowed)
+    warm_hashes = sorted(space.config_hash(c) for c in warm_start or [])
     spec = {"space": space.name, "objectives": [o.source for o in objectives],
             "constraints": [f"{c.name}<={c.limit}" for c in constraints], "algorithm": algorithm,
-            "pop_size": pop_size, "seed": seed, "allowed": problem.allowed}
-    done, population, history, hv = 0, None, [], None
+            "pop_size": pop_size, "seed": seed, "allowed": problem.allowed,
+            "warm_start": datafile.digest({"hashes": warm_hashes}) if warm_hashes else None}
+    done, counts = 0, []
     if checkpoint and Path(checkpoint).exists():
         state = datafile.read(checkpoint, FORMAT, VERSION, "search checkpoint")
         if state["spec"] != spec:
             raise ConfigError(f"{checkpoint}: a checkpoint of another search ({state['spec']}); use a new file")
-        problem.evaluated = {h: row for h, row in state["evaluated"].items()}
-        done, population, history = state["generation"], np.asarray(state["population"]), state["history"]
-        hv = _Hypervolume(lo=state["normalisation"]["lo"], span=state["normalisation"]["span"])
-    elif warm_start:
-        population = problem.encode(warm_population(space, warm_start, pop_size, seed))
-    first = population if warm_start and not done else None  # random search: the warm generation
+        problem.evaluated = dict(state["evaluated"])
+        done = state["generation"]
+        counts = [h["evaluations"] for h in state["history"]]  # evaluated, in order, by each generation
+    first = problem.encode(warm_population(space, warm_start, pop_size, seed)) if warm_start else None
 
-    rng = np.random.default_rng(seed + done)
-    bar = tqdm(total=generations, initial=done, disable=not progress, unit="gen", desc=f"{algorithm} {space.name}")
+    rng = np.random.default_rng(seed)
     algo = None
     if algorithm != "random":
-        algo = make_algorithm(algorithm, pop_size, len(objectives), sampling=population)
-        algo.setup(problem, termination=("n_gen", generations - done), seed=seed + done, verbose=False)
+        algo = make_algorithm(algorithm, pop_size, len(objectives), sampling=first)
+        algo.setup(problem, termination=("n_gen", generations), seed=seed, verbose=False)
+    history, populations, hv = [], [], None
+    bar = tqdm(total=generations, disable=not progress, unit="gen", desc=f"{algorithm} {space.name}")
     try:
-        for gen in range(done, generations):
+        for gen in range(generations):
+            if done and gen in (0, done):
+                bar.set_postfix_str("replaying the checkpoint" if gen == 0 else "")
             if algo is not None:
                 algo.next()
                 population = algo.pop.get("X").astype(int)
             else:
-                population = first if gen == done and first is not None else np.vstack(
+                population = first if gen == 0 and first is not None else np.vstack(
                     [rng.integers(0, problem.xu + 1) for _ in range(pop_size)])
-                problem.values(problem.decode(population))
+            pop_rows = problem.values(problem.decode(population))
             rows = list(problem.evaluated.values())
+            if gen < done:
+                rows = rows[: counts[gen]]
             front = pareto_front(rows, objectives, constraints)
             if hv is None:
                 hv = _Hypervolume(minimised(rows, objectives))
             history.append({"generation": gen + 1, "evaluations": len(rows),
                             "hypervolume": hv(minimised(front, objectives))})
+            populations.append(pop_rows)
             if reference:
                 history[-1]["gd"] = hv.distance(minimised(front, objectives), minimised(reference, objectives))
-            if checkpoint:
-                datafile.write(checkpoint, {"format": FORMAT, "version": VERSION, "spec": spec,
-                                            "generation": gen + 1, "population": population.tolist(),
-                                            "evaluated": problem.evaluated, "history": history,
-                                            "normalisation": hv.to_dict()})
+            if checkpoint and gen + 1 > done:
+                datafile.write(checkpoint, {
+                    "format": FORMAT, "version": VERSION, "spec": spec, "generation": gen + 1,
+                    "evaluated": problem.evaluated, "history": history,
+                    "populations": [[space.config_hash(r["config"]) for r in p] for p in populations]})
             bar.update(1)
     finally:
         bar.close()
     rows = list(problem.evaluated.values())
-    return SearchResult(pareto_front(rows, objectives, constraints), len(rows), history)
+    return SearchResult(pareto_front(rows, objectives, constraints), len(rows), history, populations)
 
 
 def plot_result(result: SearchResult, objectives: Sequence[Objective], path: str | Path) -> Path:
-    """The front on the first two objectives beside the hypervolume after each generation."""
+    """Three panels: the front on the first two objectives; the hypervolume against the networks
+    evaluated (for tactics: measured); each generation's population, coloured by generation."""
     from hwnas_deploy.report.figures import new_figure, save_figure
 
-    fig, (ax0, ax1) = new_figure(1, 2, figsize=(10, 4))
-    if len(objectives) >= 2 and result.front:
-        a, b = objectives[0].name, objectives[1].name
+    fig, (ax0, ax1, ax2) = new_figure(1, 3, figsize=(15, 4.2))
+    two = len(objectives) >= 2
+    a, b = (objectives[0].name, objectives[1].name) if two else (objectives[0].name, None)
+    if two and result.front:
         ax0.plot([r[a] for r in result.front], [r[b] for r in result.front], "o-", ms=4)
         ax0.set_xlabel(a)
         ax0.set_ylabel(b)
@@ -167,6 +179,21 @@ def plot_result(result: SearchResult, objectives: Sequence[Objective], path: str
     ax1.plot([h["evaluations"] for h in result.history], [h["hypervolume"] for h in result.history], "o-", ms=3)
     ax1.set_xlabel("networks evaluated")
     ax1.set_ylabel("hypervolume (normalised)")
+    ax1.set_title("hypervolume")
+    if two and result.populations:
+        import matplotlib as mpl
+
+        cmap, n = mpl.colormaps["viridis"], len(result.populations)
+        for g, pop in enumerate(result.populations):
+            pts = [(r[a], r[b]) for r in pop if np.isfinite(r[a]) and np.isfinite(r[b])]
+            if pts:
+                x, y = zip(*pts, strict=True)
+                ax2.scatter(x, y, s=8, color=cmap(g / max(1, n - 1)), alpha=0.7)
+        fig.colorbar(mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(1, max(2, n)), cmap=cmap), ax=ax2,
+                     label="generation")
+        ax2.set_xlabel(a)
+        ax2.set_ylabel(b)
+    ax2.set_title("population by generation")
     return save_figure(fig, path)
 
 

@@ -1,67 +1,170 @@
 """Search tactics that spend real measurements carefully.
 
-`concurrent` (ConcurrentNAS, as in Intel's DyNAS-T): measure a population on the device, fit a
-predictor of the measured objective on everything measured so far, run a whole evolutionary
-search on the predictor (the other objectives being cheap: counts, accuracy predictors), and
-measure that search's best population next; stop when the budget of real measurements is spent.
-The result is the front of the measured networks, in measured values, with the hypervolume after
-each iteration against the number of measurements.
+A *validation* is one network measured for real: every objective whose `measured` flag is set
+(`NAME=measure:DEVICE/RUNTIME`, or a ground truth in a benchmark) is evaluated on it; the other
+objectives are cheap (counts, accuracy predictors) and evaluated freely. Each tactic returns the
+front of the validated networks in their real values, and the hypervolume after each batch
+against the number of validations.
+
+- `full`: validate a random sample (`budget - pop_size` networks), fit a predictor of each
+  measured objective on it, run one long evolutionary search on the predictors, validate that
+  search's best population (`pop_size` networks).
+- `concurrent` (ConcurrentNAS, as in Intel's DyNAS-T): validate a population, refit the weak
+  predictors on everything validated, run a whole evolutionary search on them, validate that
+  search's best population next; stop when the budget of validations is spent.
+
+(`validated`, every evaluation measured, is a plain `search` whose objectives measure.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from hwnas_deploy.errors import ConfigError
 from hwnas_deploy.search.objectives import Constraint, Objective, minimised
-from hwnas_deploy.search.run import SearchResult, _Hypervolume, pareto_front, search, warm_population
+from hwnas_deploy.search.problem import SubnetProblem
+from hwnas_deploy.search.run import SearchResult, _Hypervolume, pareto_front, search
 from hwnas_deploy.spaces import SearchSpace
 
 
-def concurrent(space: SearchSpace, measured: Objective, cheap: Sequence[Objective], constraints: Sequence[Constraint] = (),
-               budget: int = 100, pop_size: int = 20, inner_generations: int = 20, estimator: str = "gbt",
-               seed: int = 0, warm_start: Sequence[dict] | None = None, progress: bool = True) -> SearchResult:
-    from hwnas_deploy.predictors import Predictor
+class _Validations:
+    """The networks validated so far, within the budget; history and batches for the report."""
 
-    if budget < pop_size or pop_size < 4:
-        raise ConfigError(f"the budget ({budget}) must cover at least one population ({pop_size}, >= 4)")
-    objectives = [measured, *cheap]
-    rows: dict[str, dict] = {}  # measured networks, with every objective's value
+    def __init__(self, space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint],
+                 budget: int, progress: bool, desc: str):
+        self.space, self.objectives, self.constraints, self.budget = space, list(objectives), list(constraints), budget
+        self.rows: dict[str, dict] = {}
+        self.history: list[dict] = []
+        self.batches: list[list[dict]] = []
+        self.hv: _Hypervolume | None = None
+        self.bar = tqdm(total=budget, disable=not progress, unit="net", desc=desc)
 
-    def measure(configs: Sequence[dict]) -> None:
-        todo = [c for c in configs if space.config_hash(c) not in rows][: budget - len(rows)]
+    def left(self) -> int:
+        return self.budget - len(self.rows)
+
+    def validate(self, configs: Sequence[dict]) -> int:
+        """Measure the configs not validated yet (as many as the budget allows); how many were new."""
+        todo, seen = [], set(self.rows)
+        for cfg in configs:
+            h = self.space.config_hash(cfg)
+            if h not in seen and len(todo) < self.left():
+                seen.add(h)
+                todo.append(self.space.canonical(cfg))
         if not todo:
-            return
-        values = {o.name: o.evaluate(todo) for o in objectives}
-        for i, cfg in enumerate(todo):
-            rows[space.config_hash(cfg)] = {"config": cfg, **{n: float(v[i]) for n, v in values.items()}}
+            return 0
+        values = {o.name: np.asarray(o.evaluate(todo), dtype=float) for o in self.objectives}
+        batch = [{"config": cfg, **{n: float(v[i]) for n, v in values.items()}} for i, cfg in enumerate(todo)]
+        for row in batch:
+            self.rows[self.space.config_hash(row["config"])] = row
+        done = list(self.rows.values())
+        if self.hv is None:
+            self.hv = _Hypervolume(minimised(done, self.objectives))
+        front = pareto_front(done, self.objectives, self.constraints)
+        self.history.append({"iteration": len(self.history) + 1, "evaluations": len(done),
+                             "hypervolume": self.hv(minimised(front, self.objectives))})
+        self.batches.append(batch)
+        self.bar.update(len(todo))
+        return len(todo)
 
-    population = [space.from_genes(g) for g in warm_population(space, warm_start or [], pop_size, seed)]
-    history, hv, it = [], None, 0
-    while len(rows) < budget:
-        before = len(rows)
-        measure(population)
-        done = list(rows.values())
-        if hv is None:
-            hv = _Hypervolume(minimised(done, objectives))
-        history.append({"iteration": it + 1, "evaluations": len(done),
-                        "hypervolume": hv(minimised(pareto_front(done, objectives, constraints), objectives))})
-        if len(rows) >= budget:
+    def surrogates(self, estimator: str | Mapping[str, str]) -> list[Objective]:
+        """The objectives with each measured one replaced by a predictor fitted on every validation."""
+        from hwnas_deploy.predictors import Predictor
+
+        out = []
+        for o in self.objectives:
+            if not o.measured:
+                out.append(o)
+                continue
+            usable = [r for r in self.rows.values() if np.isfinite(r[o.name])]  # inf: could not be measured
+            if len(usable) < 3:
+                raise ConfigError(f"only {len(usable)} of {len(self.rows)} validated networks have a finite "
+                                  f"{o.name!r}: too few to fit a predictor")
+            y = np.asarray([r[o.name] for r in usable])
+            name = estimator if isinstance(estimator, str) else estimator.get(o.name, "gbt")
+            pred = Predictor(name, log_target=bool(np.all(y > 0))).fit([r["config"] for r in usable], y,
+                                                                        self.space.name, target=o.name)
+            out.append(Objective(o.name, o.maximise, pred.predict, f"{name} on {len(usable)} validations"))
+        return out
+
+    def result(self) -> SearchResult:
+        self.bar.close()
+        done = list(self.rows.values())
+        return SearchResult(pareto_front(done, self.objectives, self.constraints), len(done), self.history,
+                            self.batches)
+
+
+def _random_configs(problem: SubnetProblem, n: int, rng: np.random.Generator, first: Sequence[dict] = (),
+                    exclude: Sequence[str] = ()) -> list[dict]:
+    """`first` (distinct, not excluded), then random networks of the (possibly reduced) space, n in
+    all; only networks that meet the constraints on counts (the others would waste a validation)."""
+    space = problem.space
+    out, seen = [], set(exclude)
+    for cfg in first:
+        h = space.config_hash(cfg)
+        if h not in seen and len(out) < n and problem.cheap_ok(cfg):
+            seen.add(h)
+            out.append(space.canonical(cfg))
+    for _ in range(200 * n):
+        if len(out) >= n:
             break
-        usable = [r for r in done if np.isfinite(r[measured.name])]
-        y = np.asarray([r[measured.name] for r in usable])
-        pred = Predictor(estimator, log_target=bool(np.all(y > 0))).fit(
-            [r["config"] for r in usable], y, space.name, target=measured.name)
-        surrogate = Objective(measured.name, measured.maximise, pred.predict, f"{estimator} on {len(usable)}")
-        inner = search(space, [surrogate, *cheap], constraints, "nsga2", pop_size, inner_generations,
-                       seed=seed + 1000 * (it + 1), progress=False)
-        fresh = [r["config"] for r in inner.front if space.config_hash(r["config"]) not in rows]
-        # the predicted front first, then random networks if it is smaller than a population
-        population = [space.from_genes(g) for g in warm_population(space, fresh, pop_size, seed + it + 1)]
-        if len(rows) == before:  # nothing new could be measured
+        cfg = problem.decode(rng.integers(0, problem.xu + 1))[0]
+        if space.config_hash(cfg) not in seen:
+            seen.add(space.config_hash(cfg))
+            if problem.cheap_ok(cfg):
+                out.append(cfg)
+    return out
+
+
+def _check(objectives: Sequence[Objective], budget: int, pop_size: int, minimum: int) -> None:
+    if not any(o.measured for o in objectives):
+        raise ConfigError("the tactic needs at least one measured objective (NAME=measure:DEVICE/RUNTIME)")
+    if pop_size < 4 or budget < minimum:
+        raise ConfigError(f"the budget ({budget}) must be at least {minimum} validations with a population of "
+                          f"{pop_size} (>= 4)")
+
+
+def _next_batch(val: _Validations, inner: SearchResult, problem: SubnetProblem, n: int,
+                rng: np.random.Generator) -> list[dict]:
+    """The inner search's front, then the rest of its last population, then random networks."""
+    candidates = [r["config"] for r in inner.front] + [r["config"] for r in (inner.populations or [[]])[-1]]
+    return _random_configs(problem, n, rng, candidates, exclude=list(val.rows))
+
+
+def concurrent(space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint] = (),
+               budget: int = 100, pop_size: int = 20, inner_generations: int = 20,
+               estimator: str | Mapping[str, str] = "gbt", seed: int = 0, warm_start: Sequence[dict] | None = None,
+               allowed: Sequence[Sequence[int]] | None = None, progress: bool = True) -> SearchResult:
+    """`estimator`: the predictor refitted each iteration (one name, or one per measured objective)."""
+    _check(objectives, budget, pop_size, pop_size)
+    problem = SubnetProblem(space, objectives, constraints, allowed)
+    rng = np.random.default_rng(seed)
+    val = _Validations(space, objectives, constraints, budget, progress, f"concurrent {space.name}")
+    batch = _random_configs(problem, pop_size, rng, warm_start or [])
+    it = 0
+    while val.left() > 0 and val.validate(batch):
+        if val.left() == 0:
             break
         it += 1
-    done = list(rows.values())
-    return SearchResult(pareto_front(done, objectives, constraints), len(done), history)
+        inner = search(space, val.surrogates(estimator), constraints, "nsga2", pop_size, inner_generations,
+                       seed=seed + 1000 * it, progress=False, allowed=allowed)
+        batch = _next_batch(val, inner, problem, min(pop_size, val.left()), rng)
+    return val.result()
+
+
+def full(space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint] = (),
+         budget: int = 100, pop_size: int = 20, generations: int = 100, estimator: str | Mapping[str, str] = "gbt",
+         seed: int = 0, warm_start: Sequence[dict] | None = None, allowed: Sequence[Sequence[int]] | None = None,
+         progress: bool = True) -> SearchResult:
+    """`budget - pop_size` validations train the predictors; `pop_size` validate the search's result."""
+    _check(objectives, budget, pop_size, pop_size + 4)
+    problem = SubnetProblem(space, objectives, constraints, allowed)
+    rng = np.random.default_rng(seed)
+    val = _Validations(space, objectives, constraints, budget, progress, f"full {space.name}")
+    val.validate(_random_configs(problem, budget - pop_size, rng, warm_start or []))
+    inner = search(space, val.surrogates(estimator), constraints, "nsga2", pop_size, generations, seed=seed + 1,
+                   progress=False, allowed=allowed)
+    val.validate(_next_batch(val, inner, problem, val.left(), rng))
+    return val.result()
