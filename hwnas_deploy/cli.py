@@ -15,7 +15,7 @@ from hwnas_deploy.errors import HwnasError
 def _table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     def fmt(v):
         if isinstance(v, float):
-            return f"{v:.3f}"
+            return f"{v:.0f}" if v.is_integer() and abs(v) >= 1000 else f"{v:.3f}"
         return "" if v is None else str(v)
 
     cells = [[fmt(r.get(c)) for c in columns] for r in rows]

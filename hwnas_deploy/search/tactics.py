@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hwnas_deploy.errors import ConfigError
-from hwnas_deploy.search.objectives import Constraint, Objective, minimised
+from hwnas_deploy.search.objectives import COUNTS, Constraint, Objective, minimised
 from hwnas_deploy.search.problem import SubnetProblem
 from hwnas_deploy.search.run import SearchResult, _Hypervolume, pareto_front, search
 from hwnas_deploy.spaces import SearchSpace
@@ -56,6 +56,10 @@ class _Validations:
         if not todo:
             return 0
         values = {o.name: np.asarray(o.evaluate(todo), dtype=float) for o in self.objectives}
+        names = {o.name for o in self.objectives}
+        for c in self.constraints:  # constrained counts that are not objectives
+            if c.name not in names and c.name in COUNTS:
+                values[c.name] = np.asarray([COUNTS[c.name](self.space, cfg) for cfg in todo])
         batch = [{"config": cfg, **{n: float(v[i]) for n, v in values.items()}} for i, cfg in enumerate(todo)]
         for row in batch:
             self.rows[self.space.config_hash(row["config"])] = row
