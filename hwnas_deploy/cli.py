@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Sequence
 
 import click
 
+from hwnas_deploy.datafile import finite
 from hwnas_deploy.errors import HwnasError
 
 
@@ -24,17 +24,6 @@ def _table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
-
-
-def _finite(value):
-    """JSON has no Infinity/NaN: such floats become null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _read_configs(configs_file: str) -> list[dict]:
@@ -226,7 +215,7 @@ def show(db, device, space_name, runtime, rows, as_json, plot) -> None:
             cols = ["device", "space", "runtime", "threads", "batch", "subnets", "min_ms", "median_ms", "max_ms",
                     "tau_macs"]
         if as_json:
-            click.echo(json.dumps(_finite(data), indent=2, default=str))
+            click.echo(json.dumps(finite(data), indent=2, default=str))
         elif not data:
             click.echo(f"{store.url}: no measurements")
         else:
@@ -408,7 +397,7 @@ def predictor_eval(space_name, db, device, runtime, threads, batch, csv_paths, t
         if curves:
             report["learning_curve"] = {e: {str(s): v for s, v in c.items()} for e, c in curves.items()}
             learning_curve_plot(curves, out / "learning_curve.png")
-        (out / "report.json").write_text(json.dumps(_finite(report), indent=1) + "\n")
+        (out / "report.json").write_text(json.dumps(finite(report), indent=1) + "\n")
         click.echo(f"report: {out}")
 
 
@@ -514,9 +503,11 @@ def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
 @click.option("--tactic", default=None, help="plain | validated | warm-start | full | concurrent [plain]")
 @click.option("--algorithm", default=None, help="nsga2 | agemoea | unsga3 | random [nsga2]")
 @click.option("--pop", "population", type=int, default=None, help="Population size [50].")
-@click.option("--generations", type=int, default=None, help="Generations (full/concurrent: of the predictor search) [20].")
+@click.option("--generations", type=int, default=None,
+              help="Generations (full/concurrent: of the predictor search) [20].")
 @click.option("--seed", type=int, default=None)
-@click.option("--budget", type=int, default=None, help="full / concurrent: validations (real measurements) in all [100].")
+@click.option("--budget", type=int, default=None,
+              help="full / concurrent: validations (real measurements) in all [100].")
 @click.option("--estimator", default=None, help="full / concurrent: the predictor of measured objectives [gbt].")
 @click.option("--warm-start", "warm_start", default=None,
               help="First population from an earlier run's front.json (or JSON lines of configs).")
@@ -531,7 +522,8 @@ def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
 @click.option("--pick", default=None, help="Which networks --export exports: knee | all | INDEX | HASH [knee].")
 @click.option("--db", default=None, help="Store for measure: objectives [$HWNAS_DB or hwnas.sqlite].")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
-              help="Run folder (required): front.json, front.png, report.html, checkpoint.json (a killed search resumes).")
+              help="Run folder (required): front.json, front.png, report.html, checkpoint.json (a killed search "
+                   "resumes).")
 @click.option("--list", "list_recipes", is_flag=True, help="List the recipes found and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def search_cmd(recipe, out_dir, list_recipes, quiet, export_formats, pick, db, **options) -> None:

@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from hwnas_deploy.errors import PredictorError
+
+
+def finite(value: Any) -> Any:
+    """`value` with every non-finite float (inf, NaN) as None: JSON has neither."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
 
 
 def digest(body: dict[str, Any]) -> str:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from hwnas_deploy import datafile
 from hwnas_deploy.errors import ConfigError
 from hwnas_deploy.search.recipe import Prepared
 from hwnas_deploy.search.run import SearchResult, html_report, plot_result, search
@@ -48,7 +48,7 @@ def run_recipe(prepared: Prepared, out_dir: str | Path, progress: bool = True) -
             "constraints": list(r.constraints), "tactic": r.tactic, "algorithm": r.algorithm,
             "evaluations": result.evaluations, "history": result.history, "front": result.front,
             "recipe": {**r.to_dict(), "file": r.source}}
-    (out / "front.json").write_text(json.dumps(_finite(body), indent=1) + "\n")
+    (out / "front.json").write_text(json.dumps(datafile.finite(body), indent=1) + "\n")
     plot_result(result, p.objectives, out / "front.png")
     title = f"{p.space.name} ({r.tactic}): {', '.join(r.objectives)}" + (
         f" | {', '.join(r.constraints)}" if r.constraints else "")
@@ -56,17 +56,6 @@ def run_recipe(prepared: Prepared, out_dir: str | Path, progress: bool = True) -
     if r.export and result.front:
         export_picked(out, r.export.get("pick", "knee"), r.export.get("formats", ["onnx"]))
     return result
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no Infinity/NaN: such floats become null."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 @dataclass
@@ -119,7 +108,8 @@ def pick(run: RunFront, how: str | int) -> list[int]:
     if how.isdigit():
         i = int(how)
         if i >= len(run.front):
-            raise ConfigError(f"--pick {i}: the front of {run.path} has {len(run.front)} networks (0..{len(run.front) - 1})")
+            raise ConfigError(f"--pick {i}: the front of {run.path} has {len(run.front)} networks "
+                              f"(0..{len(run.front) - 1})")
         return [i]
     sp = get_space(run.space)
     hits = [i for i, row in enumerate(run.front) if sp.config_hash(row["config"]).startswith(how)]

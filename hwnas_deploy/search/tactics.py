@@ -93,6 +93,10 @@ class _Validations:
             out.append(Objective(o.name, o.maximise, pred.predict, f"{name} on {len(usable)} validations"))
         return out
 
+    def front_configs(self) -> list[dict]:
+        """The validated front: where the next predictor search starts (real values, not predicted)."""
+        return [r["config"] for r in pareto_front(list(self.rows.values()), self.objectives, self.constraints)]
+
     def result(self) -> SearchResult:
         self.bar.close()
         done = list(self.rows.values())
@@ -122,6 +126,12 @@ def _random_configs(problem: SubnetProblem, n: int, rng: np.random.Generator, fi
     return out
 
 
+def _extremes(problem: SubnetProblem) -> list[dict]:
+    """The smallest and the largest network of the (reduced) space: every choice at its first, then
+    at its last value. Predictors extrapolate badly, so the first sample anchors both ends."""
+    return problem.decode(np.vstack([problem.xl, problem.xu]))
+
+
 def _check(objectives: Sequence[Objective], budget: int, pop_size: int, minimum: int) -> None:
     if not any(o.measured for o in objectives):
         raise ConfigError("the tactic needs at least one measured objective (NAME=measure:DEVICE/RUNTIME)")
@@ -132,28 +142,64 @@ def _check(objectives: Sequence[Objective], budget: int, pop_size: int, minimum:
 
 def _next_batch(val: _Validations, inner: SearchResult, problem: SubnetProblem, n: int,
                 rng: np.random.Generator) -> list[dict]:
-    """The inner search's front, then the rest of its last population, then random networks."""
-    candidates = [r["config"] for r in inner.front] + [r["config"] for r in (inner.populations or [[]])[-1]]
+    """n networks the predictors expect to improve the validated front most: greedily, the
+    candidate (the inner search's front and last population) whose predicted values add the most
+    hypervolume to the validated front plus the candidates already chosen; once none is expected
+    to add any, the rest spread evenly along the predicted front, then random networks."""
+    space = problem.space
+    seen, cands = set(val.rows), []
+    for row in [*inner.front, *(inner.populations or [[]])[-1]]:
+        h = space.config_hash(row["config"])
+        if h not in seen and problem.cheap_ok(row["config"]) and all(np.isfinite(row[o.name])
+                                                                      for o in val.objectives):
+            seen.add(h)
+            cands.append(row)
+    hv = val.hv
+    base = minimised(pareto_front(list(val.rows.values()), val.objectives, val.constraints), val.objectives)
+    pred = minimised(cands, val.objectives) if cands else np.zeros((0, len(val.objectives)))
+    feasible = [all(r[c.name] <= c.limit for c in val.constraints) for r in cands]
+    chosen: list[int] = []
+    current = base
+    while len(chosen) < n and cands:
+        start = hv(current)
+        gains = [hv(np.vstack([current, pred[i:i + 1]])) - start if i not in chosen and feasible[i] else -1.0
+                 for i in range(len(cands))]
+        best = int(np.argmax(gains))
+        if gains[best] <= 0:
+            break
+        chosen.append(best)
+        current = np.vstack([current, pred[best:best + 1]])
+    picked = [cands[i]["config"] for i in chosen]
+    fresh = [r["config"] for r in inner.front if space.config_hash(r["config"]) not in val.rows
+             and r["config"] not in picked]
+    left = n - len(picked)
+    if len(fresh) > left > 0:
+        fresh = [fresh[i] for i in np.unique(np.linspace(0, len(fresh) - 1, left).round().astype(int))]
+    candidates = picked + fresh + [r["config"] for r in (inner.populations or [[]])[-1]]
     return _random_configs(problem, n, rng, candidates, exclude=list(val.rows))
 
 
 def concurrent(space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint] = (),
                budget: int = 100, pop_size: int = 20, inner_generations: int = 20,
                estimator: str | Mapping[str, str] = "gbt", seed: int = 0, warm_start: Sequence[dict] | None = None,
-               allowed: Sequence[Sequence[int]] | None = None, progress: bool = True) -> SearchResult:
-    """`estimator`: the predictor refitted each iteration (one name, or one per measured objective)."""
+               allowed: Sequence[Sequence[int]] | None = None, progress: bool = True,
+               inner_pop: int | None = None) -> SearchResult:
+    """`estimator`: the predictor refitted each iteration (one name, or one per measured objective);
+    `inner_pop`: the predictor search's population [4 x pop_size: its front is what the next
+    population is spread along, and a small population finds a poor front]."""
     _check(objectives, budget, pop_size, pop_size)
     problem = SubnetProblem(space, objectives, constraints, allowed)
     rng = np.random.default_rng(seed)
     val = _Validations(space, objectives, constraints, budget, progress, f"concurrent {space.name}")
-    batch = _random_configs(problem, pop_size, rng, warm_start or [])
+    batch = _random_configs(problem, pop_size, rng, [*(warm_start or []), *_extremes(problem)])
     it = 0
     while val.left() > 0 and val.validate(batch):
         if val.left() == 0:
             break
         it += 1
-        inner = search(space, val.surrogates(estimator), constraints, "nsga2", pop_size, inner_generations,
-                       seed=seed + 1000 * it, progress=False, allowed=allowed)
+        inner = search(space, val.surrogates(estimator), constraints, "nsga2", inner_pop or 4 * pop_size,
+                       inner_generations, seed=seed + 1000 * it, progress=False, allowed=allowed,
+                       warm_start=val.front_configs())
         batch = _next_batch(val, inner, problem, min(pop_size, val.left()), rng)
     return val.result()
 
@@ -161,14 +207,15 @@ def concurrent(space: SearchSpace, objectives: Sequence[Objective], constraints:
 def full(space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint] = (),
          budget: int = 100, pop_size: int = 20, generations: int = 100, estimator: str | Mapping[str, str] = "gbt",
          seed: int = 0, warm_start: Sequence[dict] | None = None, allowed: Sequence[Sequence[int]] | None = None,
-         progress: bool = True) -> SearchResult:
-    """`budget - pop_size` validations train the predictors; `pop_size` validate the search's result."""
+         progress: bool = True, inner_pop: int | None = None) -> SearchResult:
+    """`budget - pop_size` validations train the predictors; `pop_size` validate the search's result
+    (spread along the front of a predictor search with population `inner_pop` [4 x pop_size])."""
     _check(objectives, budget, pop_size, pop_size + 4)
     problem = SubnetProblem(space, objectives, constraints, allowed)
     rng = np.random.default_rng(seed)
     val = _Validations(space, objectives, constraints, budget, progress, f"full {space.name}")
-    val.validate(_random_configs(problem, budget - pop_size, rng, warm_start or []))
-    inner = search(space, val.surrogates(estimator), constraints, "nsga2", pop_size, generations, seed=seed + 1,
-                   progress=False, allowed=allowed)
+    val.validate(_random_configs(problem, budget - pop_size, rng, [*(warm_start or []), *_extremes(problem)]))
+    inner = search(space, val.surrogates(estimator), constraints, "nsga2", inner_pop or 4 * pop_size, generations,
+                   seed=seed + 1, progress=False, allowed=allowed)
     val.validate(_next_batch(val, inner, problem, val.left(), rng))
     return val.result()
