@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.axhline(97, color="grey", ls=":", lw=1)
         ax.set_xscale("log")
         ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.xaxis.set_minor_formatter("")
         ax.set_xlabel("validations (networks measured)")
         ax.set_ylabel("% of the reference hypervolume (front box)")
         ax.legend()

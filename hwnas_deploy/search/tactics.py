@@ -141,11 +141,13 @@ def _check(objectives: Sequence[Objective], budget: int, pop_size: int, minimum:
 
 
 def _next_batch(val: _Validations, inner: SearchResult, problem: SubnetProblem, n: int,
-                rng: np.random.Generator) -> list[dict]:
-    """n networks the predictors expect to improve the validated front most: greedily, the
-    candidate (the inner search's front and last population) whose predicted values add the most
-    hypervolume to the validated front plus the candidates already chosen; once none is expected
-    to add any, the rest spread evenly along the predicted front, then random networks."""
+                rng: np.random.Generator, by_gain: bool = True) -> list[dict]:
+    """n networks the predictors expect to improve the validated front most (`by_gain`): greedily,
+    the candidate (the inner search's front and last population) whose predicted values add the
+    most hypervolume to the validated front plus the candidates already chosen; once none is
+    expected to add any (or without `by_gain`), the rest spread evenly along the predicted front,
+    then random networks. Spreading suits a single last batch (`full`): the gains are predicted,
+    and a refit cannot correct a batch spent where the predictors were wrong."""
     space = problem.space
     seen, cands = set(val.rows), []
     for row in [*inner.front, *(inner.populations or [[]])[-1]]:
@@ -160,7 +162,7 @@ def _next_batch(val: _Validations, inner: SearchResult, problem: SubnetProblem, 
     feasible = [all(r[c.name] <= c.limit for c in val.constraints) for r in cands]
     chosen: list[int] = []
     current = base
-    while len(chosen) < n and cands:
+    while by_gain and len(chosen) < n and cands:
         start = hv(current)
         gains = [hv(np.vstack([current, pred[i:i + 1]])) - start if i not in chosen and feasible[i] else -1.0
                  for i in range(len(cands))]
@@ -217,5 +219,5 @@ def full(space: SearchSpace, objectives: Sequence[Objective], constraints: Seque
     val.validate(_random_configs(problem, budget - pop_size, rng, [*(warm_start or []), *_extremes(problem)]))
     inner = search(space, val.surrogates(estimator), constraints, "nsga2", inner_pop or 4 * pop_size, generations,
                    seed=seed + 1, progress=False, allowed=allowed)
-    val.validate(_next_batch(val, inner, problem, val.left(), rng))
+    val.validate(_next_batch(val, inner, problem, val.left(), rng, by_gain=False))
     return val.result()
