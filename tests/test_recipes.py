@@ -204,3 +204,34 @@ def test_deploy_the_knee_on_the_cortex_m7_twin(tmp_path):
     front = load_front(tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run" / "artifacts").iterdir() if p.suffix == ".hwnb") == [
         f"mcu-mbnet-{get_space('mcu-mbnet').config_hash(front.front[knee(front)]['config'])}-b1.hwnb"]
+
+
+def test_a_killed_concurrent_run_resumes_from_the_store(tmp_path):
+    """`concurrent` keeps its measurements in the store as it goes: killed after its first
+    population and started again with the same seed, it draws the same networks, the store answers
+    them, and only the rest of the budget is measured."""
+    from hwnas_deploy.search.tactics import concurrent
+    from hwnas_deploy.store import Store
+
+    sp = get_space("mcu-mbnet")
+    with Store(str(tmp_path / "s.sqlite")) as store:
+        latency = parse_objective("latency=measure:local-cpu/onnxruntime", sp, store)
+        calls = []
+
+        def dying(configs):
+            if calls:
+                raise KeyboardInterrupt  # the second population: the process is killed
+            calls.append(len(configs))
+            return latency.evaluate(configs)
+
+        killed = Objective("latency", False, dying, latency.source, measured=True)
+        with pytest.raises(KeyboardInterrupt):
+            concurrent(sp, [killed, parse_objective("sram", sp)], budget=8, pop_size=4, inner_generations=3,
+                       estimator="ridge", seed=3, progress=False)
+        assert calls == [4] and len(store.measurements(device="local-cpu", latest_only=False)) == 4
+        result = concurrent(sp, [latency, parse_objective("sram", sp)], budget=8, pop_size=4, inner_generations=3,
+                            estimator="ridge", seed=3, progress=False)
+        rows = store.measurements(device="local-cpu", latest_only=False)
+        assert result.evaluations == 8 and len(rows) == 8  # the first four were not measured again
+        first = {sp.config_hash(r["config"]) for r in result.populations[0]}
+        assert first <= {r["config_hash"] for r in rows}

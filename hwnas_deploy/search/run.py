@@ -28,7 +28,7 @@ from hwnas_deploy.search.objectives import Constraint, Objective, minimised
 from hwnas_deploy.search.problem import SubnetProblem
 from hwnas_deploy.spaces import SearchSpace
 
-FORMAT, VERSION = "hwnas-search-checkpoint", 1
+FORMAT, VERSION = "hwnas-search-checkpoint", 2  # 2: replayed on resume, populations kept
 
 
 @dataclass
@@ -54,17 +54,13 @@ class _Hypervolume:
     """Hypervolume of the front in objectives normalised by the first generation's range (fixed
     afterwards, so values compare across generations and runs with the same first generation)."""
 
-    def __init__(self, f0: np.ndarray | None = None, lo=None, span=None):
-        if f0 is not None:
-            f0 = f0[np.all(np.isfinite(f0), axis=1)]
-            lo = f0.min(0) if len(f0) else np.zeros(f0.shape[1])
-            span = f0.max(0) - lo if len(f0) else np.ones(f0.shape[1])
+    def __init__(self, f0: np.ndarray):
+        f0 = f0[np.all(np.isfinite(f0), axis=1)]
+        lo = f0.min(0) if len(f0) else np.zeros(f0.shape[1])
+        span = f0.max(0) - lo if len(f0) else np.ones(f0.shape[1])
         self.lo = np.asarray(lo, dtype=float)
         self.span = np.where(np.asarray(span, dtype=float) > 0, span, 1.0)
         self.hv = HV(ref_point=np.full(len(self.lo), 1.1))
-
-    def to_dict(self) -> dict:
-        return {"lo": self.lo.tolist(), "span": self.span.tolist()}
 
     def __call__(self, f: np.ndarray) -> float:
         return float(self.hv((f - self.lo) / self.span)) if len(f) else 0.0
