@@ -151,11 +151,12 @@ def deploy_picked(run: str | Path, how: str | int, device: str, runtime: str, st
     sp = get_space(front.space)
     prof = load_profile(device)
     prof.require_runtime(runtime)
-    picked = [sp.validate(front.front[i]["config"]) for i in pick(front, how)]
+    indices = pick(front, how)
+    picked = [sp.validate(front.front[i]["config"]) for i in indices]
     out = Path(artifacts_dir) if artifacts_dir else front.path.parent / "artifacts"
     report = profile(prof, sp, 0, runtime, store, configs=picked, force=force, artifacts_dir=out, progress=progress)
     rows = []
-    for i, cfg in zip(pick(front, how), picked, strict=True):
+    for i, cfg in zip(indices, picked, strict=True):
         h = sp.config_hash(cfg)
         row = {"index": i, "config_hash": h, **{n: front.front[i][n] for n in front.names}}
         stored = store.latest(MeasurementKey(prof.name, sp.name, h, runtime, prof.threads, prof.batch))
