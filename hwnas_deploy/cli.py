@@ -247,14 +247,16 @@ def firmware_flash(board: str) -> None:
 
 @cli.group()
 def sim() -> None:
-    """Simulated twins of real devices (QEMU Cortex-M7 board)."""
+    """Simulated twins of real devices (QEMU Cortex-M7 board, Android phone over adb, TVM RPC server)."""
 
 
 @sim.command("start")
 @click.argument("device")
-@click.option("--port", type=int, default=None, help="TCP port for the board's serial line [a free one].")
+@click.option("--port", type=int, default=None,
+              help="TCP port: the board's serial line [a free one], the adb twin's [the profile's port].")
 def sim_start(device: str, port: int | None) -> None:
-    """Start a device's twin in the background and print the serial URL to use."""
+    """Start a device's twin in the background and print how to reach it: the serial URL of a
+    board, the adb serial of the Android twin (`adb connect SERIAL`)."""
     from hwnas_deploy.sim.registry import start
 
     click.echo(start(device, port))

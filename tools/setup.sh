@@ -12,7 +12,7 @@ command -v "$PY" >/dev/null || PY=python3
 "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
   echo "setup: Python 3.11 is required, $PY is $("$PY" --version)" >&2; exit 1; }
 
-APT_PACKAGES=(gcc-aarch64-linux-gnu gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make)
+APT_PACKAGES=(adb gcc-aarch64-linux-gnu gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

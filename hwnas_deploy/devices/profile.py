@@ -6,6 +6,9 @@
     connection: {}                   # kind-specific (serial URL, adb serial, tracker address)
     hardware: {core: ..., threads: 2}
     measurement: {threads: 1, batch: 1, warmup: 10, min_repeats: 20, ...}
+    benchmark: {...}                 # kind-specific settings of the device-side timing
+                                     # (android-adb: benchmark_model flags, cool-down; tvm-rpc:
+                                     # time_evaluator number/repeat), see BENCHMARK_KEYS
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from hwnas_deploy.runtimes import RUNTIMES
 
 KINDS = ("server", "mcu-serial", "android-adb", "tvm-rpc")
 PROFILE_DIRS_ENV = "HWNAS_PROFILE_DIRS"
-_TOP_KEYS = {"name", "kind", "description", "runtimes", "connection", "hardware", "measurement"}
+_TOP_KEYS = {"name", "kind", "description", "runtimes", "connection", "hardware", "measurement", "benchmark"}
+BENCHMARK_KEYS: dict[str, set[str]] = {
+    "server": set(),
+    "mcu-serial": set(),
+    "android-adb": {"binary", "cpu_mask", "use_xnnpack", "use_gpu", "op_profiling", "samples", "cooldown_s",
+                    "thermal_zone", "max_temp_c", "thermal_wait_s", "min_secs", "reconnect_s"},
+    "tvm-rpc": {"number", "repeat", "min_repeat_ms", "cooldown_interval_ms", "samples"},
+}
 
 
 @dataclass
@@ -37,6 +47,7 @@ class DeviceProfile:
     threads: int = 1
     batch: int = 1
     settings: MeasureSettings = field(default_factory=MeasureSettings)
+    benchmark: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
 
     def require_runtime(self, runtime: str) -> None:
@@ -52,6 +63,7 @@ class DeviceProfile:
             "connection": self.connection,
             "hardware": self.hardware,
             "measurement": {"threads": self.threads, "batch": self.batch, **self.settings.__dict__},
+            **({"benchmark": self.benchmark} if self.benchmark else {}),
         }
 
 
@@ -109,9 +121,15 @@ def parse_profile(data: Any, where: str) -> DeviceProfile:
     for r in runtimes:
         if r not in RUNTIMES:
             raise ConfigError(f"{where}: runtimes: unknown runtime {r!r}; known: {sorted(RUNTIMES)}")
-    for key in ("connection", "hardware", "measurement"):
+    for key in ("connection", "hardware", "measurement", "benchmark"):
         if not isinstance(data.get(key, {}), dict):
             raise ConfigError(f"{where}: {key} must be a mapping")
+    benchmark = dict(data.get("benchmark", {}))
+    unknown = set(benchmark) - BENCHMARK_KEYS[data["kind"]]
+    if unknown:
+        allowed = sorted(BENCHMARK_KEYS[data["kind"]]) or "none"
+        raise ConfigError(f"{where}: benchmark: unknown setting(s) {sorted(unknown)} for kind {data['kind']!r}; "
+                          f"allowed: {allowed}")
     measurement = dict(data.get("measurement", {}))
     threads, batch = measurement.pop("threads", 1), measurement.pop("batch", 1)
     for key, value in (("threads", threads), ("batch", batch)):
@@ -127,5 +145,6 @@ def parse_profile(data: Any, where: str) -> DeviceProfile:
         threads=threads,
         batch=batch,
         settings=MeasureSettings.from_mapping(measurement, f"{where}: measurement"),
+        benchmark=benchmark,
         path=where,
     )

@@ -29,20 +29,36 @@ def _alive(pid: int) -> bool:
 
 
 def start(device: str, port: int | None = None) -> str:
+    """Start the device's twin in the background; returns how to reach it (a serial URL for
+    Cortex-M boards, an adb serial for the Android twin)."""
     profile = load_profile(device)
-    if profile.kind != "mcu-serial" or profile.connection.get("simulator") != "qemu-mps2-an500":
-        raise DeviceError(f"device {profile.name!r} has no simulated twin to start (kind {profile.kind})")
+    simulator = profile.connection.get("simulator")
     state = state_dir() / f"{profile.name}.json"
     if state.exists():
         info = json.loads(state.read_text())
         if _alive(info["pid"]):
             return info["url"]
-    from hwnas_deploy.sim.qemu import QemuBoard
+    if profile.kind == "mcu-serial" and simulator == "qemu-mps2-an500":
+        from hwnas_deploy.sim.qemu import QemuBoard
 
-    board = QemuBoard(port=port).start()
-    board.process.stderr.close()
-    state.write_text(json.dumps({"device": profile.name, "pid": board.process.pid, "url": board.url}))
-    return board.url
+        board = QemuBoard(port=port).start()
+        board.process.stderr.close()
+        pid, url = board.process.pid, board.url
+    elif profile.kind == "android-adb" and simulator == "adbd":
+        from hwnas_deploy.sim.adbd import AdbTwin
+
+        root = state_dir() / f"{profile.name}-root"
+        try:
+            twin = AdbTwin(root, port if port is not None else int(profile.connection.get("port", 0))).start()
+        except OSError as exc:
+            raise DeviceError(f"{profile.name}: {exc}") from None
+        twin.process.stdout.close()
+        twin.process.stderr.close()
+        pid, url = twin.process.pid, twin.serial
+    else:
+        raise DeviceError(f"device {profile.name!r} has no simulated twin to start (kind {profile.kind})")
+    state.write_text(json.dumps({"device": profile.name, "pid": pid, "url": url}))
+    return url
 
 
 def stop(device: str) -> str:
