@@ -116,6 +116,8 @@ def profile(
     threads = threads or prof.threads
     batch = batch or prof.batch
     out_dir = Path(artifacts_dir) if artifacts_dir else default_artifacts_dir(store)
+    # TVM libraries are compiled for the device's target (a remote board's, over RPC)
+    target = str(prof.hardware.get("target", "host")) if info.format == "tvm" else "host"
 
     if rounds < 1:
         raise ConfigError(f"--rounds must be at least 1, got {rounds}")
@@ -147,8 +149,9 @@ def profile(
                 bar.update(1)
                 continue
             try:
-                path = out_dir / artifact_filename(f"{sp.name}-{key.config_hash}-b{batch}", info.format)
-                artifact = _cached_artifact(path) or export_subnet(sp, cfg, info.format, out_dir, batch=batch)
+                path = out_dir / artifact_filename(f"{sp.name}-{key.config_hash}-b{batch}", info.format, target)
+                artifact = _cached_artifact(path) or export_subnet(sp, cfg, info.format, out_dir, batch=batch,
+                                                                   target=target)
                 handle = driver.deploy(artifact, threads)
                 summary = driver.measure(handle, prof.settings)
             except DoesNotFitError as exc:

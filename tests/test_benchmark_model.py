@@ -122,7 +122,8 @@ def test_op_profiling_tables_are_read_by_header_and_the_regular_runs_win(with_st
 
 
 def test_gpu_delegate_lines_are_recognised():
-    applied = "INFO: Explicitly applied GPU delegate, and the model graph will be completely executed by the delegate.\n"
+    applied = ("INFO: Explicitly applied GPU delegate, and the model graph will be completely executed by the "
+               "delegate.\n")
     partial = ("INFO: Explicitly applied GPU delegate, and the model graph will be partially executed by the "
                "delegate w/ 3 delegate kernels.\n")
     unsupported = "WARNING: GPU acceleration is unsupported on this platform.\n"

@@ -7,12 +7,14 @@ from hwnas_deploy.devices.base import Driver
 from hwnas_deploy.devices.local import LocalDriver
 from hwnas_deploy.devices.mcu_serial import DoesNotFitError, McuSerialDriver
 from hwnas_deploy.devices.profile import DeviceProfile, available_profiles, load_profile
+from hwnas_deploy.devices.tvm_rpc import TvmRpcDriver
 from hwnas_deploy.errors import DeviceError
 
 _DRIVERS: dict[str, type[Driver]] = {
     "server": LocalDriver,
     "mcu-serial": McuSerialDriver,
     "android-adb": AndroidAdbDriver,
+    "tvm-rpc": TvmRpcDriver,
 }
 
 
@@ -25,4 +27,7 @@ def driver_for(profile: DeviceProfile) -> Driver:
     return _DRIVERS[profile.kind](profile)
 
 
-__all__ = ["AndroidAdbDriver", "DeviceProfile", "DoesNotFitError", "Driver", "LocalDriver", "McuSerialDriver", "available_profiles", "driver_for", "load_profile"]
+__all__ = [
+    "AndroidAdbDriver", "DeviceProfile", "DoesNotFitError", "Driver", "LocalDriver", "McuSerialDriver", "TvmRpcDriver",
+    "available_profiles", "driver_for", "load_profile",
+]

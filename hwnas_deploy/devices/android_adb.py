@@ -154,8 +154,8 @@ class AndroidAdbDriver(Driver):
         if bench.get("use_gpu"):
             delegate = results[-1].gpu_delegate
             if delegate not in ("applied", "partial"):
-                raise DeviceError(f"{self.profile.name}: the GPU delegate was not applied ({delegate or 'not in the log'}); "
-                                  "a CPU timing is not stored as a GPU one")
+                raise DeviceError(f"{self.profile.name}: the GPU delegate was not applied "
+                                  f"({delegate or 'not in the log'}); a CPU timing is not stored as a GPU one")
         medians = [r.median_us / 1e3 for r in results]
         summary = summarize(medians, settings.outlier_fence, settings.target_ci)
         summary.details = {

@@ -105,7 +105,7 @@ def _parse_table(header: str, rows: list[str]) -> list[dict[str, str | float]]:
         if len(cells) > len(names):  # a name with tabs in it: the last column takes the rest
             cells = cells[: len(names) - 1] + ["\t".join(cells[len(names) - 1:])]
         row_values: dict[str, str | float] = {}
-        for n, c in zip(names, cells):
+        for n, c in zip(names, cells, strict=True):
             row_values[n] = c[1:-1] if n == "Name" and c.startswith("[") and c.endswith("]") else (
                 c if n.lower() in ("node type", "name") else _number(c))
         table.append(row_values)

@@ -389,7 +389,8 @@ class AdbDaemon:
         cases = "".join(f"  {k}) echo '{v}' ;;\n" for k, v in self.properties().items())
         listing = "".join(f"echo '[{k}]: [{v}]'; " for k, v in self.properties().items())
         script = self.bin / "getprop"
-        script.write_text(f'#!/bin/sh\nif [ $# -eq 0 ]; then {listing}exit 0; fi\ncase "$1" in\n{cases}  *) echo ;;\nesac\n')
+        script.write_text(f'#!/bin/sh\nif [ $# -eq 0 ]; then {listing}exit 0; fi\n'
+                          f'case "$1" in\n{cases}  *) echo ;;\nesac\n')
         script.chmod(0o755)
 
     def to_host_path(self, device_path: str) -> Path:

@@ -43,7 +43,7 @@ def start(device: str, port: int | None = None) -> str:
 
         board = QemuBoard(port=port).start()
         board.process.stderr.close()
-        pid, url = board.process.pid, board.url
+        pid, url, extra = board.process.pid, board.url, {}
     elif profile.kind == "android-adb" and simulator == "adbd":
         from hwnas_deploy.sim.adbd import AdbTwin
 
@@ -54,10 +54,17 @@ def start(device: str, port: int | None = None) -> str:
             raise DeviceError(f"{profile.name}: {exc}") from None
         twin.process.stdout.close()
         twin.process.stderr.close()
-        pid, url = twin.process.pid, twin.serial
+        pid, url, extra = twin.process.pid, twin.serial, {}
+    elif profile.kind == "tvm-rpc" and simulator == "tvm-rpc-local":
+        from hwnas_deploy.sim.rpc import RpcTwin
+
+        twin = RpcTwin(str(profile.connection.get("key", profile.name)), port or 0).start()
+        # one process group to stop: the tracker's; the server dies with its tracker connection
+        # gone only on its next request, so record both
+        pid, url, extra = twin.tracker.pid, twin.address, {"server_pid": twin.server.pid, "tmp": twin.tmp}
     else:
         raise DeviceError(f"device {profile.name!r} has no simulated twin to start (kind {profile.kind})")
-    state.write_text(json.dumps({"device": profile.name, "pid": pid, "url": url}))
+    state.write_text(json.dumps({"device": profile.name, "pid": pid, "url": url, **extra}))
     return url
 
 
@@ -66,8 +73,13 @@ def stop(device: str) -> str:
     if not state.exists():
         raise DeviceError(f"no twin of {device!r} was started with `hwnas sim start`")
     info = json.loads(state.read_text())
-    if _alive(info["pid"]):
-        os.killpg(info["pid"], signal.SIGTERM)
+    for key in ("server_pid", "pid"):
+        if key in info and _alive(info[key]):
+            os.killpg(info[key], signal.SIGTERM)
+    if info.get("tmp"):
+        import shutil
+
+        shutil.rmtree(info["tmp"], ignore_errors=True)
     state.unlink()
     return f"stopped {device} (pid {info['pid']})"
 
