@@ -62,10 +62,15 @@ def test_profiles_found_in_user_folders(tmp_path, monkeypatch):
     assert load_profile("lab-box").name == "lab-box"
 
 
-def test_kind_without_driver_is_a_clear_error():
-    p = parse_profile({**GOOD, "kind": "android-adb"}, "b.yaml")
-    with pytest.raises(DeviceError, match="kind 'android-adb', for which this version has no driver"):
-        driver_for(p)
+def test_every_kind_has_its_driver():
+    from hwnas_deploy.devices import AndroidAdbDriver, LocalDriver, McuSerialDriver, TvmRpcDriver
+    from hwnas_deploy.devices.profile import KINDS
+
+    expected = {"server": LocalDriver, "mcu-serial": McuSerialDriver, "android-adb": AndroidAdbDriver,
+                "tvm-rpc": TvmRpcDriver}
+    assert set(expected) == set(KINDS)
+    for kind, cls in expected.items():
+        assert type(driver_for(parse_profile({**GOOD, "kind": kind}, "b.yaml"))) is cls
 
 
 def test_local_driver_measures_a_real_artifact(tmp_path):
