@@ -227,3 +227,24 @@ def test_a_phone_without_a_benchmark_binary_says_where_to_get_one(twin, monkeypa
     prof.connection["serial"] = twin.serial
     with pytest.raises(DeviceError, match=r"android_aarch64_benchmark_model.*benchmark\.binary"):
         driver_for(prof).open()
+
+
+def test_the_thermal_guard_waits_for_the_zone_to_cool(twin, artifacts, tmp_path):
+    """Between samples the driver reads thermal_zoneN/temp (millidegrees) and waits until it is
+    at most max_temp_c; the twin's zone is a file in its sandbox, cooled by a thread here."""
+    zone = twin.root / "sys/class/thermal/thermal_zone3"
+    zone.mkdir(parents=True, exist_ok=True)
+    (zone / "temp").write_text("71000\n")
+    cool = threading.Timer(1.5, lambda: (zone / "temp").write_text("39500\n"))
+    cool.start()
+    try:
+        prof = sim_profile(twin.serial, samples=2, thermal_zone=3, max_temp_c=45, thermal_wait_s=30)
+        with Store(str(tmp_path / "t.sqlite")) as store:
+            report = profile(prof, "mcu-mbnet", 1, "tflite", store, seed=SEED, artifacts_dir=artifacts,
+                             progress=False)
+            assert not report.failed, report.failed
+            (row,) = store.measurements(device="sim-android")
+        assert row["details"]["temperatures_c"] == [39.5]  # it waited: 71 C was never good enough
+    finally:
+        cool.cancel()
+        shutil.rmtree(twin.root / "sys")

@@ -14,7 +14,8 @@ mode (wireless debugging). What it speaks, from the adb protocol (system/core/ad
   the device as `unauthorized`, as a phone whose owner has not accepted the debugging prompt.
 
 Commands run under /bin/sh on this host in a sandbox folder that holds the device's file
-system: `/data/local/tmp` in a command or sync path is `ROOT/data/local/tmp`. Ports 5555-5585 are
+system: `/data/local/tmp` (and `/sys/class/thermal`) in a command or sync path is
+`ROOT/data/local/tmp` (`ROOT/sys/class/thermal`). Ports 5555-5585 are
 refused: the adb server scans them as emulators on its own.
 """
 
@@ -40,6 +41,9 @@ AUTH_TOKEN, AUTH_SIGNATURE, AUTH_RSAPUBLICKEY = 1, 2, 3
 SHELL_STDIN, SHELL_STDOUT, SHELL_STDERR, SHELL_EXIT, SHELL_CLOSE_STDIN = 0, 1, 2, 3, 4
 SYNC_DATA_MAX = 64 * 1024
 DEVICE_TMP = "/data/local/tmp"
+#: device folders that live in the sandbox (commands naming them are rewritten): the scratch
+#: folder, and thermal zones (a test writes a zone's `temp` to exercise the thermal guard)
+MAPPED = (DEVICE_TMP, "/sys/class/thermal")
 EMULATOR_PORTS = range(5555, 5586)
 HEADER = struct.Struct("<6I")
 
@@ -400,7 +404,9 @@ class AdbDaemon:
         return path
 
     def to_host_command(self, command: str) -> str:
-        return command.replace(DEVICE_TMP, str(self.tmp))
+        for folder in MAPPED:
+            command = command.replace(folder, str(self.root / folder.lstrip("/")))
+        return command
 
     def listen(self) -> AdbDaemon:
         self.sock = socket.socket()
