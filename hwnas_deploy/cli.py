@@ -424,6 +424,69 @@ def predictor_predict(path, config_text, configs_file) -> None:
         click.echo(f"{sp.config_hash(cfg)}  {pred.target} {y:.6g}")
 
 
+@cli.command(name="train-supernet")
+@click.option("--space", "space_name", default="mcu-mbnet", show_default=True)
+@click.option("--dataset", default="digits", show_default=True,
+              help="'digits' (scikit-learn's, the default), an .npz (x_train, y_train, x_val, y_val) "
+                   "or an image folder.")
+@click.option("--strategy", default="sandwich", show_default=True, type=click.Choice(["sandwich", "pareto-rank"]))
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="pareto-rank: reference networks, JSON lines {config, accuracy, cost}.")
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", default=0.05, show_default=True)
+@click.option("--n-random", default=2, show_default=True,
+              help="Random sub-networks per step besides the largest/smallest.")
+@click.option("--max-resolution", default=96, show_default=True, help="Train at the space's resolutions up to this.")
+@click.option("--train-limit", type=int, default=None, help="At most this many training images per epoch.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, or auto (CUDA when present).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Checkpoint; an existing one with the same settings is resumed.")
+@click.option("--quiet", is_flag=True)
+def train_supernet_cmd(space_name, dataset, strategy, reference, epochs, batch_size, lr, n_random, max_resolution,
+                       train_limit, seed, device, out_path, quiet) -> None:
+    """Train a weight-sharing supernet of a space (resumable, deterministic for a seed)."""
+    from hwnas_deploy.supernet.train import TrainSettings, train_supernet
+
+    settings = TrainSettings(space=space_name, dataset=dataset, strategy=strategy, epochs=epochs,
+                             batch_size=batch_size, lr=lr, n_random=n_random, max_resolution=max_resolution,
+                             train_limit=train_limit, seed=seed, reference=reference)
+    result = train_supernet(settings, out_path, device=device, progress=not quiet)
+    last = result.history[-1] if result.history else {}
+    click.echo(f"{out_path}: {result.epochs_done} epochs (resumed after {result.resumed_from}); validation accuracy "
+               f"largest {last.get('val_acc_largest', float('nan')):.3f}, "
+               f"smallest {last.get('val_acc_smallest', float('nan')):.3f}")
+
+
+@cli.command(name="accuracy")
+@click.option("--supernet", "checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", "config_text", default=None, help="JSON config or @file.")
+@click.option("--configs", "configs_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON-lines file of configs.")
+@click.option("--split", default="val", show_default=True, type=click.Choice(["val", "test"]))
+@click.option("--db", default=None, help="Store that caches the estimates (default: none).")
+def accuracy_cmd(checkpoint, config_text, configs_file, split, db) -> None:
+    """Top-1 accuracy (%) of sub-networks estimated by a trained supernet, one JSON line each."""
+    import json
+
+    from hwnas_deploy.spaces import load_config
+    from hwnas_deploy.store import Store
+    from hwnas_deploy.supernet.objective import SupernetAccuracy
+
+    if (config_text is None) == (configs_file is None):
+        raise click.UsageError("give --config or --configs")
+    configs = [load_config(config_text)] if config_text else _read_configs(configs_file)
+    store = Store(db) if db else None
+    try:
+        values = SupernetAccuracy(checkpoint, store, split)(configs)
+    finally:
+        if store is not None:
+            store.close()
+    for cfg, value in zip(configs, values, strict=True):
+        click.echo(json.dumps({"config": cfg, f"{split}_accuracy": round(float(value), 3)}))
+
+
 @cli.group()
 def lut() -> None:
     """Latency look-up tables: blocks measured alone, summed per sub-network."""

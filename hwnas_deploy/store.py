@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from hwnas_deploy.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_DB = "hwnas.sqlite"
 DB_ENV_VAR = "HWNAS_DB"
 
@@ -110,10 +110,26 @@ unfit = sa.Table(
     sa.UniqueConstraint("device_id", "subnet_id", "runtime"),
 )
 
+#: A number a source other than a device gives a sub-network, cached: e.g. the accuracy a trained
+#: supernet estimates (source "supernet:<checkpoint sha256>", metric "val_accuracy").
+scores = sa.Table(
+    "scores",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(128), nullable=False),
+    sa.Column("subnet_id", sa.ForeignKey("subnets.id"), nullable=False),
+    sa.Column("metric", sa.String(64), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("details_json", sa.Text, nullable=False),
+    sa.Column("created", sa.String(32), nullable=False),
+    sa.UniqueConstraint("source", "subnet_id", "metric"),
+)
+
 #: version reached -> statements that bring a database from the previous version to it
 #: (tables that did not exist are created by create_all before these run)
 MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE measurements ADD COLUMN details_json TEXT"],
+    3: [],  # the scores table (create_all)
 }
 
 
@@ -291,6 +307,28 @@ class Store:
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return None if row is None else {"reason": row.reason, **json.loads(row.details_json)}
+
+    def score(self, source: str, space: str, config_hash: str, metric: str) -> float | None:
+        """A cached score of a sub-network (see the `scores` table), or None."""
+        query = (
+            sa.select(scores.c.value).join(subnets, scores.c.subnet_id == subnets.c.id)
+            .where(scores.c.source == source, scores.c.metric == metric, subnets.c.space == space,
+                   subnets.c.config_hash == config_hash)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else float(row.value)
+
+    def add_score(self, source: str, space: str, config_hash: str, config: Mapping, metric: str, value: float,
+                  details: Mapping | None = None, macs: int | None = None, params: int | None = None) -> None:
+        """Store a score (replacing the same source's earlier one for that network and metric)."""
+        with self.transaction() as conn:
+            subnet_id = self._subnet_id(conn, space, config_hash, config, macs, params)
+            conn.execute(sa.delete(scores).where(scores.c.source == source, scores.c.subnet_id == subnet_id,
+                                                 scores.c.metric == metric))
+            conn.execute(sa.insert(scores).values(source=source, subnet_id=subnet_id, metric=metric, value=float(value),
+                                                  details_json=json.dumps(dict(details or {}), sort_keys=True),
+                                                  created=_now()))
 
     def unfit_count(self) -> int:
         with self.engine.connect() as conn:

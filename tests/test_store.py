@@ -112,19 +112,32 @@ def test_unfit_subnets_are_recorded_and_skipped(store):
 
 
 def test_version_1_database_is_migrated_in_place(tmp_path):
-    """A database written by schema v1 (no details column, no unfit table) opens, keeps its
-    rows, and gains the v2 additions."""
+    """A database written by schema v1 (no details column, no unfit or scores table) opens, keeps
+    its rows, and gains the later additions."""
     path = str(tmp_path / "v1.sqlite")
     with Store(path) as s:
         _add(s, KEY, 4.0)
     con = sqlite3.connect(path)
     con.execute("ALTER TABLE measurements DROP COLUMN details_json")
     con.execute("DROP TABLE unfit")
+    con.execute("DROP TABLE scores")
     con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     con.commit()
     con.close()
     with Store(path) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == SCHEMA_VERSION == 3
+        s.add_score("supernet:abc", KEY.space, KEY.config_hash, {"a": 1}, "val_accuracy", 0.5)
+        assert s.score("supernet:abc", KEY.space, KEY.config_hash, "val_accuracy") == 0.5
         assert s.latest(KEY)["median_ms"] == 4.0 and s.latest(KEY)["details"] == {}
         _add(s, KEY, 5.0)
         assert s.latest(KEY)["median_ms"] == 5.0
+
+
+def test_scores_are_cached_per_source_network_and_metric(store):
+    assert store.score("supernet:a", "sp", "h1", "val_accuracy") is None
+    store.add_score("supernet:a", "sp", "h1", {"x": 1}, "val_accuracy", 0.8, {"calib": 256})
+    store.add_score("supernet:b", "sp", "h1", {"x": 1}, "val_accuracy", 0.6)
+    store.add_score("supernet:a", "sp", "h1", {"x": 1}, "val_accuracy", 0.9)  # replaces a's
+    assert store.score("supernet:a", "sp", "h1", "val_accuracy") == 0.9
+    assert store.score("supernet:b", "sp", "h1", "val_accuracy") == 0.6
+    assert store.score("supernet:a", "sp", "h1", "test_accuracy") is None

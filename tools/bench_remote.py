@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += _path("rpc/tvm", "rpc-local", "tvm", configs, sp, Path(tmp))
 
     print(f"{args.n} {args.space} sub-networks (seed {args.seed}), 1 thread; {time.time() - t_start:.0f} s in all\n")
-    print("| path | sub-network | through the path (ms) | in-process (ms) | ratio | wall s/measurement (path / in-process) |")
+    print("| path | sub-network | through the path (ms) | in-process (ms) | ratio "
+          "| wall s/measurement (path / in-process) |")
     print("|---|---|---:|---:|---:|---:|")
     for name, h, via, direct, via_s, direct_s in rows:
         print(f"| {name} | {h} | {via:.3f} | {direct:.3f} | {via / direct:.3f} | {via_s:.1f} / {direct_s:.1f} |")

@@ -11,6 +11,9 @@ spec (the command line's `--objective`):
                                               deploy, measure, stored; what the store has is reused);
                                               plain `latency=measure` takes a recipe's device/runtime
     accuracy=predictor:FILE                   a saved accuracy predictor (maximised)
+    accuracy=supernet:CKPT[@test]             a trained supernet's estimate (`hwnas train-supernet`):
+                                              top-1 % on the validation (or test) split, cached in
+                                              the store per (checkpoint, network)
     accuracy=table:CSV[@COLUMN]               a table of measured values (DyNAS-T's CSV format, a file
                                               or a folder of them; default column "Top-1 Acc (%)"),
                                               generalised to every network by a ridge model fitted on it
@@ -112,7 +115,8 @@ def parse_objective(spec: str, space: SearchSpace, store=None, device: str | Non
     if not how:
         if name not in COUNTS:
             raise ConfigError(f"objective {spec!r}: give one of {', '.join(COUNTS)} or NAME=predictor:FILE / "
-                              "NAME=lut:FILE / NAME=table:CSV / NAME=measure:DEVICE/RUNTIME")
+                              "NAME=lut:FILE / NAME=table:CSV / NAME=supernet:CKPT / "
+                              "NAME=measure:DEVICE/RUNTIME")
         fn = COUNTS[name]
         return Objective(name, maximise, lambda cs: np.asarray([fn(space, c) for c in cs]), spec)
     kind, _, path = how.partition(":")
@@ -129,6 +133,14 @@ def parse_objective(spec: str, space: SearchSpace, store=None, device: str | Non
         evaluate = model.predict
     elif kind == "table" and path:
         evaluate = _table(path, space, name).predict
+    elif kind == "supernet" and path:
+        from hwnas_deploy.supernet.objective import SupernetAccuracy
+
+        ckpt, _, split = path.partition("@")
+        evaluate = SupernetAccuracy(ckpt, store, split or "val")
+        if evaluate.space != space.name:
+            raise ConfigError(f"objective {spec!r}: the supernet is for space {evaluate.space!r}, the search for "
+                              f"{space.name!r}")
     elif kind == "measure" and path.count("/") == 1:
         if store is None:
             raise ConfigError(f"objective {spec!r}: measurements need a store (--db)")
@@ -138,8 +150,8 @@ def parse_objective(spec: str, space: SearchSpace, store=None, device: str | Non
         raise ConfigError(f"objective {spec!r}: measure on what? Write NAME=measure:DEVICE/RUNTIME or give the "
                           "recipe a device and runtime")
     else:
-        raise ConfigError(f"objective {spec!r}: expected NAME=predictor:FILE, NAME=lut:FILE, NAME=table:CSV or "
-                          "NAME=measure:DEVICE/RUNTIME")
+        raise ConfigError(f"objective {spec!r}: expected NAME=predictor:FILE, NAME=lut:FILE, NAME=table:CSV, "
+                          "NAME=supernet:CKPT or NAME=measure:DEVICE/RUNTIME")
     return Objective(name, maximise or name.lower().startswith("acc"), evaluate, spec, measures)
 
 

@@ -45,7 +45,7 @@ TACTICS = {
     "concurrent": "validate a population, refit predictors, search on them, validate the best; until the budget",
 }
 RECIPE_DIRS_ENV = "HWNAS_RECIPE_DIRS"
-_PATH_IN_SPEC = re.compile(r"^((?:max:)?\s*[^=]+=(?:predictor|lut|table):)(.+)$")
+_PATH_IN_SPEC = re.compile(r"^((?:max:)?\s*[^=]+=(?:predictor|lut|table|supernet):)(.+)$")
 
 
 @dataclass
