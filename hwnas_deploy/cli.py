@@ -440,7 +440,7 @@ def predictor_predict(path, config_text, configs_file) -> None:
 @click.option("--max-resolution", default=96, show_default=True, help="Train at the space's resolutions up to this.")
 @click.option("--train-limit", type=int, default=None, help="At most this many training images per epoch.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, or auto (CUDA when present).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else CPU), cpu or cuda.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint; an existing one with the same settings is resumed.")
 @click.option("--quiet", is_flag=True)

@@ -143,8 +143,8 @@ def test_training_learns_is_deterministic_and_resumes_exactly(trained, digits, t
 
 
 def test_extracted_subnetworks_export_and_match(trained, tmp_path):
-    """ONNX and the firmware blob of a sub-network taken from the trained supernet (each export
-    is checked against the module on the same input by export_model)."""
+    """ONNX, TFLite and the firmware blob of a sub-network taken from the trained supernet (each
+    export is checked against the module on the same input by export_model)."""
     supernet, meta = load_supernet(trained[0])
     sp = supernet.space
     cfg = smallest_config(sp) | {"r": 64}
@@ -152,6 +152,8 @@ def test_extracted_subnetworks_export_and_match(trained, tmp_path):
     example = torch.randn(1, 3, 64, 64)
     onnx = export_model(module, example, "onnx", tmp_path / "s.onnx")
     assert onnx.max_abs_error is not None and onnx.max_abs_error < 1e-4
+    tflite = export_model(module, example, "tflite", tmp_path / "s.tflite")
+    assert tflite.max_abs_error is not None and tflite.max_abs_error < 1e-3
     blob = export_model(module, example, "blob", tmp_path / "s.hwnb")
     assert blob.extra["arena_bytes"] > 0
 
@@ -218,3 +220,16 @@ def test_pareto_rank_training_uses_its_reference(tmp_path, digits):
     (tmp_path / "bad.jsonl").write_text('{"config": {}, "accuracy": 1}\n')
     with pytest.raises(ConfigError, match=r"bad\.jsonl:1: a reference line is"):
         Reference.load(tmp_path / "bad.jsonl", sp)
+
+
+def test_the_ofa_mbv3_structure_shares_weights_too():
+    """Squeeze-and-excitation and hard-swish blocks slice the same way (OFA's own space)."""
+    sp = space_for("ofa-mbv3-w1.0", 10)
+    sn = ElasticSupernet(sp, seed=0)
+    cfg = sp.sample_unique(1, 3)[0] | {"r": 128}
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        shared = sn(x, cfg)
+        alone = sn.extract(cfg).train()(x)
+    assert torch.allclose(alone, shared, atol=1e-4)
+    assert sum(p.numel() for p in sn.extract(cfg).parameters()) == sp.params_count(cfg)

@@ -2,6 +2,8 @@
 
 Same data pipeline, optimiser and schedule as the supernet (SGD with Nesterov momentum, cosine
 learning rate), labels only, at the sub-network's own resolution, deterministic for a seed.
+BatchNorm statistics are set exactly over the training split before evaluation (a few hundred
+steps of running averages lag behind the weights).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch.nn.functional as F
 
 from hwnas_deploy.spaces.blocks import build_network
 from hwnas_deploy.supernet.data import Dataset
-from hwnas_deploy.supernet.elastic import accuracy, space_for
+from hwnas_deploy.supernet.elastic import accuracy, recalibrate_bn, space_for
 
 
 def train_standalone(space_name: str, cfg: Mapping, data: Dataset, *, epochs: int = 8, batch_size: int = 64,
@@ -38,6 +40,6 @@ def train_standalone(space_name: str, cfg: Mapping, data: Dataset, *, epochs: in
                 F.cross_entropy(model(x), y).backward()
                 opt.step()
                 sched.step()
-        model.eval()
+        recalibrate_bn(model, (x for x, _ in data.batches("train", 256, r)))
         return {"val": accuracy(model, data.batches("val", 256, r)),
                 "test": accuracy(model, data.batches("test", 256, r)) if data.y_test is not None else float("nan")}
