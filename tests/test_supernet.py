@@ -172,9 +172,9 @@ def test_the_accuracy_objective_is_cached_per_checkpoint_and_network(trained, tm
         assert np.all((first >= 0) & (first <= 100))
         again = parse_objective(f"accuracy=supernet:{path}", sp, store).evaluate(cfgs)  # from the store
         assert np.array_equal(first, again)
-        from hwnas_deploy.supernet.train import file_sha256
+        from hwnas_deploy.export.artifact import sha256_file
 
-        cached = store.score(f"supernet:{file_sha256(path)}", sp.name, sp.config_hash(cfgs[1]), "val_accuracy")
+        cached = store.score(f"supernet:{sha256_file(path)}", sp.name, sp.config_hash(cfgs[1]), "val_accuracy")
         assert cached == pytest.approx(first[1])
     with pytest.raises(ConfigError, match="the supernet is for space 'mcu-mbnet', the search for 'ofa-mbv3-w1.0'"):
         parse_objective(f"accuracy=supernet:{path}", get_space("ofa-mbv3-w1.0"))

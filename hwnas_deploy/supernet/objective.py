@@ -21,14 +21,14 @@ from hwnas_deploy.errors import ConfigError
 class SupernetAccuracy:
     def __init__(self, checkpoint: str | Path, store=None, split: str = "val", calib_images: int = 256,
                  device: str = "cpu"):
-        from hwnas_deploy.supernet.train import file_sha256
+        from hwnas_deploy.export.artifact import sha256_file
 
         self.checkpoint = Path(checkpoint)
         if not self.checkpoint.is_file():
             raise ConfigError(f"supernet checkpoint {self.checkpoint} not found (train one: hwnas train-supernet)")
         if split not in ("val", "test"):
             raise ConfigError(f"supernet accuracy split {split!r}: use val or test")
-        self.sha256 = file_sha256(self.checkpoint)
+        self.sha256 = sha256_file(self.checkpoint)
         self.source = f"supernet:{self.sha256}"
         self.metric = f"{split}_accuracy"
         self.store, self.split, self.calib_images, self.device = store, split, calib_images, device

@@ -24,7 +24,6 @@ settings, dataset description and the per-epoch history.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -170,14 +169,6 @@ def _random_config(space, rng: np.random.Generator, res: list[int]) -> dict:
                     else [p.choices[i] for i in rng.integers(len(p.choices), size=p.length)]) for p in space.params}
     cfg["r"] = int(res[rng.integers(len(res))])
     return cfg
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _device(name: str) -> torch.device:
