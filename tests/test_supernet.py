@@ -233,3 +233,11 @@ def test_the_ofa_mbv3_structure_shares_weights_too():
         alone = sn.extract(cfg).train()(x)
     assert torch.allclose(alone, shared, atol=1e-4)
     assert sum(p.numel() for p in sn.extract(cfg).parameters()) == sp.params_count(cfg)
+
+
+def test_the_rank_loss_never_pushes_the_worse_network_up():
+    from hwnas_deploy.supernet.train import rank_loss
+
+    better, worse = torch.tensor(0.5, requires_grad=True), torch.tensor(0.2, requires_grad=True)
+    rank_loss([better, worse], np.array([0.9, 0.5]), np.array([0, 1]), margin=0.1).backward()
+    assert better.grad.item() == 1.0 and worse.grad is None

@@ -13,7 +13,11 @@ networks exactly when it keeps their accuracy order, so each step samples `rank_
 reference networks (those on better Pareto fronts more often: weight 1 / (1 + rank)) and adds,
 for every pair whose true accuracies differ, a hinge on their batch losses
 `relu(margin - (loss_worse - loss_better))`, weighted by 1 / (1 + the pair's best Pareto rank):
-pairs that decide the front count most. Deterministic for a seed: the batch order and the
+pairs that decide the front count most. The gradient goes through the better network's loss
+only: a hinge free to raise the worse network's loss is met most cheaply by damaging the shared
+weights (a first version did exactly that: the supernet collapsed to 16 % accuracy). The
+hinge's weight ramps up from 0 over the first half of training, once the supernet predicts
+anything worth ranking. Deterministic for a seed: the batch order and the
 sub-networks of epoch `k` derive from (seed, k), so a run resumed from its checkpoint after
 epoch k continues exactly as an uninterrupted one.
 
@@ -154,13 +158,14 @@ class Reference:
 
 def rank_loss(losses: list[torch.Tensor], accuracy: np.ndarray, rank: np.ndarray, margin: float) -> torch.Tensor:
     """Pairwise hinge: a network with the higher true accuracy must have the lower loss by `margin`,
-    each pair weighted by 1 / (1 + its best Pareto rank)."""
+    each pair weighted by 1 / (1 + its best Pareto rank). Only the better network's loss carries
+    gradient (the worse one is a fixed bar to get under, never pushed up)."""
     total = losses[0].new_zeros(())
     for a in range(len(losses)):
         for b in range(len(losses)):
             if accuracy[a] > accuracy[b]:
                 weight = 1.0 / (1.0 + min(rank[a], rank[b]))
-                total = total + weight * F.relu(margin - (losses[b] - losses[a]))
+                total = total + weight * F.relu(margin - (losses[b].detach() - losses[a]))
     return total
 
 
@@ -273,7 +278,8 @@ def train_supernet(settings: TrainSettings, out: str | Path, *, device: str = "c
                 kd.backward()
                 total_loss += kd.item()
             if reference is not None:
-                total_loss += _rank_step(supernet, reference, x, y, teacher, rng, settings)
+                ramp = min(1.0, (epoch + 1) / max(1.0, settings.epochs / 2))
+                total_loss += _rank_step(supernet, reference, x, y, teacher, rng, settings, ramp)
             opt.step()
             sched.step()
             losses.append(total_loss)
@@ -294,7 +300,7 @@ def train_supernet(settings: TrainSettings, out: str | Path, *, device: str = "c
     return TrainResult(out, settings.epochs, history, resumed_from=start)
 
 
-def _rank_step(supernet, reference: Reference, x, y, teacher, rng, settings: TrainSettings) -> float:
+def _rank_step(supernet, reference: Reference, x, y, teacher, rng, settings: TrainSettings, ramp: float) -> float:
     """Distil the sampled reference networks like the random ones, plus the ranking hinge."""
     idx = reference.sample(rng, settings.rank_samples)
     losses, distil = [], x.new_zeros(())
@@ -307,7 +313,7 @@ def _rank_step(supernet, reference: Reference, x, y, teacher, rng, settings: Tra
         student = F.log_softmax(logits / settings.temperature, dim=1)
         distil = distil + F.kl_div(student, teacher, reduction="batchmean") * settings.temperature**2
     ranking = rank_loss(losses, reference.accuracy[idx], reference.rank[idx], settings.rank_margin)
-    loss = distil + settings.rank_weight * ranking
+    loss = distil + ramp * settings.rank_weight * ranking
     loss.backward()
     return loss.item()
 
