@@ -17,7 +17,7 @@ from hwnas_deploy.supernet.elastic import slice_like
 from hwnas_deploy.supernet.train import TrainSettings, load_supernet, smallest_config, train_supernet
 from tests.conftest import run_cli
 
-TINY = dict(epochs=2, batch_size=32, train_limit=64, max_resolution=64, n_random=1)
+TINY = dict(epochs=2, batch_size=32, train_limit=256, max_resolution=64, n_random=1, lr=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +138,8 @@ def test_training_learns_is_deterministic_and_resumes_exactly(trained, digits, t
     a = torch.load(path, weights_only=True)["state"]
     b = torch.load(part, weights_only=True)["state"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(ConfigError, match=r"other settings \(lr: 0\.05 -> 0\.1\)"):
-        train_supernet(TrainSettings(**{**TINY, "lr": 0.1}), part, progress=False, data=digits)
+    with pytest.raises(ConfigError, match=r"other settings \(lr: 0\.1 -> 0\.2\)"):
+        train_supernet(TrainSettings(**{**TINY, "lr": 0.2}), part, progress=False, data=digits)
 
 
 def test_extracted_subnetworks_export_and_match(trained, tmp_path):
@@ -197,7 +197,7 @@ def test_the_rank_loss_asks_better_networks_for_lower_loss():
     acc, rank = np.array([0.9, 0.5]), np.array([0, 1])
     ordered = rank_loss([torch.tensor(0.2), torch.tensor(0.5)], acc, rank, margin=0.1)
     inverted = rank_loss([torch.tensor(0.5), torch.tensor(0.2)], acc, rank, margin=0.1)
-    assert float(ordered) == 0.0 and float(inverted) == pytest.approx(0.4)  # weight 1/(1+0) * (0.1 + 0.3)
+    assert float(ordered) == 0.0 and float(inverted) == pytest.approx(0.4)  # weight 1/(1+0) * (0.1 + 0.3), 1 pair
     assert float(rank_loss([torch.tensor(0.5), torch.tensor(0.2)], np.array([0.5, 0.5]), rank, 0.1)) == 0.0
 
 

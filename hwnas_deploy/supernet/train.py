@@ -65,6 +65,9 @@ class TrainSettings:
     #: training resolutions are the space's choices up to this (None: all); evaluation runs at any
     max_resolution: int | None = 96
     temperature: float = 1.0
+    #: the summed gradient of a step is clipped to this norm: at the first steps it reaches 40+
+    #: and the sandwich alone already wobbles; the rank term on top diverged without it
+    grad_clip: float = 5.0
     seed: int = 0
     #: at most this many training images per epoch (None: all); tests use a tiny budget
     train_limit: int | None = None
@@ -79,7 +82,7 @@ class TrainSettings:
                   "batch_size": self.batch_size >= 2,
                   "lr": self.lr > 0, "n_random": self.n_random >= 0, "temperature": self.temperature > 0,
                   "train_limit": self.train_limit is None or self.train_limit >= self.batch_size,
-                  "rank_samples": self.rank_samples >= 2, "rank_weight": self.rank_weight >= 0,
+                  "rank_samples": self.rank_samples >= 2, "grad_clip": self.grad_clip > 0, "rank_weight": self.rank_weight >= 0,
                   "reference": (self.reference is not None) == (self.strategy == "pareto-rank")}
         for name, ok in checks.items():
             if not ok:
@@ -160,13 +163,14 @@ def rank_loss(losses: list[torch.Tensor], accuracy: np.ndarray, rank: np.ndarray
     """Pairwise hinge: a network with the higher true accuracy must have the lower loss by `margin`,
     each pair weighted by 1 / (1 + its best Pareto rank). Only the better network's loss carries
     gradient (the worse one is a fixed bar to get under, never pushed up)."""
-    total = losses[0].new_zeros(())
+    total, pairs = losses[0].new_zeros(()), 0
     for a in range(len(losses)):
         for b in range(len(losses)):
             if accuracy[a] > accuracy[b]:
                 weight = 1.0 / (1.0 + min(rank[a], rank[b]))
                 total = total + weight * F.relu(margin - (losses[b].detach() - losses[a]))
-    return total
+                pairs += 1
+    return total / max(pairs, 1)
 
 
 def _random_config(space, rng: np.random.Generator, res: list[int]) -> dict:
@@ -280,6 +284,7 @@ def train_supernet(settings: TrainSettings, out: str | Path, *, device: str = "c
             if reference is not None:
                 ramp = min(1.0, (epoch + 1) / max(1.0, settings.epochs / 2))
                 total_loss += _rank_step(supernet, reference, x, y, teacher, rng, settings, ramp)
+            torch.nn.utils.clip_grad_norm_(supernet.parameters(), settings.grad_clip)
             opt.step()
             sched.step()
             losses.append(total_loss)
@@ -301,7 +306,10 @@ def train_supernet(settings: TrainSettings, out: str | Path, *, device: str = "c
 
 
 def _rank_step(supernet, reference: Reference, x, y, teacher, rng, settings: TrainSettings, ramp: float) -> float:
-    """Distil the sampled reference networks like the random ones, plus the ranking hinge."""
+    """Distil the sampled reference networks, plus the ranking hinge. Both are means (over the
+    networks, over the pairs), so the step's gradient stays on the scale of one more sandwich
+    student: summed, the extra terms made the shared gradient large enough to diverge at the
+    sandwich's learning rate."""
     idx = reference.sample(rng, settings.rank_samples)
     losses, distil = [], x.new_zeros(())
     for i in idx:
@@ -313,7 +321,7 @@ def _rank_step(supernet, reference: Reference, x, y, teacher, rng, settings: Tra
         student = F.log_softmax(logits / settings.temperature, dim=1)
         distil = distil + F.kl_div(student, teacher, reduction="batchmean") * settings.temperature**2
     ranking = rank_loss(losses, reference.accuracy[idx], reference.rank[idx], settings.rank_margin)
-    loss = distil + ramp * settings.rank_weight * ranking
+    loss = distil / len(idx) + ramp * settings.rank_weight * ranking
     loss.backward()
     return loss.item()
 
