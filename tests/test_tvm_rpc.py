@@ -77,7 +77,7 @@ def test_a_server_gone_fails_its_networks_clearly_and_keeps_what_is_stored(artif
             report = profile(prof, "mcu-mbnet", 3, "tvm", store, seed=SEED, artifacts_dir=artifacts, progress=False,
                              on_measured=lambda *_: board.stop_server())
             assert len(report.measured) == 1 and len(report.failed) == 2
-            assert all("could not be renewed" in m and "no free server with key 'gone'" in m
+            assert all("could not be renewed" in m and "has no server with key 'gone'" in m
                        for m in report.failed.values()), report.failed
             board.start_server()
             board.wait_registered()
@@ -89,7 +89,8 @@ def test_a_server_gone_fails_its_networks_clearly_and_keeps_what_is_stored(artif
 def test_no_tracker_and_an_unknown_key_are_clear_errors(twin):
     with pytest.raises(DeviceError, match=r"cannot reach the TVM RPC tracker 127\.0\.0\.1:\d+"):
         driver_for(rpc_profile(f"127.0.0.1:{free_port()}")).open()
-    with pytest.raises(DeviceError, match=r"has no free server with key 'nope' \(servers: test-board \(1 free\)\)"):
+    with pytest.raises(DeviceError,
+                       match=r"has no server with key 'nope' \(servers: test-board \(1 servers, 1 free\)\)"):
         driver_for(rpc_profile(twin.address, "nope")).open()
 
 

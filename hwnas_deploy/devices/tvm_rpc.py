@@ -86,10 +86,10 @@ class TvmRpcDriver(Driver):
             keys = tracker_keys(host, port)
         except (RuntimeError, OSError) as exc:
             raise DeviceError(f"{self.profile.name}: cannot reach the TVM RPC tracker {self.address}: {exc}") from None
-        if not keys.get(self.key, {}).get("free") and not keys.get(self.key, {}).get("pending"):
-            have = ", ".join(f"{k} ({v['free']} free)" for k, v in keys.items()) or "none"
-            raise DeviceError(f"{self.profile.name}: the tracker {self.address} has no free server with key "
-                              f"{self.key!r} (servers: {have})")
+        if not keys.get(self.key, {}).get("total"):  # busy servers are fine: the request queues
+            have = ", ".join(f"{k} ({v['total']} servers, {v['free']} free)" for k, v in keys.items() if v["total"])
+            raise DeviceError(f"{self.profile.name}: the tracker {self.address} has no server with key "
+                              f"{self.key!r} (servers: {have or 'none'})")
         conn = self.profile.connection
         try:
             self.remote = rpc.connect_tracker(host, port).request(

@@ -27,12 +27,16 @@ def free_port() -> int:
 
 
 def tracker_keys(host: str, port: int) -> dict[str, dict]:
-    """key -> {"free": n, "pending": n} from the tracker's summary."""
+    """key -> {"total": servers registered, "free": n, "pending": requests waiting}."""
     from tvm import rpc
 
     summary = rpc.connect_tracker(host, port).summary()
-    return {k: {"free": v.get("free", 0), "pending": v.get("pending", 0)}
+    keys = {k: {"total": 0, "free": v.get("free", 0), "pending": v.get("pending", 0)}
             for k, v in summary.get("queue_info", {}).items()}
+    for server in summary.get("server_info", []):
+        key = str(server.get("key", "")).partition(":")[2]  # "server:KEY"
+        keys.setdefault(key, {"total": 0, "free": 0, "pending": 0})["total"] += 1
+    return keys
 
 
 class RpcTwin:
