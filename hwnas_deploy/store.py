@@ -137,9 +137,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def resolve_url(url: str | None) -> str:
+def resolve_url(url: str | os.PathLike | None) -> str:
     """A plain path or ':memory:' becomes a SQLite URL; None means $HWNAS_DB or hwnas.sqlite."""
-    url = url or os.environ.get(DB_ENV_VAR) or DEFAULT_DB
+    url = os.fspath(url) if url else os.environ.get(DB_ENV_VAR) or DEFAULT_DB
     if url == ":memory:":
         return "sqlite://"
     if "://" in url:
@@ -158,7 +158,7 @@ class MeasurementKey:
 
 
 class Store:
-    def __init__(self, url: str | None = None):
+    def __init__(self, url: str | os.PathLike | None = None):
         self.url = resolve_url(url)
         self.engine = self._connect()
         self._migrate()

@@ -95,6 +95,7 @@ def test_url_forms(tmp_path, monkeypatch):
     assert resolve_url("postgresql+psycopg://h/db") == "postgresql+psycopg://h/db"
     monkeypatch.setenv("HWNAS_DB", str(tmp_path / "env.sqlite"))
     assert resolve_url(None).endswith("env.sqlite")
+    assert resolve_url(tmp_path / "p.sqlite") == f"sqlite:///{tmp_path / 'p.sqlite'}"  # a pathlib.Path too
     with pytest.raises(StoreError, match="needs a driver that is not installed"):
         Store("postgresql+nosuchdriver://h/db")
     with Store(":memory:") as s:
