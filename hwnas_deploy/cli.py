@@ -26,20 +26,6 @@ def _table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _read_configs(configs_file: str) -> list[dict]:
-    """Configs from a JSON-lines file; an error names the file and line."""
-    from hwnas_deploy.spaces import load_config
-
-    configs = []
-    for n, line in enumerate(open(configs_file).read().splitlines(), 1):
-        if line.strip():
-            try:
-                configs.append(load_config(line))
-            except HwnasError as exc:
-                raise type(exc)(f"{configs_file} line {n}: {exc}") from None
-    return configs
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hwnas-deploy")
 def cli() -> None:
@@ -165,9 +151,10 @@ def profile_cmd(device, space_name, samples, runtime, db, seed, threads, batch, 
                 only_fitting, configs_file, rounds) -> None:
     """Measure sub-networks of a space on a device and store the results (resumable)."""
     from hwnas_deploy.profiling import profile
+    from hwnas_deploy.spaces import load_configs
     from hwnas_deploy.store import Store
 
-    configs = _read_configs(configs_file) if configs_file else None
+    configs = load_configs(configs_file) if configs_file else None
     with Store(db) as store:
         report = profile(
             device, space_name, samples, runtime, store, seed=seed, threads=threads, batch=batch,
@@ -411,14 +398,14 @@ def predictor_eval(space_name, db, device, runtime, threads, batch, csv_paths, t
 def predictor_predict(path, config_text, configs_file) -> None:
     """Predict the target of configs with a saved predictor."""
     from hwnas_deploy.predictors import Predictor
-    from hwnas_deploy.spaces import get_space, load_config
+    from hwnas_deploy.spaces import get_space, load_config, load_configs
 
     pred = Predictor.load(path)
     if not (config_text or configs_file):
         raise click.UsageError("give --config or --configs")
     configs = [load_config(config_text)] if config_text else []
     if configs_file:
-        configs += _read_configs(configs_file)
+        configs += load_configs(configs_file)
     sp = get_space(pred.space)
     for cfg, y in zip(configs, pred.predict(configs), strict=True):
         click.echo(f"{sp.config_hash(cfg)}  {pred.target} {y:.6g}")
@@ -470,13 +457,13 @@ def accuracy_cmd(checkpoint, config_text, configs_file, split, db) -> None:
     """Top-1 accuracy (%) of sub-networks estimated by a trained supernet, one JSON line each."""
     import json
 
-    from hwnas_deploy.spaces import load_config
+    from hwnas_deploy.spaces import load_config, load_configs
     from hwnas_deploy.store import Store
     from hwnas_deploy.supernet.objective import SupernetAccuracy
 
     if (config_text is None) == (configs_file is None):
         raise click.UsageError("give --config or --configs")
-    configs = [load_config(config_text)] if config_text else _read_configs(configs_file)
+    configs = [load_config(config_text)] if config_text else load_configs(configs_file)
     store = Store(db) if db else None
     try:
         values = SupernetAccuracy(checkpoint, store, split)(configs)
@@ -508,9 +495,9 @@ def lut() -> None:
 def lut_build(device, space_name, runtime, samples, seed, configs_file, threads, batch, out_path, quiet) -> None:
     """Measure every distinct block of the sub-networks on the device."""
     from hwnas_deploy.lut import build_lut
-    from hwnas_deploy.spaces import get_space
+    from hwnas_deploy.spaces import get_space, load_configs
 
-    configs = _read_configs(configs_file) if configs_file else get_space(space_name).sample_unique(samples, seed)
+    configs = load_configs(configs_file) if configs_file else get_space(space_name).sample_unique(samples, seed)
     table = build_lut(device, space_name, runtime, configs, out_path, threads=threads, batch=batch,
                       progress=not quiet)
     click.echo(f"{len(table.entries)} blocks of {table.space} on {table.device}/{table.runtime}: {out_path}")

@@ -78,6 +78,17 @@ def test_an_invalid_recipe_file_runs_nothing(tmp_path):
     assert out.returncode == 2 and "no recipe 'no-such-recipe'; recipes: mcu-mbnet-qemu-m7" in out.stderr
 
 
+def test_a_bad_warm_start_file_is_refused_naming_the_field_and_line(tmp_path, store):
+    sp = get_space("mcu-mbnet")
+    (tmp_path / "warm.jsonl").write_text(json.dumps(sp.sample(0)) + "\n" + json.dumps({"ks": [3]}) + "\n")
+    data = {"space": "mcu-mbnet", "objectives": ["macs"], "tactic": "warm-start", "warm_start": "warm.jsonl"}
+    with pytest.raises(ConfigError, match=r"^r.yaml: field 'warm_start': .*warm.jsonl line 2: "):
+        prepare(Recipe.from_dict({**data, "warm_start": str(tmp_path / "warm.jsonl")}, "r.yaml"), store)
+    (tmp_path / "warm.jsonl").write_text(json.dumps(sp.sample(0)) + "\n")
+    assert len(prepare(Recipe.from_dict({**data, "warm_start": str(tmp_path / "warm.jsonl")}, "r.yaml"),
+                       store).warm) == 1
+
+
 def _counted_sram(sp, seen):
     def evaluate(configs):
         seen.extend(sp.config_hash(c) for c in configs)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from hwnas_deploy.errors import ConfigError, UnknownNameError
-from hwnas_deploy.spaces import get_space, load_config, space_names
+from hwnas_deploy.spaces import get_space, load_config, load_configs, space_names
 
 from .conftest import DYNAST_DIR
 
@@ -203,6 +203,23 @@ def test_load_config_from_json_text_and_file(tmp_path):
         load_config('{"ks": [3,}')
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config("@" + str(tmp_path / "missing.json"))
+
+
+def test_load_configs_names_the_file_and_line(tmp_path):
+    sp = get_space("mcu-mbnet")
+    good = [sp.sample(1), sp.sample(2)]
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps(good[0]) + "\n\n" + json.dumps(good[1]) + "\n")
+    assert load_configs(path, sp) == [sp.validate(c) for c in good] and load_configs(path) == good
+    path.write_text(json.dumps(good[0]) + "\n" + json.dumps({**good[1], "r": 7}) + "\n")
+    assert len(load_configs(path)) == 2  # without a space: parsed, not checked
+    with pytest.raises(ConfigError, match=r"c.jsonl line 2: mcu-mbnet: r=7 is not allowed; choices"):
+        load_configs(path, sp)
+    path.write_text("{}\n[1]\n")
+    with pytest.raises(ConfigError, match="c.jsonl line 2: config: a config must be a JSON object"):
+        load_configs(path)
+    with pytest.raises(ConfigError, match="cannot read configs file .*missing.jsonl"):
+        load_configs(tmp_path / "missing.jsonl")
 
 
 def test_random_weights_give_unit_scale_outputs():

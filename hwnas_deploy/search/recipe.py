@@ -314,7 +314,7 @@ def _read_front(path: str, src: str, key: str) -> dict:
 
 
 def _read_warm(path: str, space: SearchSpace, src: str) -> list[dict]:
-    from hwnas_deploy.spaces import load_config
+    from hwnas_deploy.spaces import load_configs
 
     text = Path(path).read_text() if Path(path).exists() else None
     if text is None:
@@ -325,14 +325,10 @@ def _read_warm(path: str, space: SearchSpace, src: str) -> list[dict]:
         pass
     except HwnasError as exc:
         raise ConfigError(f"{src}: field 'warm_start': {path}: {exc}") from None
-    configs = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                configs.append(space.validate(load_config(line)))
-            except HwnasError as exc:
-                raise ConfigError(f"{src}: field 'warm_start': {path} line {n}: {exc}") from None
-    return configs
+    try:
+        return load_configs(path, space)
+    except HwnasError as exc:
+        raise ConfigError(f"{src}: field 'warm_start': {exc}") from None
 
 
 def _reduced(recipe: Recipe, space: SearchSpace, store) -> list[list[int]] | None:

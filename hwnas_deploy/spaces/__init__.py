@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hwnas_deploy.errors import UnknownNameError
-from hwnas_deploy.spaces.base import Config, Param, SearchSpace, config_to_json, load_config
+from hwnas_deploy.spaces.base import Config, Param, SearchSpace, config_to_json, load_config, load_configs
 from hwnas_deploy.spaces.mcu_mbnet import MCUMobileNet
 from hwnas_deploy.spaces.ofa_mbv3 import OFAMobileNetV3
 
@@ -38,5 +38,6 @@ __all__ = [
     "config_to_json",
     "get_space",
     "load_config",
+    "load_configs",
     "space_names",
 ]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas_deploy.errors import ConfigError
+from hwnas_deploy.errors import ConfigError, HwnasError
 from hwnas_deploy.spaces.blocks import Block, build_network, calibrate_batchnorm, peak_activation_elements
 
 Config = dict[str, Any]
@@ -231,6 +231,24 @@ class SearchSpace(ABC):
 # -- config (de)serialisation ---------------------------------------------------------------
 def config_to_json(cfg: Mapping) -> str:
     return json.dumps(dict(cfg), sort_keys=True)
+
+
+def load_configs(path: str | Path, space: SearchSpace | None = None) -> list[Config]:
+    """Configs from a JSON-lines file (one object per line, blank lines skipped), each validated
+    against `space` when given; an error names the file and the line."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configs file {path}: {exc.strerror}") from None
+    configs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                cfg = load_config(line)
+                configs.append(space.validate(cfg) if space is not None else cfg)
+            except HwnasError as exc:  # validation raises ConfigError or UnknownNameError: one kind here
+                raise ConfigError(f"{path} line {n}: {exc}") from None
+    return configs
 
 
 def load_config(text: str) -> Config:
