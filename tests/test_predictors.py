@@ -50,6 +50,14 @@ def test_accuracy_predictor_on_dynast_beats_macs_with_200_rows(dynast):
     assert gbt["tau"] > 0.88 and ridge["tau"] > 0.88
 
 
+def test_gaussian_process_ranks_real_accuracies_best_with_200_rows(dynast):
+    """What `concurrent` refits every batch: measured here, GP tau 0.938 / MAPE 0.117 % against
+    ridge 0.912 / 0.195 % (seed 0); the same held for seed 1."""
+    evals = {e.estimator: e.metrics for e in holdout(dynast, ["ridge", "gp"], train_size=200, seed=0)}
+    assert evals["gp"]["tau"] > evals["ridge"]["tau"] + 0.015
+    assert evals["gp"]["mape"] < 0.75 * evals["ridge"]["mape"]
+
+
 def test_learning_curve_improves_with_rows(dynast):
     curves = learning_curve(dynast, ["ridge"], [50, 400], trials=2, test_size=500, seed=3)
     small, large = curves["ridge"][50], curves["ridge"][400]
@@ -60,7 +68,7 @@ def test_learning_curve_improves_with_rows(dynast):
 def test_saved_predictor_predicts_identically_in_a_fresh_process(dynast, tmp_path):
     train = dynast.subset(range(150))
     probe = dynast.configs[1000:1010]
-    for estimator in ("ridge", "svr", "gbt", "rf", "macs"):
+    for estimator in ("ridge", "svr", "gp", "gbt", "rf", "macs"):
         pred = Predictor(estimator).fit(train.configs, train.y, dynast.space, ACC)
         path = pred.save(tmp_path / f"{estimator}.json")
         (tmp_path / "probe.json").write_text(json.dumps(probe))

@@ -7,7 +7,8 @@ A ground truth no search sees whole (as NAS-Bench-301 does with surrogates): top
 OFA MobileNetV3 w1.0 sub-networks from an SVR fitted on *all* of DyNAS-T's real ImageNet
 accuracies (../shared/data/dynast_ofa_mbv3; the surrogate is the estimator with the lowest
 held-out error on that data: RMSE 0.088 against GBT 0.094, RF 0.116, ridge 0.161 with 1,600
-training rows), and latency on this machine from the
+training rows; `--truth gbt` swaps in the GBT surrogate, to see what depends on the surrogate's
+model family), and latency on this machine from the
 kernel-level predictor fitted on the measured store and LUT of BENCHMARKS.md's latency section
 (`runs/pred`). A *validation* is one network looked up in the ground truth (both objectives: it
 stands for training/evaluating and measuring it); every tactic is charged for each one.
@@ -23,12 +24,13 @@ reference point 1.1: the whole space's range, as papers usually draw it). Tactic
 - random: random networks (the peer every ratio is against);
 - validated: NSGA-II (population 50) with every evaluation a validation;
 - full: `budget - population` validations (random, plus the smallest and largest network) train
-  ridge (accuracy) and `costs` (latency: a plane through MACs and output elements) predictors,
+  Gaussian-process (accuracy) and `costs` (latency: a plane through MACs and output elements) predictors,
   NSGA-II (population 100) runs on them for 100 generations, 20 % of the budget is validated
   spread along its front; one run per budget;
-- concurrent: populations of 25 validated (the first random plus both extremes), the same
+- concurrent: batches of `--batch` (10) validated (the first random plus both extremes), the same
   predictors refitted on all validations, a 50-generation NSGA-II (population 100, started from
-  the validated front) on them, 25 networks spread along its front validated next, up to 500.
+  the validated front) on them, the candidates with the largest predicted hypervolume gain
+  validated next, up to 500.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from hwnas_deploy.store import Store
 
 SPACE = "ofa-mbv3-w1.0"
 REPO = Path(__file__).resolve().parent.parent
-ESTIMATORS = {"accuracy": "ridge", "latency": "costs"}
+ESTIMATORS = {"accuracy": "gp", "latency": "costs"}
 
 
 class Ledger:
@@ -83,15 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", default=str(REPO / "runs/pred/lat.sqlite"))
     ap.add_argument("--lut", default=str(REPO / "runs/pred/lut.json"))
     ap.add_argument("--dynast", default=str(REPO.parent / "shared/data/dynast_ofa_mbv3"))
+    ap.add_argument("--truth", default="svr", choices=["svr", "gbt"], help="the accuracy surrogate's estimator")
+    ap.add_argument("--batch", type=int, default=10, help="concurrent: networks validated per iteration")
+    ap.add_argument("--estimator", default=ESTIMATORS["accuracy"], help="full / concurrent: the accuracy predictor")
     ap.add_argument("--png", default=None, help="hypervolume share against validations, one line per tactic")
     args = ap.parse_args(argv)
     budgets = [int(b) for b in args.budgets.split(",")]
     top = max(budgets)
+    estimators = {**ESTIMATORS, "accuracy": args.estimator}
     t_start = time.perf_counter()
 
     sp = get_space(SPACE)
     acc_data = from_csv(args.dynast, SPACE, "Top-1 Acc (%)")
-    acc = Predictor("svr").fit(acc_data.configs, acc_data.y, SPACE, "accuracy")
+    acc = Predictor(args.truth).fit(acc_data.configs, acc_data.y, SPACE, "accuracy")
     with Store(args.db) as store:
         lat_data = from_store(store, "local-cpu", SPACE, "onnxruntime")
     lat = Predictor("kernels", lut=LatencyLUT.load(args.lut)).fit(lat_data.configs, lat_data.y, SPACE)
@@ -122,13 +128,13 @@ def main(argv: list[str] | None = None) -> int:
                 by_budget = {b: led.rows[:b] for b in budgets}
             elif tactic == "concurrent":
                 led = ledger()
-                concurrent(sp, led.objectives(True), (), top, 25, 50, ESTIMATORS, seed=seed, progress=False,
+                concurrent(sp, led.objectives(True), (), top, args.batch, 50, estimators, seed=seed, progress=False,
                            inner_pop=100)
                 by_budget = {b: led.rows[:b] for b in budgets}
             elif tactic == "full":
                 for b in budgets:
                     led = ledger()
-                    full(sp, led.objectives(True), (), b, max(4, b // 5), 100, ESTIMATORS, seed=seed, progress=False,
+                    full(sp, led.objectives(True), (), b, max(4, b // 5), 100, estimators, seed=seed, progress=False,
                          inner_pop=100)
                     by_budget[b] = led.rows
             else:
@@ -160,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tables = {name: {t: {b: [share(run[b], box) for run in rs] for b in budgets} for t, rs in runs.items()}
               for name, box in boxes.items()}
-    print(f"\n{SPACE}: accuracy (SVR on all {len(acc_data)} DyNAS-T networks) vs latency on local-cpu (kernel-level "
+    print(f"\n{SPACE}: accuracy ({args.truth} on all {len(acc_data)} DyNAS-T networks; predicted by "
+          f"{args.estimator}, concurrent batches of {args.batch}) vs latency on local-cpu (kernel-level "
           f"predictor on {len(lat_data)} measured networks + the LUT); reference front of {len(reference)} networks "
           f"(the long NSGA-II run alone: {100 * share(long_run.front, boxes['front box']):.1f} % of its front-box "
           f"hypervolume); {args.seeds} seeds; {time.perf_counter() - t_start:.0f} s in all")

@@ -11,6 +11,7 @@ working across library versions (no pickles).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,11 @@ class Predictor:
                 raise PredictorError("the hybrid estimator predicts a positive latency (log_target)")
             t = t - np.log(self.lut.block_sum(self.train_configs))
         self._mu, self._sd = float(np.mean(t)), float(np.std(t)) or 1.0
-        self._model.fit(self._features(self.train_configs), (t - self._mu) / self._sd)
+        with warnings.catch_warnings():
+            # a GP's noise level at its lower bound means the rows are fitted exactly: expected with few
+            # rows, and not something a user can act on
+            warnings.filterwarnings("ignore", message=".*close to the specified (lower|upper) bound")
+            self._model.fit(self._features(self.train_configs), (t - self._mu) / self._sd)
         self._linear = _linear_form(self._model) if self.estimator in LINEAR else None
         return self
 

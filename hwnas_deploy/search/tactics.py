@@ -11,7 +11,9 @@ against the number of validations.
   search's best population (`pop_size` networks).
 - `concurrent` (ConcurrentNAS, as in Intel's DyNAS-T): validate a population, refit the weak
   predictors on everything validated, run a whole evolutionary search on them, validate that
-  search's best population next; stop when the budget of validations is spent.
+  search's best population next; stop when the budget of validations is spent. Small batches
+  (10) and a Gaussian-process accuracy predictor (`gp`) reach a better front for the same
+  budget than batches of 25 and ridge (tools/bench_tactics.py, BENCHMARKS.md).
 
 (`validated`, every evaluation measured, is a plain `search` whose objectives measure.)
 """
