@@ -94,7 +94,8 @@ def devices() -> None:
 
 @cli.command()
 @click.option("--space", "space_name", default=None, help="With --config: the sub-network's space.")
-@click.option("--config", "config_text", default=None, help="Config as JSON, or @file.json.")
+@click.option("--config", "config_text", default=None,
+              help="Config as JSON, @file.json, or (nb201) an architecture string |op~0|+|...|.")
 @click.option("--run", "run_dir", default=None, type=click.Path(), help="Or: a run folder of `hwnas search` ...")
 @click.option("--pick", default="knee", show_default=True, help="... and which of its front: knee | all | INDEX | HASH")
 @click.option("--format", "fmt", required=True,

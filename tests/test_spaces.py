@@ -14,7 +14,7 @@ from hwnas_deploy.spaces import get_space, load_config, load_configs, space_name
 
 from .conftest import DYNAST_DIR
 
-ALL_SPACES = ["ofa-mbv3-w1.0", "ofa-mbv3-w1.2", "mcu-mbnet"]
+ALL_SPACES = ["ofa-mbv3-w1.0", "ofa-mbv3-w1.2", "mcu-mbnet"]  # the MobileNet-style spaces (nb201: test_nb201.py)
 
 
 def count_macs_by_hooks(model: nn.Module, x: torch.Tensor) -> int:
@@ -190,7 +190,7 @@ def test_missing_key_and_non_object():
 def test_unknown_space_lists_known_ones():
     with pytest.raises(UnknownNameError, match="unknown search space 'resnet'.*mcu-mbnet"):
         get_space("resnet")
-    assert space_names() == sorted(ALL_SPACES)
+    assert space_names() == sorted([*ALL_SPACES, "nb201"])
 
 
 def test_load_config_from_json_text_and_file(tmp_path):

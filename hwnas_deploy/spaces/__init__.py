@@ -7,12 +7,14 @@ from collections.abc import Callable
 from hwnas_deploy.errors import UnknownNameError
 from hwnas_deploy.spaces.base import Config, Param, SearchSpace, config_to_json, load_config, load_configs
 from hwnas_deploy.spaces.mcu_mbnet import MCUMobileNet
+from hwnas_deploy.spaces.nb201 import NASBench201
 from hwnas_deploy.spaces.ofa_mbv3 import OFAMobileNetV3
 
 _REGISTRY: dict[str, Callable[[], SearchSpace]] = {
     "ofa-mbv3-w1.0": lambda: OFAMobileNetV3(1.0),
     "ofa-mbv3-w1.2": lambda: OFAMobileNetV3(1.2),
     "mcu-mbnet": MCUMobileNet,
+    "nb201": NASBench201,
 }
 _CACHE: dict[str, SearchSpace] = {}
 
@@ -32,6 +34,7 @@ def get_space(name: str) -> SearchSpace:
 __all__ = [
     "Config",
     "MCUMobileNet",
+    "NASBench201",
     "OFAMobileNetV3",
     "Param",
     "SearchSpace",

@@ -251,8 +251,11 @@ def load_configs(path: str | Path, space: SearchSpace | None = None) -> list[Con
     return configs
 
 
-def load_config(text: str) -> Config:
-    """Parse a config from JSON text, or from a file when `text` is ``@path``."""
+def load_config(text: str) -> Config | str:
+    """Parse a config from JSON text, or from a file when `text` is ``@path``. Text that starts
+    with ``|`` is a NAS-Bench-201 architecture string, returned as is for its space to validate."""
+    if text.lstrip().startswith("|"):
+        return text.strip()
     source = "config"
     if text.startswith("@"):
         path = Path(text[1:])
