@@ -348,3 +348,23 @@ def test_float32_blob_with_pooling_and_hardswish_runs_on_the_board(link, tmp_pat
     np.testing.assert_allclose(board, ref, atol=1e-4)
     run = link.run(warmup=0, repeats=2, per_layer=True)
     assert ticks_to_instructions(run.cycles[0]) == ticks_to_instructions(run.cycles[1]) > 0
+
+
+def test_a_nas_bench_201_network_runs_on_the_board(link, tmp_path):
+    """NAS-Bench-201 cells need int8 ReLU on its own (ReLU-Conv-BN edges read the un-activated sum)
+    and 3x3 average pooling: the board answers as the host build of the kernels, and the export
+    agreed with LiteRT's reference kernels (kept last: it replaces the module's loaded blob)."""
+    sp = get_space("nb201")
+    cell = "|nor_conv_1x1~0|+|skip_connect~0|nor_conv_3x3~1|+|none~0|avg_pool_3x3~1|skip_connect~2|"
+    art = export_subnet(sp, cell, "blob", tmp_path)
+    assert {"RELU", "AVERAGE_POOL_2D", "ADD"} <= set(art.extra["ops"])
+    assert art.extra["max_lsb_vs_litert_reference"] <= 1
+    blob = open(art.path, "rb").read()
+    load = link.load(blob)
+    assert load.output_bytes == 10
+    scale, zero = art.inputs[0].quantization
+    x = np.clip(np.round(np.random.default_rng(5).standard_normal(load.input_bytes) / scale) + zero, -128,
+                127).astype(np.int8)
+    board = np.frombuffer(link.infer(x.tobytes()), dtype=np.int8)
+    np.testing.assert_array_equal(board, HostBlobRunner(blob).invoke(x, 10))
+    assert len(set(board.tolist())) > 1  # not a constant answer

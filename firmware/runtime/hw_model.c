@@ -147,6 +147,9 @@ static void run_op_f32(hw_model_t *m, const hw_op_t *op) {
         case HW_OP_HARD_SWISH:
             hw_hardswish_f32(x, y, (int)(hw_tensor_bytes(out) / 4));
             break;
+        case HW_OP_RELU:
+            hw_relu_f32(x, y, (int)(hw_tensor_bytes(out) / 4));
+            break;
         case HW_OP_AVERAGE_POOL_2D:
         case HW_OP_MAX_POOL_2D: {
             const hw_pool_params_t pp = pool_params(in, out, p);
@@ -199,6 +202,9 @@ static void run_op(hw_model_t *m, const hw_op_t *op) {
                       p[8]);
             break;
         }
+        case HW_OP_RELU:
+            hw_relu_s8(x, in->zero_point, y, out->zero_point, (int)hw_tensor_bytes(out), p[0], p[1], p[2], p[3]);
+            break;
         case HW_OP_MEAN:
             hw_mean_hw_s8(x, shape(in), in->zero_point, y, out->zero_point, p[0], p[1]);
             break;

@@ -55,6 +55,7 @@ enum {
     HW_OP_AVERAGE_POOL_2D = 8,
     HW_OP_MAX_POOL_2D = 9,
     HW_OP_TRANSPOSE = 10,
+    HW_OP_RELU = 11,
     HW_OP_COUNT
 };
 
@@ -72,6 +73,8 @@ enum {
  *  HARD_SWISH:      - (float32 only)
  *  AVERAGE/MAX_POOL_2D: stride_h, stride_w, pad_top, pad_left, filter_h, filter_w, act_min, act_max
  *  TRANSPOSE:       perm[4] (output dim i is input dim perm[i]; any element type)
+ *  RELU:            mult, shift, act_min, act_max (int8: requantised from the input's scale;
+ *                   float32: max(x, 0), no parameters)
  * float32: CONV/DEPTHWISE p[4], p[5] = act bounds (no multipliers); FULLY_CONNECTED p[0], p[1];
  * ADD p[7], p[8]; MEAN no parameters. */
 typedef struct {

@@ -59,6 +59,9 @@ void hw_add_s8(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int
 
 /* TFLite's int8 MEAN over H and W: sum of (x - in_zp), scaled by in_scale / out_scale (mult, shift),
  * divided by H*W with rounding half away from zero, plus out_zp. */
+/* TFLite's quantised ReLU: out = clamp(out_zp + requant(in - in_zp)), act_min = max(-128, out_zp) */
+void hw_relu_s8(const int8_t *in, int32_t in_zp, int8_t *out, int32_t out_zp, int n, int32_t mult,
+                int32_t shift, int act_min, int act_max);
 void hw_mean_hw_s8(const int8_t *in, hw_shape_t is, int32_t in_zp, int8_t *out, int32_t out_zp, int32_t mult,
                    int32_t shift);
 
@@ -96,6 +99,7 @@ void hw_add_f32(const float *a, const float *b, float *out, int n, float act_min
 void hw_mean_hw_f32(const float *in, hw_shape_t is, float *out);
 void hw_pad_f32(const float *in, hw_shape_t is, float *out, hw_shape_t os, int top, int left);
 void hw_hardswish_f32(const float *in, float *out, int n);
+void hw_relu_f32(const float *in, float *out, int n);
 void hw_avg_pool_f32(const hw_pool_params_t *p, const float *in, float *out, float act_min, float act_max);
 void hw_max_pool_f32(const hw_pool_params_t *p, const float *in, float *out, float act_min, float act_max);
 

@@ -97,6 +97,10 @@ void hw_hardswish_f32(const float *in, float *out, int n) {
     for (int i = 0; i < n; i++) out[i] = in[i] * clampf(in[i] + 3.f, 0.f, 6.f) * (1.f / 6.f);
 }
 
+void hw_relu_f32(const float *in, float *out, int n) {
+    for (int i = 0; i < n; i++) out[i] = in[i] > 0.f ? in[i] : 0.f;
+}
+
 static void pool_f32(const hw_pool_params_t *p, const float *in, float *out, float act_min, float act_max, int max) {
     const int c_n = p->is.c;
     for (int oy = 0; oy < p->os.h; oy++) {

@@ -121,6 +121,12 @@ void hw_add_s8(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int
     }
 }
 
+void hw_relu_s8(const int8_t *in, int32_t in_zp, int8_t *out, int32_t out_zp, int n, int32_t mult,
+                int32_t shift, int act_min, int act_max) {
+    for (int i = 0; i < n; i++)
+        out[i] = clamp_s8(hw_requantize((int32_t)in[i] - in_zp, mult, shift) + out_zp, act_min, act_max);
+}
+
 void hw_mean_hw_s8(const int8_t *in, hw_shape_t is, int32_t in_zp, int8_t *out, int32_t out_zp, int32_t mult,
                    int32_t shift) {
     const int pixels = is.h * is.w;

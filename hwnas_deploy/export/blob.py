@@ -32,7 +32,7 @@ INT8, INT32, FLOAT32 = 1, 2, 3
 ARENA, CONST = 0, 1
 OPCODES = {
     "CONV_2D": 1, "DEPTHWISE_CONV_2D": 2, "ADD": 3, "MEAN": 4, "FULLY_CONNECTED": 5, "PAD": 6, "HARD_SWISH": 7,
-    "AVERAGE_POOL_2D": 8, "MAX_POOL_2D": 9, "TRANSPOSE": 10,
+    "AVERAGE_POOL_2D": 8, "MAX_POOL_2D": 9, "TRANSPOSE": 10, "RELU": 11,
 }
 _TFLITE_FLOAT32, _TFLITE_INT32, _TFLITE_INT8 = 0, 2, 9
 FLOAT_MAX = float(np.finfo(np.float32).max)
@@ -310,6 +310,10 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             if not fp and (in_t.scale, in_t.zero_point) != (out_t.scale, out_t.zero_point):
                 raise UnsupportedOpError("blob", name, "requantising transpose")
             p[:4] = perm
+        elif name == "RELU":
+            if not fp:  # TFLite's quantised ReLU: requantise from the input's scale, clamp at zero
+                mult = quantize_multiplier(float(np.float64(in_t.scale) / np.float64(out_t.scale)))
+                p[:4] = [*mult, *_activation_range(1, out_t.scale, out_t.zero_point)]
         elif name == "HARD_SWISH":
             if not fp:
                 raise UnsupportedOpError("blob", name, "int8 hard-swish has no MCU kernel yet; use --format blob-fp32")
