@@ -10,7 +10,7 @@ import torch
 
 from hwnas_deploy.errors import ConfigError
 from hwnas_deploy.spaces import get_space
-from hwnas_deploy.spaces.nb201 import EDGES, OPS, arch_str, live_nodes, parse_arch_str
+from hwnas_deploy.spaces.nb201 import EDGES, OPS, arch_str, parse_arch_str, used_edges
 
 from .test_spaces import count_macs_by_hooks
 
@@ -57,12 +57,12 @@ def test_analytic_counts_equal_the_torch_module(text):
     assert model(x).shape == (1, 10)
 
 
-def test_edges_into_a_dead_node_are_unused_genes():
+def test_edges_into_dead_nodes_and_out_of_zero_nodes_are_unused_genes():
     sp = get_space("nb201")
     # node 2 feeds only edge 3<-2, which is none: its two input edges change nothing
     a = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
     b = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
-    assert live_nodes(parse_arch_str(a)) == {0, 1, 3}
+    assert used_edges(parse_arch_str(a)) == [True, False, False, True, True, False]
     assert sp.config_hash(a) == sp.config_hash(b)
     assert sp.canonical(a)["ops"] == [3, 0, 0, 1, 3, 0]
     x = sp.example_input(sp.validate(a))
@@ -71,7 +71,10 @@ def test_edges_into_a_dead_node_are_unused_genes():
     # and a live edge does change the network
     c = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
     assert sp.config_hash(c) != sp.config_hash(b)
-    assert len({sp.config_hash({"ops": ops}) for ops in ALL_CELLS}) == 12205
+    # nodes 1 and 2 only ever receive zeros: whatever leaves them is zero too (NAS-Bench-201's consider_zero)
+    zero = "|none~0|+|none~0|none~1|+|avg_pool_3x3~0|nor_conv_3x3~1|avg_pool_3x3~2|"
+    assert sp.canonical(zero)["ops"] == [0, 0, 0, 4, 0, 0]
+    assert len({sp.config_hash({"ops": ops}) for ops in ALL_CELLS}) == 9445
 
 
 @pytest.mark.parametrize("text,message", [

@@ -8,9 +8,10 @@ ResNet basic blocks of stride 2, then BN + ReLU, global pooling and a linear cla
 A config is ``{"ops": [six op indices into OPS]}`` in NAS-Bench-201's edge order
 (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2); `arch_str` / `from_arch_str` convert to and from the
 benchmark's architecture strings, ``|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|...|``.
-Edges into a node whose value never reaches the cell's output are unused genes: the canonical
-config sets them to ``none``, so cells that compute the same function share one hash (the
-architecture string of a config is kept as written; only identity uses the canonical form).
+Edges that cannot change the cell's output (into a node that never reaches node 3, or out of a
+node that only ever receives zeros) are unused genes: the canonical config sets them to
+``none``, so such cells share one hash (the architecture string of a config is kept as written;
+only identity and the built network use the canonical form).
 """
 
 from __future__ import annotations
@@ -66,13 +67,21 @@ def parse_arch_str(text: str) -> list[int]:
     return ops
 
 
-def live_nodes(ops: Sequence[int]) -> set[int]:
-    """Nodes whose value reaches node 3 through edges that are not ``none``."""
+def used_edges(ops: Sequence[int]) -> list[bool]:
+    """Which edges change the cell's output. A node is zero when none of its input edges carries
+    anything (every one ``none`` or from a zero node; NAS-Bench-201's own `to_unique_str(consider_zero=True)`
+    treats any operation on a zero node as zero); an edge is used when it is not ``none``, leaves
+    a non-zero node and reaches node 3 through used edges."""
+    nonzero = {0}
+    for j in (1, 2, 3):
+        if any(to == j and ops[e] != 0 and i in nonzero for e, (to, i) in enumerate(EDGES)):
+            nonzero.add(j)
+    carries = [ops[e] != 0 and i in nonzero for e, (_, i) in enumerate(EDGES)]
     live = {3}
-    for j in (2, 1, 0):
-        if any(to in live and ops[e] != 0 for e, (to, i) in enumerate(EDGES) if i == j):
+    for j in (2, 1):
+        if any(carries[e] and i == j and to in live for e, (to, i) in enumerate(EDGES)):
             live.add(j)
-    return live
+    return [carries[e] and to in live for e, (to, _) in enumerate(EDGES)]
 
 
 # -- blocks ---------------------------------------------------------------------------------
@@ -271,9 +280,8 @@ class NASBench201(SearchSpace):
         return {"ops": parse_arch_str(text)}
 
     def unused_genes(self, cfg: Config) -> dict[str, list[int]]:
-        live = live_nodes(cfg["ops"])
-        dead = [e for e, (to, _) in enumerate(EDGES) if to not in live]
-        return {"ops": dead} if dead else {}
+        unused = [e for e, used in enumerate(used_edges(cfg["ops"])) if not used and cfg["ops"][e] != 0]
+        return {"ops": unused} if unused else {}
 
     def input_shape(self, cfg: Mapping) -> tuple[int, int, int, int]:
         return (1, 3, self.resolution, self.resolution)
