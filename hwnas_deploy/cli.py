@@ -341,7 +341,7 @@ def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, ta
 
 @predictor.command("eval")
 @_data_options
-@click.option("--estimators", default="ridge,svr,gbt,rf,costs,macs", show_default=True,
+@click.option("--estimators", default="ridge,svr,gp,gbt,rf,costs,macs", show_default=True,
               help="Comma-separated; add kernels,hybrid with --lut.")
 @click.option("--lut", "lut_path", default=None, type=click.Path(exists=True, dir_okay=False),
               help="The device's LUT (`hwnas lut build`), for the kernels and hybrid estimators.")
