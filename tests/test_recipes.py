@@ -55,6 +55,13 @@ BAD = [
       "tactic": "full", "population": 8, "budget": 10}, "field 'budget' (10) must cover a population (8) plus"),
     ({"space": "mcu-mbnet", "objectives": ["macs"], "export": {"formats": ["hef"]}}, "'export.formats' has 'hef'"),
     ({"space": "nas-bench", "objectives": ["macs"]}, "field 'space'"),
+    ({"space": "mcu-mbnet", "objectives": ["macs"], "estimator": "xgb"}, "field 'estimator': unknown estimator 'xgb'"),
+    ({"space": "mcu-mbnet", "objectives": ["macs"], "estimator": ["gp"]}, "field 'estimator' must be a string"),
+    ({"space": "mcu-mbnet", "device": "local-cpu", "runtime": "onnxruntime", "objectives": ["latency=measure", "macs"],
+      "tactic": "concurrent", "population": 8, "budget": 16, "estimator": {"macs": "gp"}},
+     "field 'estimator': 'macs' is not a measured objective (measured: latency)"),
+    ({"space": "mcu-mbnet", "objectives": ["macs"], "estimator": "kernels"},
+     "field 'estimator': 'kernels' is not refitted from validations"),
 ]
 
 
@@ -63,6 +70,14 @@ def test_an_invalid_recipe_is_refused_naming_the_field(data, message, store):
     with pytest.raises(ConfigError) as err:
         prepare(Recipe.from_dict(data, "r.yaml"), store)
     assert message in str(err.value) and str(err.value).startswith("r.yaml")
+
+
+def test_an_estimator_per_measured_objective_is_accepted(store):
+    data = {"space": "mcu-mbnet", "device": "local-cpu", "runtime": "onnxruntime", "tactic": "concurrent",
+            "objectives": ["latency=measure", "macs"], "population": 8, "budget": 16,
+            "estimator": {"latency": "gp"}}
+    ready = prepare(Recipe.from_dict(data, "r.yaml"), store)
+    assert ready.recipe.estimator == {"latency": "gp"}
 
 
 def test_an_invalid_recipe_file_runs_nothing(tmp_path):

@@ -10,6 +10,7 @@
     generations: 60
     budget: 12                          # full / concurrent: validations in all
     estimator: costs                    # full / concurrent: the predictor of measured objectives
+                                        # (or one per objective: {latency: gbt, accuracy: gp})
     export: {pick: knee, formats: [blob, c]}
 
 A recipe is checked whole before anything runs: an unknown field, a value of the wrong type, an
@@ -62,7 +63,7 @@ class Recipe:
     generations: int = 20
     seed: int = 0
     budget: int = 100
-    estimator: str = "gbt"
+    estimator: str | dict[str, str] = "gbt"  # one for all measured objectives, or {objective: estimator}
     warm_start: str | None = None
     popdb: list[str] = field(default_factory=list)
     popdb_threshold: float = 0.05
@@ -152,6 +153,10 @@ def _typed(source: str, key: str, value: Any, annotation: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
         return float(value)
+    if "dict[str, str]" in annotation and isinstance(value, dict):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise bad("a string or a mapping of names to strings")
+        return dict(value)
     if annotation.startswith("dict"):
         if not isinstance(value, dict):
             raise bad("a mapping")
@@ -249,6 +254,7 @@ def prepare(recipe: Recipe, store=None) -> Prepared:
     if recipe.tactic in ("validated", "full", "concurrent") and not measured:
         raise ConfigError(f"{src}: tactic {recipe.tactic!r} needs an objective measured on a device "
                           "(NAME=measure:DEVICE/RUNTIME, or NAME=measure with the recipe's device and runtime)")
+    _check_estimator(src, recipe.estimator, [o.name for o in measured])
     if recipe.tactic in ("full", "concurrent") and recipe.budget < recipe.population + (4 if recipe.tactic == "full"
                                                                                         else 0):
         raise ConfigError(f"{src}: field 'budget' ({recipe.budget}) must cover a population ({recipe.population})"
@@ -282,6 +288,25 @@ def _check_possible(src: str, i: int, spec: str, c: Constraint, space: SearchSpa
         if least > c.limit:
             raise ConfigError(f"{src}: constraints[{i}] {spec!r} is impossible: the smallest {c.name} of "
                               f"{space.name}'s sub-networks is {least:.6g}")
+
+
+def _check_estimator(src: str, estimator: str | dict[str, str], measured: Sequence[str]) -> None:
+    """The predictors `full` / `concurrent` refit: known names, and per-objective keys that are
+    measured objectives."""
+    from hwnas_deploy.predictors.estimators import estimator_spec
+
+    chosen = estimator if isinstance(estimator, dict) else {"": estimator}
+    for objective, name in chosen.items():
+        if objective and objective not in measured:
+            raise ConfigError(f"{src}: field 'estimator': {objective!r} is not a measured objective "
+                              f"(measured: {', '.join(measured) or 'none'})")
+        try:
+            spec = estimator_spec(name)
+        except HwnasError as exc:
+            raise ConfigError(f"{src}: field 'estimator': {exc}") from None
+        if spec.needs_lut or name.startswith("nn-meter:"):
+            raise ConfigError(f"{src}: field 'estimator': {name!r} is not refitted from validations (it is built on "
+                              "a LUT or pre-trained); use ridge, svr, gp, gbt, rf, costs or macs")
 
 
 def _check_export(src: str, export: dict) -> None:
