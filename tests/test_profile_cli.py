@@ -18,12 +18,14 @@ from .conftest import run_cli
 FAST = "--quiet"
 
 
-def count(db) -> int:
-    con = sqlite3.connect(db)
+def count(db, locked: int = 0) -> int:
+    """Rows stored; `locked` while a writer holds the database (a short timeout: a poll that waits
+    out sqlite's default 5 s can miss a whole run)."""
+    con = sqlite3.connect(db, timeout=0.1)
     try:
         return con.execute("SELECT count(*) FROM measurements").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
+    except sqlite3.OperationalError as exc:
+        return locked if "locked" in str(exc) else 0
     finally:
         con.close()
 
@@ -113,7 +115,7 @@ def test_export_cli_writes_verified_artifact(tmp_path):
 def test_killed_run_keeps_measurements_and_resumes(tmp_path, sig):
     db = tmp_path / "m.sqlite"
     args = [sys.executable, "-m", "hwnas_deploy", "profile", "--device", "local-cpu", "--space", "ofa-mbv3-w1.0",
-            "--samples", "12", "--runtime", "onnxruntime", "--db", str(db), FAST]
+            "--samples", "16", "--runtime", "onnxruntime", "--db", str(db), FAST]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while count(db) < 2 and time.time() < deadline and proc.poll() is None:
@@ -121,11 +123,11 @@ def test_killed_run_keeps_measurements_and_resumes(tmp_path, sig):
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     stored = count(db)
-    assert 2 <= stored < 12, "the run should be stopped part-way"
+    assert 2 <= stored < 16, "the run should be stopped part-way"
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "run the same command again to resume" in err
     resumed = run_cli(*args[3:], cwd=tmp_path, check=True)
     assert f"already stored {stored}" in resumed.stdout
-    assert count(db) == 12
+    assert count(db) == 16
     with Store(str(db)) as s:
-        assert len(s.measurements()) == 12
+        assert len(s.measurements()) == 16

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from hwnas_deploy import datafile
 from hwnas_deploy.errors import ConfigError, HwnasError, PredictorError
@@ -108,8 +109,10 @@ class Predictor:
                 raise PredictorError("the hybrid estimator predicts a positive latency (log_target)")
             t = t - np.log(self.lut.block_sum(self.train_configs))
         self._mu, self._sd = float(np.mean(t)), float(np.std(t)) or 1.0
-        with warnings.catch_warnings():
-            # a GP's noise level at its lower bound means the rows are fitted exactly: expected with few
+        with warnings.catch_warnings(), threadpool_limits(1):
+            # one BLAS thread: a fit (a GP's likelihood optimisation most of all) then does not depend on
+            # how many threads the process has, so a saved predictor refits bit for bit anywhere.
+            # A GP's noise level at its lower bound means the rows are fitted exactly: expected with few
             # rows, and not something a user can act on
             warnings.filterwarnings("ignore", message=".*close to the specified (lower|upper) bound")
             self._model.fit(self._features(self.train_configs), (t - self._mu) / self._sd)
@@ -134,7 +137,8 @@ class Predictor:
             w, b = self._linear
             z = np.asarray([math.fsum((row * w).tolist()) + b for row in x])
         else:
-            z = self._model.predict(x)
+            with threadpool_limits(1):
+                z = self._model.predict(x)
         t = z * self._sd + self._mu
         if self.estimator == "hybrid":
             t = t + np.log(self.lut.block_sum(configs))
