@@ -30,6 +30,8 @@ from hwnas_deploy.spaces.blocks import Block, ConvBlock, block_key
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 #: (to, from) of each edge, in the order of the genes and of the architecture string
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+#: kernel taps of the conv operations (op index -> k*k); the other operations have no weights
+_CONV_TAPS = {OPS.index("nor_conv_1x1"): 1, OPS.index("nor_conv_3x3"): 9}
 _NODE = re.compile(r"^\|(?:[a-z_0-9]+~\d+\|)+$")
 
 
@@ -149,12 +151,10 @@ class CellBlock:
         return self.in_hw
 
     def macs(self) -> int:
-        per = {2: 1, 3: 9}
-        return sum(per.get(o, 0) for o in self.op_indices) * self.in_hw**2 * self.channels**2
+        return sum(_CONV_TAPS.get(o, 0) for o in self.op_indices) * self.in_hw**2 * self.channels**2
 
     def params(self) -> int:
-        per = {2: 1, 3: 9}
-        return sum(per[o] * self.channels**2 + 2 * self.channels for o in self.op_indices if o in per)
+        return sum(_CONV_TAPS[o] * self.channels**2 + 2 * self.channels for o in self.op_indices if o in _CONV_TAPS)
 
     def activation_sizes(self) -> list[tuple[int, int]]:
         """Computing node j keeps nodes 0..j-1 alive."""
