@@ -47,17 +47,19 @@ class Tolerance:
 
 #: float32 formats: 1e-4 max abs. Full-integer int8 quantises every activation to 256 levels, so
 #: on random-weight sub-networks its error is large in absolute terms (max |err| 10-20 % of the
-#: output range); it is checked by cosine similarity instead, 0.93-0.98 measured on random
-#: sub-networks of mcu-mbnet and ofa-mbv3 (tests/test_export.py), while a wrong scale, layout or
-#: operator gives ~0.
+#: output range); it is checked by cosine similarity instead: 0.86-0.98 measured on random
+#: sub-networks of mcu-mbnet and ofa-mbv3, but only 0.77-0.87 on the deepest, narrowest ones
+#: (mcu-mbnet d=4 everywhere, e=6, w=0.35, r=64: 20 blocks of noise that calibration on more
+#: samples does not reduce), which a search maximising parameters under an SRAM budget picks.
+#: A wrong scale, layout or operator gives ~0.
 TOLERANCE: dict[str, Tolerance] = {
     "onnx": Tolerance(max_abs=1e-4),
     "tflite": Tolerance(max_abs=1e-4),
     "tvm": Tolerance(max_abs=1e-4),
-    "tflite-int8": Tolerance(min_cosine=0.85),
-    "blob": Tolerance(min_cosine=0.85),
+    "tflite-int8": Tolerance(min_cosine=0.6),
+    "blob": Tolerance(min_cosine=0.6),
     "blob-fp32": Tolerance(max_abs=1e-4),
-    "c": Tolerance(min_cosine=0.85),  # checked through the blob it embeds
+    "c": Tolerance(min_cosine=0.6),  # checked through the blob it embeds
 }
 #: The blob must also agree with LiteRT's reference int8 kernels on the same int8 input within
 #: this many quantisation steps (measured: at most 1; 80-94 % of outputs bit-exact).
