@@ -148,8 +148,10 @@ def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, 
 @click.option("--rounds", default=1, show_default=True,
               help="Measure every sub-network this many times, one round over all after the other "
                    "(predictors take the median over rounds).")
+@click.option("--lab", default=None, metavar="HEAD:PORT",
+              help="Measure on every device of this profile in a lab (`hwnas lab up`); the store stays --db.")
 def profile_cmd(device, space_name, samples, runtime, db, seed, threads, batch, force, artifacts, quiet,
-                only_fitting, configs_file, rounds) -> None:
+                only_fitting, configs_file, rounds, lab) -> None:
     """Measure sub-networks of a space on a device and store the results (resumable)."""
     from hwnas_deploy.profiling import profile
     from hwnas_deploy.spaces import load_configs
@@ -160,11 +162,13 @@ def profile_cmd(device, space_name, samples, runtime, db, seed, threads, batch, 
         report = profile(
             device, space_name, samples, runtime, store, seed=seed, threads=threads, batch=batch,
             force=force, artifacts_dir=artifacts, progress=not quiet, only_fitting=only_fitting, configs=configs,
-            rounds=rounds,
+            rounds=rounds, lab=lab,
         )
     for config_hash, reason in report.unfit.items():
         click.echo(f"{config_hash}: does not fit: {reason}", err=True)
     click.echo(report.line() + f"; store: {store.url}")
+    if report.devices:
+        click.echo("per device: " + ", ".join(f"{d} {n}" for d, n in report.devices.items()))
     if report.interrupted:
         click.echo("interrupted: finished measurements are stored; run the same command again to resume", err=True)
         sys.exit(130)
@@ -231,6 +235,71 @@ def firmware_flash(board: str) -> None:
     from hwnas_deploy.sim.qemu import flash_firmware
 
     click.echo(flash_firmware(board))
+
+
+@cli.group()
+def lab() -> None:
+    """A hardware lab on Ray: devices on several hosts, one store (extra [lab])."""
+
+
+@lab.command("up")
+@click.option("--device", "devices", multiple=True, required=True,
+              help="PROFILE (a twin, or the local CPU), PROFILE*N (N of them), PROFILE@WHERE (a serial port, "
+                   "adb serial or tracker this host has attached). Repeat for each.")
+@click.option("--address", default=None, help="HEAD:PORT of the lab to join as a worker [start the head here].")
+@click.option("--port", default=6380, show_default=True, help="The head's port.")
+@click.option("--node-ip", default="127.0.0.1", show_default=True, help="The address this host is reached at.")
+@click.option("--host", default=None, help="Name of this host in device ids [its hostname].")
+@click.option("--cpus", type=int, default=None, help="CPUs this host lends to exports [all].")
+@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --node-ip / --address (firewall it).")
+def lab_up(devices, address, port, node_ip, host, cpus, allow_remote) -> None:
+    """Start this host's part of a lab and open its devices; lists them, and what else is plugged in."""
+    from hwnas_deploy.lab import up
+    from hwnas_deploy.lab.discover import attached
+
+    info = up(list(devices), address=address, host=host, port=port, node_ip=node_ip, allow_remote=allow_remote,
+              num_cpus=cpus)
+    click.echo(f"lab {info.address}: host {info.host} serves {len(info.devices)} devices")
+    for facts in info.devices:
+        detail = ", ".join(f"{k}={v}" for k, v in facts.items() if k != "device" and isinstance(v, str | int) and v)
+        click.echo(f"  {facts['device']}  {detail[:100]}")
+    for line in attached():
+        click.echo(f"  also plugged in (not served): {line}")
+    click.echo(f"use it: hwnas profile --lab {info.address} ... ; stop it: hwnas lab down --address {info.address}")
+
+
+@lab.command("status")
+@click.option("--address", required=True, help="HEAD:PORT of the lab.")
+@click.option("--json", "as_json", is_flag=True)
+def lab_status(address, as_json) -> None:
+    """Devices (free / busy / down), each client's queue, the failures."""
+    from hwnas_deploy.lab import status
+
+    st = status(address)
+    if as_json:
+        click.echo(json.dumps(st, indent=2, default=str))
+        return
+    hosts = ", ".join(f"{h['address']}{'' if h['alive'] else ' (dead)'}" for h in st["hosts"])
+    click.echo(f"lab {address}: {len(st['devices'])} devices on {len(st['hosts'])} Ray nodes ({hosts})")
+    for d in st["devices"]:
+        line = f"  {d['device']:<32} {d['state']:<12} done {d['done']}  failed {d['failed']}"
+        line += f"  job {d['job']}" if d["job"] else ""
+        line += f"  last error: {str(d['last_error']).splitlines()[0][:80]}" if d["last_error"] else ""
+        click.echo(line)
+    for client, q in st["queue"].items():
+        click.echo(f"  client {client}: queued {q['queued']}, running {q['running']}, done {q['done']}, "
+                   f"failed {q['failed']} on {q['devices']} devices")
+
+
+@lab.command("down")
+@click.option("--address", required=True, help="HEAD:PORT of the lab.")
+@click.option("--host", default=None, help="Close only this host's devices [all of the lab's].")
+def lab_down(address, host) -> None:
+    """Close the devices (stopping their twins) and stop Ray on this host."""
+    from hwnas_deploy.lab import down
+
+    closed = down(address, host)
+    click.echo(f"closed {len(closed)} devices; Ray stopped on this host")
 
 
 @cli.group()
@@ -574,6 +643,8 @@ def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
               help="Export the picked networks when done, e.g. blob,c (overrides the recipe's export formats).")
 @click.option("--pick", default=None, help="Which networks --export exports: knee | all | INDEX | HASH [knee].")
 @click.option("--db", default=None, help="Store for measure: objectives [$HWNAS_DB or hwnas.sqlite].")
+@click.option("--lab", default=None, metavar="HEAD:PORT",
+              help="Take measure: objectives' measurements on every device of the profile in this lab.")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Run folder (required): front.json, front.png, report.html, checkpoint.json (a killed search "
                    "resumes).")

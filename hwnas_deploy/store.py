@@ -419,6 +419,7 @@ class Store:
                 m.c.converged,
                 m.c.samples_json,
                 m.c.details_json,
+                m.c.env_json,
                 m.c.created,
             )
             .join(d, m.c.device_id == d.c.id)
@@ -448,6 +449,7 @@ class Store:
             r["config"] = json.loads(r.pop("config_json"))
             r["samples_ms"] = json.loads(r.pop("samples_json"))
             r["details"] = json.loads(r.pop("details_json") or "{}")
+            r["env"] = json.loads(r.pop("env_json") or "{}")  # the device's facts, runtime, lab device
             out.append(r)
         return out
 

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,3 +33,26 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600, check: bool = False) ->
     if check and proc.returncode != 0:
         raise AssertionError(f"hwnas {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def private_adb_server(home: Path) -> Iterator[Path]:
+    """A private adb server (port, HOME for its keys) so tests never touch a user's devices;
+    processes started inside (Ray nodes included) inherit it."""
+    assert shutil.which("adb"), "the adb client is installed by tools/setup.sh (apt package adb)"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(home))
+        mp.setenv("ANDROID_ADB_SERVER_PORT", str(free_port()))
+        mp.setenv("HWNAS_SIM_DIR", str(home / "sim"))
+        mp.delenv("ANDROID_SERIAL", raising=False)
+        subprocess.run(["adb", "start-server"], capture_output=True, timeout=30, check=True)
+        try:
+            yield home
+        finally:
+            subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)

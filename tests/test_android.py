@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -22,31 +21,16 @@ from hwnas_deploy.export.artifact import Artifact
 from hwnas_deploy.profiling import profile
 from hwnas_deploy.sim.adbd import AdbDaemon, AdbTwin
 from hwnas_deploy.store import Store
-from tests.conftest import run_cli
+from tests.conftest import free_port, private_adb_server, run_cli
 
 SEED = 3
 N_NETS = 5
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def adb_server(tmp_path_factory):
-    """A private adb server (port, HOME for its keys) so tests never touch a user's devices."""
-    assert shutil.which("adb"), "the adb client is installed by tools/setup.sh (apt package adb)"
-    home = tmp_path_factory.mktemp("adb-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(home))
-        mp.setenv("ANDROID_ADB_SERVER_PORT", str(_free_port()))
-        mp.setenv("HWNAS_SIM_DIR", str(home / "sim"))
-        mp.delenv("ANDROID_SERIAL", raising=False)
-        subprocess.run(["adb", "start-server"], capture_output=True, timeout=30, check=True)
+    with private_adb_server(tmp_path_factory.mktemp("adb-home")) as home:
         yield home
-        subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +101,7 @@ def test_five_subnetworks_through_adb_match_direct_litert(twin, artifacts, tmp_p
 
 
 def test_connect_refused_is_a_clear_error(adb_server):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     with pytest.raises(DeviceError, match=rf"adb connect 127\.0\.0\.1:{port}: .*(refused|failed)"):
         driver_for(sim_profile(f"127.0.0.1:{port}")).open()
 
@@ -154,7 +138,7 @@ def _kill_when_benchmarking(phone: AdbTwin, restart: bool, done: threading.Event
 
 
 def test_a_phone_lost_mid_sample_is_reconnected_and_the_sample_retaken(adb_server, artifacts, tmp_path):
-    phone = AdbTwin(tmp_path / "phone", port=_free_port()).start()
+    phone = AdbTwin(tmp_path / "phone", port=free_port()).start()
     try:
         prof = sim_profile(phone.serial, min_secs=1.0, samples=2, reconnect_s=20)
         done, killed = threading.Event(), threading.Event()
@@ -174,7 +158,7 @@ def test_a_phone_lost_mid_sample_is_reconnected_and_the_sample_retaken(adb_serve
 
 
 def test_a_phone_that_stays_away_fails_its_networks_and_keeps_what_is_stored(adb_server, artifacts, tmp_path):
-    phone = AdbTwin(tmp_path / "phone", port=_free_port()).start()
+    phone = AdbTwin(tmp_path / "phone", port=free_port()).start()
     try:
         prof = sim_profile(phone.serial, samples=1, reconnect_s=2)
         with Store(str(tmp_path / "k.sqlite")) as store:
@@ -193,7 +177,7 @@ def test_a_phone_that_stays_away_fails_its_networks_and_keeps_what_is_stored(adb
 
 
 def test_sim_start_prints_the_serial_and_adb_connects(adb_server, tmp_path):
-    port = _free_port()
+    port = free_port()
     out = run_cli("sim", "start", "sim-android", "--port", str(port), cwd=tmp_path, check=True)
     try:
         serial = out.stdout.strip()

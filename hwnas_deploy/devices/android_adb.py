@@ -59,14 +59,15 @@ class AndroidAdbDriver(Driver):
     def open(self) -> dict[str, Any]:
         conn, bench = self.profile.connection, self.profile.benchmark
         self.twin = None
-        serial = conn.get("serial") or os.environ.get("ANDROID_SERIAL") or self._running_twin()
+        env_serial = None if self.private_twin else os.environ.get("ANDROID_SERIAL")
+        serial = conn.get("serial") or env_serial or self.running_twin()
         if not serial and conn.get("simulator") == "adbd":
             import tempfile
 
             from hwnas_deploy.sim.adbd import AdbTwin
 
             self._twin_root = tempfile.TemporaryDirectory(prefix="hwnas-adbd-")
-            self.twin = AdbTwin(self._twin_root.name).start()
+            self.twin = AdbTwin(self._twin_root.name, owned=self.private_twin).start()
             serial = self.twin.serial
         self.adb = Adb(serial or "", conn.get("adb", "adb"), conn.get("adb_server_port"),
                        float(conn.get("timeout_s", 120)))
@@ -86,13 +87,6 @@ class AndroidAdbDriver(Driver):
         return {"serial": self.adb.serial, "model": model.strip() or facts.get("model"), "android": release.strip(),
                 "abi": abi.strip(), "benchmark_binary": str(self.binary), "cpu_mask": bench.get("cpu_mask"),
                 "use_gpu": bool(bench.get("use_gpu", False)), "use_xnnpack": bool(bench.get("use_xnnpack", True))}
-
-    def _running_twin(self) -> str | None:
-        if self.profile.connection.get("simulator") != "adbd":
-            return None
-        from hwnas_deploy.sim.registry import running
-
-        return next((r["url"] for r in running() if r["device"] == self.profile.name), None)
 
     def _binary_path(self, configured: str | None) -> Path:
         name = os.environ.get(BINARY_ENV) or configured

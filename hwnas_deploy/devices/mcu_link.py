@@ -163,6 +163,16 @@ class McuLink:
 
     # -- one request, one reply ---------------------------------------------------------------
     def request(self, cmd: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
+        """Send one command and return its reply's payload; a serial line that breaks (a board
+        unplugged, its simulator killed) is a DeviceError like any other device fault."""
+        import serial
+
+        try:
+            return self._request(cmd, payload, timeout)
+        except (serial.SerialException, OSError) as exc:
+            raise DeviceError(f"{COMMAND_NAMES.get(cmd, str(cmd))}: serial line lost: {exc}") from None
+
+    def _request(self, cmd: int, payload: bytes, timeout: float | None) -> bytes:
         name = COMMAND_NAMES.get(cmd, str(cmd))
         last_problem = "no reply"
         for attempt in range(self.retries + 1):

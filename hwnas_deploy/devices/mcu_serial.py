@@ -46,7 +46,7 @@ class McuSerialDriver(Driver):
     def open(self) -> dict[str, Any]:
         conn = self.profile.connection
         self.board = None
-        url = conn.get("url") or self._running_twin()
+        url = conn.get("url") or self.running_twin()
         if not url:
             if conn.get("simulator") != "qemu-mps2-an500":
                 raise DeviceError(
@@ -55,7 +55,7 @@ class McuSerialDriver(Driver):
                 )
             from hwnas_deploy.sim.qemu import QemuBoard
 
-            self.board = QemuBoard().start()
+            self.board = QemuBoard(owned=self.private_twin).start()
             url = self.board.url
         self.url = url
         self.link = McuLink.open(url, timeout=float(conn.get("timeout_s", 5.0)))
@@ -74,14 +74,6 @@ class McuSerialDriver(Driver):
             "sram_budget": self.sram_budget,
             "flash_budget": self.flash_budget,
         }
-
-    def _running_twin(self) -> str | None:
-        """The URL of this device's twin if `hwnas sim start` left one running."""
-        if not self.profile.connection.get("simulator"):
-            return None
-        from hwnas_deploy.sim.registry import running
-
-        return next((r["url"] for r in running() if r["device"] == self.profile.name), None)
 
     def deploy(self, artifact: Artifact, threads: int) -> Deployed:
         if artifact.format not in ("blob", "blob-fp32"):

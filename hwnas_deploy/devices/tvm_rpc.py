@@ -54,7 +54,7 @@ class TvmRpcDriver(Driver):
         conn = self.profile.connection
         self.twin = None
         self.key = str(conn.get("key", self.profile.name))
-        address = conn.get("tracker") or self._running_twin()
+        address = conn.get("tracker") or self.running_twin()
         if not address:
             if conn.get("simulator") != "tvm-rpc-local":
                 raise DeviceError(f"device {self.profile.name!r}: connection needs 'tracker' (HOST:PORT) "
@@ -68,13 +68,6 @@ class TvmRpcDriver(Driver):
         self.uploaded: set[str] = set()
         self._request()
         return {"tracker": self.address, "key": self.key, "target": self.target}
-
-    def _running_twin(self) -> str | None:
-        if self.profile.connection.get("simulator") != "tvm-rpc-local":
-            return None
-        from hwnas_deploy.sim.registry import running
-
-        return next((r["url"] for r in running() if r["device"] == self.profile.name), None)
 
     def _request(self) -> None:
         from tvm import rpc

@@ -72,9 +72,11 @@ def _load_lut(path: str):
 _FILE_KINDS = {"predictor": ("predictor", _load_predictor), "lut": ("LUT", _load_lut)}
 
 
-def measured(space: SearchSpace, device: str, runtime: str, store) -> Callable[[Sequence[dict]], np.ndarray]:
-    """Median latency (ms) of each config on the device, measured now unless the store has it;
-    a network the device cannot hold, or whose measurement failed, is infinitely slow."""
+def measured(space: SearchSpace, device: str, runtime: str, store,
+             lab: str | None = None) -> Callable[[Sequence[dict]], np.ndarray]:
+    """Median latency (ms) of each config on the device, measured now unless the store has it
+    (on every device of the profile in `lab`, when given); a network the device cannot hold, or
+    whose measurement failed, is infinitely slow."""
     from hwnas_deploy.devices import load_profile
     from hwnas_deploy.profiling import profile
     from hwnas_deploy.store import MeasurementKey
@@ -83,7 +85,7 @@ def measured(space: SearchSpace, device: str, runtime: str, store) -> Callable[[
     prof.require_runtime(runtime)
 
     def evaluate(configs: Sequence[dict]) -> np.ndarray:
-        profile(prof, space, 0, runtime, store, configs=list(configs), progress=False)
+        profile(prof, space, 0, runtime, store, configs=list(configs), progress=False, lab=lab)
         out = []
         for cfg in configs:
             key = MeasurementKey(prof.name, space.name, space.config_hash(cfg), runtime, prof.threads, prof.batch)
@@ -103,9 +105,10 @@ def _table(path: str, space: SearchSpace, name: str):
 
 
 def parse_objective(spec: str, space: SearchSpace, store=None, device: str | None = None,
-                    runtime: str | None = None) -> Objective:
+                    runtime: str | None = None, lab: str | None = None) -> Objective:
     """`store`: where measure: objectives keep their measurements (required for those);
-    `device`/`runtime`: what a plain `NAME=measure` measures on (a recipe's)."""
+    `device`/`runtime`: what a plain `NAME=measure` measures on (a recipe's); `lab`: the lab
+    whose devices take those measurements (`hwnas lab up`), else this process."""
     text = spec.strip()
     maximise = text.startswith("max:")
     if maximise:
@@ -145,7 +148,7 @@ def parse_objective(spec: str, space: SearchSpace, store=None, device: str | Non
         if store is None:
             raise ConfigError(f"objective {spec!r}: measurements need a store (--db)")
         device, runtime = path.split("/")
-        evaluate, measures = measured(space, device, runtime, store), True
+        evaluate, measures = measured(space, device, runtime, store, lab), True
     elif kind == "measure":
         raise ConfigError(f"objective {spec!r}: measure on what? Write NAME=measure:DEVICE/RUNTIME or give the "
                           "recipe a device and runtime")

@@ -70,6 +70,7 @@ class Recipe:
     prune: str | None = None
     reference: str | None = None
     db: str | None = None
+    lab: str | None = None  # HEAD:PORT of a lab whose devices take measure: objectives' measurements
     export: dict[str, Any] | None = None
     source: str = "options"  # the file it came from, for messages
 
@@ -233,7 +234,7 @@ def prepare(recipe: Recipe, store=None) -> Prepared:
     objectives = []
     for i, spec in enumerate(recipe.objectives):
         try:
-            objectives.append(parse_objective(spec, space, store, recipe.device, recipe.runtime))
+            objectives.append(parse_objective(spec, space, store, recipe.device, recipe.runtime, lab=recipe.lab))
         except HwnasError as exc:
             raise ConfigError(f"{src}: objectives[{i}]: {exc}") from None
     names = [o.name for o in objectives]
@@ -376,7 +377,8 @@ def _reduced(recipe: Recipe, space: SearchSpace, store) -> list[list[int]] | Non
         except ValueError:
             raise ConfigError(f"{recipe.source}: field 'prune' is {recipe.prune!r}; expected SHARE:OBJECTIVE, e.g. "
                               "0.25:latency=lut:lut.json") from None
-        pruned = efficiency(space, parse_objective(spec, space, store, recipe.device, recipe.runtime).evaluate, share)
+        pruned = efficiency(space, parse_objective(spec, space, store, recipe.device, recipe.runtime,
+                                                   lab=recipe.lab).evaluate, share)
         allowed = pruned if allowed is None else [sorted(set(a) & set(b)) or a for a, b in zip(allowed, pruned,
                                                                                                 strict=True)]
     return allowed

@@ -32,6 +32,8 @@ import sys
 import threading
 from pathlib import Path
 
+from hwnas_deploy.sim.owned import preexec
+
 A_SYNC, A_CNXN, A_AUTH, A_OPEN, A_OKAY, A_CLSE, A_WRTE = (
     int.from_bytes(name, "little") for name in (b"SYNC", b"CNXN", b"AUTH", b"OPEN", b"OKAY", b"CLSE", b"WRTE")
 )
@@ -436,8 +438,10 @@ class AdbDaemon:
 class AdbTwin:
     """The daemon in its own process (so it can be killed like a phone that goes away)."""
 
-    def __init__(self, root: str | Path, port: int = 0, deny_auth: bool = False, model: str = "hwnas-sim-android"):
+    def __init__(self, root: str | Path, port: int = 0, deny_auth: bool = False, model: str = "hwnas-sim-android",
+                 owned: bool = False):
         self.root, self.port, self.deny_auth, self.model = Path(root), port, deny_auth, model
+        self.owned = owned  # dies with the thread that started it (sim.owned)
         self.process: subprocess.Popen | None = None
         self.serial = ""
 
@@ -445,7 +449,7 @@ class AdbTwin:
         cmd = [sys.executable, "-m", "hwnas_deploy.sim.adbd", "--root", str(self.root), "--port", str(self.port),
                "--model", self.model] + (["--deny-auth"] if self.deny_auth else [])
         self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, start_new_session=True)
+                                        text=True, start_new_session=True, preexec_fn=preexec(self.owned))
         line = self.process.stdout.readline()  # "listening HOST:PORT", or EOF if it could not listen
         if not line.startswith("listening "):
             err = self.process.stderr.read().strip()

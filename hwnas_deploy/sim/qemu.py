@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwnas_deploy.errors import DeviceError
+from hwnas_deploy.sim.owned import preexec
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 QEMU_BOARD = "qemu-mps2-an500"
@@ -85,6 +86,7 @@ class QemuBoard:
     shift: int = ICOUNT_SHIFT
     process: subprocess.Popen | None = None
     extra_args: tuple[str, ...] = ()  # e.g. QEMU's -d/-D logging, as tools/profile_qemu.py uses
+    owned: bool = False  # dies with the thread that started it (sim.owned)
 
     @property
     def url(self) -> str:
@@ -103,7 +105,7 @@ class QemuBoard:
         self.elf = Path(self.elf) if self.elf else build_firmware()
         self.port = self.port or _free_port()
         self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, start_new_session=True)
+                                        stderr=subprocess.PIPE, start_new_session=True, preexec_fn=preexec(self.owned))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
