@@ -24,9 +24,9 @@ from hwnas_deploy.devices import DeviceProfile, DoesNotFitError, driver_for, loa
 from hwnas_deploy.errors import ConfigError, HwnasError
 from hwnas_deploy.export import Artifact, artifact_filename, export_subnet
 from hwnas_deploy.export.artifact import sha256_file
+from hwnas_deploy.measure import Summary
 from hwnas_deploy.runtimes import runtime_info
 from hwnas_deploy.spaces import SearchSpace, get_space
-from hwnas_deploy.measure import Summary
 from hwnas_deploy.store import MeasurementKey, Store
 
 
