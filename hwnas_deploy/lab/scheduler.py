@@ -28,9 +28,7 @@ from hwnas_deploy.store import Store
 
 MAX_TRIES = 3
 #: exceptions that mean the actor (its process or its host) is gone
-_LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.ObjectLostError,
-         ray.exceptions.NodeDiedError) if hasattr(ray.exceptions, "NodeDiedError") else (
-    ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.ObjectLostError)
+_LOST = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.NodeDiedError)
 
 
 def _export(plan: Plan, job: Job) -> tuple[Artifact, bytes]:
