@@ -613,6 +613,55 @@ def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
 
 
 
+@cli.command(name="differentiable")
+@click.option("--lut", "lut_path", required=True, type=click.Path(dir_okay=False),
+              help="The device's latency LUT; with --device it is built (or completed) there first.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder (supernet.pt, front.json, family.png); an existing run is resumed.")
+@click.option("--device", default=None, help="Measure the family here (and complete the LUT); needs --runtime, --db.")
+@click.option("--runtime", default=None)
+@click.option("--db", default=None, help="Store for the family's measurements and accuracy estimates.")
+@click.option("--space", "space_name", default="mcu-mbnet", show_default=True)
+@click.option("--dataset", default="digits", show_default=True, help="digits, an .npz or an image folder.")
+@click.option("--resolution", default=64, show_default=True)
+@click.option("--width", default=0.35, show_default=True)
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--warmup-epochs", default=4, show_default=True, help="Weights alone before architecture updates.")
+@click.option("--kappa", default=10.0, show_default=True, help="Weight of the latency budget's excess.")
+@click.option("--lam", default=10.0, show_default=True, help="Weight of the complexity budget's excess.")
+@click.option("--complexity", default="params", show_default=True, type=click.Choice(["params", "macs"]))
+@click.option("--budgets", default=7, show_default=True, help="Budget points (architectures) to take out.")
+@click.option("--axis", default="latency", show_default=True, type=click.Choice(["latency", "complexity"]))
+@click.option("--train-limit", type=int, default=None, help="At most this many training images per epoch.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--quiet", is_flag=True)
+def differentiable_cmd(lut_path, out_dir, device, runtime, db, space_name, dataset, resolution, width, epochs,
+                       warmup_epochs, kappa, lam, complexity, budgets, axis, train_limit, seed, quiet) -> None:
+    """Differentiable latency-aware search: one run, one architecture per budget (Gumbel-softmax,
+    LUT latency, a budget hypernetwork)."""
+    from hwnas_deploy.search.differentiable import DifferentiableSettings, run_differentiable
+    from hwnas_deploy.store import Store
+
+    settings = DifferentiableSettings(space=space_name, dataset=dataset, resolution=resolution, width=width,
+                                      epochs=epochs, warmup_epochs=warmup_epochs, kappa=kappa, lam=lam,
+                                      complexity=complexity, train_limit=train_limit, seed=seed)
+    if device is not None and (runtime is None or db is None):
+        raise click.UsageError("--device needs --runtime and --db")
+    store = Store(db) if db else None
+    try:
+        rows = run_differentiable(settings, lut_path, out_dir, budgets=budgets, axis=axis, device=device,
+                                  runtime=runtime, store=store, progress=not quiet)
+    finally:
+        if store is not None:
+            store.close()
+    click.echo(f"{'budget':>7} {'LUT ms':>8} {'measured ms':>11} {'test acc %':>10} {'params':>8}  depths")
+    for r in rows:
+        measured = f"{r['measured_ms']:.3f}" if "measured_ms" in r else "-"
+        click.echo(f"{r['budget'][axis]:7.3f} {r['lut_ms']:8.3f} {measured:>11} {r['accuracy']:10.2f} "
+                   f"{r['params']:8d}  {r['config']['d']}")
+    click.echo(f"run folder: {out_dir} (hwnas front / export / deploy --run {out_dir})")
+
+
 @cli.command(name="search")
 @click.argument("recipe", required=False)
 @click.option("--space", default=None, help="Search space (overrides the recipe's).")
