@@ -160,7 +160,11 @@ class BlobHostRunner(Runner):
         if self.inp.quantization:
             scale, zero = self.inp.quantization
             x = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
-        self._x = x.transpose(0, 2, 3, 1) if x.shape != tuple(self.inp.shape) else x
+        if len(self.inp.shape) == 4:
+            n, h, w, c = self.inp.shape
+            # NCHW unless it can only be NHWC: with C == H == W both read alike, and NCHW is the contract
+            x = x.transpose(0, 2, 3, 1) if x.shape == (n, c, h, w) else x
+        self._x = x
 
     def invoke(self) -> None:
         self._y = self.host.invoke(self._x, int(np.prod(self.out.shape)))

@@ -116,3 +116,19 @@ def test_operator_without_an_mcu_kernel_is_named(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Hardswish()).eval()
     with pytest.raises(UnsupportedOpError, match="blob cannot take operator 'HARD_SWISH'.*blob-fp32"):
         export_model(model, torch.randn(1, 3, 16, 16), "blob", tmp_path / "m.hwnb")
+
+
+@pytest.mark.parametrize("hw, channels", [(16, 8), (8, 8)])
+def test_a_residual_block_alone_exports_like_litert_and_torch(tmp_path, hw, channels):
+    """A LUT measures blocks alone. LiteRT's converter then adds the NCHW graph input straight to
+    the projection (ADD(input, TRANSPOSE(project))): the blob used to read an input the host never
+    wrote (off by 200+ steps), and with C == H == W the host runner took NCHW input for NHWC."""
+    from hwnas_deploy.spaces.blocks import MBConvBlock, init_weights
+
+    block = MBConvBlock(hw, channels, 3 * channels, channels, 3, 1, "relu6", 0, True, 3)
+    torch.manual_seed(0)
+    model = block.build().eval()
+    init_weights(model)
+    art = export_model(model, torch.randn(1, channels, hw, hw), "blob", tmp_path / "block.hwnb")
+    assert art.extra["max_lsb_vs_litert_reference"] <= 1
+    assert "TRANSPOSE" in art.extra["ops"] and art.max_abs_error is not None

@@ -267,6 +267,12 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
                 raise UnsupportedOpError("blob", "TRANSPOSE", "only the NCHW->NHWC input transpose is supported")
             input_alias = outs[0]
             continue
+        if input_alias is not None and graph_input in ins and graph_input not in index_of:
+            # the NCHW input is used again past the dropped transpose (a residual block alone: its
+            # ADD takes the input as given): the board gets it back from the NHWC one it was sent
+            src = activation(input_alias)
+            ops.append((OPCODES["TRANSPOSE"], [src], activation(graph_input), [0, 3, 1, 2] + [0] * 8, "TRANSPOSE",
+                        tensors[src].dtype == FLOAT32))
         if name == "RESHAPE":  # NHWC memory is already in the new shape's order: an alias
             index_of[outs[0]] = activation(ins[0])
             continue
