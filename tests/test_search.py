@@ -321,3 +321,48 @@ def test_efficiency_pruning_drops_the_least_efficient_choice_per_gene():
         unused = {int(starts[[p.name for p in sp.params].index(name)]) + i
                   for name, idx in sp.unused_genes(cfg).items() for i in idx}
         assert all(genes[i] in allowed[i] for i in range(len(genes)) if i not in unused)
+
+
+def test_the_hypervolume_gain_of_many_points_is_pymoos_difference():
+    from hwnas_deploy.search.tactics import expected_gain_2d, hypervolume_gain_2d
+
+    rng = np.random.default_rng(0)
+    hv = HV(ref_point=np.full(2, 1.1))
+    for _ in range(100):
+        front, points = rng.random((int(rng.integers(0, 8)), 2)), rng.random((5, 2)) * 1.2 - 0.05
+        base = hv(front) if len(front) else 0.0
+        want = [hv(np.vstack([front, p[None]])) - base for p in points]
+        assert hypervolume_gain_2d(front, points) == pytest.approx(want, abs=1e-12)
+    # certain predictions: the expected gain is the gain; an uncertain one just behind the front gains
+    front, mean = np.array([[0.2, 0.5]]), np.array([[0.3, 0.6], [0.1, 0.4]])
+    assert expected_gain_2d(front, mean, np.zeros((2, 2))) == pytest.approx(hypervolume_gain_2d(front, mean))
+    assert hypervolume_gain_2d(front, mean[:1])[0] == 0 < expected_gain_2d(front, mean[:1], np.array([[0, 0.1]]))[0]
+
+
+def test_concurrent_with_expected_gain_uses_the_gaussian_process_spread(acc_predictor, monkeypatch):
+    """With `gp` for the measured objective, batches are chosen on its standard deviation too: the
+    spread is asked for every batch after the first, and the budget is spent exactly."""
+    from hwnas_deploy.search import tactics
+
+    sp = get_space(SPACE)
+    acc = parse_objective(f"accuracy=predictor:{acc_predictor}", sp)
+    seen, spreads = [], []
+
+    def sram(configs):
+        seen.extend(sp.config_hash(c) for c in configs)
+        return np.asarray([float(sp.peak_activation_bytes(c, 1)) for c in configs])
+
+    real_spread = tactics._spread
+
+    def spy(surrogates, cands, objectives):
+        out = real_spread(surrogates, cands, objectives)
+        spreads.append(out)
+        return out
+
+    monkeypatch.setattr(tactics, "_spread", spy)
+    expensive = Objective("sram", False, sram, "sram", measured=True)
+    result = tactics.concurrent(sp, [expensive, acc], budget=36, pop_size=12, inner_generations=5, estimator="gp",
+                                seed=2, progress=False, expected_gain=True)
+    assert len(seen) == len(set(seen)) == result.evaluations == 36
+    assert len(spreads) == 2 and all(s is not None and s.shape[1] == 2 for s in spreads)
+    assert all(np.all(s[:, 0] > 0) and np.all(s[:, 1] == 0) for s in spreads)  # sram from the GP; accuracy exact

@@ -126,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                 led = ledger()
                 search(sp, led.objectives(True), (), "nsga2", 50, top // 50 + 2, seed=seed, progress=False)
                 by_budget = {b: led.rows[:b] for b in budgets}
-            elif tactic == "concurrent":
+            elif tactic in ("concurrent", "concurrent-ei"):
                 led = ledger()
                 concurrent(sp, led.objectives(True), (), top, args.batch, 50, estimators, seed=seed, progress=False,
-                           inner_pop=100)
+                           inner_pop=100, expected_gain=tactic == "concurrent-ei")
                 by_budget = {b: led.rows[:b] for b in budgets}
             elif tactic == "full":
                 for b in budgets:

@@ -144,6 +144,18 @@ class Predictor:
             t = t + np.log(self.lut.block_sum(configs))
         return np.exp(t) if self.log_target else t
 
+    def predict_std(self, configs: Sequence[dict]) -> np.ndarray | None:
+        """The predictive standard deviation of each config (in the target's units), for the
+        estimators that have one (a Gaussian process); None for the others."""
+        if self._model is None:
+            raise PredictorError("the predictor is not fitted: call fit() or Predictor.load()")
+        if self.estimator != "gp":
+            return None
+        with threadpool_limits(1):
+            z, s = self._model.predict(self._features(configs), return_std=True)
+        t, sd = z * self._sd + self._mu, s * self._sd
+        return np.exp(t) * sd if self.log_target else sd  # delta method through the log
+
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {

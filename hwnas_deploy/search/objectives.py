@@ -49,6 +49,8 @@ class Objective:
     evaluate: Callable[[Sequence[dict]], np.ndarray]
     source: str  # the spec it was built from
     measured: bool = False  # evaluating it measures on a device (what tactics count as a validation)
+    #: a predictor's standard deviation of each value, where it has one (a Gaussian process)
+    std: Callable[[Sequence[dict]], np.ndarray | None] | None = None
 
 
 def minimised(rows: Sequence[dict], objectives: Sequence[Objective]) -> np.ndarray:

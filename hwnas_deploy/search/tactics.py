@@ -92,7 +92,8 @@ class _Validations:
             name = estimator if isinstance(estimator, str) else estimator.get(o.name, "gbt")
             pred = Predictor(name, log_target=bool(np.all(y > 0))).fit([r["config"] for r in usable], y,
                                                                         self.space.name, target=o.name)
-            out.append(Objective(o.name, o.maximise, pred.predict, f"{name} on {len(usable)} validations"))
+            out.append(Objective(o.name, o.maximise, pred.predict, f"{name} on {len(usable)} validations",
+                                 std=pred.predict_std))
         return out
 
     def front_configs(self) -> list[dict]:
@@ -142,8 +143,55 @@ def _check(objectives: Sequence[Objective], budget: int, pop_size: int, minimum:
                           f"{pop_size} (>= 4)")
 
 
+def _spread(surrogates: Sequence[Objective], cands: Sequence[dict], objectives: Sequence[Objective]
+            ) -> np.ndarray | None:
+    """Per candidate and objective, the predictors' standard deviation (0 where a predictor has
+    none); None when no predictor has one, or with other than two objectives."""
+    if len(objectives) != 2:
+        return None
+    configs = [c["config"] for c in cands]
+    cols = []
+    for o in objectives:
+        s = next((p for p in surrogates if p.name == o.name), None)
+        std = s.std(configs) if s is not None and s.std is not None else None
+        cols.append(np.zeros(len(cands)) if std is None else np.asarray(std, dtype=float))
+    out = np.column_stack(cols)
+    return out if np.any(out > 0) else None
+
+
+def hypervolume_gain_2d(front: np.ndarray, points: np.ndarray, ref: float = 1.1) -> np.ndarray:
+    """Hypervolume each point (minimised, normalised) adds to a 2-objective front, all at once:
+    the area under the front's staircase and above the point, right of it, inside the box."""
+    f = front[np.all(front < ref, axis=1)] if len(front) else front
+    f = f[np.argsort(f[:, 0], kind="stable")] if len(f) else np.zeros((0, 2))
+    xs, hs = [-np.inf], [ref]  # segment starts and the staircase height on each
+    for x, y in f:
+        if y < hs[-1]:
+            xs.append(x)
+            hs.append(y)
+    starts, heights = np.asarray(xs), np.asarray(hs)
+    ends = np.append(starts[1:], ref)
+    a, b = points[..., 0:1], points[..., 1:2]
+    width = np.clip(np.minimum(ends, ref) - np.maximum(starts, a), 0, None)
+    return np.sum(width * np.clip(heights - b, 0, None), axis=-1)
+
+
+def expected_gain_2d(front: np.ndarray, mean: np.ndarray, std: np.ndarray, samples: int = 16) -> np.ndarray:
+    """Expected hypervolume improvement of each candidate with independent normal predictions
+    (`mean`, `std`, minimised and normalised), averaged over fixed quantiles."""
+    from scipy.stats import norm
+
+    z = norm.ppf((np.arange(samples) + 0.5) / samples)
+    uncertain = np.any(std > 0, axis=0)
+    grid = np.stack(np.meshgrid(z if uncertain[0] else [0.0], z if uncertain[1] else [0.0], indexing="ij"),
+                    -1).reshape(-1, 2)  # independent objectives: every pair of quantiles
+    draws = mean[:, None, :] + std[:, None, :] * grid[None, :, :]  # candidates x draws x 2
+    return hypervolume_gain_2d(front, draws).mean(axis=1)
+
+
 def _next_batch(val: _Validations, inner: SearchResult, problem: SubnetProblem, n: int,
-                rng: np.random.Generator, by_gain: bool = True) -> list[dict]:
+                rng: np.random.Generator, by_gain: bool = True,
+                surrogates: Sequence[Objective] | None = None) -> list[dict]:
     """n networks the predictors expect to improve the validated front most (`by_gain`): greedily,
     the candidate (the inner search's front and last population) whose predicted values add the
     most hypervolume to the validated front plus the candidates already chosen; once none is
@@ -162,17 +210,22 @@ def _next_batch(val: _Validations, inner: SearchResult, problem: SubnetProblem, 
     base = minimised(pareto_front(list(val.rows.values()), val.objectives, val.constraints), val.objectives)
     pred = minimised(cands, val.objectives) if cands else np.zeros((0, len(val.objectives)))
     feasible = [all(r[c.name] <= c.limit for c in val.constraints) for r in cands]
+    spread = _spread(surrogates, cands, val.objectives) if surrogates and cands else None
     chosen: list[int] = []
     current = base
     while by_gain and len(chosen) < n and cands:
-        start = hv(current)
-        gains = [hv(np.vstack([current, pred[i:i + 1]])) - start if i not in chosen and feasible[i] else -1.0
-                 for i in range(len(cands))]
+        if spread is not None:  # expected improvement over the predictive distribution
+            gains = expected_gain_2d((current - hv.lo) / hv.span, (pred - hv.lo) / hv.span, spread / hv.span)
+            gains = [g if i not in chosen and feasible[i] else -1.0 for i, g in enumerate(gains)]
+        else:
+            start = hv(current)
+            gains = [hv(np.vstack([current, pred[i:i + 1]])) - start if i not in chosen and feasible[i] else -1.0
+                     for i in range(len(cands))]
         best = int(np.argmax(gains))
         if gains[best] <= 0:
             break
         chosen.append(best)
-        current = np.vstack([current, pred[best:best + 1]])
+        current = np.vstack([current, pred[best:best + 1]])  # believed at its mean (kriging believer)
     picked = [cands[i]["config"] for i in chosen]
     fresh = [r["config"] for r in inner.front if space.config_hash(r["config"]) not in val.rows
              and r["config"] not in picked]
@@ -187,10 +240,12 @@ def concurrent(space: SearchSpace, objectives: Sequence[Objective], constraints:
                budget: int = 100, pop_size: int = 20, inner_generations: int = 20,
                estimator: str | Mapping[str, str] = "gbt", seed: int = 0, warm_start: Sequence[dict] | None = None,
                allowed: Sequence[Sequence[int]] | None = None, progress: bool = True,
-               inner_pop: int | None = None) -> SearchResult:
+               inner_pop: int | None = None, expected_gain: bool = False) -> SearchResult:
     """`estimator`: the predictor refitted each iteration (one name, or one per measured objective);
     `inner_pop`: the predictor search's population [4 x pop_size: its front is what the next
-    population is spread along, and a small population finds a poor front]."""
+    population is spread along, and a small population finds a poor front]; `expected_gain`:
+    choose each batch by the expected hypervolume gain over the predictors' uncertainty (two
+    objectives, a predictor with a standard deviation: `gp`) instead of the gain of the means."""
     _check(objectives, budget, pop_size, pop_size)
     problem = SubnetProblem(space, objectives, constraints, allowed)
     rng = np.random.default_rng(seed)
@@ -201,10 +256,12 @@ def concurrent(space: SearchSpace, objectives: Sequence[Objective], constraints:
         if val.left() == 0:
             break
         it += 1
-        inner = search(space, val.surrogates(estimator), constraints, "nsga2", inner_pop or 4 * pop_size,
+        surrogates = val.surrogates(estimator)
+        inner = search(space, surrogates, constraints, "nsga2", inner_pop or 4 * pop_size,
                        inner_generations, seed=seed + 1000 * it, progress=False, allowed=allowed,
                        warm_start=val.front_configs())
-        batch = _next_batch(val, inner, problem, min(pop_size, val.left()), rng)
+        batch = _next_batch(val, inner, problem, min(pop_size, val.left()), rng,
+                            surrogates=surrogates if expected_gain else None)
     return val.result()
 
 
