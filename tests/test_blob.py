@@ -132,3 +132,17 @@ def test_a_residual_block_alone_exports_like_litert_and_torch(tmp_path, hw, chan
     art = export_model(model, torch.randn(1, channels, hw, hw), "blob", tmp_path / "block.hwnb")
     assert art.extra["max_lsb_vs_litert_reference"] <= 1
     assert "TRANSPOSE" in art.extra["ops"] and art.max_abs_error is not None
+
+
+def test_a_classifier_head_alone_exports(tmp_path):
+    """The head block alone starts with MEAN over the NCHW input's H and W (no input transpose):
+    the blob takes that input as NHWC and averages axes 1, 2, as it does inside a network."""
+    from hwnas_deploy.spaces.blocks import HeadBlock, init_weights
+
+    block = HeadBlock(3, 16, 0, 10, "none")
+    torch.manual_seed(0)
+    model = block.build().eval()
+    init_weights(model)
+    art = export_model(model, torch.randn(1, 16, 3, 3), "blob", tmp_path / "head.hwnb")
+    assert art.extra["ops"] == ["MEAN", "FULLY_CONNECTED"] and art.inputs[0].shape == (1, 3, 3, 16)
+    assert art.extra["max_lsb_vs_litert_reference"] <= 1

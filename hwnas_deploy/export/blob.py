@@ -365,6 +365,10 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             p[:9] = [left_shift, *m1, *m2, *mo, act_min, act_max]
         elif name == "MEAN":
             axes = sorted(int(a) for a in const(ins[1]).ravel())
+            if axes == [2, 3] and ins[0] == graph_input and input_alias is None and n == 0:
+                # a head alone: the spatial mean of the NCHW input as given; the host sends NHWC
+                nb, c, h, w = in_t.dims
+                in_t.dims, axes = (nb, h, w, c), [1, 2]
             if axes != [1, 2] or len(g.tensors[ins[0]].shape) != 4:
                 raise UnsupportedOpError("blob", name, f"reduction over axes {axes} (only H, W)")
             if not fp:
