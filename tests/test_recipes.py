@@ -159,12 +159,17 @@ def test_full_tactic_spends_exactly_its_budget_and_beats_random():
 def test_knee_and_pick():
     from hwnas_deploy.search.run_folder import RunFront
 
+    sp = get_space("mcu-mbnet")
+    # the third network's hash starts with 6 digits: a prefix that reads as a number is still a prefix
+    digits = next(c for c in (sp.sample(i) for i in range(1000)) if sp.config_hash(c)[:6].isdigit())
     objectives = [{"name": "latency", "maximise": False}, {"name": "acc", "maximise": True}]
-    rows = [{"latency": 1.0, "acc": 50.0, "config": {}}, {"latency": 2.0, "acc": 75.0, "config": {}},
-            {"latency": 10.0, "acc": 80.0, "config": {}}]
+    rows = [{"latency": 1.0, "acc": 50.0, "config": sp.sample(1001)},
+            {"latency": 2.0, "acc": 75.0, "config": sp.sample(1002)},
+            {"latency": 10.0, "acc": 80.0, "config": digits}]
     run = RunFront(REPO, "mcu-mbnet", objectives, rows)
     assert knee(run) == 1  # (0.11, 0.17) from the ideal point; the ends are 1.0 away
     assert pick(run, "all") == [0, 1, 2] and pick(run, "2") == [2]
+    assert pick(run, sp.config_hash(digits)[:6]) == [2]
     with pytest.raises(ConfigError, match="has 3 networks"):
         pick(run, "7")
 

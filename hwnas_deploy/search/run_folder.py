@@ -105,14 +105,13 @@ def pick(run: RunFront, how: str | int) -> list[int]:
         return [knee(run)]
     if how == "all":
         return list(range(len(run.front)))
-    if how.isdigit():
-        i = int(how)
-        if i >= len(run.front):
-            raise ConfigError(f"--pick {i}: the front of {run.path} has {len(run.front)} networks "
-                              f"(0..{len(run.front) - 1})")
-        return [i]
+    if how.isdigit() and int(how) < len(run.front):
+        return [int(how)]
     sp = get_space(run.space)
     hits = [i for i, row in enumerate(run.front) if sp.config_hash(row["config"]).startswith(how)]
+    if how.isdigit() and not hits:  # a hash prefix can be all digits too: only then an index out of range
+        raise ConfigError(f"--pick {how}: the front of {run.path} has {len(run.front)} networks "
+                          f"(0..{len(run.front) - 1})")
     if len(hits) != 1:
         raise ConfigError(f"--pick {how!r}: {'no' if not hits else len(hits)} networks of the front match; give "
                           "knee, all, an index or a longer config-hash prefix (`hwnas front --run R` lists them)")
