@@ -42,7 +42,6 @@ that is how the family is compared with an NSGA-II front (tools/bench_differenti
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -59,6 +58,7 @@ from tqdm import tqdm
 from hwnas_deploy.errors import ConfigError
 from hwnas_deploy.lut import LatencyLUT
 from hwnas_deploy.spaces.mobilenet import MAX_DEPTH, N_STAGES
+from hwnas_deploy.supernet.elastic import space_for
 
 SIMPLEX = ("latency", "complexity", "free")
 COMPLEXITY = ("params", "macs")
@@ -109,12 +109,6 @@ class DifferentiableSettings:
             if not ok:
                 raise ConfigError(f"differentiable search setting {name}={getattr(self, name)!r}: "
                                   f"{allowed.get(name, 'out of range')}")
-
-
-def _space(name: str, num_classes: int):
-    from hwnas_deploy.supernet.elastic import space_for
-
-    return space_for(name, num_classes)
 
 
 def _choices(space, name: str) -> tuple:
@@ -168,7 +162,6 @@ class CostTables:
         n = N_STAGES * MAX_DEPTH
         lat = np.zeros((n, len(self.kernels), len(self.expands)))
         cost = np.zeros_like(lat)
-        fixed_lat = fixed_cost = 0.0
         for cfg in configs:
             ki, ei = self.kernels.index(cfg["ks"][0]), self.expands.index(cfg["e"][0])
             blocks = space.blocks(cfg)
@@ -176,9 +169,11 @@ class CostTables:
                 b = blocks[2 + j]
                 lat[j, ki, ei] = lut.entries[b.key()]
                 cost[j, ki, ei] = b.params() if complexity == "params" else b.macs()
-            fixed = [blocks[0], blocks[1], *blocks[2 + n:]]
-            fixed_lat = sum(lut.entries[b.key()] for b in fixed)
-            fixed_cost = sum(b.params() if complexity == "params" else b.macs() for b in fixed)
+        # stem, first block, final conv and head: the same in every network of the run
+        blocks = space.blocks(configs[0])
+        fixed = [blocks[0], blocks[1], *blocks[2 + n:]]
+        fixed_lat = sum(lut.entries[b.key()] for b in fixed)
+        fixed_cost = sum(b.params() if complexity == "params" else b.macs() for b in fixed)
         self.calibration = lut.calibration
         self.lat, self.cost = torch.tensor(lat, dtype=torch.float32), torch.tensor(cost, dtype=torch.float32)
         self.fixed_lat, self.fixed_cost = fixed_lat, fixed_cost
@@ -344,12 +339,18 @@ def train_differentiable(settings: DifferentiableSettings, lut: LatencyLUT | str
     """Train (or resume) the weights and the budget hypernetwork into checkpoint `out`."""
     from hwnas_deploy.supernet.data import load_dataset
     from hwnas_deploy.supernet.elastic import ElasticSupernet
-    from hwnas_deploy.supernet.train import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, _load_checkpoint
+    from hwnas_deploy.supernet.train import (
+        CHECKPOINT_FORMAT,
+        CHECKPOINT_VERSION,
+        _load_checkpoint,
+        changed_settings,
+        write_checkpoint,
+    )
 
     out = Path(out)
     lut = lut if isinstance(lut, LatencyLUT) else LatencyLUT.load(lut)
     data = data or load_dataset(settings.dataset)
-    space = _space(settings.space, data.num_classes)
+    space = space_for(settings.space, data.num_classes)
     costs = CostTables(space, lut, settings.resolution, settings.width, settings.complexity)
     supernet = ElasticSupernet(space, seed=settings.seed)
     mixed = MixedSupernet(supernet, settings.resolution, settings.width)
@@ -366,8 +367,7 @@ def train_differentiable(settings: DifferentiableSettings, lut: LatencyLUT | str
     start, history = 0, []
     if out.exists():
         ckpt = _load_checkpoint(out)
-        saved, mine = dict(ckpt["settings"]), asdict(settings)
-        differ = [f"{k}: {saved.get(k)!r} -> {mine[k]!r}" for k in mine if k != "epochs" and saved.get(k) != mine[k]]
+        differ = changed_settings(ckpt["settings"], asdict(settings))
         if ckpt.get("kind") != KIND or differ:
             raise ConfigError(f"{out} is not a differentiable run with these settings ({'; '.join(differ) or 'kind'}); "
                               "choose another path or the same settings")
@@ -437,9 +437,7 @@ def train_differentiable(settings: DifferentiableSettings, lut: LatencyLUT | str
                 "state": {k: v.detach().cpu() for k, v in supernet.net.state_dict().items()},
                 "hypernetwork": hyper.state_dict(), "optimizer": opt.state_dict(),
                 "arch_optimizer": arch_opt.state_dict(), "scheduler": sched.state_dict()}
-        partial = out.with_name(out.name + ".partial")
-        torch.save(ckpt, partial)
-        os.replace(partial, out)
+        write_checkpoint(out, ckpt)
         if on_epoch is not None:
             on_epoch(row)
     bar.close()
@@ -472,7 +470,7 @@ def family(checkpoint: str | Path, budgets: int = 7, axis: str = "latency",
     if ckpt.get("kind") != KIND:
         raise ConfigError(f"{checkpoint}: a supernet checkpoint, not a differentiable search run")
     s = DifferentiableSettings(**ckpt["settings"])
-    space = _space(s.space, ckpt["num_classes"])
+    space = space_for(s.space, ckpt["num_classes"])
     lut = LatencyLUT.from_dict(ckpt["lut"], f"{checkpoint}: lut")
     costs = CostTables(space, lut, s.resolution, s.width, s.complexity)
     hyper = BudgetHypernetwork(len(costs.kernels), len(costs.expands), s.hidden)

@@ -240,9 +240,7 @@ def train_supernet(settings: TrainSettings, out: str | Path, *, device: str = "c
     start, history = 0, []
     if out.exists():
         ckpt = _load_checkpoint(out)
-        saved = dict(ckpt["settings"])
-        mine = asdict(settings)
-        differ = [f"{k}: {saved.get(k)!r} -> {mine[k]!r}" for k in mine if k != "epochs" and saved.get(k) != mine[k]]
+        differ = changed_settings(ckpt["settings"], asdict(settings))
         if differ:
             raise ConfigError(f"{out} was trained with other settings ({'; '.join(differ)}); "
                               "choose another checkpoint path or the same settings")
@@ -333,9 +331,19 @@ def _save(out: Path, supernet, opt, sched, settings, data, epoch, history) -> No
         "state": {k: v.detach().cpu() for k, v in supernet.net.state_dict().items()},
         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
     }
+    write_checkpoint(out, ckpt)
+
+
+def write_checkpoint(out: Path, ckpt: dict) -> None:
+    """torch.save, atomically: a run killed while writing leaves the previous checkpoint whole."""
     partial = out.with_name(out.name + ".partial")
     torch.save(ckpt, partial)
     os.replace(partial, out)
+
+
+def changed_settings(saved: dict, mine: dict) -> list[str]:
+    """What differs between a checkpoint's settings and a resumed run's (more epochs may be asked)."""
+    return [f"{k}: {saved.get(k)!r} -> {mine[k]!r}" for k in mine if k != "epochs" and saved.get(k) != mine[k]]
 
 
 def settings_fields() -> list[str]:
