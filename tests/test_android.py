@@ -83,6 +83,8 @@ def test_five_subnetworks_through_adb_match_direct_litert(twin, artifacts, tmp_p
     assert len(rows) == N_NETS
     local = driver_for(load_profile("local-cpu"))
     local.open()
+    phone = driver_for(prof)
+    phone.open()
     ratios = []
     for row in rows:
         details = row["details"]
@@ -92,8 +94,16 @@ def test_five_subnetworks_through_adb_match_direct_litert(twin, artifacts, tmp_p
         assert run["runs"]["p5"] <= run["runs"]["median"] <= run["runs"]["p95"]
         assert run["init_us"] > 0 and run["memory_overall_mb"] is not None
         art = Artifact.load(artifacts / artifact_filename(f"mcu-mbnet-{row['config_hash']}-b1", "tflite"))
-        direct = local.measure(local.deploy(art, 1), prof.settings)
-        ratios.append(row["median_ms"] / direct.median_ms)
+        # Both sides timed in alternation, best of two rounds each: a shared CI machine's load
+        # changes over seconds, and comparing the stored figure with one taken later compared
+        # two different loads (a CI run saw ratios 0.52-0.95 that way).
+        direct_handle, phone_handle = local.deploy(art, 1), phone.deploy(art, 1)
+        twin_ms, direct_ms = [row["median_ms"]], []
+        for _ in range(2):
+            direct_ms.append(local.measure(direct_handle, prof.settings).median_ms)
+            twin_ms.append(phone.measure(phone_handle, prof.settings).median_ms)
+        ratios.append(min(twin_ms) / min(direct_ms))
+    phone.close()
     print("adb twin / direct LiteRT latency ratios:", [round(r, 3) for r in ratios])
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
     assert 0.85 < geo < 1.15, ratios
