@@ -154,3 +154,20 @@ def test_environments_split_is_real_and_both_work(tmp_path):
     assert a.max_abs_error <= 1e-4 and b.max_abs_error <= 1e-4
     meta = json.loads((tmp_path / "m.tflite.json").read_text())
     assert meta["sha256"] == a.sha256
+
+
+def test_one_converter_process_serves_many_conversions_and_a_dead_one_is_replaced(tmp_path):
+    from hwnas_deploy.export.tflite import _CONVERTER
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
+    x = torch.randn(1, 3, 8, 8)
+    export_model(model, x, "tflite", tmp_path / "a.tflite")
+    worker = _CONVERTER.proc.pid
+    with pytest.raises(UnsupportedOpError):  # a failed conversion is an answer, not a crash
+        export_model(FFT(), x, "tflite", tmp_path / "fft.tflite")
+    export_model(model, x, "tflite-int8", tmp_path / "b.tflite", calibration=x.numpy())
+    assert _CONVERTER.proc.pid == worker  # the same process all along
+    _CONVERTER.proc.kill()
+    _CONVERTER.proc.wait()
+    c = export_model(model, x, "tflite", tmp_path / "c.tflite")  # a new converter takes over
+    assert _CONVERTER.proc.pid != worker and c.max_abs_error <= 1e-4

@@ -368,3 +368,39 @@ def test_a_nas_bench_201_network_runs_on_the_board(link, tmp_path):
     board = np.frombuffer(link.infer(x.tobytes()), dtype=np.int8)
     np.testing.assert_array_equal(board, HostBlobRunner(blob).invoke(x, 10))
     assert len(set(board.tolist())) > 1  # not a constant answer
+
+
+def test_a_blox_network_with_squeeze_excitation_runs_on_the_board(link, tmp_path):
+    """BLOX's mbconv gates channels with squeeze-and-excitation: MEAN, LOGISTIC (an int8 table
+    taken from LiteRT's reference kernel) and a MUL broadcast over H and W. The int8 export is
+    bit-exact with LiteRT's reference kernels and the board answers as the host build; the float32
+    kernels run an SE model on the board too (kept last: it replaces the module's loaded blob)."""
+    import torch
+    from torch import nn
+
+    from hwnas_deploy.export import export_model
+    from hwnas_deploy.spaces.blox import _SE
+
+    sp = get_space("blox-mini")
+    art = export_subnet(sp, {"blocks": ["seq-res:mbconv,bconv", "mbconv", "par:conv,mbconv"]}, "blob", tmp_path)
+    assert {"MEAN", "LOGISTIC", "MUL"} <= set(art.extra["ops"])
+    assert art.extra["max_lsb_vs_litert_reference"] == 0
+    blob = open(art.path, "rb").read()
+    load = link.load(blob)
+    scale, zero = art.inputs[0].quantization
+    x = np.clip(np.round(np.random.default_rng(6).standard_normal(load.input_bytes) / scale) + zero, -128,
+                127).astype(np.int8)
+    board = np.frombuffer(link.infer(x.tobytes()), dtype=np.int8)
+    np.testing.assert_array_equal(board, HostBlobRunner(blob).invoke(x, 10))
+    assert len(set(board.tolist())) > 1
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _SE(8)).eval()
+    f32 = export_model(model, torch.randn(1, 3, 8, 8), "blob-fp32", tmp_path / "se.f32.hwnb")
+    blob = open(f32.path, "rb").read()
+    link.load(blob)
+    x = np.random.default_rng(2).standard_normal((1, 8, 8, 3)).astype(np.float32)
+    board = np.frombuffer(link.infer(x.tobytes()), dtype=np.float32)
+    np.testing.assert_array_equal(board, HostBlobRunner(blob).invoke(x, board.size))
+    ref = model(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().permute(0, 2, 3, 1).numpy().ravel()
+    np.testing.assert_allclose(board, ref, atol=1e-5)

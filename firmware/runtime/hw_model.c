@@ -73,6 +73,12 @@ int hw_model_init(hw_model_t *m, const uint8_t *blob, uint32_t size, uint8_t *ar
         if ((dtype != HW_INT8 && dtype != HW_FLOAT32) || T(m, op->output)->dtype != dtype ||
             (op->opcode == HW_OP_HARD_SWISH && dtype != HW_FLOAT32))
             return HW_ERR_OPCODE;
+        if (op->opcode == HW_OP_MUL &&
+            (op->n_inputs < 2 || op->inputs[1] == HW_NO_TENSOR || op->p[4] < 0 || op->p[4] > 1))
+            return HW_ERR_OPCODE;
+        if (op->opcode == HW_OP_LOGISTIC && dtype == HW_INT8 &&
+            (op->p[0] < 0 || (uint64_t)op->p[0] + 256 > h->data_size))
+            return HW_ERR_LAYOUT;
         if (op->opcode == HW_OP_TRANSPOSE) {
             int seen = 0;
             for (int k = 0; k < 4; k++) {
@@ -150,6 +156,13 @@ static void run_op_f32(hw_model_t *m, const hw_op_t *op) {
         case HW_OP_RELU:
             hw_relu_f32(x, y, (int)(hw_tensor_bytes(out) / 4));
             break;
+        case HW_OP_LOGISTIC:
+            hw_logistic_f32(x, y, (int)(hw_tensor_bytes(out) / 4));
+            break;
+        case HW_OP_MUL:
+            hw_mul_f32(x, (const float *)hw_tensor_data(m, op->inputs[1]), y, (int)(hw_tensor_bytes(out) / 4),
+                       out->dims[3], p[4], bits_f32(p[2]), bits_f32(p[3]));
+            break;
         case HW_OP_AVERAGE_POOL_2D:
         case HW_OP_MAX_POOL_2D: {
             const hw_pool_params_t pp = pool_params(in, out, p);
@@ -205,8 +218,16 @@ static void run_op(hw_model_t *m, const hw_op_t *op) {
         case HW_OP_RELU:
             hw_relu_s8(x, in->zero_point, y, out->zero_point, (int)hw_tensor_bytes(out), p[0], p[1], p[2], p[3]);
             break;
+        case HW_OP_LOGISTIC:
+            hw_lut_s8(x, y, (int)hw_tensor_bytes(out), (const int8_t *)(m->data + p[0]));
+            break;
+        case HW_OP_MUL:
+            hw_mul_s8(x, in->zero_point, (const int8_t *)hw_tensor_data(m, op->inputs[1]),
+                      T(m, op->inputs[1])->zero_point, y, out->zero_point, (int)hw_tensor_bytes(out), out->dims[3],
+                      p[4], p[0], p[1], p[2], p[3]);
+            break;
         case HW_OP_MEAN:
-            hw_mean_hw_s8(x, shape(in), in->zero_point, y, out->zero_point, p[0], p[1]);
+            hw_mean_hw_s8(x, shape(in), in->zero_point, y, out->zero_point, p[0], p[1], p[2]);
             break;
         case HW_OP_FULLY_CONNECTED: {
             const hw_tensor_t *w = T(m, op->inputs[1]);

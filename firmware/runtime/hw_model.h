@@ -56,6 +56,8 @@ enum {
     HW_OP_MAX_POOL_2D = 9,
     HW_OP_TRANSPOSE = 10,
     HW_OP_RELU = 11,
+    HW_OP_LOGISTIC = 12,
+    HW_OP_MUL = 13,
     HW_OP_COUNT
 };
 
@@ -67,7 +69,7 @@ enum {
  *                               mult_offset, shift_offset (int32 per output channel in data)
  *  ADD:             left_shift, in1_mult, in1_shift, in2_mult, in2_shift, out_mult, out_shift,
  *                   act_min, act_max
- *  MEAN (over H,W): mult, shift
+ *  MEAN (over H,W): mult, shift, folded (1: 1/(H*W) is in the multiplier, as LiteRT; 0: divided after)
  *  FULLY_CONNECTED: act_min, act_max, mult_offset, shift_offset
  *  PAD:             top, bottom, left, right (spatial; the value is the zero point, 0.0 in float)
  *  HARD_SWISH:      - (float32 only)
@@ -75,8 +77,12 @@ enum {
  *  TRANSPOSE:       perm[4] (output dim i is input dim perm[i]; any element type)
  *  RELU:            mult, shift, act_min, act_max (int8: requantised from the input's scale;
  *                   float32: max(x, 0), no parameters)
+ *  LOGISTIC:        int8: lut_offset (256 int8 outputs in data, indexed by input + 128, computed by
+ *                   the converter as TFLite's int8 lookup table); float32: 1 / (1 + exp(-x))
+ *  MUL:             mult, shift, act_min, act_max, broadcast (0: both inputs one shape; 1: the
+ *                   second is one value per channel, [1,1,1,C], over the first's H and W)
  * float32: CONV/DEPTHWISE p[4], p[5] = act bounds (no multipliers); FULLY_CONNECTED p[0], p[1];
- * ADD p[7], p[8]; MEAN no parameters. */
+ * ADD p[7], p[8]; MUL p[2], p[3] (and p[4]); MEAN no parameters. */
 typedef struct {
     uint8_t opcode;
     uint8_t n_inputs;

@@ -57,13 +57,21 @@ void hw_add_s8(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int
                int n, int left_shift, int32_t a_mult, int32_t a_shift, int32_t b_mult, int32_t b_shift,
                int32_t out_mult, int32_t out_shift, int act_min, int act_max);
 
-/* TFLite's int8 MEAN over H and W: sum of (x - in_zp), scaled by in_scale / out_scale (mult, shift),
- * divided by H*W with rounding half away from zero, plus out_zp. */
+/* TFLite's int8 MEAN over H and W: sum of (x - in_zp), requantised by (mult, shift), plus out_zp.
+ * `folded`: (mult, shift) is in_scale / (out_scale * H * W), as LiteRT's kernel computes it;
+ * otherwise in_scale / out_scale and the division by H*W follows, rounding half away from zero
+ * (blobs before firmware 0.5.0; up to one step off LiteRT). */
 /* TFLite's quantised ReLU: out = clamp(out_zp + requant(in - in_zp)), act_min = max(-128, out_zp) */
 void hw_relu_s8(const int8_t *in, int32_t in_zp, int8_t *out, int32_t out_zp, int n, int32_t mult,
                 int32_t shift, int act_min, int act_max);
+/* A 256-entry table from int8 input to int8 output (TFLite's int8 LOGISTIC, TANH, ...). */
+void hw_lut_s8(const int8_t *in, int8_t *out, int n, const int8_t *lut);
+/* TFLite's int8 MUL: out = clamp(out_zp + requant((a - a_zp) * (b - b_zp))); with `broadcast` b
+ * holds one value per channel (c of them) for every pixel of a. */
+void hw_mul_s8(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int8_t *out, int32_t out_zp, int n,
+               int c, int broadcast, int32_t mult, int32_t shift, int act_min, int act_max);
 void hw_mean_hw_s8(const int8_t *in, hw_shape_t is, int32_t in_zp, int8_t *out, int32_t out_zp, int32_t mult,
-                   int32_t shift);
+                   int32_t shift, int folded);
 
 void hw_fully_connected_s8(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w, const int32_t *bias,
                            int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
@@ -100,6 +108,9 @@ void hw_mean_hw_f32(const float *in, hw_shape_t is, float *out);
 void hw_pad_f32(const float *in, hw_shape_t is, float *out, hw_shape_t os, int top, int left);
 void hw_hardswish_f32(const float *in, float *out, int n);
 void hw_relu_f32(const float *in, float *out, int n);
+void hw_logistic_f32(const float *in, float *out, int n);
+void hw_mul_f32(const float *a, const float *b, float *out, int n, int c, int broadcast, float act_min,
+                float act_max);
 void hw_avg_pool_f32(const hw_pool_params_t *p, const float *in, float *out, float act_min, float act_max);
 void hw_max_pool_f32(const hw_pool_params_t *p, const float *in, float *out, float act_min, float act_max);
 

@@ -1,6 +1,8 @@
 /* float32 kernels: NHWC, weights as the int8 ones ([O][KH][KW][I], depthwise [1][KH][KW][C]),
  * fused activation as a clamp. Only taps inside the input are visited (padding adds zero), so
  * no tap is bounds-checked. Built with -mfpu=fpv5-(sp-)d16 they use the M7's VFMA. */
+#include <math.h>
+
 #include "kernels.h"
 
 static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : v > hi ? hi : v; }
@@ -99,6 +101,15 @@ void hw_hardswish_f32(const float *in, float *out, int n) {
 
 void hw_relu_f32(const float *in, float *out, int n) {
     for (int i = 0; i < n; i++) out[i] = in[i] > 0.f ? in[i] : 0.f;
+}
+
+void hw_logistic_f32(const float *in, float *out, int n) {
+    for (int i = 0; i < n; i++) out[i] = 1.f / (1.f + expf(-in[i]));
+}
+
+void hw_mul_f32(const float *a, const float *b, float *out, int n, int c, int broadcast, float act_min,
+                float act_max) {
+    for (int i = 0; i < n; i++) out[i] = clampf(a[i] * (broadcast ? b[i % c] : b[i]), act_min, act_max);
 }
 
 static void pool_f32(const hw_pool_params_t *p, const float *in, float *out, float act_min, float act_max, int max) {

@@ -128,13 +128,13 @@ void hw_relu_s8(const int8_t *in, int32_t in_zp, int8_t *out, int32_t out_zp, in
 }
 
 void hw_mean_hw_s8(const int8_t *in, hw_shape_t is, int32_t in_zp, int8_t *out, int32_t out_zp, int32_t mult,
-                   int32_t shift) {
+                   int32_t shift, int folded) {
     const int pixels = is.h * is.w;
     for (int c = 0; c < is.c; c++) {
         int32_t acc = 0;
         for (int p = 0; p < pixels; p++) acc += (int32_t)in[p * is.c + c] - in_zp;
         acc = hw_requantize(acc, mult, shift);
-        acc = acc > 0 ? (acc + pixels / 2) / pixels : (acc - pixels / 2) / pixels;
+        if (!folded) acc = acc > 0 ? (acc + pixels / 2) / pixels : (acc - pixels / 2) / pixels;
         out[c] = clamp_s8(acc + out_zp, -128, 127);
     }
 }
@@ -213,4 +213,16 @@ void hw_transpose(const uint8_t *in, const uint16_t *in_dims, uint8_t *out, cons
                                          d * stride[perm[3]];
                     for (int k = 0; k < elem; k++) out[k] = src[k];
                 }
+}
+
+void hw_lut_s8(const int8_t *in, int8_t *out, int n, const int8_t *lut) {
+    for (int i = 0; i < n; i++) out[i] = lut[(uint8_t)(in[i] + 128)];
+}
+
+void hw_mul_s8(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int8_t *out, int32_t out_zp, int n,
+               int c, int broadcast, int32_t mult, int32_t shift, int act_min, int act_max) {
+    for (int i = 0; i < n; i++) {
+        const int32_t bv = (broadcast ? b[i % c] : b[i]) - b_zp;
+        out[i] = clamp_s8(out_zp + hw_requantize((a[i] - a_zp) * bv, mult, shift), act_min, act_max);
+    }
 }

@@ -32,7 +32,7 @@ INT8, INT32, FLOAT32 = 1, 2, 3
 ARENA, CONST = 0, 1
 OPCODES = {
     "CONV_2D": 1, "DEPTHWISE_CONV_2D": 2, "ADD": 3, "MEAN": 4, "FULLY_CONNECTED": 5, "PAD": 6, "HARD_SWISH": 7,
-    "AVERAGE_POOL_2D": 8, "MAX_POOL_2D": 9, "TRANSPOSE": 10, "RELU": 11,
+    "AVERAGE_POOL_2D": 8, "MAX_POOL_2D": 9, "TRANSPOSE": 10, "RELU": 11, "LOGISTIC": 12, "MUL": 13,
 }
 _TFLITE_FLOAT32, _TFLITE_INT32, _TFLITE_INT8 = 0, 2, 9
 FLOAT_MAX = float(np.finfo(np.float32).max)
@@ -114,6 +114,41 @@ def _float_activation_range(act: int) -> tuple[int, int]:
     if lo is None:
         raise UnsupportedOpError("blob", f"fused activation {act}")
     return _f32_bits(lo), _f32_bits(hi)
+
+
+def _logistic_table(in_t: _Tensor, out_t: _Tensor) -> np.ndarray:
+    """The int8 LOGISTIC of these scales over all 256 inputs (-128 first), computed by LiteRT's
+    reference kernel itself (gemmlowp's fixed-point logistic) on a one-op model, so the board's
+    table lookup is bit-exact with the reference the export is checked against."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    def tensor(name: str, t: _Tensor) -> schema.TensorT:
+        q = schema.QuantizationParametersT()
+        q.scale, q.zeroPoint = [t.scale], [t.zero_point]
+        out = schema.TensorT()
+        out.shape, out.type, out.buffer, out.name, out.quantization = [1, 256], _TFLITE_INT8, 0, name, q
+        return out
+
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.LOGISTIC
+    code.version = 2
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0], [1]
+    graph = schema.SubGraphT()
+    graph.tensors, graph.operators = [tensor("x", in_t), tensor("y", out_t)], [op]
+    graph.inputs, graph.outputs = [0], [1]
+    model = schema.ModelT()
+    model.version, model.operatorCodes, model.subgraphs, model.buffers = 3, [code], [graph], [schema.BufferT()]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    interp = Interpreter(model_content=bytes(builder.Output()),
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], np.arange(-128, 128, dtype=np.int8)[None])
+    interp.invoke()
+    return interp.get_tensor(interp.get_output_details()[0]["index"]).ravel().astype(np.int8)
 
 
 def _f32_bits(x: float) -> int:
@@ -320,6 +355,28 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             if not fp:  # TFLite's quantised ReLU: requantise from the input's scale, clamp at zero
                 mult = quantize_multiplier(float(np.float64(in_t.scale) / np.float64(out_t.scale)))
                 p[:4] = [*mult, *_activation_range(1, out_t.scale, out_t.zero_point)]
+        elif name == "LOGISTIC":
+            if not fp:
+                p[0] = constant(_logistic_table(in_t, out_t), (1, 1, 1, 256), INT8)
+        elif name == "MUL":
+            b = activation(ins[1])
+            big, small = (x, b) if in_t.dims == out_t.dims else (b, x)
+            sd, od = tensors[small].dims, out_t.dims
+            if tensors[big].dims != od:
+                raise UnsupportedOpError("blob", name, "broadcasting of the first operand")
+            if sd == od:
+                broadcast = 0
+            elif sd[0] == od[0] == 1 and sd[1] == sd[2] == 1 and sd[3] == od[3]:
+                broadcast = 1  # one value per channel (a squeeze-and-excitation gate)
+            else:
+                raise UnsupportedOpError("blob", name, f"broadcasting {sd} over {od}")
+            inputs = [big, small]
+            if fp:
+                p[2:5] = [*_float_activation_range(opt.fusedActivationFunction), broadcast]
+            else:
+                real = np.float64(tensors[big].scale) * np.float64(tensors[small].scale) / np.float64(out_t.scale)
+                p[:5] = [*quantize_multiplier(float(real)),
+                         *_activation_range(opt.fusedActivationFunction, out_t.scale, out_t.zero_point), broadcast]
         elif name == "HARD_SWISH":
             if not fp:
                 raise UnsupportedOpError("blob", name, "int8 hard-swish has no MCU kernel yet; use --format blob-fp32")
@@ -371,8 +428,9 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
                 in_t.dims, axes = (nb, h, w, c), [1, 2]
             if axes != [1, 2] or len(g.tensors[ins[0]].shape) != 4:
                 raise UnsupportedOpError("blob", name, f"reduction over axes {axes} (only H, W)")
-            if not fp:
-                p[:2] = quantize_multiplier(float(np.float64(in_t.scale) / np.float64(out_t.scale)))
+            if not fp:  # LiteRT folds the 1 / (H * W) into the multiplier: so does the blob (bit-exact)
+                pixels = in_t.dims[1] * in_t.dims[2]
+                p[:3] = [*quantize_multiplier(float(np.float64(in_t.scale) / (np.float64(out_t.scale) * pixels))), 1]
         elif name == "FULLY_CONNECTED":
             w = const(ins[1])
             w_scale, _ = quant(ins[1])
@@ -428,6 +486,8 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             p[6], p[7] = tensors[p[6]].offset, tensors[p[7]].offset
         elif opcode == 5:
             p[2], p[3] = tensors[p[2]].offset, tensors[p[3]].offset
+        elif opcode == OPCODES["LOGISTIC"]:
+            p[0] = tensors[p[0]].offset
         padded = (list(inputs) + [NO_TENSOR] * 4)[:4]
         packed_ops.append(OP.pack(opcode, len(inputs), out, *padded, *p, 0))
 

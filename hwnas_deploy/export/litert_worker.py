@@ -7,6 +7,9 @@ the same torch==2.13.0, so the ExportedProgram the main process saves loads here
 
 Usage: python -m hwnas_deploy.export.litert_worker PROGRAM.pt2 OUT.tflite [--int8 CALIB.npy]
 Prints one JSON line: {"ok": true} or {"ok": false, "error": ..., "op": ...}.
+With ``--serve`` it stays up and converts one request per stdin line ({"program", "out", "calib"}),
+answering each with a line ``RESULT_TAG + JSON`` (the converter's imports, 5-7 s, are paid once
+per process instead of once per model); it exits when stdin closes.
 This module imports only the standard library, numpy, torch and the converter.
 """
 
@@ -48,22 +51,40 @@ def convert(program: str, out: str, calib: str | None) -> None:
     os.unlink(float_path)
 
 
+RESULT_TAG = "HWNAS-LITERT-RESULT "
+
+
+def _run(program: str, out: str, calib: str | None) -> dict:
+    try:
+        convert(program, out, calib)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as data
+        text = str(exc)
+        match = re.search(r"target=torch\.ops\.([\w.]+)", text) or re.search(r"aten[.:]+\w+", text)
+        op = match.group(1) if match and match.groups() else (match.group(0) if match else None)
+        return {"ok": False, "error": f"{type(exc).__name__}: {text[:2000]}", "op": op}
+    return {"ok": True}
+
+
+def serve() -> int:
+    for line in sys.stdin:
+        if line.strip():
+            request = json.loads(line)
+            result = _run(request["program"], request["out"], request.get("calib"))
+            print(RESULT_TAG + json.dumps(result), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == ["--serve"]:
+        return serve()
     ap = argparse.ArgumentParser()
     ap.add_argument("program")
     ap.add_argument("out")
     ap.add_argument("--int8", metavar="CALIB_NPY")
     args = ap.parse_args(argv)
-    try:
-        convert(args.program, args.out, args.int8)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as data
-        text = str(exc)
-        match = re.search(r"target=torch\.ops\.([\w.]+)", text) or re.search(r"aten[.:]+\w+", text)
-        op = match.group(1) if match and match.groups() else (match.group(0) if match else None)
-        print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {text[:2000]}", "op": op}))
-        return 1
-    print(json.dumps({"ok": True}))
-    return 0
+    result = _run(args.program, args.out, args.int8)
+    print(json.dumps(result))
+    return 0 if result["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -2,15 +2,22 @@
 
 The model crosses the process boundary as a `torch.export` program (.pt2, weights included), so
 any nn.Module the main process can export converts, not only sub-networks of a known space.
+One converter process serves every conversion of this process (`_Converter`), so the
+converter's imports are paid once, not per model (LUT builds convert hundreds of blocks); it is
+replaced after a crash, a timeout or `RECYCLE_AFTER` conversions (bounded memory).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import selectors
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +28,7 @@ from hwnas_deploy.errors import ExportError, UnsupportedOpError
 
 CONVERTER_ENV_VAR = "HWNAS_LITERT_PYTHON"
 CONVERT_TIMEOUT_S = 900
+RECYCLE_AFTER = 200
 
 
 def converter_python() -> Path:
@@ -46,33 +54,91 @@ def to_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration: 
     with tempfile.TemporaryDirectory(prefix="hwnas-tflite-") as tmp:
         pt2 = Path(tmp) / "model.pt2"
         torch.export.save(program, pt2)
-        cmd = [str(converter_python()), "-m", "hwnas_deploy.export.litert_worker", str(pt2), str(path)]
+        calib = None
         if calibration is not None:
             calib = Path(tmp) / "calib.npy"
             np.save(calib, np.asarray(calibration, dtype=np.float32))
-            cmd += ["--int8", str(calib)]
-        env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "")
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=CONVERT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise ExportError(f"{fmt}: converter did not finish within {CONVERT_TIMEOUT_S} s") from None
-    result = _last_json_line(proc.stdout)
-    if result is None:
-        raise ExportError(f"{fmt}: converter crashed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        result = _CONVERTER.convert(fmt, {"program": str(pt2), "out": str(path), "calib": calib and str(calib)})
     if not result["ok"]:
         if result.get("op"):
             raise UnsupportedOpError(fmt, result["op"], result["error"].splitlines()[0])
         raise ExportError(f"{fmt}: conversion failed: {result['error']}")
 
 
-def _last_json_line(text: str) -> dict | None:
-    for line in reversed(text.strip().splitlines()):
-        if line.startswith("{"):
+class _Converter:
+    """The long-lived `litert_worker --serve` process and its request/answer protocol."""
+
+    def __init__(self):
+        self.proc: subprocess.Popen | None = None
+        self.log = None
+        self.served = 0
+        self.lock = threading.Lock()
+        atexit.register(self.stop)
+
+    def _start(self) -> subprocess.Popen:
+        from hwnas_deploy.export.litert_worker import RESULT_TAG
+
+        self.tag = RESULT_TAG
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self.log = tempfile.TemporaryFile()  # the converter's stderr, for the message if it dies
+        self.proc = subprocess.Popen([str(converter_python()), "-m", "hwnas_deploy.export.litert_worker", "--serve"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     env=env)
+        self.served = 0
+        return self.proc
+
+    def stop(self) -> None:
+        if self.proc is not None:
             try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                return None
-    return None
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def _stderr_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace").strip()[-2000:]
+
+    def convert(self, fmt: str, request: dict) -> dict:
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None or self.served >= RECYCLE_AFTER:
+                self.stop()
+                self._start()
+            proc = self.proc
+            try:
+                proc.stdin.write(json.dumps(request) + "\n")
+                proc.stdin.flush()
+            except OSError:
+                pass  # it died: reported below with its stderr
+            deadline = time.monotonic() + CONVERT_TIMEOUT_S
+            fd, buf = proc.stdout.fileno(), b""
+            with selectors.DefaultSelector() as sel:
+                sel.register(fd, selectors.EVENT_READ)
+                while True:
+                    while b"\n" in buf:
+                        line, buf = buf.split(b"\n", 1)
+                        if line.startswith(self.tag.encode()):
+                            self.served += 1
+                            return json.loads(line[len(self.tag):])
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not sel.select(timeout=left):
+                        self.stop()
+                        raise ExportError(f"{fmt}: converter did not finish within {CONVERT_TIMEOUT_S} s")
+                    chunk = os.read(fd, 1 << 16)
+                    if not chunk:  # EOF: the converter crashed
+                        code = proc.wait()
+                        tail = self._stderr_tail()
+                        self.stop()
+                        raise ExportError(f"{fmt}: converter crashed (exit {code}): {tail}")
+                    buf += chunk
+
+
+_CONVERTER = _Converter()

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from hwnas_deploy.errors import UnknownNameError
 from hwnas_deploy.spaces.base import Config, Param, SearchSpace, config_to_json, load_config, load_configs
+from hwnas_deploy.spaces.blox import Blox
 from hwnas_deploy.spaces.mcu_mbnet import MCUMobileNet
 from hwnas_deploy.spaces.nb201 import NASBench201
 from hwnas_deploy.spaces.ofa_mbv3 import OFAMobileNetV3
@@ -15,6 +16,8 @@ _REGISTRY: dict[str, Callable[[], SearchSpace]] = {
     "ofa-mbv3-w1.2": lambda: OFAMobileNetV3(1.2),
     "mcu-mbnet": MCUMobileNet,
     "nb201": NASBench201,
+    "blox": Blox,
+    "blox-mini": lambda: Blox("blox-mini", channels=16, resolution=16, num_classes=10),
 }
 _CACHE: dict[str, SearchSpace] = {}
 
@@ -32,6 +35,7 @@ def get_space(name: str) -> SearchSpace:
 
 
 __all__ = [
+    "Blox",
     "Config",
     "MCUMobileNet",
     "NASBench201",
