@@ -402,5 +402,5 @@ def test_a_blox_network_with_squeeze_excitation_runs_on_the_board(link, tmp_path
     x = np.random.default_rng(2).standard_normal((1, 8, 8, 3)).astype(np.float32)
     board = np.frombuffer(link.infer(x.tobytes()), dtype=np.float32)
     np.testing.assert_array_equal(board, HostBlobRunner(blob).invoke(x, board.size))
-    ref = model(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().permute(0, 2, 3, 1).numpy().ravel()
+    ref = model(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().numpy().ravel()  # NCHW, as the graph's output
     np.testing.assert_allclose(board, ref, atol=1e-5)
