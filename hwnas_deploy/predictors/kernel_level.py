@@ -6,7 +6,9 @@ the block of a LUT (`hwnas_deploy/lut.py`: a stem conv, an MBConv, the head; eac
 the device), so this model is trained on the LUT's entries, one random forest per block kind on
 the block's shape (input size, channels, kernel, stride, expansion, SE, activation) plus its MACs,
 parameters and activation sizes. Unlike the LUT it predicts blocks it never measured, which a LUT
-over a few hundred networks does not cover in a space of 10^19.
+over a few hundred networks does not cover in a space of 10^19. Cell blocks describe their wiring
+too: a NAS-Bench-201 cell the operation on each of its six edges, a BLOX block its scheme and how
+many of each operation it runs.
 """
 
 from __future__ import annotations
@@ -18,9 +20,14 @@ from dataclasses import asdict, fields
 import numpy as np
 
 from hwnas_deploy.errors import PredictorError
+from hwnas_deploy.spaces import blox, nb201
 from hwnas_deploy.spaces.blocks import ACTIVATIONS, ConvBlock, HeadBlock, MBConvBlock
 
-BLOCK_KINDS = {"conv": ConvBlock, "mbconv": MBConvBlock, "head": HeadBlock}
+BLOCK_KINDS = {
+    "conv": ConvBlock, "mbconv": MBConvBlock, "head": HeadBlock,
+    "nb201cell": nb201.CellBlock, "nb201reduce": nb201.ResReduceBlock, "nb201head": nb201.NB201HeadBlock,
+    "bloxcell": blox.BloxCellBlock, "bloxreduce": blox.BloxReduceBlock,
+}
 
 
 def parse_block_key(key: str):
@@ -53,12 +60,24 @@ def parse_block_key(key: str):
         raise PredictorError(f"LUT key {key!r}: {exc}") from None
 
 
+def _wiring(block) -> list[float]:
+    if block.kind == "nb201cell":  # the operation of each edge, one-hot
+        return [1.0 if op == o else 0.0 for op in block.op_indices for o in range(len(nb201.OPS))]
+    if block.kind == "bloxcell":  # the scheme, one-hot, and the count of each operation
+        d = blox.DESIGNS[block.design]
+        return [1.0 if d.scheme == s else 0.0 for s in blox.SCHEMES] + [float(d.ops.count(o)) for o in blox.OPS]
+    return []
+
+
 def block_features(block) -> np.ndarray:
-    """Shape fields (numbers, booleans as 0/1), the activation one-hot, and log-scaled cost counts."""
-    shape = [float(v) for k, v in sorted(asdict(block).items()) if k not in ("kind", "act")]
-    act = [1.0 if block.act == a else 0.0 for a in ACTIVATIONS]
+    """Numeric shape fields (booleans as 0/1), the activation one-hot (blocks that have one), the
+    wiring of cell blocks, and log-scaled cost counts."""
+    shape = [float(v) for k, v in sorted(asdict(block).items())
+             if k not in ("kind", "act", "ops", "design") and not isinstance(v, str)]
+    act = [1.0 if block.act == a else 0.0 for a in ACTIVATIONS] if hasattr(block, "act") else []
     elems = sum(i + o for i, o in block.activation_sizes())
-    return np.asarray(shape + act + [math.log1p(block.macs()), math.log1p(block.params()), math.log1p(elems)])
+    return np.asarray(shape + act + _wiring(block)
+                      + [math.log1p(block.macs()), math.log1p(block.params()), math.log1p(elems)])
 
 
 class KernelModel:
