@@ -111,8 +111,9 @@ def test_blox_networks_export_and_are_measured_on_local_cpu(tmp_path):
     out = run_cli("export", "--space", "blox", "--config", '{"blocks": ["conv", "seq:bconv,conv", 44]}', "--format",
                   "onnx", "--out", "arts", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    vec = run_cli("export", "--space", "blox-mini", "--config", "[[[0], [1, 1, 1, 1]], [[1], [1, 1, 0, 0]], [[0], [0, 1, 1, 0]]]",
-                  "--format", "onnx", "--out", "arts", cwd=tmp_path)  # BLOX's own arch vector
+    arch_vec = "[[[0], [1, 1, 1, 1]], [[1], [1, 1, 0, 0]], [[0], [0, 1, 1, 0]]]"  # BLOX's own format
+    vec = run_cli("export", "--space", "blox-mini", "--config", arch_vec, "--format", "onnx", "--out", "arts",
+                  cwd=tmp_path)
     want = sp.config_hash({"blocks": ["seq-skip-res:conv,mbconv", "seq:mbconv,mbconv", "seq-skip:conv,conv"]})
     assert vec.returncode == 0 and (tmp_path / "arts" / f"blox-mini-{want}-b1.onnx").is_file(), vec.stderr
     bad = run_cli("export", "--space", "blox", "--config", '{"blocks": ["conv", "seq:bconv,conv"]}', "--format",

@@ -72,6 +72,7 @@ class _Converter:
         self.proc: subprocess.Popen | None = None
         self.log = None
         self.served = 0
+        self.owner = os.getpid()
         self.lock = threading.Lock()
         atexit.register(self.stop)
 
@@ -91,6 +92,8 @@ class _Converter:
         return self.proc
 
     def stop(self) -> None:
+        if self.owner != os.getpid():
+            return
         if self.proc is not None:
             try:
                 self.proc.stdin.close()
@@ -109,6 +112,8 @@ class _Converter:
 
     def convert(self, fmt: str, request: dict) -> dict:
         with self.lock:
+            if self.owner != os.getpid():  # a forked child: the parent's converter and pipes are not its own
+                self.proc, self.log, self.owner = None, None, os.getpid()
             if self.proc is None or self.proc.poll() is not None or self.served >= RECYCLE_AFTER:
                 self.stop()
                 self._start()
