@@ -190,7 +190,7 @@ def test_missing_key_and_non_object():
 def test_unknown_space_lists_known_ones():
     with pytest.raises(UnknownNameError, match="unknown search space 'resnet'.*mcu-mbnet"):
         get_space("resnet")
-    assert space_names() == sorted([*ALL_SPACES, "nb201"])
+    assert space_names() == sorted([*ALL_SPACES, "nb201", "blox", "blox-mini"])
 
 
 def test_load_config_from_json_text_and_file(tmp_path):
@@ -215,9 +215,12 @@ def test_load_configs_names_the_file_and_line(tmp_path):
     assert len(load_configs(path)) == 2  # without a space: parsed, not checked
     with pytest.raises(ConfigError, match=r"c.jsonl line 2: mcu-mbnet: r=7 is not allowed; choices"):
         load_configs(path, sp)
-    path.write_text("{}\n[1]\n")
+    path.write_text("{}\n3\n")
     with pytest.raises(ConfigError, match="c.jsonl line 2: config: a config must be a JSON object"):
         load_configs(path)
+    path.write_text(json.dumps(good[0]) + "\n[1]\n")  # a list is a BLOX arch vector: only blox takes one
+    with pytest.raises(ConfigError, match="c.jsonl line 2: mcu-mbnet: a config must be a JSON object, got list"):
+        load_configs(path, sp)
     with pytest.raises(ConfigError, match="cannot read configs file .*missing.jsonl"):
         load_configs(tmp_path / "missing.jsonl")
 
