@@ -146,3 +146,20 @@ def test_a_classifier_head_alone_exports(tmp_path):
     art = export_model(model, torch.randn(1, 16, 3, 3), "blob", tmp_path / "head.hwnb")
     assert art.extra["ops"] == ["MEAN", "FULLY_CONNECTED"] and art.inputs[0].shape == (1, 3, 3, 16)
     assert art.extra["max_lsb_vs_litert_reference"] <= 1
+
+
+class _GateByConstant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.register_buffer("k", torch.randn(1, 4, 1, 1))
+
+    def forward(self, x):
+        return torch.sigmoid(self.conv(x)) * self.k
+
+
+def test_a_multiplication_by_a_constant_is_refused_by_name(tmp_path):
+    """MUL takes two activations (an SE gate); a constant operand would be read from the arena,
+    where nothing writes it: refused, not exported wrong."""
+    with pytest.raises(UnsupportedOpError, match="MUL.*multiplication by a constant tensor"):
+        export_model(_GateByConstant().eval(), torch.randn(1, 3, 4, 4), "blob", tmp_path / "m.hwnb")

@@ -240,6 +240,10 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             raise ExportError(f"blob: tensor {g.tensors[index].name!r} is not quantised (need a full-integer model)")
         return np.asarray(q.scale, dtype=np.float32), np.asarray(q.zeroPoint, dtype=np.int64)
 
+    def is_constant(index: int) -> bool:
+        b = model.buffers[g.tensors[index].buffer]
+        return b.data is not None or b.offset > 1
+
     tensors: list[_Tensor] = []
     index_of: dict[int, int] = {}  # TFLite tensor index -> blob tensor index
 
@@ -359,6 +363,8 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             if not fp:
                 p[0] = constant(_logistic_table(in_t, out_t), (1, 1, 1, 256), INT8)
         elif name == "MUL":
+            if is_constant(ins[1]) or is_constant(ins[0]):
+                raise UnsupportedOpError("blob", name, "multiplication by a constant tensor")
             b = activation(ins[1])
             big, small = (x, b) if in_t.dims == out_t.dims else (b, x)
             sd, od = tensors[small].dims, out_t.dims
