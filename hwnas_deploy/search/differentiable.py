@@ -344,6 +344,7 @@ def train_differentiable(settings: DifferentiableSettings, lut: LatencyLUT | str
         CHECKPOINT_VERSION,
         _load_checkpoint,
         changed_settings,
+        sgd_cosine,
         write_checkpoint,
     )
 
@@ -357,13 +358,11 @@ def train_differentiable(settings: DifferentiableSettings, lut: LatencyLUT | str
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         hyper = BudgetHypernetwork(len(costs.kernels), len(costs.expands), settings.hidden)
-    opt = torch.optim.SGD(supernet.parameters(), lr=settings.lr, momentum=settings.momentum, nesterov=True,
-                          weight_decay=settings.weight_decay)
     arch_opt = torch.optim.Adam(hyper.parameters(), lr=settings.arch_lr)
     n_train = min(len(data.y_train), settings.train_limit or len(data.y_train))
     steps = math.ceil(n_train / settings.batch_size)
-    total = settings.epochs * steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, total) / total)))
+    opt, sched = sgd_cosine(supernet.parameters(), settings.lr, settings.momentum, settings.weight_decay,
+                            settings.epochs * steps)
     start, history = 0, []
     if out.exists():
         ckpt = _load_checkpoint(out)

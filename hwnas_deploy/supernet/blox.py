@@ -22,6 +22,7 @@ from hwnas_deploy.spaces.blocks import init_weights
 from hwnas_deploy.spaces.blox import DESIGNS, OPS, Blox, build_op, cell_forward
 from hwnas_deploy.supernet.data import Dataset
 from hwnas_deploy.supernet.elastic import accuracy, recalibrate_bn
+from hwnas_deploy.supernet.train import sgd_cosine
 
 
 class BloxSupernet(nn.Module):
@@ -70,9 +71,8 @@ def train_blox_supernet(space: Blox, data: Dataset, *, epochs: int = 30, batch_s
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = BloxSupernet(space)
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
         steps = epochs * math.ceil(len(data.y_train) / batch_size)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt, sched = sgd_cosine(net.parameters(), lr, 0.9, weight_decay, steps)
         for epoch in range(epochs):
             net.train()
             total = 0.0

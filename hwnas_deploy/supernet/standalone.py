@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from hwnas_deploy.spaces.blocks import build_network
 from hwnas_deploy.supernet.data import Dataset
 from hwnas_deploy.supernet.elastic import accuracy, recalibrate_bn, space_for
+from hwnas_deploy.supernet.train import sgd_cosine
 
 
 def train_standalone(space_name: str, cfg: Mapping, data: Dataset, *, epochs: int = 8, batch_size: int = 64,
@@ -28,9 +29,8 @@ def train_standalone(space_name: str, cfg: Mapping, data: Dataset, *, epochs: in
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_network(space.blocks(cfg))
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
         steps = epochs * math.ceil(len(data.y_train) / batch_size)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt, sched = sgd_cosine(model.parameters(), lr, 0.9, weight_decay, steps)
         r = cfg["r"]
         for epoch in range(epochs):
             model.train()

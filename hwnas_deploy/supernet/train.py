@@ -100,6 +100,15 @@ class TrainResult:
     resumed_from: int = 0
 
 
+def sgd_cosine(params, lr: float, momentum: float, weight_decay: float, total_steps: int):
+    """The optimiser every trainer here uses: SGD with Nesterov momentum, its learning rate
+    falling on a cosine from `lr` to 0 over `total_steps` (then held at 0); (optimiser, schedule)."""
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    return opt, sched
+
+
 def resolutions(space, cap: int | None) -> list[int]:
     choices = sorted(next(p.choices for p in space.params if p.name == "r"))
     allowed = [r for r in choices if cap is None or r <= cap]
@@ -229,13 +238,10 @@ def train_supernet(settings: TrainSettings, out: str | Path, *, device: str = "c
     res = resolutions(space, settings.max_resolution)
     dev = _device(device)
     supernet = ElasticSupernet(space, seed=settings.seed).to(dev)
-    opt = torch.optim.SGD(supernet.parameters(), lr=settings.lr, momentum=settings.momentum, nesterov=True,
-                          weight_decay=settings.weight_decay)
     n_train = min(len(data.y_train), settings.train_limit or len(data.y_train))
     steps_per_epoch = math.ceil(n_train / settings.batch_size)
-    total = settings.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    opt, sched = sgd_cosine(supernet.parameters(), settings.lr, settings.momentum, settings.weight_decay,
+                            settings.epochs * steps_per_epoch)
     reference = Reference.load(settings.reference, space) if settings.strategy == "pareto-rank" else None
     start, history = 0, []
     if out.exists():
