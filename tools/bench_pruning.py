@@ -93,7 +93,7 @@ def surrogate(space, configs: list[dict], acc: np.ndarray, seed: int):
     return model, tau
 
 
-def all_networks(space) -> np.ndarray:
+def all_networks() -> np.ndarray:
     n = len(DESIGNS)
     return np.stack(np.meshgrid(np.arange(n), np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 3)
 
@@ -108,17 +108,13 @@ def one_hot(genes: np.ndarray) -> np.ndarray:
 
 def latency_table(space, lut: LatencyLUT, genes: np.ndarray) -> np.ndarray:
     """Sum of LUT entries: fixed blocks once, each stage's cell by its design."""
-    n = len(DESIGNS)
+    n, cells = len(DESIGNS), (1, 3, 5)  # positions of the three cells among a network's blocks
     per_stage = np.zeros((3, n))
-    fixed = None
     for k in range(n):
-        blocks = space.blocks({"blocks": [k, k, k]})
-        keys = [b.key() for b in blocks]
-        cells = [1, 3, 5]
-        for s, i in enumerate(cells):
-            per_stage[s, k] = lut.entries[keys[i]]
-        f = sum(lut.entries[key] for i, key in enumerate(keys) if i not in cells)
-        fixed = f if fixed is None else fixed
+        keys = [b.key() for b in space.blocks({"blocks": [k, k, k]})]
+        per_stage[:, k] = [lut.entries[keys[i]] for i in cells]
+    keys = [b.key() for b in space.blocks({"blocks": [0, 0, 0]})]
+    fixed = sum(lut.entries[key] for i, key in enumerate(keys) if i not in cells)
     return fixed + per_stage[0, genes[:, 0]] + per_stage[1, genes[:, 1]] + per_stage[2, genes[:, 2]]
 
 
@@ -130,14 +126,15 @@ def pareto_mask(F: np.ndarray) -> np.ndarray:
     return mask
 
 
-def study(device: str, space, lut: LatencyLUT, genes: np.ndarray, F: np.ndarray, args) -> dict:
-    """GD / IGD at the checkpoints, per pruning setting, over seeds."""
+def study(space, lut: LatencyLUT, genes: np.ndarray, F: np.ndarray, front: np.ndarray, args) -> dict:
+    """GD / IGD at the checkpoints, per pruning setting, over seeds (`front`: the reference
+    front's mask over `genes`)."""
     from pymoo.indicators.gd import GD
     from pymoo.indicators.igd import IGD
 
     lo, hi = F.min(0), F.max(0)
     scaled = (F - lo) / (hi - lo)
-    ref = scaled[pareto_mask(F)]
+    ref = scaled[front]
     gd, igd = GD(ref), IGD(ref)
     index = {tuple(g): i for i, g in enumerate(genes.tolist())}
     settings = ([("params", s) for s in SHARES] + [("macs", s) for s in SHARES[1:]]
@@ -145,11 +142,11 @@ def study(device: str, space, lut: LatencyLUT, genes: np.ndarray, F: np.ndarray,
     out = {}
     for kind, share in settings:
         rows = {"gd": [], "igd": [], "front_kept": [], "allowed": []}
+        ranked = None if kind == "random" else block_efficiency(space, lut, share, seed=0, capacity=kind)
         for seed in range(args.seeds):
-            allowed = (random_pruning(space, share, seed=1000 + seed) if kind == "random"
-                       else block_efficiency(space, lut, share, seed=0, capacity=kind))
+            allowed = ranked or random_pruning(space, share, seed=1000 + seed)  # only the control varies by seed
             kept = np.all([np.isin(genes[:, s], allowed[s]) for s in range(3)], axis=0)
-            rows["front_kept"].append(float(np.mean(kept[pareto_mask(F)])))
+            rows["front_kept"].append(float(np.mean(kept[front])))
             res = regularized_evolution(lambda g: scaled[index[tuple(int(v) for v in g)]], allowed,
                                         max(CHECKPOINTS), population=args.population, sample=args.sample, seed=seed)
             rows["gd"].append([gd(res.front_after(n)) for n in CHECKPOINTS])
@@ -211,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configs, acc = supernet_accuracies(space, out, args.epochs, args.evaluated, seed=0)
     model, tau = surrogate(space, configs, acc, seed=0)
-    genes = all_networks(space)
+    genes = all_networks()
     table_acc = model.predict(one_hot(genes))
     print(f"Accuracy: supernet ({args.epochs} epochs, digits at {space.resolution}px) on {len(configs)} networks, "
           f"val accuracy {acc.min():.3f}-{acc.max():.3f}; random-forest surrogate, held-out Kendall tau {tau:.3f}; "
@@ -224,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         latency = latency_table(space, lut, genes)
         F = np.column_stack([-table_acc, latency])
         front = pareto_mask(F)
-        results = study(device, space, lut, genes, F, args)
+        results = study(space, lut, genes, F, front, args)
         all_results[device] = results
         kept90 = results["params-90"]["allowed"][0]
         print(f"### {device} ({runtime}): latency {latency.min():.3f}-{latency.max():.3f} ms (LUT sums), "

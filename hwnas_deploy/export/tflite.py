@@ -25,10 +25,12 @@ import torch
 from torch import nn
 
 from hwnas_deploy.errors import ExportError, UnsupportedOpError
+from hwnas_deploy.export.litert_worker import RESULT_TAG
 
 CONVERTER_ENV_VAR = "HWNAS_LITERT_PYTHON"
 CONVERT_TIMEOUT_S = 900
 RECYCLE_AFTER = 200
+_TAG = RESULT_TAG.encode()  # what starts the converter's answer lines
 
 
 def converter_python() -> Path:
@@ -77,9 +79,6 @@ class _Converter:
         atexit.register(self.stop)
 
     def _start(self) -> subprocess.Popen:
-        from hwnas_deploy.export.litert_worker import RESULT_TAG
-
-        self.tag = RESULT_TAG
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "")
@@ -130,9 +129,9 @@ class _Converter:
                 while True:
                     while b"\n" in buf:
                         line, buf = buf.split(b"\n", 1)
-                        if line.startswith(self.tag.encode()):
+                        if line.startswith(_TAG):
                             self.served += 1
-                            return json.loads(line[len(self.tag):])
+                            return json.loads(line[len(_TAG):])
                     left = deadline - time.monotonic()
                     if left <= 0 or not sel.select(timeout=left):
                         self.stop()

@@ -99,8 +99,7 @@ def evaluate_blox(net: BloxSupernet, configs: Sequence[Mapping], data: Dataset, 
     out = []
     for cfg in configs:
         path = _Path(net, net.space.validate(cfg))  # the supernet's own modules: no copy per network
-        out.append(accuracy(recalibrate_bn(path, calib), batches))
-    net.eval()
+        out.append(accuracy(recalibrate_bn(path, calib), batches))  # leaves the supernet in eval mode
     return np.asarray(out)
 
 
