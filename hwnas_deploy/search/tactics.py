@@ -77,7 +77,7 @@ class _Validations:
 
     def surrogates(self, estimator: str | Mapping[str, str]) -> list[Objective]:
         """The objectives with each measured one replaced by a predictor fitted on every validation."""
-        from hwnas_deploy.predictors import Predictor
+        from hwnas_deploy.predictors.predictor import COST_LINES, Predictor
 
         out = []
         for o in self.objectives:
@@ -90,7 +90,10 @@ class _Validations:
                                   f"{o.name!r}: too few to fit a predictor")
             y = np.asarray([r[o.name] for r in usable])
             name = estimator if isinstance(estimator, str) else estimator.get(o.name, "gbt")
-            pred = Predictor(name, log_target=bool(np.all(y > 0))).fit([r["config"] for r in usable], y,
+            # a cost line is a plane in the target itself: fitted to its logarithm it bends, and
+            # overestimated the smallest networks' latency by 27 % (BENCHMARKS.md "Search tactics")
+            log = bool(np.all(y > 0)) and name not in COST_LINES
+            pred = Predictor(name, log_target=log).fit([r["config"] for r in usable], y,
                                                                         self.space.name, target=o.name)
             out.append(Objective(o.name, o.maximise, pred.predict, f"{name} on {len(usable)} validations",
                                  std=pred.predict_std))
