@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from hwnas_deploy.sim.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DYNAST_DIR = REPO.parent / "shared" / "data" / "dynast_ofa_mbv3"
@@ -34,11 +35,6 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600, check: bool = False) ->
         raise AssertionError(f"hwnas {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -20,8 +20,9 @@ from hwnas_deploy.export import artifact_filename
 from hwnas_deploy.export.artifact import Artifact
 from hwnas_deploy.profiling import profile
 from hwnas_deploy.sim.adbd import AdbDaemon, AdbTwin
+from hwnas_deploy.sim.ports import free_port
 from hwnas_deploy.store import Store
-from tests.conftest import free_port, private_adb_server, run_cli
+from tests.conftest import private_adb_server, run_cli
 
 SEED = 3
 N_NETS = 5

@@ -12,7 +12,8 @@ import pytest
 
 pytest.importorskip("ray", reason="the lab extra is not installed")
 
-from tests.conftest import free_port, run_cli  # noqa: E402
+from hwnas_deploy.sim.ports import free_port  # noqa: E402
+from tests.conftest import run_cli  # noqa: E402
 
 
 def test_lab_up_profile_status_down_from_the_command_line(tmp_path):

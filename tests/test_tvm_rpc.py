@@ -14,7 +14,8 @@ from hwnas_deploy.errors import DeviceError
 from hwnas_deploy.export import artifact_filename
 from hwnas_deploy.export.artifact import Artifact
 from hwnas_deploy.profiling import profile
-from hwnas_deploy.sim.rpc import RpcTwin, free_port
+from hwnas_deploy.sim.ports import free_port
+from hwnas_deploy.sim.rpc import RpcTwin
 from hwnas_deploy.store import Store
 
 SEED = 5

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,13 +25,9 @@ from pathlib import Path
 from hwnas_deploy.devices import driver_for, load_profile
 from hwnas_deploy.export import export_subnet
 from hwnas_deploy.runtimes import RUNTIMES
+from hwnas_deploy.sim.ports import free_port
 from hwnas_deploy.spaces import get_space
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _timed(driver, artifact, settings) -> tuple[float, float]:
@@ -75,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if "adb" in args.paths:
             home = Path(tmp) / "adb-home"
             home.mkdir()
-            os.environ.update(HOME=str(home), ANDROID_ADB_SERVER_PORT=str(_free_port()))
+            os.environ.update(HOME=str(home), ANDROID_ADB_SERVER_PORT=str(free_port()))
             os.environ.pop("ANDROID_SERIAL", None)
             try:
                 rows += _path(f"adb/{args.adb_runtime}", "sim-android", args.adb_runtime, configs, sp, Path(tmp))

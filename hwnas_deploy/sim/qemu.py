@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwnas_deploy.errors import DeviceError
+from hwnas_deploy.sim.ports import free_port
 from hwnas_deploy.sim.owned import preexec
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
@@ -71,11 +72,6 @@ def flash_firmware(board: str) -> str:
     return f"flashed {board} with {cmd[0]}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @dataclass
 class QemuBoard:
@@ -103,7 +99,7 @@ class QemuBoard:
         if shutil.which("qemu-system-arm") is None:
             raise DeviceError("the Cortex-M7 twin needs qemu-system-arm (run tools/setup.sh)")
         self.elf = Path(self.elf) if self.elf else build_firmware()
-        self.port = self.port or _free_port()
+        self.port = self.port or free_port()
         self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, start_new_session=True, preexec_fn=preexec(self.owned))
         deadline = time.monotonic() + timeout

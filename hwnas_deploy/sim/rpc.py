@@ -18,12 +18,8 @@ import time
 from pathlib import Path
 
 from hwnas_deploy.errors import DeviceError
+from hwnas_deploy.sim.ports import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tracker_keys(host: str, port: int) -> dict[str, dict]:
