@@ -221,12 +221,16 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
         code = model.operatorCodes[op.opcodeIndex]
         return op_names[max(code.builtinCode, code.deprecatedBuiltinCode)]
 
+    def stored(index: int):
+        """The tensor's bytes in the model, or None for a tensor computed at run time."""
+        b = model.buffers[g.tensors[index].buffer]
+        if b.data is None and b.offset > 1:  # stored after the flatbuffer (large-model layout)
+            return buf[b.offset : b.offset + b.size]
+        return b.data
+
     def const(index: int) -> np.ndarray:
         t = g.tensors[index]
-        b = model.buffers[t.buffer]
-        data = b.data
-        if data is None and b.offset > 1:  # stored after the flatbuffer (large-model layout)
-            data = buf[b.offset : b.offset + b.size]
+        data = stored(index)
         if data is None:
             raise ExportError(f"blob: tensor {t.name!r} was expected to be a constant")
         dtype = {_TFLITE_INT8: np.int8, _TFLITE_INT32: np.int32, _TFLITE_FLOAT32: np.float32}.get(t.type)
@@ -239,10 +243,6 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
         if q is None or q.scale is None:
             raise ExportError(f"blob: tensor {g.tensors[index].name!r} is not quantised (need a full-integer model)")
         return np.asarray(q.scale, dtype=np.float32), np.asarray(q.zeroPoint, dtype=np.int64)
-
-    def is_constant(index: int) -> bool:
-        b = model.buffers[g.tensors[index].buffer]
-        return b.data is not None or b.offset > 1
 
     tensors: list[_Tensor] = []
     index_of: dict[int, int] = {}  # TFLite tensor index -> blob tensor index
@@ -363,7 +363,7 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             if not fp:
                 p[0] = constant(_logistic_table(in_t, out_t), (1, 1, 1, 256), INT8)
         elif name == "MUL":
-            if is_constant(ins[1]) or is_constant(ins[0]):
+            if stored(ins[1]) is not None or stored(ins[0]) is not None:
                 raise UnsupportedOpError("blob", name, "multiplication by a constant tensor")
             b = activation(ins[1])
             big, small = (x, b) if in_t.dims == out_t.dims else (b, x)
