@@ -76,7 +76,8 @@ class _Validations:
         return len(todo)
 
     def surrogates(self, estimator: str | Mapping[str, str]) -> list[Objective]:
-        """The objectives with each measured one replaced by a predictor fitted on every validation."""
+        """The objectives with each measured one replaced by a predictor fitted on every validation
+        (on the logarithm of a positive target, except a cost line: it is a plane in the value)."""
         from hwnas_deploy.predictors.predictor import COST_LINES, Predictor
 
         out = []
