@@ -36,7 +36,6 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600, check: bool = False) ->
     return proc
 
 
-
 @contextmanager
 def private_adb_server(home: Path) -> Iterator[Path]:
     """A private adb server (port, HOME for its keys) so tests never touch a user's devices;

@@ -29,7 +29,6 @@ from hwnas_deploy.sim.ports import free_port
 from hwnas_deploy.spaces import get_space
 
 
-
 def _timed(driver, artifact, settings) -> tuple[float, float]:
     t0 = time.perf_counter()
     summary = driver.measure(driver.deploy(artifact, 1), settings)

@@ -94,8 +94,8 @@ class _Validations:
             # a cost line is a plane in the target itself: fitted to its logarithm it bends, and
             # overestimated the smallest networks' latency by 27 % (BENCHMARKS.md "Search tactics")
             log = bool(np.all(y > 0)) and name not in COST_LINES
-            pred = Predictor(name, log_target=log).fit([r["config"] for r in usable], y,
-                                                                        self.space.name, target=o.name)
+            pred = Predictor(name, log_target=log).fit([r["config"] for r in usable], y, self.space.name,
+                                                       target=o.name)
             out.append(Objective(o.name, o.maximise, pred.predict, f"{name} on {len(usable)} validations",
                                  std=pred.predict_std))
         return out

@@ -72,7 +72,6 @@ def flash_firmware(board: str) -> str:
     return f"flashed {board} with {cmd[0]}"
 
 
-
 @dataclass
 class QemuBoard:
     """One running QEMU Cortex-M7. Use as a context manager, or start()/stop()."""

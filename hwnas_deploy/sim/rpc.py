@@ -21,7 +21,6 @@ from hwnas_deploy.errors import DeviceError
 from hwnas_deploy.sim.ports import free_port
 
 
-
 def tracker_keys(host: str, port: int) -> dict[str, dict]:
     """key -> {"total": servers registered, "free": n, "pending": requests waiting}."""
     from tvm import rpc
