@@ -21,10 +21,20 @@ from hwnas_deploy.errors import DeviceError
 from hwnas_deploy.sim.ports import free_port
 
 
-def tracker_keys(host: str, port: int) -> dict[str, dict]:
-    """key -> {"total": servers registered, "free": n, "pending": requests waiting}."""
+def tracker_keys(host: str, port: int, wait_s: float = 5.0) -> dict[str, dict]:
+    """key -> {"total": servers registered, "free": n, "pending": requests waiting}. A tracker
+    that refuses connections for `wait_s` is an OSError (TVM's own client retries for 60 s)."""
     from tvm import rpc
 
+    deadline = time.monotonic() + wait_s
+    while True:  # a restarting tracker gets a few seconds; an absent one fails fast
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     summary = rpc.connect_tracker(host, port).summary()
     keys = {k: {"total": 0, "free": v.get("free", 0), "pending": v.get("pending", 0)}
             for k, v in summary.get("queue_info", {}).items()}
@@ -74,9 +84,9 @@ class RpcTwin:
                     log = (Path(self.tmp) / f"{name}.log").read_text()[-2000:]
                     self.stop()
                     raise DeviceError(f"the TVM RPC {name} exited at start-up:\n{log}")
-            try:  # a plain connect first: TVM's own client waits 5 s between retries
-                socket.create_connection((self.host, self.tracker_port), timeout=1).close()
-                if ready is None or ready(tracker_keys(self.host, self.tracker_port)):
+            try:
+                keys = tracker_keys(self.host, self.tracker_port, wait_s=0)
+                if ready is None or ready(keys):
                     return
             except (RuntimeError, OSError, ConnectionError):
                 pass
