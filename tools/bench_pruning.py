@@ -144,7 +144,8 @@ def study(space, lut: LatencyLUT, genes: np.ndarray, F: np.ndarray, front: np.nd
         rows = {"gd": [], "igd": [], "front_kept": [], "allowed": []}
         ranked = None if kind == "random" else block_efficiency(space, lut, share, seed=0, capacity=kind)
         for seed in range(args.seeds):
-            allowed = ranked or random_pruning(space, share, seed=1000 + seed)  # only the control varies by seed
+            # only the random control varies by seed
+            allowed = ranked if ranked is not None else random_pruning(space, share, seed=1000 + seed)
             kept = np.all([np.isin(genes[:, s], allowed[s]) for s in range(3)], axis=0)
             rows["front_kept"].append(float(np.mean(kept[front])))
             res = regularized_evolution(lambda g: scaled[index[tuple(int(v) for v in g)]], allowed,

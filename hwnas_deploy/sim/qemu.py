@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwnas_deploy.errors import DeviceError
-from hwnas_deploy.sim.ports import free_port
 from hwnas_deploy.sim.owned import preexec
+from hwnas_deploy.sim.ports import free_port
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 QEMU_BOARD = "qemu-mps2-an500"

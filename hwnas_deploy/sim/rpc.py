@@ -88,7 +88,7 @@ class RpcTwin:
                 keys = tracker_keys(self.host, self.tracker_port, wait_s=0)
                 if ready is None or ready(keys):
                     return
-            except (RuntimeError, OSError, ConnectionError):
+            except (RuntimeError, OSError):  # not up yet
                 pass
             time.sleep(0.2)
         self.stop()
