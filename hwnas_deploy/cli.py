@@ -223,7 +223,7 @@ def firmware() -> None:
 @click.option("--board", default="qemu-mps2-an500", show_default=True, help="A folder of firmware/boards/.")
 def firmware_build(board: str) -> None:
     """Compile the firmware for a board with arm-none-eabi-gcc (an over-budget build fails to link)."""
-    from hwnas_deploy.sim.qemu import build_firmware
+    from hwnas_deploy.mcu.firmware import build_firmware
 
     click.echo(str(build_firmware(board)))
 
@@ -232,7 +232,7 @@ def firmware_build(board: str) -> None:
 @click.option("--board", required=True, help="stm32f746-disco | nucleo-h743zi (ST-LINK attached)")
 def firmware_flash(board: str) -> None:
     """Build and write the firmware to a board over ST-LINK (st-flash or pyocd)."""
-    from hwnas_deploy.sim.qemu import flash_firmware
+    from hwnas_deploy.mcu.firmware import flash_firmware
 
     click.echo(flash_firmware(board))
 
@@ -390,8 +390,8 @@ def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, ta
     import numpy as np
 
     from hwnas_deploy.errors import PredictorError
-    from hwnas_deploy.lut import LatencyLUT
     from hwnas_deploy.predictors import Predictor
+    from hwnas_deploy.predictors.lut import LatencyLUT
 
     data = _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target)
     try:
@@ -424,12 +424,8 @@ def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, ta
 def predictor_eval(space_name, db, device, runtime, threads, batch, csv_paths, target, estimators, lut_path,
                    train_size, test_size, curve, trials, seed, report_dir) -> None:
     """Held-out accuracy of each estimator on the same split (and learning curves)."""
-    from pathlib import Path
-
-    from hwnas_deploy.lut import LatencyLUT
-    from hwnas_deploy.predictors.evaluation import (
-        holdout, learning_curve, learning_curve_plot, markdown_table, scatter_plot,
-    )
+    from hwnas_deploy.predictors.evaluation import holdout, learning_curve, markdown_table, write_report
+    from hwnas_deploy.predictors.lut import LatencyLUT
 
     data = _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target)
     names = [e.strip() for e in estimators.split(",") if e.strip()]
@@ -447,17 +443,7 @@ def predictor_eval(space_name, db, device, runtime, threads, batch, csv_paths, t
                      for s, v in sorted(by_size.items())]
             click.echo(f"  {e}: " + ", ".join(cells))
     if report_dir:
-        out = Path(report_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        report = {"space": data.space, "target": data.target, "source": data.source, "rows": len(data),
-                  "seed": seed, "holdout": [{"estimator": e.estimator, "train": e.train_size, "test": e.test_size,
-                                            **e.metrics} for e in evals]}
-        scatter_plot(evals, out / "scatter.png", data.target)
-        if curves:
-            report["learning_curve"] = {e: {str(s): v for s, v in c.items()} for e, c in curves.items()}
-            learning_curve_plot(curves, out / "learning_curve.png")
-        (out / "report.json").write_text(json.dumps(finite(report), indent=1) + "\n")
-        click.echo(f"report: {out}")
+        click.echo(f"report: {write_report(report_dir, data, evals, seed, curves)}")
 
 
 @predictor.command("predict")
@@ -564,7 +550,7 @@ def lut() -> None:
 @click.option("--quiet", is_flag=True)
 def lut_build(device, space_name, runtime, samples, seed, configs_file, threads, batch, out_path, quiet) -> None:
     """Measure every distinct block of the sub-networks on the device."""
-    from hwnas_deploy.lut import build_lut
+    from hwnas_deploy.predictors.lut import build_lut
     from hwnas_deploy.spaces import get_space, load_configs
 
     configs = load_configs(configs_file) if configs_file else get_space(space_name).sample_unique(samples, seed)
@@ -583,26 +569,16 @@ def lut_build(device, space_name, runtime, samples, seed, configs_file, threads,
 @click.option("--save", is_flag=True, help="Keep the fitted calibration in the LUT file.")
 def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
     """How far block sums (raw and calibrated) sit from whole-network measurements."""
-    import numpy as np
-
-    from hwnas_deploy.lut import LatencyLUT, compare
-    from hwnas_deploy.predictors import from_store
+    from hwnas_deploy.predictors.lut import LatencyLUT, calibrate_and_compare
     from hwnas_deploy.store import Store
 
     table = LatencyLUT.load(lut_path)
     with Store(db) as store:
-        data = from_store(store, table.device, table.space, table.runtime, table.threads, table.batch)
-    keep = [i for i, c in enumerate(data.configs) if not table.missing([c])]
-    if len(keep) < n_calibrate + 3:
-        raise HwnasError(f"only {len(keep)} measured networks are fully covered by the LUT; need "
-                         f"{n_calibrate + 3} (build it over the measured configs with --configs)")
-    order = np.random.default_rng(seed).permutation(keep)
-    cal, test = data.subset(order[:n_calibrate]), data.subset(order[n_calibrate:])
-    table.calibrate(cal.configs, cal.y, slope=slope)
-    report = compare(table, test.configs, test.y)
+        report = calibrate_and_compare(table, store, n_calibrate, slope=slope, seed=seed)
     a, b = table.calibration
     click.echo(f"{table.space} on {table.device}/{table.runtime}: {len(table.entries)} blocks; calibrated on "
-               f"{len(cal)} networks: whole = {a:.4g} ms + {b:.4f} x block sum; compared on {len(test)} others")
+               f"{report['calibrated_on']} networks: whole = {a:.4g} ms + {b:.4f} x block sum; compared on "
+               f"{report['compared_on']} others")
     click.echo(f"block sums are {report['mean_sum_over_measured']['ratio']:.3f}x the measured latency on average")
     click.echo("| prediction | MAPE % | Kendall tau | within 5 % | within 10 % |\n|---|---:|---:|---:|---:|")
     for name in ("block_sum", "calibrated"):
@@ -723,8 +699,7 @@ def search_cmd(recipe, out_dir, list_recipes, quiet, export_formats, pick, db, *
     if pick:
         export["pick"] = pick
     r = base.overridden(**options, db=db, export=export or None)
-    measuring = any("=measure" in o for o in r.objectives) or "=measure" in (r.prune or "")
-    store = Store(r.db) if measuring else None
+    store = Store(r.db) if r.measures else None
     if store is not None:
         click.get_current_context().call_on_close(store.close)
     prepared = prepare(r, store)
@@ -794,10 +769,6 @@ def deploy(run_dir, pick, device, runtime, db, artifacts, force, quiet) -> None:
     with Store(db) as store:
         rows = deploy_picked(run_dir, pick, device, runtime, store, force=force, artifacts_dir=artifacts,
                              progress=not quiet)
-    for row in rows:
-        check = row.get("output_check") or {}
-        if "identical_to_host_kernels" in check:
-            row["check"] = "bit-exact" if check["identical_to_host_kernels"] else "differs"
     click.echo(_table(rows, ["index", *names, "median_ms", "check", "config_hash", "error"]))
     if any("error" in r for r in rows):
         sys.exit(1)

@@ -1,4 +1,4 @@
-"""Profile sub-networks of a space on a device: sample -> export -> deploy -> measure -> store.
+"""Profile sub-networks of a space on a device: sample, then the measurement layer's loop.
 
 Resumable by construction: the sub-networks are drawn from `seed`, and every (device, runtime,
 config, threads, batch) already in the store is skipped (unless `force`). Each measurement is
@@ -13,62 +13,17 @@ measurements than rounds is measured again on the next run.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
-from hwnas_deploy.devices import DeviceProfile, DoesNotFitError, driver_for, load_profile
-from hwnas_deploy.errors import ConfigError, HwnasError
-from hwnas_deploy.export import Artifact, artifact_filename, export_subnet
-from hwnas_deploy.export.artifact import sha256_file
-from hwnas_deploy.measure import Summary
+from hwnas_deploy.devices import DeviceProfile, load_profile
+from hwnas_deploy.errors import ConfigError
+from hwnas_deploy.measurement import Executor, Measurer, Report, SubNetwork
 from hwnas_deploy.runtimes import runtime_info
 from hwnas_deploy.spaces import SearchSpace, get_space
-from hwnas_deploy.store import MeasurementKey, Store
+from hwnas_deploy.store import Store
 
-
-@dataclass
-class ProfileReport:
-    planned: int
-    measured: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    unfit: dict[str, str] = field(default_factory=dict)
-    interrupted: bool = False
-    #: on a lab: measurements per device, (device, network, start, end) per measurement, and
-    #: what went wrong where (retries, devices lost)
-    devices: dict[str, int] = field(default_factory=dict)
-    timeline: list[tuple[str, str, float, float]] = field(default_factory=list)
-    lab_events: list[str] = field(default_factory=list)
-
-    def line(self) -> str:
-        runs = len(self.measured)
-        nets = len(set(self.measured))
-        text = f"measured {nets}" + (f" ({runs} runs)" if runs != nets else "")
-        text += f", already stored {len(self.skipped)}, failed {len(self.failed)}"
-        if self.unfit:
-            text += f", does not fit {len(self.unfit)}"
-        return text + (f" of {self.planned} (interrupted)" if self.interrupted else f" of {self.planned}")
-
-
-def default_artifacts_dir(store: Store) -> Path:
-    """`artifacts/` beside a SQLite file; a temporary folder for other databases."""
-    database = store.engine.url.database if store.engine.dialect.name == "sqlite" else None
-    if database:
-        return Path(database).parent / "artifacts"
-    return Path(tempfile.gettempdir()) / "hwnas-artifacts"
-
-
-def _cached_artifact(path: Path) -> Artifact | None:
-    """The artifact already at `path`, if its record is there and its file is intact."""
-    try:
-        art = Artifact.load(path)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return art if path.exists() and sha256_file(path) == art.sha256 else None
+ProfileReport = Report  # the name callers of `profile` have used
 
 
 def sample_fitting(sp: SearchSpace, prof: DeviceProfile, n: int, seed: int, max_draws: int = 200) -> list[dict]:
@@ -88,76 +43,13 @@ def sample_fitting(sp: SearchSpace, prof: DeviceProfile, n: int, seed: int, max_
         raise ConfigError(f"fewer than {n} sampled sub-networks of {sp.name} fit {prof.name}'s budget") from None
 
 
-@dataclass(frozen=True)
-class Job:
-    """One measurement to take: which network, on which device, with which runtime."""
+def lab_executor(lab: str | Executor | None) -> Executor | None:
+    """An executor for `lab`: a lab's address (`hwnas lab up`), an executor, or None (this process)."""
+    if lab is None or isinstance(lab, Executor):
+        return lab
+    from hwnas_deploy.lab import LabExecutor
 
-    key: MeasurementKey
-    config: dict
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How `profile` measures: the device, the space, what to export and where it goes."""
-
-    device: DeviceProfile
-    space: SearchSpace
-    runtime: str
-    threads: int
-    batch: int
-    artifacts_dir: Path
-
-    @property
-    def format(self) -> str:
-        return runtime_info(self.runtime).format
-
-    @property
-    def target(self) -> str:
-        """TVM libraries are compiled for the device's target (a remote board's, over RPC)."""
-        return str(self.device.hardware.get("target", "host")) if self.format == "tvm" else "host"
-
-    def artifact_path(self, job: Job) -> Path:
-        stem = f"{self.space.name}-{job.key.config_hash}-b{self.batch}"
-        return self.artifacts_dir / artifact_filename(stem, self.format, self.target)
-
-    def export(self, job: Job) -> Artifact:
-        """The job's artifact: the verified one already in the artifacts folder, else a new export."""
-        return _cached_artifact(self.artifact_path(job)) or export_subnet(
-            self.space, job.config, self.format, self.artifacts_dir, batch=self.batch, target=self.target)
-
-    def run(self, driver, artifact: Artifact) -> Summary:
-        """Deploy and time one artifact on an opened driver (DoesNotFitError, HwnasError)."""
-        return driver.measure(driver.deploy(artifact, self.threads), self.device.settings)
-
-    def record(self, store: Store, job: Job, summary: Summary, artifact: Artifact, env: Mapping) -> None:
-        store.add_measurement(job.key, summary, device_kind=self.device.kind, device_profile=self.device.to_dict(),
-                              config=job.config, macs=self.space.macs(job.config),
-                              params=self.space.params_count(job.config), artifact=artifact, env=dict(env))
-
-    def record_unfit(self, store: Store, job: Job, exc: DoesNotFitError) -> None:
-        store.add_unfit(job.key, exc.reason, exc.details, device_kind=self.device.kind,
-                        device_profile=self.device.to_dict(), config=job.config, macs=self.space.macs(job.config),
-                        params=self.space.params_count(job.config))
-
-
-def plan_jobs(plan: Plan, configs: list[Mapping], store: Store, report: ProfileReport, *, rounds: int = 1,
-              force: bool = False) -> list[Job]:
-    """The measurements still to take, round after round; what the store has is `report.skipped`."""
-    if rounds < 1:
-        raise ConfigError(f"--rounds must be at least 1, got {rounds}")
-    sp, prof = plan.space, plan.device
-    per_key = []
-    for cfg in configs:
-        cfg = sp.canonical(cfg)
-        key = MeasurementKey(prof.name, sp.name, sp.config_hash(cfg), plan.runtime, plan.threads, plan.batch)
-        if store.unfit_record(key) is not None and not force:
-            report.skipped.append(key.config_hash)
-            continue
-        have = 0 if force else store.measurement_count(key)
-        if have >= rounds:
-            report.skipped.append(key.config_hash)
-        per_key.append((Job(key, cfg), have))
-    return [job for r in range(rounds) for job, have in per_key if have <= r]
+    return LabExecutor(lab)
 
 
 def profile(
@@ -177,8 +69,8 @@ def profile(
     only_fitting: bool = False,
     on_measured: Callable[[str, dict], None] | None = None,
     rounds: int = 1,
-    lab: str | None = None,
-) -> ProfileReport:
+    lab: str | Executor | None = None,
+) -> Report:
     """Measure `samples` sub-networks of `space` (drawn from `seed`, or the given `configs`).
 
     `only_fitting` draws only sub-networks whose estimated int8 footprint fits the device's
@@ -191,48 +83,10 @@ def profile(
     prof.require_runtime(runtime)
     if configs is None:
         if samples < 1:
-            raise ConfigError(f"--samples must be at least 1, got {samples}")
+            raise ConfigError(f"samples (--samples) must be at least 1, got {samples}")
         configs = sample_fitting(sp, prof, samples, seed) if only_fitting else sp.sample_unique(samples, seed)
-    plan = Plan(prof, sp, runtime, threads or prof.threads, batch or prof.batch,
-                Path(artifacts_dir) if artifacts_dir else default_artifacts_dir(store))
-    report = ProfileReport(planned=len(configs))
-    todo = plan_jobs(plan, configs, store, report, rounds=rounds, force=force)
-    if not todo:
-        return report
-    if lab is not None:
-        from hwnas_deploy.lab import run_jobs
-
-        run_jobs(lab, plan, todo, store, report, progress=progress, on_measured=on_measured)
-        return report
-
-    driver = driver_for(prof)
-    env = {"device": driver.open(), "runtime": runtime}
-    bar = tqdm(total=len(todo), disable=not progress, unit="run", desc=prof.name)
-    try:
-        for job in todo:
-            key = job.key
-            bar.set_postfix_str(key.config_hash)
-            if key.config_hash in report.unfit or key.config_hash in report.failed:  # an earlier round said so
-                bar.update(1)
-                continue
-            try:
-                artifact = plan.export(job)
-                summary = plan.run(driver, artifact)
-            except DoesNotFitError as exc:
-                plan.record_unfit(store, job, exc)
-                report.unfit[key.config_hash] = exc.reason
-            except HwnasError as exc:
-                report.failed[key.config_hash] = str(exc)
-                bar.write(f"{key.config_hash}: {exc}")
-            else:
-                plan.record(store, job, summary, artifact, env)
-                report.measured.append(key.config_hash)
-                if on_measured is not None:
-                    on_measured(key.config_hash, summary.to_dict())
-            bar.update(1)
-    except KeyboardInterrupt:
-        report.interrupted = True
-    finally:
-        bar.close()
-        driver.close()
-    return report
+    networks = [SubNetwork(sp, c) for c in configs]
+    callback = None if on_measured is None else (lambda net, summary: on_measured(net.config_hash, summary))
+    with Measurer(prof, store, executor=lab_executor(lab), artifacts_dir=artifacts_dir, progress=progress) as m:
+        return m.measure(networks, runtime, threads=threads, batch=batch, rounds=rounds, force=force,
+                         on_measured=callback)

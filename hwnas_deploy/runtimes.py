@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwnas_deploy.artifact import Artifact
 from hwnas_deploy.errors import DeviceError, UnknownNameError
-from hwnas_deploy.export.artifact import Artifact
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class BlobHostRunner(Runner):
     int8 blob it quantises the input and dequantises the output."""
 
     def __init__(self, artifact: Artifact, threads: int):
-        from hwnas_deploy.mcu_runtime import HostBlobRunner as _Host
+        from hwnas_deploy.mcu.host import HostBlobRunner as _Host
 
         self.host = _Host(open(artifact.path, "rb").read())
         self.inp, self.out = artifact.inputs[0], artifact.outputs[0]

@@ -24,6 +24,18 @@ def store(tmp_path):
         yield s
 
 
+def small_cells(n: int, seed: int = 0) -> list[dict]:
+    """`n` distinct NAS-Bench-201 cells with the fewest parameters (none a constant network):
+    blobs of about 0.1 MB that reach a QEMU board over its serial line in seconds (an mcu-mbnet
+    network's take 20-40 s), for tests of scheduling, protocol and failure handling."""
+    from hwnas_deploy.spaces import get_space
+    from hwnas_deploy.spaces.nb201 import used_edges
+
+    sp = get_space("nb201")
+    pool = [c for c in sp.sample_unique(200, seed) if any(used_edges(c["ops"]))]
+    return sorted(pool, key=lambda c: (sp.params_count(c), sp.config_hash(c)))[:n]
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
     """Run `hwnas` as a user would, in its own process."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

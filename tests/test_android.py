@@ -12,15 +12,16 @@ import time
 
 import pytest
 
+from hwnas_deploy.artifact import Artifact
 from hwnas_deploy.devices import driver_for, load_profile
 from hwnas_deploy.devices.adb import Adb
 from hwnas_deploy.devices.profile import parse_profile
 from hwnas_deploy.errors import ConfigError, DeviceError
 from hwnas_deploy.export import artifact_filename
-from hwnas_deploy.export.artifact import Artifact
 from hwnas_deploy.profiling import profile
 from hwnas_deploy.sim.adbd import AdbDaemon, AdbTwin
 from hwnas_deploy.sim.ports import free_port
+from hwnas_deploy.sim.twins import twinned_driver
 from hwnas_deploy.store import Store
 from tests.conftest import private_adb_server, run_cli
 
@@ -84,7 +85,7 @@ def test_five_subnetworks_through_adb_match_direct_litert(twin, artifacts, tmp_p
     assert len(rows) == N_NETS
     local = driver_for(load_profile("local-cpu"))
     local.open()
-    phone = driver_for(prof)
+    phone = twinned_driver(prof)
     phone.open()
     ratios = []
     for row in rows:

@@ -107,7 +107,9 @@ def test_blox_networks_export_and_are_measured_on_local_cpu(tmp_path):
         report = profile("local-cpu", "blox-mini", 3, "onnxruntime", store, seed=1, artifacts_dir=tmp_path / "a",
                          progress=False)
         assert len(report.measured) == 3 and not report.failed
-        assert all(r["median_ms"] > 0 for r in store.measurements(device="local-cpu"))
+        rows = store.measurements(device="local-cpu")
+        # what the store keeps is what the measurement layer returned, sample for sample
+        assert {r["config_hash"]: r["median_ms"] for r in rows} == {h: m.median_ms for h, m in report.results.items()}
     out = run_cli("export", "--space", "blox", "--config", '{"blocks": ["conv", "seq:bconv,conv", 44]}', "--format",
                   "onnx", "--out", "arts", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -144,7 +146,7 @@ def test_supernet_paths_are_the_extracted_networks_and_training_learns():
 
 
 def test_block_level_pruning_keeps_the_most_params_per_millisecond(tmp_path):
-    from hwnas_deploy.lut import build_lut
+    from hwnas_deploy.predictors.lut import build_lut
     from hwnas_deploy.search.reduction import block_efficiency, block_scores, random_pruning
 
     sp = get_space("blox-mini")
@@ -172,8 +174,8 @@ def test_block_level_pruning_keeps_the_most_params_per_millisecond(tmp_path):
     model = KernelModel(n_estimators=100).fit({k: v for k, v in lut.entries.items() if k not in held})
     pred = model.predict_blocks([parse_block_key(k) for k in sorted(held)])
     tau = kendalltau(pred, [lut.entries[k] for k in sorted(held)])[0]
-    print("kernel-level model on 30 held-out BLOX cells: Kendall tau", round(tau, 3))  # seen 0.89 idle
-    assert tau > 0.5
+    print("kernel-level model on 30 held-out BLOX cells: Kendall tau", round(tau, 3))  # seen 0.89-0.93
+    assert tau > 0.75  # BENCHMARKS: 0.89 on local-cpu; CI's shared cores add noise to the LUT itself
     nb = CellBlock(8, 16, "301204")
     assert parse_block_key(nb.key()) == nb
     macs = block_efficiency(sp, lut, 0.7, capacity="macs")

@@ -8,12 +8,8 @@ import json
 import shutil
 import subprocess
 
-import pytest
-
-pytest.importorskip("ray", reason="the lab extra is not installed")
-
-from hwnas_deploy.sim.ports import free_port  # noqa: E402
-from tests.conftest import run_cli  # noqa: E402
+from hwnas_deploy.sim.ports import free_port
+from tests.conftest import run_cli
 
 
 def test_lab_up_profile_status_down_from_the_command_line(tmp_path):
@@ -28,11 +24,12 @@ def test_lab_up_profile_status_down_from_the_command_line(tmp_path):
         assert [(d["device"], d["state"]) for d in st["devices"]] == [("bench/local-cpu/0", "free"),
                                                                       ("bench/local-cpu/1", "free")]
         assert [h["address"] for h in st["hosts"]] == ["127.0.0.1"]
-        if shutil.which("ss"):  # and every Ray server listens on loopback only
-            listeners = [line for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
-                         .splitlines() if any(n in line for n in ('"gcs_server"', '"raylet"', '"ray::'))]
-            hosts = {line.split()[3].rsplit(":", 1)[0] for line in listeners}
-            assert listeners and hosts <= {"127.0.0.1", "[::ffff:127.0.0.1]"}, listeners
+        # every Ray server listens on loopback only (ss: iproute2, installed by tools/setup.sh)
+        assert shutil.which("ss"), "ss is missing: run tools/setup.sh (apt package iproute2)"
+        listeners = [line for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+                     .splitlines() if any(n in line for n in ('"gcs_server"', '"raylet"', '"ray::'))]
+        hosts = {line.split()[3].rsplit(":", 1)[0] for line in listeners}
+        assert listeners and hosts <= {"127.0.0.1", "[::ffff:127.0.0.1]"}, listeners
         args = ["profile", "--lab", address, "--device", "local-cpu", "--space", "mcu-mbnet", "--samples", "4",
                 "--runtime", "onnxruntime", "--db", "s.sqlite", "--quiet"]
         out = run_cli(*args, cwd=tmp_path, check=True).stdout

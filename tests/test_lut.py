@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from hwnas_deploy.errors import PredictorError
-from hwnas_deploy.lut import LatencyLUT, build_lut, compare
 from hwnas_deploy.predictors import from_store
+from hwnas_deploy.predictors.lut import LatencyLUT, build_lut, compare
 from hwnas_deploy.spaces import get_space
 
 from .conftest import run_cli

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hwnas_deploy.errors import ConfigError
-from hwnas_deploy.search import Objective, SubnetProblem, parse_constraint, parse_objective, pareto_front
+from hwnas_deploy.search import Objective, SubnetProblem, pareto_front, parse_constraint, parse_objective
 from hwnas_deploy.search.recipe import Recipe, prepare, recipe_names
 from hwnas_deploy.search.run_folder import knee, load_front, pick
 from hwnas_deploy.spaces import get_space
@@ -214,7 +214,6 @@ def test_recipe_run_front_export_and_deploy_from_the_cli(tmp_path):
     assert bad.returncode == 2 and "--pick 'zzzz': no networks of the front match" in bad.stderr
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/qemu-system-arm"), reason="needs QEMU (tools/setup.sh installs it)")
 def test_deploy_the_knee_on_the_cortex_m7_twin(tmp_path):
     """`hwnas deploy --device qemu-m7`: the knee of a front exported as a firmware blob, uploaded
     over the serial line, checked bit-exact against the host kernels, and measured."""

@@ -170,7 +170,7 @@ def test_cli_search_writes_front_plot_and_resumes(acc_predictor, tmp_path):
 def test_a_lut_objective_and_its_constraint(tmp_path):
     """latency=lut:FILE: a LUT over every block the search can meet (here mcu-mbnet's, each block
     costed by its MACs: a table, as a measured one would be) drives the objective and constraint."""
-    from hwnas_deploy.lut import LatencyLUT
+    from hwnas_deploy.predictors.lut import LatencyLUT
 
     sp = get_space("mcu-mbnet")
     keys = {}

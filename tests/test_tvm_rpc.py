@@ -8,11 +8,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from hwnas_deploy.artifact import Artifact
 from hwnas_deploy.devices import driver_for, load_profile
 from hwnas_deploy.devices.profile import parse_profile
 from hwnas_deploy.errors import DeviceError
 from hwnas_deploy.export import artifact_filename
-from hwnas_deploy.export.artifact import Artifact
 from hwnas_deploy.profiling import profile
 from hwnas_deploy.sim.ports import free_port
 from hwnas_deploy.sim.rpc import RpcTwin

@@ -27,7 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from hwnas_deploy.report.figures import kendall_tau, new_figure, save_figure
 from hwnas_deploy.search import parse_objective, search
 from hwnas_deploy.search.differentiable import DifferentiableSettings, run_differentiable

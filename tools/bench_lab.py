@@ -25,9 +25,10 @@ import time
 from pathlib import Path
 
 from hwnas_deploy.devices import load_profile
-from hwnas_deploy.profiling import Job, Plan, profile, sample_fitting
+from hwnas_deploy.measurement import Job, Measurer, SubNetwork
+from hwnas_deploy.profiling import profile, sample_fitting
 from hwnas_deploy.spaces import get_space
-from hwnas_deploy.store import MeasurementKey, Store
+from hwnas_deploy.store import Store
 
 
 def main() -> None:
@@ -44,11 +45,11 @@ def main() -> None:
     sp, prof = get_space("mcu-mbnet"), load_profile("qemu-m7")
     configs = sample_fitting(sp, prof, args.n, seed=args.seed)
     artifacts = Path(args.artifacts)
-    plan = Plan(prof, sp, "firmware", prof.threads, prof.batch, artifacts)
+    plan = Measurer(prof, artifacts_dir=artifacts).plan("firmware")
     t0 = time.perf_counter()
     for cfg in configs:  # export once, outside every timing
-        cfg = sp.canonical(cfg)
-        plan.export(Job(MeasurementKey(prof.name, sp.name, sp.config_hash(cfg), "firmware", 1, 1), cfg))
+        net = SubNetwork(sp, cfg)
+        plan.export(Job(plan.key(net), net))
     print(f"{len(configs)} blobs ready in {artifacts} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
     def timed(run) -> tuple[float, int]:

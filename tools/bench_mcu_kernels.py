@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas_deploy.devices.mcu_link import McuLink
 from hwnas_deploy.export import artifact_filename, export_subnet
-from hwnas_deploy.export.blob import FLOAT32, HEADER, OP, TENSOR
-from hwnas_deploy.sim.qemu import QemuBoard, ticks_to_instructions
+from hwnas_deploy.mcu.blob import FLOAT32, HEADER, OP, TENSOR
+from hwnas_deploy.mcu.link import McuLink, ticks_to_instructions
+from hwnas_deploy.sim.qemu import QemuBoard
 from hwnas_deploy.spaces import get_space
 
 TARGETS = {"conv3x3 (stem)": 2.0, "depthwise (all)": 3.0}

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas_deploy.lut import LatencyLUT, build_lut
+from hwnas_deploy.predictors.lut import LatencyLUT, build_lut
 from hwnas_deploy.report.figures import kendall_tau, new_figure, save_figure
 from hwnas_deploy.search.evolution import regularized_evolution
 from hwnas_deploy.search.reduction import block_efficiency, random_pruning

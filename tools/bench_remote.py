@@ -22,34 +22,27 @@ import tempfile
 import time
 from pathlib import Path
 
-from hwnas_deploy.devices import driver_for, load_profile
-from hwnas_deploy.export import export_subnet
-from hwnas_deploy.runtimes import RUNTIMES
+from hwnas_deploy.measurement import Measurer, SubNetwork
 from hwnas_deploy.sim.ports import free_port
 from hwnas_deploy.spaces import get_space
 
 
-def _timed(driver, artifact, settings) -> tuple[float, float]:
-    t0 = time.perf_counter()
-    summary = driver.measure(driver.deploy(artifact, 1), settings)
-    return summary.median_ms, time.perf_counter() - t0
-
-
 def _path(name: str, remote_profile: str, runtime: str, configs, sp, tmp: Path) -> list[tuple]:
-    prof = load_profile(remote_profile)
-    remote, local = driver_for(prof), driver_for(load_profile("local-cpu"))
-    remote.open()
-    local.open()
+    """Each network through the remote path, then in-process, one after the other (the artifact is
+    exported once, into `tmp`, and shared)."""
     rows = []
-    try:
+    with Measurer(remote_profile, artifacts_dir=tmp, progress=False) as remote, \
+            Measurer("local-cpu", artifacts_dir=tmp, progress=False) as local:
         for cfg in configs:
-            art = export_subnet(sp, cfg, RUNTIMES[runtime].format, tmp)
-            via, via_s = _timed(remote, art, prof.settings)
-            direct, direct_s = _timed(local, art, prof.settings)
-            rows.append((name, sp.config_hash(cfg), via, direct, via_s, direct_s))
-            print(f"  {name} {rows[-1][1]}: {via:.3f} vs {direct:.3f} ms ({via / direct:.3f})", file=sys.stderr)
-    finally:
-        remote.close()
+            net = SubNetwork(sp, cfg)
+            via = remote.measure([net], runtime, threads=1).results[net.config_hash]
+            direct = local.measure([net], runtime, threads=1).results[net.config_hash]
+            for r in (via, direct):
+                if r.status != "measured":
+                    raise SystemExit(f"{net.config_hash} ({r.key.device}): {r.reason}")
+            rows.append((name, net.config_hash, via.median_ms, direct.median_ms, via.wall_s, direct.wall_s))
+            print(f"  {name} {rows[-1][1]}: {via.median_ms:.3f} vs {direct.median_ms:.3f} ms "
+                  f"({via.median_ms / direct.median_ms:.3f})", file=sys.stderr)
     return rows
 
 

@@ -20,11 +20,10 @@ import time
 import numpy as np
 from scipy.stats import kendalltau
 
-from hwnas_deploy.devices import driver_for, load_profile
-from hwnas_deploy.export import export_subnet
-from hwnas_deploy.runtimes import RUNTIMES
+from hwnas_deploy.devices import load_profile
+from hwnas_deploy.measurement import Measurer, SubNetwork
 from hwnas_deploy.spaces import get_space
-from hwnas_deploy.store import MeasurementKey, Store
+from hwnas_deploy.store import Store
 
 PEER = "onnxruntime"
 
@@ -46,24 +45,22 @@ def main(argv: list[str] | None = None) -> int:
     sp = get_space(args.space)
     prof = load_profile(args.device)
     configs = sp.sample_unique(args.n, args.seed)
-    driver = driver_for(prof)
-    env = driver.open()
     latency = {r: [] for r in runtimes}
     export_s = {r: [] for r in runtimes}
     t_start = time.time()
-    with tempfile.TemporaryDirectory() as tmp, Store(args.db) as store:
+    with tempfile.TemporaryDirectory() as tmp, Store(args.db) as store, \
+            Measurer(prof, store, artifacts_dir=tmp, progress=False) as measurer:
         for i, cfg in enumerate(configs):
+            net = SubNetwork(sp, cfg)
             for r in runtimes:
-                art = export_subnet(sp, cfg, RUNTIMES[r].format, tmp)
-                export_s[r].append(art.export_seconds)
-                summary = driver.measure(driver.deploy(art, args.threads), prof.settings)
-                latency[r].append(summary.median_ms)
-                key = MeasurementKey(prof.name, sp.name, sp.config_hash(cfg), r, args.threads, 1)
-                store.add_measurement(key, summary, device_kind=prof.kind, device_profile=prof.to_dict(),
-                                      config=cfg, macs=sp.macs(cfg), params=sp.params_count(cfg), artifact=art,
-                                      env=env)
+                result = measurer.measure([net], r, threads=args.threads, batch=1, force=True).results[net.config_hash]
+                if result.status != "measured":
+                    raise SystemExit(f"{net.config_hash} on {r}: {result.reason}")
+                export_s[r].append(result.artifact.export_seconds)
+                latency[r].append(result.median_ms)
             done = ", ".join(f"{r} {latency[r][-1]:.2f}" for r in runtimes)
-            print(f"[{i + 1}/{len(configs)}] {sp.config_hash(cfg)}: {done} ms", file=sys.stderr, flush=True)
+            print(f"[{i + 1}/{len(configs)}] {net.config_hash}: {done} ms", file=sys.stderr, flush=True)
+        env = measurer.executor.facts
 
     macs = [sp.macs(c) / 1e6 for c in configs]
     print(f"\n{args.space}, {args.n} sub-networks (seed {args.seed}), {args.threads} thread(s), batch 1, "

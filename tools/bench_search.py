@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from pymoo.indicators.hv import HV
 
-from hwnas_deploy.lut import LatencyLUT
 from hwnas_deploy.predictors import Predictor, from_csv, from_store
+from hwnas_deploy.predictors.lut import LatencyLUT
 from hwnas_deploy.search import Objective, search
 from hwnas_deploy.spaces import get_space
 from hwnas_deploy.store import Store

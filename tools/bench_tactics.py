@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 from pymoo.indicators.hv import HV
 
-from hwnas_deploy.lut import LatencyLUT
 from hwnas_deploy.predictors import Predictor, from_csv, from_store
+from hwnas_deploy.predictors.lut import LatencyLUT
 from hwnas_deploy.search import Objective, pareto_front, search
 from hwnas_deploy.search.tactics import concurrent, full
 from hwnas_deploy.spaces import get_space

@@ -23,8 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from hwnas_deploy.devices.mcu_link import McuLink
-from hwnas_deploy.sim.qemu import QemuBoard, build_firmware
+from hwnas_deploy.mcu.firmware import build_firmware
+from hwnas_deploy.mcu.link import McuLink
+from hwnas_deploy.sim.qemu import QemuBoard
 
 TRACE = re.compile(r"^Trace \d+: 0x[0-9a-f]+ \[[0-9a-f]+/([0-9a-f]+)/")
 

@@ -1,6 +1,6 @@
 /* The model blob and the interpreter that runs it (portable C99, no allocation).
  *
- * Blob v1 (little endian, written by hwnas_deploy/export/blob.py):
+ * Blob v1 (little endian, written by hwnas_deploy/mcu/blob.py):
  *   header (48 B) | tensors (24 B each) | ops (64 B each) | data (weights, biases, multipliers)
  * The CRC-32 covers every byte after the first 16. Activations live in one arena whose layout
  * the host planned (offsets per tensor), so the peak SRAM is known before anything runs. */
@@ -70,7 +70,9 @@ enum {
  *  ADD:             left_shift, in1_mult, in1_shift, in2_mult, in2_shift, out_mult, out_shift,
  *                   act_min, act_max
  *  MEAN (over H,W): mult, shift, folded (1: 1/(H*W) is in the multiplier, as LiteRT; 0: divided after)
- *  FULLY_CONNECTED: act_min, act_max, mult_offset, shift_offset
+ *  FULLY_CONNECTED: act_min, act_max, mult_offset, shift_offset, single_rounding (1: weights with one
+ *                   scale per output channel, requantised with one rounding as LiteRT's reference
+ *                   kernel does; 0: gemmlowp's two roundings, as before firmware 0.5.1)
  *  PAD:             top, bottom, left, right (spatial; the value is the zero point, 0.0 in float)
  *  HARD_SWISH:      - (float32 only)
  *  AVERAGE/MAX_POOL_2D: stride_h, stride_w, pad_top, pad_left, filter_h, filter_w, act_min, act_max

@@ -76,6 +76,12 @@ void hw_mean_hw_s8(const int8_t *in, hw_shape_t is, int32_t in_zp, int8_t *out, 
 void hw_fully_connected_s8(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w, const int32_t *bias,
                            int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
                            int act_min, int act_max);
+/* The same with TFLite's single-rounding requantisation, as LiteRT's reference kernel computes a
+ * FULLY_CONNECTED whose weights have one scale per output channel (blob flag p[4]). Portable only:
+ * both kernel sets run it. */
+void hw_fully_connected_s8_single(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w, const int32_t *bias,
+                                  int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
+                                  int act_min, int act_max);
 
 /* TFLite int8 pooling over valid (unpadded) taps; average rounds half away from zero. */
 typedef struct {

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hwnas_deploy.artifact import Artifact
 from hwnas_deploy.devices.adb import Adb, DeviceUnavailableError
 from hwnas_deploy.devices.base import Driver
 from hwnas_deploy.devices.benchmark_model import BenchmarkOutputError, BenchmarkResult, parse
 from hwnas_deploy.errors import DeviceError
-from hwnas_deploy.export.artifact import Artifact
 from hwnas_deploy.measure import MeasureSettings, Summary, summarize
 
 TWIN_BINARY = "hwnas-benchmark-model"
@@ -58,17 +58,8 @@ def _flag(value: Any) -> str:
 class AndroidAdbDriver(Driver):
     def open(self) -> dict[str, Any]:
         conn, bench = self.profile.connection, self.profile.benchmark
-        self.twin = None
-        env_serial = None if self.private_twin else os.environ.get("ANDROID_SERIAL")
-        serial = conn.get("serial") or env_serial or self.running_twin()
-        if not serial and conn.get("simulator") == "adbd":
-            import tempfile
-
-            from hwnas_deploy.sim.adbd import AdbTwin
-
-            self._twin_root = tempfile.TemporaryDirectory(prefix="hwnas-adbd-")
-            self.twin = AdbTwin(self._twin_root.name, owned=self.private_twin).start()
-            serial = self.twin.serial
+        env_serial = None if conn.get("twin") == "private" else os.environ.get("ANDROID_SERIAL")
+        serial = conn.get("serial") or env_serial
         self.adb = Adb(serial or "", conn.get("adb", "adb"), conn.get("adb_server_port"),
                        float(conn.get("timeout_s", 120)))
         if not serial:
@@ -219,11 +210,9 @@ class AndroidAdbDriver(Driver):
             time.sleep(1.0)
 
     def close(self) -> None:
-        if getattr(self, "twin", None) is not None:
+        adb = getattr(self, "adb", None)
+        if adb is not None and self.profile.connection.get("disconnect_on_close"):
             try:
-                self.adb.disconnect()
+                adb.disconnect()
             except DeviceError:
                 pass
-            self.twin.stop()
-            self._twin_root.cleanup()
-            self.twin = None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from hwnas_deploy.artifact import Artifact
 from hwnas_deploy.devices.profile import DeviceProfile
-from hwnas_deploy.export.artifact import Artifact
 from hwnas_deploy.measure import MeasureSettings, Summary
 
 
@@ -34,21 +34,6 @@ class Driver(ABC):
 
     def close(self) -> None:
         """Release the connection (default: nothing to release)."""
-
-    @property
-    def private_twin(self) -> bool:
-        """`connection.twin: private`: this driver starts a twin of its own even when `hwnas sim
-        start` left one running (each lab device does: two actors must not share one board)."""
-        return self.profile.connection.get("twin") == "private"
-
-    def running_twin(self) -> str | None:
-        """How to reach the twin `hwnas sim start` left running for this profile (a serial URL,
-        an adb serial, a tracker address), if one is and the profile may share it."""
-        if not self.profile.connection.get("simulator") or self.private_twin:
-            return None
-        from hwnas_deploy.sim.registry import running
-
-        return next((r["url"] for r in running() if r["device"] == self.profile.name), None)
 
     def __enter__(self) -> Driver:
         self.open()

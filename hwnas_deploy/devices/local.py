@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from hwnas_deploy.artifact import Artifact
 from hwnas_deploy.devices.base import Driver
-from hwnas_deploy.export.artifact import Artifact
 from hwnas_deploy.measure import MeasureSettings, Summary, measure
 from hwnas_deploy.runtimes import Runner, load_runner
 

@@ -2,8 +2,9 @@
 
 Profile `connection`:
     url: socket://127.0.0.1:4321 | /dev/ttyACM0 | /dev/pts/5   (a running board)
-    simulator: qemu-mps2-an500       (no url: use the twin `hwnas sim start` left running, else
-                                      start a private QEMU twin and stop it on close)
+    simulator: qemu-mps2-an500       (no url: `hwnas_deploy.sim` gives the url of the twin `hwnas sim
+                                      start` left running, else of a private QEMU twin)
+    icount_shift: 7                  (a QEMU twin's: its timer ticks -> instructions)
 Profile `hardware` gives the budget a sub-network must fit: `sram_bytes` (arena), `flash_bytes`
 (blob), and `clock_hz` to turn counts into milliseconds.
 
@@ -18,10 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hwnas_deploy.artifact import Artifact
 from hwnas_deploy.devices.base import Driver
-from hwnas_deploy.devices.mcu_link import BoardInfo, BoardResetError, LoadResult, McuLink
 from hwnas_deploy.errors import DeviceError
-from hwnas_deploy.export.artifact import Artifact
+from hwnas_deploy.mcu.link import (
+    ICOUNT_SHIFT,
+    BoardInfo,
+    BoardResetError,
+    LoadResult,
+    McuLink,
+    ticks_to_instructions,
+)
 from hwnas_deploy.measure import MeasureSettings, Summary, summarize
 
 MAX_REPEATS_PER_RUN = 64
@@ -45,18 +53,10 @@ class Deployed:
 class McuSerialDriver(Driver):
     def open(self) -> dict[str, Any]:
         conn = self.profile.connection
-        self.board = None
-        url = conn.get("url") or self.running_twin()
+        url = conn.get("url")
         if not url:
-            if conn.get("simulator") != "qemu-mps2-an500":
-                raise DeviceError(
-                    f"device {self.profile.name!r}: connection needs a serial 'url' "
-                    "(or simulator: qemu-mps2-an500)"
-                )
-            from hwnas_deploy.sim.qemu import QemuBoard
-
-            self.board = QemuBoard(owned=self.private_twin).start()
-            url = self.board.url
+            raise DeviceError(f"device {self.profile.name!r}: connection needs a serial 'url' "
+                              "(or simulator: qemu-mps2-an500, started by hwnas_deploy.sim)")
         self.url = url
         self.link = McuLink.open(url, timeout=float(conn.get("timeout_s", 5.0)))
         self.info: BoardInfo = self.link.hello()
@@ -105,10 +105,7 @@ class McuSerialDriver(Driver):
 
     def _to_count(self, raw: int) -> float:
         if self.info.timer == "icount":
-            from hwnas_deploy.sim.qemu import ticks_to_instructions
-
-            shift = self.board.shift if self.board else int(self.profile.connection.get("icount_shift", 7))
-            return ticks_to_instructions(raw, shift)
+            return ticks_to_instructions(raw, int(self.profile.connection.get("icount_shift", ICOUNT_SHIFT)))
         return float(raw)
 
     def measure(self, handle: Deployed, settings: MeasureSettings) -> Summary:
@@ -146,7 +143,7 @@ class McuSerialDriver(Driver):
 
         import numpy as np
 
-        from hwnas_deploy.mcu_runtime import HostBlobRunner
+        from hwnas_deploy.mcu.host import HostBlobRunner
 
         inp, out = handle.artifact.inputs[0], handle.artifact.outputs[0]
         out_bytes = int(np.prod(out.shape)) * (1 if out.quantization else 4)
@@ -200,5 +197,3 @@ class McuSerialDriver(Driver):
         link = getattr(self, "link", None)
         if link is not None:
             link.close()
-        if getattr(self, "board", None) is not None:
-            self.board.stop()

@@ -4,8 +4,8 @@ The same driver serves an aarch64 board, an Android phone running TVM's RPC app,
 whatever registered with the tracker under `key`. Profile:
 
     connection:
-      tracker: 10.0.0.5:9190     (else the twin `hwnas sim start` left running, else with
-                                  simulator: tvm-rpc-local a private tracker + server on loopback)
+      tracker: 10.0.0.5:9190     (else, with simulator: tvm-rpc-local, hwnas_deploy.sim gives the
+                                  tracker `hwnas sim start` left running, or a private one on loopback)
       key: rk3588                the server key to request
       session_timeout_s: 600, priority: 1
     hardware:
@@ -23,15 +23,17 @@ back) and the library uploaded again; if none answers, that network fails with t
 
 from __future__ import annotations
 
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hwnas_deploy.artifact import Artifact
 from hwnas_deploy.devices.base import Driver
 from hwnas_deploy.errors import DeviceError
-from hwnas_deploy.export.artifact import Artifact
 from hwnas_deploy.measure import MeasureSettings, Summary, summarize
 
 
@@ -49,20 +51,37 @@ def _split(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def tracker_keys(host: str, port: int, wait_s: float = 5.0) -> dict[str, dict]:
+    """key -> {"total": servers registered, "free": n, "pending": requests waiting}. A tracker
+    that refuses connections for `wait_s` is an OSError (TVM's own client retries for 60 s)."""
+    from tvm import rpc
+
+    deadline = time.monotonic() + wait_s
+    while True:  # a restarting tracker gets a few seconds; an absent one fails fast
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    summary = rpc.connect_tracker(host, port).summary()
+    keys = {k: {"total": 0, "free": v.get("free", 0), "pending": v.get("pending", 0)}
+            for k, v in summary.get("queue_info", {}).items()}
+    for server in summary.get("server_info", []):
+        key = str(server.get("key", "")).partition(":")[2]  # "server:KEY"
+        keys.setdefault(key, {"total": 0, "free": 0, "pending": 0})["total"] += 1
+    return keys
+
+
 class TvmRpcDriver(Driver):
     def open(self) -> dict[str, Any]:
         conn = self.profile.connection
-        self.twin = None
         self.key = str(conn.get("key", self.profile.name))
-        address = conn.get("tracker") or self.running_twin()
+        address = conn.get("tracker")
         if not address:
-            if conn.get("simulator") != "tvm-rpc-local":
-                raise DeviceError(f"device {self.profile.name!r}: connection needs 'tracker' (HOST:PORT) "
-                                  "(or simulator: tvm-rpc-local)")
-            from hwnas_deploy.sim.rpc import RpcTwin
-
-            self.twin = RpcTwin(self.key).start()
-            address = self.twin.address
+            raise DeviceError(f"device {self.profile.name!r}: connection needs 'tracker' (HOST:PORT) "
+                              "(or simulator: tvm-rpc-local, started by hwnas_deploy.sim)")
         self.address = address
         self.target = str(self.profile.hardware.get("target", "host"))
         self.uploaded: set[str] = set()
@@ -71,8 +90,6 @@ class TvmRpcDriver(Driver):
 
     def _request(self) -> None:
         from tvm import rpc
-
-        from hwnas_deploy.sim.rpc import tracker_keys
 
         host, port = _split(self.address)
         try:
@@ -152,6 +169,3 @@ class TvmRpcDriver(Driver):
             except Exception:  # noqa: BLE001 - a session already gone has nothing left to clean
                 break
         self.remote = None
-        if getattr(self, "twin", None) is not None:
-            self.twin.stop()
-            self.twin = None

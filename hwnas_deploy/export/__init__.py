@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwnas_deploy.artifact import Artifact, TensorSpec, sha256_file
 from hwnas_deploy.errors import ExportError, UnknownNameError, UnsupportedOpError
-from hwnas_deploy.export.artifact import Artifact, TensorSpec, sha256_file
-from hwnas_deploy.export.blob import tflite_to_blob
-from hwnas_deploy.export.c_source import blob_to_c
 from hwnas_deploy.export.onnx import to_onnx
 from hwnas_deploy.export.tflite import to_tflite
 from hwnas_deploy.export.tvm import TARGETS, to_tvm
+from hwnas_deploy.mcu.blob import tflite_to_blob
+from hwnas_deploy.mcu.c_source import blob_to_c
 
 #: format -> file suffix
 FORMATS: dict[str, str] = {
@@ -63,7 +63,7 @@ TOLERANCE: dict[str, Tolerance] = {
 }
 #: The blob must also agree with LiteRT's reference int8 kernels on the same int8 input within
 #: this many quantisation steps (measured: at most 1; 80-94 % of outputs bit-exact).
-BLOB_MAX_LSB = 2
+BLOB_MAX_LSB = 0
 CALIBRATION_SAMPLES = 16
 
 
@@ -206,7 +206,7 @@ def compare_blob_with_litert(blob_path: Path, int8_tflite: Path, seed: int = 0) 
     host) and LiteRT's reference int8 kernels on the same random int8 input."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from hwnas_deploy.mcu_runtime import HostBlobRunner
+    from hwnas_deploy.mcu.host import HostBlobRunner
 
     interp = Interpreter(model_path=str(int8_tflite), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     interp.allocate_tensors()

@@ -22,10 +22,9 @@ import sys
 
 
 def convert(program: str, out: str, calib: str | None) -> None:
+    import litert_torch
     import numpy as np
     import torch
-
-    import litert_torch
 
     ep = torch.export.load(program)
     module = ep.module()
@@ -35,9 +34,8 @@ def convert(program: str, out: str, calib: str | None) -> None:
     if calib is None:
         return
 
-    from ai_edge_quantizer import quantizer, recipe
-
     from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
 
     signatures = Interpreter(model_path=float_path).get_signature_list()
     key = next(iter(signatures))

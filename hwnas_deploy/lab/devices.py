@@ -18,15 +18,14 @@ from typing import Any
 
 import ray
 
-from hwnas_deploy.devices import DeviceProfile, DoesNotFitError, driver_for, load_profile
+from hwnas_deploy.artifact import Artifact
+from hwnas_deploy.devices import DeviceProfile, DoesNotFitError, load_profile
 from hwnas_deploy.errors import ConfigError, HwnasError
-from hwnas_deploy.export.artifact import Artifact
+from hwnas_deploy.sim.twins import ADDRESS_KEYS, twinned_driver
 
 NAMESPACE = "hwnas-lab"
 RESOURCE_PREFIX = "hwnas-device:"
 ACTOR_PREFIX = "device:"
-#: the connection key a `PROFILE@WHERE` spec sets, per device kind
-CONNECTION_KEYS = {"mcu-serial": "url", "android-adb": "serial", "tvm-rpc": "tracker"}
 
 
 @dataclass(frozen=True)
@@ -53,10 +52,10 @@ class DeviceSpec:
         prof = load_profile(name.strip())
         example = f"{prof.name}@{_EXAMPLE_WHERE.get(prof.kind, 'ADDRESS')}"
         twin = bool(prof.connection.get("simulator"))
-        if where and prof.kind not in CONNECTION_KEYS:
+        if where and prof.kind not in ADDRESS_KEYS:
             raise ConfigError(f"device {text!r}: a {prof.kind} device takes no '@' address "
-                              f"(kinds with one: {', '.join(CONNECTION_KEYS)})")
-        if not where and prof.kind != "server" and not twin and not prof.connection.get(CONNECTION_KEYS[prof.kind]):
+                              f"(kinds with one: {', '.join(ADDRESS_KEYS)})")
+        if not where and prof.kind != "server" and not twin and not prof.connection.get(ADDRESS_KEYS[prof.kind]):
             raise ConfigError(f"device {text!r}: say where it is attached, e.g. {example}")
         if count > 1 and prof.kind != "server" and not twin:
             raise ConfigError(f"device {text!r}: '*N' makes N twins (or N local-CPU workers); list each real "
@@ -67,7 +66,7 @@ class DeviceSpec:
         """The profile with this unit's address, or with a twin of its own."""
         conn = dict(self.profile.connection)
         if self.where:
-            conn[CONNECTION_KEYS[self.profile.kind]] = self.where
+            conn[ADDRESS_KEYS[self.profile.kind]] = self.where
         elif conn.get("simulator"):
             conn["twin"] = "private"
         return replace(self.profile, connection=conn)
@@ -116,7 +115,7 @@ class LabDevice:
         """Connect (start the twin); raises the driver's error if the device is not there."""
         if self.driver is not None:
             self.driver.close()
-        self.driver = driver_for(self.profile)
+        self.driver = twinned_driver(self.profile)
         try:
             self.facts = self.driver.open()
         except BaseException:
@@ -176,12 +175,7 @@ class LabDevice:
         """This actor's process and its twin's (tests and `lab down` use them)."""
         import os
 
-        pids = [os.getpid()]
-        for attr in ("board", "twin"):
-            proc = getattr(getattr(self.driver, attr, None), "process", None)
-            if proc is not None:
-                pids.append(proc.pid)
-        return pids
+        return [os.getpid(), *getattr(self.driver, "pids", [])]
 
 
 def actor_name(device_id: str) -> str:

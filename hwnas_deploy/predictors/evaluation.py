@@ -15,8 +15,8 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from hwnas_deploy.errors import PredictorError
-from hwnas_deploy.lut import LatencyLUT
 from hwnas_deploy.predictors.data import Dataset
+from hwnas_deploy.predictors.lut import LatencyLUT
 from hwnas_deploy.predictors.predictor import Predictor
 from hwnas_deploy.report.figures import new_figure, save_figure
 
@@ -157,3 +157,24 @@ def learning_curve_plot(curves: dict, path: str | Path) -> Path:
         ax.grid(alpha=0.3)
     a2.legend(fontsize=7)
     return save_figure(fig, path)
+
+
+def write_report(out_dir: str | Path, data: Dataset, evals: Sequence[Evaluation], seed: int,
+                 curves: dict | None = None) -> Path:
+    """report.json (held-out metrics per estimator, learning curves), scatter.png and
+    learning_curve.png in `out_dir`; returns the folder."""
+    import json
+
+    from hwnas_deploy.datafile import finite
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"space": data.space, "target": data.target, "source": data.source, "rows": len(data),
+              "seed": seed, "holdout": [{"estimator": e.estimator, "train": e.train_size, "test": e.test_size,
+                                        **e.metrics} for e in evals]}
+    scatter_plot(evals, out / "scatter.png", data.target)
+    if curves:
+        report["learning_curve"] = {e: {str(s): v for s, v in c.items()} for e, c in curves.items()}
+        learning_curve_plot(curves, out / "learning_curve.png")
+    (out / "report.json").write_text(json.dumps(finite(report), indent=1) + "\n")
+    return out

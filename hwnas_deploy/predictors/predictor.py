@@ -21,9 +21,9 @@ from threadpoolctl import threadpool_limits
 
 from hwnas_deploy import datafile
 from hwnas_deploy.errors import ConfigError, HwnasError, PredictorError
-from hwnas_deploy.lut import LatencyLUT
 from hwnas_deploy.predictors.estimators import estimator_spec, resolve_params
 from hwnas_deploy.predictors.features import FEATURE_SETS, featurize
+from hwnas_deploy.predictors.lut import LatencyLUT
 from hwnas_deploy.spaces import get_space
 
 FORMAT = "hwnas-predictor"

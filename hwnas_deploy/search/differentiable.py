@@ -56,7 +56,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from hwnas_deploy.errors import ConfigError
-from hwnas_deploy.lut import LatencyLUT
+from hwnas_deploy.predictors.lut import LatencyLUT
 from hwnas_deploy.spaces.mobilenet import MAX_DEPTH, N_STAGES
 from hwnas_deploy.supernet.elastic import space_for
 
@@ -502,7 +502,7 @@ def ensure_lut(device: str, runtime: str, space: str, resolution: int, width: fl
                progress: bool = True) -> LatencyLUT:
     """The LUT at `path` with every block the run can choose measured on the device (only the
     missing ones are measured: a LUT of the space already there is extended)."""
-    from hwnas_deploy.lut import build_lut
+    from hwnas_deploy.predictors.lut import build_lut
     from hwnas_deploy.spaces import get_space
 
     return build_lut(device, space, runtime, lut_configs(get_space(space), resolution, width), path,
@@ -545,17 +545,13 @@ def run_differentiable(settings: DifferentiableSettings, lut: str | Path, out_di
                    "measured": False},
                   {"name": "latency", "maximise": False, "spec": f"latency=lut:{lut}", "measured": False}]
     if device is not None:
-        from hwnas_deploy.devices import load_profile
         from hwnas_deploy.profiling import profile
-        from hwnas_deploy.store import MeasurementKey
 
-        sp, prof = get_space(settings.space), load_profile(device)
+        sp = get_space(settings.space)
         distinct = list({sp.config_hash(r["config"]): r["config"] for r in rows}.values())
-        profile(prof, sp, 0, runtime, store, configs=distinct, progress=progress)
+        report = profile(device, sp, 0, runtime, store, configs=distinct, progress=progress)
         for row in rows:
-            stored = store.latest(MeasurementKey(prof.name, sp.name, sp.config_hash(row["config"]), runtime,
-                                                 prof.threads, prof.batch))
-            row["measured_ms"] = stored["median_ms"] if stored else float("inf")
+            row["measured_ms"] = report.median_ms(sp.config_hash(row["config"]))
         objectives.append({"name": "measured_ms", "maximise": False, "spec": f"latency=measure:{device}/{runtime}",
                            "measured": True})
     for row in rows:

@@ -65,7 +65,7 @@ def _load_predictor(path: str):
 
 
 def _load_lut(path: str):
-    from hwnas_deploy.lut import LatencyLUT
+    from hwnas_deploy.predictors.lut import LatencyLUT
 
     return LatencyLUT.load(path)
 
@@ -81,19 +81,13 @@ def measured(space: SearchSpace, device: str, runtime: str, store,
     whose measurement failed, is infinitely slow."""
     from hwnas_deploy.devices import load_profile
     from hwnas_deploy.profiling import profile
-    from hwnas_deploy.store import MeasurementKey
 
     prof = load_profile(device)
     prof.require_runtime(runtime)
 
     def evaluate(configs: Sequence[dict]) -> np.ndarray:
-        profile(prof, space, 0, runtime, store, configs=list(configs), progress=False, lab=lab)
-        out = []
-        for cfg in configs:
-            key = MeasurementKey(prof.name, space.name, space.config_hash(cfg), runtime, prof.threads, prof.batch)
-            row = store.latest(key)
-            out.append(row["median_ms"] if row else float("inf"))
-        return np.asarray(out)
+        report = profile(prof, space, 0, runtime, store, configs=list(configs), progress=False, lab=lab)
+        return np.asarray([report.median_ms(space.config_hash(c)) for c in configs])
 
     return evaluate
 

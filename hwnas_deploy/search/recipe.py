@@ -112,6 +112,12 @@ class Recipe:
                                   next(f.type for f in dataclasses.fields(self) if f.name == key))
         return dataclasses.replace(self, **changes)
 
+    @property
+    def measures(self) -> bool:
+        """Whether running it measures on a device (an objective or the pruning's LUT spec says
+        `=measure`): such a run needs a store."""
+        return any("=measure" in o for o in self.objectives) or "=measure" in (self.prune or "")
+
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}
 

@@ -29,7 +29,7 @@ from hwnas_deploy.errors import ConfigError
 from hwnas_deploy.spaces import SearchSpace
 
 if TYPE_CHECKING:
-    from hwnas_deploy.lut import LatencyLUT
+    from hwnas_deploy.predictors.lut import LatencyLUT
 
 
 def _gene_choices(space: SearchSpace) -> list[int]:

@@ -144,7 +144,6 @@ def deploy_picked(run: str | Path, how: str | int, device: str, runtime: str, st
     from hwnas_deploy.devices import load_profile
     from hwnas_deploy.profiling import profile
     from hwnas_deploy.spaces import get_space
-    from hwnas_deploy.store import MeasurementKey
 
     front = load_front(run)
     sp = get_space(front.space)
@@ -158,10 +157,13 @@ def deploy_picked(run: str | Path, how: str | int, device: str, runtime: str, st
     for i, cfg in zip(indices, picked, strict=True):
         h = sp.config_hash(cfg)
         row = {"index": i, "config_hash": h, **{n: front.front[i][n] for n in front.names}}
-        stored = store.latest(MeasurementKey(prof.name, sp.name, h, runtime, prof.threads, prof.batch))
-        if stored is not None:
-            row.update(median_ms=stored["median_ms"], output_check=(stored.get("details") or {}).get("output_check"))
+        result = report.results[h]
+        if result.rounds_ms:
+            check = result.details.get("output_check") or {}
+            row.update(median_ms=result.median_ms, output_check=check or None)
+            if "identical_to_host_kernels" in check:  # the board's output vs the host build's, bit for bit
+                row["check"] = "bit-exact" if check["identical_to_host_kernels"] else "differs"
         else:
-            row["error"] = report.failed.get(h) or report.unfit.get(h) or "not measured"
+            row["error"] = result.reason or "not measured"
         rows.append(row)
     return rows

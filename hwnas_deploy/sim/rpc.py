@@ -10,38 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from hwnas_deploy.devices.tvm_rpc import tracker_keys
 from hwnas_deploy.errors import DeviceError
 from hwnas_deploy.sim.ports import free_port
-
-
-def tracker_keys(host: str, port: int, wait_s: float = 5.0) -> dict[str, dict]:
-    """key -> {"total": servers registered, "free": n, "pending": requests waiting}. A tracker
-    that refuses connections for `wait_s` is an OSError (TVM's own client retries for 60 s)."""
-    from tvm import rpc
-
-    deadline = time.monotonic() + wait_s
-    while True:  # a restarting tracker gets a few seconds; an absent one fails fast
-        try:
-            socket.create_connection((host, port), timeout=5).close()
-            break
-        except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-    summary = rpc.connect_tracker(host, port).summary()
-    keys = {k: {"total": 0, "free": v.get("free", 0), "pending": v.get("pending", 0)}
-            for k, v in summary.get("queue_info", {}).items()}
-    for server in summary.get("server_info", []):
-        key = str(server.get("key", "")).partition(":")[2]  # "server:KEY"
-        keys.setdefault(key, {"total": 0, "free": 0, "pending": 0})["total"] += 1
-    return keys
 
 
 class RpcTwin:

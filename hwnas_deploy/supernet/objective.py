@@ -21,7 +21,7 @@ from hwnas_deploy.errors import ConfigError
 class SupernetAccuracy:
     def __init__(self, checkpoint: str | Path, store=None, split: str = "val", calib_images: int = 256,
                  device: str = "cpu"):
-        from hwnas_deploy.export.artifact import sha256_file
+        from hwnas_deploy.artifact import sha256_file
 
         self.checkpoint = Path(checkpoint)
         if not self.checkpoint.is_file():

@@ -447,7 +447,9 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
                 constant(w, (1, 1, n_out, n_in), INT8),
                 constant(const(ins[2]), (1, 1, 1, n_out), INT32) if len(ins) > 2 and ins[2] >= 0 else NO_TENSOR,
             ]
-            p[:4] = [act_min, act_max, int32_array(mults), int32_array(shifts)]
+            # LiteRT requantises a per-channel FULLY_CONNECTED with one rounding, a per-tensor one
+            # with two (as convolutions): the flag tells the firmware which (bit-exact either way)
+            p[:5] = [act_min, act_max, int32_array(mults), int32_array(shifts), int(np.size(w_scale) > 1)]
         elif name == "PAD":
             pads = const(ins[1]).reshape(-1, 2)
             if pads[0].any() or pads[3].any():

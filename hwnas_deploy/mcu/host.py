@@ -10,13 +10,12 @@ from __future__ import annotations
 import ctypes
 import subprocess
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
 from hwnas_deploy.errors import DeviceError, ExportError
+from hwnas_deploy.mcu.firmware import FIRMWARE_DIR
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
 _MODEL_STRUCT_BYTES = 128  # >= sizeof(hw_model_t) on any 64-bit host
 
 
@@ -43,7 +42,7 @@ class HostBlobRunner:
     blob), the same type out."""
 
     def __init__(self, blob: bytes):
-        from hwnas_deploy.export.blob import FLOAT32, HEADER, TENSOR
+        from hwnas_deploy.mcu.blob import FLOAT32, HEADER, TENSOR
 
         self.lib = host_library()
         self.blob = ctypes.create_string_buffer(bytes(blob), len(blob))
@@ -61,7 +60,7 @@ class HostBlobRunner:
     def invoke(self, x_nhwc: np.ndarray, out_size: int, kernels: str = "optimised") -> np.ndarray:
         """Run once on `x_nhwc` (int8 or float32, as the blob's input) and return `out_size`
         outputs of the same type; `kernels` picks the int8 kernel set as on the board."""
-        from hwnas_deploy.devices.mcu_link import kernel_set
+        from hwnas_deploy.mcu.link import kernel_set
 
         x = np.ascontiguousarray(x_nhwc, dtype=self.dtype)
         self.lib.hw_model_set_kernels(self.model, kernel_set(kernels))

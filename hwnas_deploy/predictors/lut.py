@@ -14,6 +14,8 @@ block, so an interrupted build resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnas_deploy import datafile
-from hwnas_deploy.errors import HwnasError, PredictorError
+from hwnas_deploy.errors import PredictorError
 from hwnas_deploy.spaces import get_space
 
 FORMAT = "hwnas-latency-lut"
@@ -98,6 +100,39 @@ class LatencyLUT:
             raise PredictorError(f"{where}: malformed LUT ({exc!r})") from None
 
 
+class _BlockModel:
+    """Builds one block with seeded random weights and its example input (picklable, for a lab)."""
+
+    def __init__(self, block, seed: int):
+        self.block, self.seed = block, seed
+
+    def __call__(self):
+        import torch
+
+        from hwnas_deploy.spaces.blocks import init_weights
+
+        torch.manual_seed(self.seed)
+        model = self.block.build().eval()
+        init_weights(model)
+        b = self.block
+        return model, torch.randn(1, b.cin, b.in_hw, b.in_hw)
+
+
+def block_networks(space: str, configs: Sequence[dict]) -> dict[str, object]:
+    """{block key: a measurable network of that block alone} over the blocks of `configs`."""
+    from hwnas_deploy.measurement import ModuleNetwork
+
+    sp = get_space(space)
+    out: dict[str, object] = {}
+    for cfg in configs:
+        for b in sp.blocks(cfg):
+            key = b.key()
+            if key not in out:
+                seed = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
+                out[key] = ModuleNetwork(f"{sp.name}-block", {"block": key}, _BlockModel(b, seed))
+    return out
+
+
 def build_lut(
     device: str,
     space: str,
@@ -110,67 +145,47 @@ def build_lut(
     progress: bool = True,
     on_block: Callable[[str, float], None] | None = None,
 ) -> LatencyLUT:
-    """Measure every block of `configs` not yet in the table at `path` (created if absent)."""
-    import torch
-    from tqdm import tqdm
+    """Measure every block of `configs` not yet in the table at `path` (created if absent),
+    through the measurement layer; the table is saved after every block."""
+    from hwnas_deploy.measurement import Measurer
 
-    from hwnas_deploy.devices import driver_for, load_profile
-    from hwnas_deploy.export import export_model
-    from hwnas_deploy.runtimes import runtime_info
-    from hwnas_deploy.spaces.blocks import init_weights
-
-    prof = load_profile(device)
     sp = get_space(space)
-    info = runtime_info(runtime)
-    prof.require_runtime(runtime)
-    threads, batch = threads or prof.threads, batch or prof.batch
-    path = Path(path)
-    if path.exists():
-        lut = LatencyLUT.load(path)
-        if (lut.space, lut.device, lut.runtime, lut.threads, lut.batch) != (sp.name, prof.name, runtime, threads, batch):
-            raise PredictorError(f"{path} is the LUT of {lut.space} on {lut.device}/{lut.runtime} ({lut.threads}t, "
-                                 f"b{lut.batch}); choose another --out for {sp.name} on {prof.name}/{runtime}")
-    else:
-        lut = LatencyLUT(sp.name, prof.name, runtime, threads, batch)
-    blocks = {}
-    for cfg in configs:
-        for b in sp.blocks(cfg):
-            blocks.setdefault(b.key(), b)
-    todo = [(k, b) for k, b in blocks.items() if k not in lut.entries]
-    if not todo:
-        return lut
-    driver = driver_for(prof)
-    driver.open()
-    bar = tqdm(total=len(blocks), initial=len(blocks) - len(todo), disable=not progress, unit="block",
-               desc=f"LUT {prof.name}")
-    try:
-        with tempfile.TemporaryDirectory(prefix="hwnas-lut-") as tmp:
-            for n, (key, block) in enumerate(todo):
-                torch.manual_seed(n)
-                model = block.build().eval()
-                init_weights(model)
-                example = torch.randn(batch, block.cin, block.in_hw, block.in_hw)
-                try:
-                    art = export_model(model, example, info.format, Path(tmp) / f"block{n}{_suffix(info.format)}",
-                                       space=sp.name)
-                    summary = driver.measure(driver.deploy(art, threads), prof.settings)
-                except HwnasError as exc:
-                    raise PredictorError(f"block {key}: {exc}") from None
-                lut.entries[key] = summary.median_ms
-                lut.save(path)
-                if on_block is not None:
-                    on_block(key, summary.median_ms)
-                bar.update(1)
-    finally:
-        bar.close()
-        driver.close()
+    with Measurer(device, None, artifacts_dir=tempfile.mkdtemp(prefix="hwnas-lut-"), progress=progress) as m:
+        plan = m.plan(runtime, threads, batch)
+        path = Path(path)
+        if path.exists():
+            lut = LatencyLUT.load(path)
+            if (lut.space, lut.device, lut.runtime, lut.threads, lut.batch) != (
+                    sp.name, plan.device.name, runtime, plan.threads, plan.batch):
+                raise PredictorError(f"{path} is the LUT of {lut.space} on {lut.device}/{lut.runtime} "
+                                     f"({lut.threads}t, b{lut.batch}); choose another --out for {sp.name} on "
+                                     f"{plan.device.name}/{runtime}")
+        else:
+            lut = LatencyLUT(sp.name, plan.device.name, runtime, plan.threads, plan.batch)
+        blocks = block_networks(sp.name, configs)
+        keys = {net.config_hash: key for key, net in blocks.items()}
+        todo = [net for key, net in blocks.items() if key not in lut.entries]
+        if not todo:
+            return lut
+
+        def measured(net, summary: dict) -> None:
+            lut.entries[keys[net.config_hash]] = summary["median_ms"]
+            lut.save(path)
+            if on_block is not None:
+                on_block(keys[net.config_hash], summary["median_ms"])
+
+        try:
+            report = m.measure(todo, runtime, threads=plan.threads, batch=plan.batch, on_measured=measured)
+        finally:
+            shutil.rmtree(m.artifacts_dir, ignore_errors=True)
+    problems = {**report.failed, **report.unfit}
+    if problems:
+        h, why = next(iter(problems.items()))
+        raise PredictorError(f"block {keys[h]}: {why} ({len(problems)} of {len(todo)} blocks not measured; the "
+                             f"{len(lut.entries)} measured are in {path})")
+    if report.interrupted:
+        raise KeyboardInterrupt
     return lut
-
-
-def _suffix(fmt: str) -> str:
-    from hwnas_deploy.export import FORMATS
-
-    return FORMATS[fmt]
 
 
 def compare(lut: LatencyLUT, configs: Sequence[dict], measured_ms: Sequence[float]) -> dict[str, dict[str, float]]:
@@ -180,3 +195,20 @@ def compare(lut: LatencyLUT, configs: Sequence[dict], measured_ms: Sequence[floa
     raw = lut.block_sum(configs)
     return {"block_sum": metrics(measured_ms, raw), "calibrated": metrics(measured_ms, lut.predict(configs)),
             "mean_sum_over_measured": {"ratio": float(np.mean(raw / np.asarray(measured_ms)))}}
+
+
+def calibrate_and_compare(lut: LatencyLUT, store, n_calibrate: int = 10, *, slope: bool = False,
+                          seed: int = 0) -> dict:
+    """Calibrate `lut` on `n_calibrate` of the store's whole-network measurements on its device and
+    runtime (drawn from `seed`) and `compare` on the others; the report also says how many of each."""
+    from hwnas_deploy.predictors.data import from_store
+
+    data = from_store(store, lut.device, lut.space, lut.runtime, lut.threads, lut.batch)
+    keep = [i for i, c in enumerate(data.configs) if not lut.missing([c])]
+    if len(keep) < n_calibrate + 3:
+        raise PredictorError(f"only {len(keep)} measured networks are fully covered by the LUT; need "
+                             f"{n_calibrate + 3} (build it over the measured configs with --configs)")
+    order = np.random.default_rng(seed).permutation(keep)
+    cal, test = data.subset(order[:n_calibrate]), data.subset(order[n_calibrate:])
+    lut.calibrate(cal.configs, cal.y, slope=slope)
+    return {**compare(lut, test.configs, test.y), "calibrated_on": len(cal), "compared_on": len(test)}

@@ -64,6 +64,18 @@ def encode_frame(cmd: int, seq: int, payload: bytes = b"") -> bytes:
     return SOF + body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
 
 
+ICOUNT_SHIFT = 7
+TIMER_NS = 40
+
+
+def ticks_to_instructions(ticks: int, shift: int = ICOUNT_SHIFT) -> float:
+    """Timer ticks (40 ns) to executed instructions (2^shift ns each). A count read at tick
+    granularity is off by less than one tick at each end; once an instruction spans two ticks or
+    more (shift >= 7), rounding recovers the exact number of instructions."""
+    n = ticks * TIMER_NS / (1 << shift)
+    return float(round(n)) if (1 << shift) >= 2 * TIMER_NS else n
+
+
 @dataclass
 class Frame:
     cmd: int

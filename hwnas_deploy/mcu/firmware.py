@@ -1,0 +1,53 @@
+"""The firmware's sources, built for a board (arm-none-eabi-gcc) and written to it.
+
+One place knows where the sources are (`FIRMWARE_DIR`); the host build of the same kernels is
+`mcu.host`'s, the QEMU board that runs the ELF is `sim.qemu`'s.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from hwnas_deploy.errors import DeviceError
+
+FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
+QEMU_BOARD = "qemu-mps2-an500"
+
+
+def build_firmware(board: str = QEMU_BOARD, model_c: str | Path | None = None) -> Path:
+    """make -C firmware BOARD=board [MODEL_C=...]; returns the ELF (rebuilt only when sources
+    changed). With `model_c` (from `hwnas export --format c`) the model is built in."""
+    if shutil.which("arm-none-eabi-gcc") is None:
+        raise DeviceError("building the firmware needs arm-none-eabi-gcc (run tools/setup.sh)")
+    if not (FIRMWARE_DIR / "boards" / board).is_dir():
+        known = sorted(p.name for p in (FIRMWARE_DIR / "boards").iterdir() if (p / "board.mk").exists())
+        raise DeviceError(f"unknown board {board!r}; known: {', '.join(known)}")
+    cmd = ["make", "-s", "-C", str(FIRMWARE_DIR), f"BOARD={board}"]
+    if model_c is not None:
+        cmd.append(f"MODEL_C={Path(model_c).resolve()}")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DeviceError(f"firmware build for {board} failed:\n{proc.stderr.strip()[-3000:]}")
+    return FIRMWARE_DIR / "build" / (board + ("-builtin" if model_c else "")) / "firmware.elf"
+
+
+def flash_firmware(board: str) -> str:
+    """Write the firmware to a board attached over ST-LINK (st-flash, else pyocd). QEMU boards
+    are "flashed" by starting them with the ELF (`hwnas sim start`)."""
+    if board == QEMU_BOARD:
+        return "QEMU boards run the ELF directly: hwnas sim start qemu-m7"
+    elf = build_firmware(board)
+    binary = elf.with_suffix(".bin")
+    subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", str(elf), str(binary)], check=True)
+    if shutil.which("st-flash"):
+        cmd = ["st-flash", "--reset", "write", str(binary), "0x08000000"]
+    elif shutil.which("pyocd"):
+        cmd = ["pyocd", "flash", "--format", "elf", str(elf)]
+    else:
+        raise DeviceError("flashing needs st-flash (apt-get install stlink-tools) or pyocd (pip install pyocd)")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DeviceError(f"{cmd[0]} failed for {board}: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+    return f"flashed {board} with {cmd[0]}"

@@ -1,0 +1,83 @@
+"""Executors take a plan's jobs and give back outcomes; they never touch the store.
+
+`InProcess` drives one device from this process (its driver opened on the first job and kept
+until `close`). A lab's executor (`hwnas_deploy.lab.LabExecutor`) fans the same jobs out over
+many devices; the loop in `measurement.loop` treats both alike.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+
+from hwnas_deploy.devices import DoesNotFitError
+from hwnas_deploy.errors import HwnasError
+from hwnas_deploy.measurement.plan import Job, Outcome, Plan
+from hwnas_deploy.sim.twins import twinned_driver
+
+
+class Executor(ABC):
+    """Takes jobs, yields one `Outcome` per job it took (`settled(job)`: skip it, an earlier
+    round already gave up on its network); `note` takes what went wrong where (a device lost, a
+    retry), for the report and the user."""
+
+    @abstractmethod
+    def run(self, plan: Plan, jobs: list[Job], settled: Callable[[Job], bool],
+            note: Callable[[str], None]) -> Iterator[Outcome]: ...
+
+    def close(self) -> None:
+        """Release what the executor holds (a driver, a twin)."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class InProcess(Executor):
+    """One device, driven from this process."""
+
+    def __init__(self):
+        self.driver = None
+        self.device: str | None = None
+        self.facts: dict = {}
+
+    def _open(self, plan: Plan):
+        if self.driver is not None and self.device != plan.device.name:
+            self.close()
+        if self.driver is None:
+            driver = twinned_driver(plan.device)
+            try:
+                self.facts = driver.open()
+            except BaseException:
+                driver.close()  # a twin started before the failure must not outlive it
+                raise
+            self.driver, self.device = driver, plan.device.name
+        return self.driver
+
+    def run(self, plan: Plan, jobs: list[Job], settled: Callable[[Job], bool],
+            note: Callable[[str], None]) -> Iterator[Outcome]:
+        for job in jobs:
+            if settled(job):
+                continue
+            driver = self._open(plan)  # a device that does not open ends the run, named
+            out = Outcome(job)
+            try:
+                out.artifact = plan.export(job)
+                out.started = time.time()
+                out.summary = plan.run(driver, out.artifact)
+                out.env = {"device": self.facts}
+            except DoesNotFitError as exc:
+                out.unfit = (exc.reason, exc.details)
+            except HwnasError as exc:
+                out.error = str(exc)
+            out.finished = time.time()
+            out.started = out.started or out.finished
+            yield out
+
+    def close(self) -> None:
+        if self.driver is not None:
+            driver, self.driver = self.driver, None
+            driver.close()
+
+    def describe(self) -> str:
+        return "this process"

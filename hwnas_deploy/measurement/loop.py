@@ -1,0 +1,218 @@
+"""The one measurement loop: plan -> (executor: export, deploy, measure) -> record -> return.
+
+    with Measurer("qemu-m7", store) as m:
+        report = m.measure([SubNetwork("mcu-mbnet", cfg), ...], "firmware")
+        report.median_ms(net)          # what was measured now, or what the store already had
+
+The store is the record and the cache: what it holds for a key is not measured again (unless
+`force`), every outcome is written as it arrives (a crash loses at most the measurements in
+flight), and the report carries the measurements themselves, so no caller rebuilds a store key.
+Without a store (`store=None`) nothing is skipped or recorded: the report is the only record.
+
+`rounds` > 1 measures every network that many times, one round over all of them after the
+other, so slow drifts of the host fall on every network alike; `median_ms` is then the median
+over the rounds.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from hwnas_deploy.devices import DeviceProfile, load_profile
+from hwnas_deploy.errors import ConfigError
+from hwnas_deploy.export import Artifact
+from hwnas_deploy.measurement.executor import Executor, InProcess
+from hwnas_deploy.measurement.network import Network
+from hwnas_deploy.measurement.plan import Job, Outcome, Plan, default_artifacts_dir
+from hwnas_deploy.runtimes import runtime_info
+from hwnas_deploy.store import MeasurementKey, Store
+
+
+@dataclass
+class Measurement:
+    """A network's latency on one device/runtime: the rounds measured now and those stored."""
+
+    key: MeasurementKey
+    status: str = "pending"  # measured | stored | unfit | failed | pending (interrupted)
+    rounds_ms: list[float] = field(default_factory=list)  # the median of each round, oldest first
+    details: dict[str, Any] = field(default_factory=dict)  # the newest round's (per-layer counts, checks)
+    reason: str | None = None  # why unfit / failed
+    wall_s: float | None = None  # wall time of the newest deploy + measure taken now
+    artifact: Artifact | None = None  # what was measured now
+
+    @property
+    def median_ms(self) -> float:
+        """The median over rounds; infinite for a network the device cannot hold or that failed."""
+        return float(statistics.median(self.rounds_ms)) if self.rounds_ms else math.inf
+
+
+@dataclass
+class Report:
+    planned: int
+    results: dict[str, Measurement] = field(default_factory=dict)  # config hash -> its measurement
+    measured: list[str] = field(default_factory=list)  # one entry per round taken now
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    unfit: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False
+    #: measurements per device, (device, network, start, end) per measurement, what went wrong where
+    devices: dict[str, int] = field(default_factory=dict)
+    timeline: list[tuple[str, str, float, float]] = field(default_factory=list)
+    lab_events: list[str] = field(default_factory=list)
+
+    def median_ms(self, network: Network | str) -> float:
+        h = network if isinstance(network, str) else network.config_hash
+        return self.results[h].median_ms if h in self.results else math.inf
+
+    def line(self) -> str:
+        runs = len(self.measured)
+        nets = len(set(self.measured))
+        text = f"measured {nets}" + (f" ({runs} runs)" if runs != nets else "")
+        text += f", already stored {len(self.skipped)}, failed {len(self.failed)}"
+        if self.unfit:
+            text += f", does not fit {len(self.unfit)}"
+        return text + (f" of {self.planned} (interrupted)" if self.interrupted else f" of {self.planned}")
+
+
+class Measurer:
+    """Measures networks on one device through an executor (this process by default), recording
+    into `store`. A context manager: `close()` releases the device (and stops a twin it started)."""
+
+    def __init__(self, device: str | DeviceProfile, store: Store | None = None, *,
+                 executor: Executor | None = None, artifacts_dir: str | Path | None = None,
+                 progress: bool = True):
+        self.device = device if isinstance(device, DeviceProfile) else load_profile(device)
+        self.store = store
+        self.executor = executor or InProcess()
+        self.artifacts_dir = Path(artifacts_dir) if artifacts_dir else default_artifacts_dir(store)
+        self.progress = progress
+
+    def plan(self, runtime: str, threads: int | None = None, batch: int | None = None) -> Plan:
+        runtime_info(runtime)  # an unknown runtime is named as such before the device's list is
+        self.device.require_runtime(runtime)
+        return Plan(self.device, runtime, threads or self.device.threads, batch or self.device.batch,
+                    self.artifacts_dir)
+
+    def measure(self, networks: Sequence[Network], runtime: str, *, threads: int | None = None,
+                batch: int | None = None, rounds: int = 1, force: bool = False,
+                on_measured: Callable[[Network, dict], None] | None = None) -> Report:
+        if rounds < 1:
+            raise ConfigError(f"rounds (--rounds) must be at least 1, got {rounds}")
+        plan = self.plan(runtime, threads, batch)
+        unique = list({n.config_hash: n for n in networks}.values())
+        report = Report(planned=len(unique))
+        todo = self._todo(plan, unique, report, rounds, force)
+        if not todo:
+            return report
+        bar = tqdm(total=len(todo), disable=not self.progress, unit="run",
+                   desc=f"{self.device.name} ({self.executor.describe()})")
+
+        def settled(job: Job) -> bool:  # an earlier round said it does not fit or failed
+            if job.name in report.unfit or job.name in report.failed:
+                bar.update(1)
+                return True
+            return False
+
+        def note(text: str) -> None:
+            report.lab_events.append(text)
+            bar.write(text)
+
+        try:
+            for out in self.executor.run(plan, todo, settled, note):
+                self._record(plan, out, report, bar)
+                if out.summary is not None and on_measured is not None:
+                    on_measured(out.job.network, out.summary.to_dict())
+                bar.set_postfix_str(out.job.name)
+                bar.update(1)
+        except KeyboardInterrupt:
+            report.interrupted = True
+        finally:
+            bar.close()
+        return report
+
+    def _todo(self, plan: Plan, networks: list[Network], report: Report, rounds: int, force: bool) -> list[Job]:
+        """The jobs still to take, round after round; what the store has fills `report` first."""
+        per_key = []
+        for net in networks:
+            key = plan.key(net)
+            result = report.results[net.config_hash] = Measurement(key)
+            have = 0
+            if self.store is not None and not force:
+                unfit = self.store.unfit_record(key)
+                if unfit is not None:
+                    result.status, result.reason = "unfit", unfit["reason"]
+                    report.unfit[key.config_hash] = unfit["reason"]
+                    report.skipped.append(key.config_hash)
+                    continue
+                rows = self.store.measurements(**_where(key), latest_only=False)
+                have = len(rows)
+                if rows:
+                    result.status = "stored"
+                    result.rounds_ms = [r["median_ms"] for r in reversed(rows)]
+                    result.details = rows[0]["details"]
+                if have >= rounds:
+                    report.skipped.append(key.config_hash)
+            per_key.append((Job(key, net), have))
+        return [job for r in range(rounds) for job, have in per_key if have <= r]
+
+    def _record(self, plan: Plan, out: Outcome, report: Report, bar) -> None:
+        job, net = out.job, out.job.network
+        result = report.results[job.name]
+        result.wall_s = out.finished - out.started
+        result.artifact = out.artifact or result.artifact
+        if out.summary is not None:
+            if self.store is not None:
+                env = {**out.env, "runtime": plan.runtime}
+                self.store.add_measurement(job.key, out.summary, device_kind=plan.device.kind,
+                                           device_profile=plan.device.to_dict(), config=net.config, macs=net.macs,
+                                           params=net.params, artifact=out.artifact, env=env)
+            if result.status != "measured":  # a forced or further round replaces nothing stored
+                result.status = "measured"
+            result.rounds_ms.append(out.summary.median_ms)
+            result.details = out.summary.details
+            report.measured.append(job.name)
+            if out.device is not None:
+                report.devices[out.device] = report.devices.get(out.device, 0) + 1
+                report.timeline.append((out.device, job.name, out.started, out.finished))
+        elif out.unfit is not None:
+            reason, details = out.unfit
+            if self.store is not None:
+                self.store.add_unfit(job.key, reason, details, device_kind=plan.device.kind,
+                                     device_profile=plan.device.to_dict(), config=net.config, macs=net.macs,
+                                     params=net.params)
+            result.status, result.reason, result.rounds_ms = "unfit", reason, []
+            report.unfit[job.name] = reason
+        else:
+            result.status, result.reason = "failed", out.error  # rounds stored earlier still count
+            report.failed[job.name] = out.error or "failed"
+            if out.device is None:  # an executor with devices of its own has noted it
+                bar.write(f"{job.name}: {out.error}")
+
+    def close(self) -> None:
+        self.executor.close()
+
+    def __enter__(self) -> Measurer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _where(key: MeasurementKey) -> dict:
+    return {"device": key.device, "space": key.space, "runtime": key.runtime, "threads": key.threads,
+            "batch": key.batch, "config_hash": key.config_hash}
+
+
+def measure(device: str | DeviceProfile, networks: Sequence[Network], runtime: str, store: Store | None = None,
+            *, executor: Executor | None = None, artifacts_dir: str | Path | None = None, progress: bool = True,
+            **options) -> Report:
+    """One call: open the device, measure `networks`, release it (see `Measurer.measure`)."""
+    with Measurer(device, store, executor=executor, artifacts_dir=artifacts_dir, progress=progress) as m:
+        return m.measure(networks, runtime, **options)

@@ -1,0 +1,159 @@
+"""Simulated twins behind the addresses drivers connect to.
+
+A profile whose `connection` names a `simulator` and no address is resolved here, in one place:
+to the twin `hwnas sim start` left running for it (unless `twin: private`), or to a twin started
+for this one use (QEMU board, adb daemon, TVM RPC tracker + server). The driver then sees only an
+address (a serial URL, an adb serial, a tracker), exactly as for a real device, and never imports
+a twin. `twinned_driver(profile)` is the driver with its twin's lifetime attached: the twin starts
+on `open()` and stops on `close()`, also when opening fails.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from hwnas_deploy.devices import DeviceProfile, Driver, driver_for
+from hwnas_deploy.errors import DeviceError
+
+#: the connection key holding a device's address, per device kind
+ADDRESS_KEYS = {"mcu-serial": "url", "android-adb": "serial", "tvm-rpc": "tracker"}
+
+
+@dataclass
+class Twin:
+    """A started twin: where to reach it, what to add to the connection, how to stop it."""
+
+    address: str
+    stop: Callable[[], None]
+    connection: dict[str, Any] = field(default_factory=dict)
+    pids: list[int] = field(default_factory=list)
+
+
+def _qemu(profile: DeviceProfile, owned: bool) -> Twin:
+    from hwnas_deploy.sim.qemu import QemuBoard
+
+    board = QemuBoard(owned=owned).start()
+    return Twin(board.url, board.stop, {"icount_shift": board.shift}, [board.process.pid])
+
+
+def _adbd(profile: DeviceProfile, owned: bool) -> Twin:
+    from hwnas_deploy.sim.adbd import AdbTwin
+
+    root = tempfile.TemporaryDirectory(prefix="hwnas-adbd-")
+    try:
+        twin = AdbTwin(root.name, owned=owned).start()
+    except OSError as exc:
+        root.cleanup()
+        raise DeviceError(f"{profile.name}: {exc}") from None
+
+    def stop() -> None:
+        twin.stop()
+        root.cleanup()
+
+    # the driver ran `adb connect` to reach it: it disconnects on close (no offline entry left)
+    return Twin(twin.serial, stop, {"disconnect_on_close": True}, [twin.process.pid])
+
+
+def _rpc(profile: DeviceProfile, owned: bool) -> Twin:
+    from hwnas_deploy.sim.rpc import RpcTwin
+
+    twin = RpcTwin(str(profile.connection.get("key", profile.name))).start()
+    return Twin(twin.address, twin.stop, {}, [twin.tracker.pid, twin.server.pid])
+
+
+#: simulator name (a profile's `connection.simulator`) -> how to start one for private use
+SIMULATORS: dict[str, tuple[str, Callable[[DeviceProfile, bool], Twin]]] = {
+    "qemu-mps2-an500": ("mcu-serial", _qemu),
+    "adbd": ("android-adb", _adbd),
+    "tvm-rpc-local": ("tvm-rpc", _rpc),
+}
+
+
+def is_private(profile: DeviceProfile) -> bool:
+    """`connection.twin: private`: a twin of its own even when `hwnas sim start` left one running
+    (each lab device has one: two actors must not share one board)."""
+    return profile.connection.get("twin") == "private"
+
+
+def given_address(profile: DeviceProfile) -> str | None:
+    """The address the profile (or, for adb, $ANDROID_SERIAL) already gives."""
+    conn = profile.connection
+    address = conn.get(ADDRESS_KEYS.get(profile.kind, ""))
+    if not address and profile.kind == "android-adb" and not is_private(profile):
+        address = os.environ.get("ANDROID_SERIAL")
+    return address or None
+
+
+def resolve(profile: DeviceProfile) -> tuple[DeviceProfile, Twin | None]:
+    """The profile with an address to connect to, and the twin started for it (None when the
+    device is real, or its twin was started by `hwnas sim start`)."""
+    simulator = profile.connection.get("simulator")
+    if not simulator or given_address(profile):
+        return profile, None
+    if simulator not in SIMULATORS or SIMULATORS[simulator][0] != profile.kind:
+        allowed = ", ".join(f"{name} ({kind})" for name, (kind, _) in SIMULATORS.items())
+        raise DeviceError(f"device {profile.name!r}: connection.simulator {simulator!r} is not a twin of a "
+                          f"{profile.kind} device; twins: {allowed}")
+    key = ADDRESS_KEYS[profile.kind]
+    if not is_private(profile):
+        from hwnas_deploy.sim.registry import running
+
+        address = next((r["url"] for r in running() if r["device"] == profile.name), None)
+        if address:
+            return replace(profile, connection={**profile.connection, key: address}), None
+    twin = SIMULATORS[simulator][1](profile, is_private(profile))
+    return replace(profile, connection={**profile.connection, **twin.connection, key: twin.address}), twin
+
+
+class TwinnedDriver(Driver):
+    """A device's driver with the twin its address needs (if any) started on open, stopped on close."""
+
+    def __init__(self, profile: DeviceProfile):
+        super().__init__(profile)
+        self.driver: Driver | None = None
+        self.twin: Twin | None = None
+
+    def open(self) -> dict[str, Any]:
+        self.close()
+        resolved, self.twin = resolve(self.profile)
+        try:
+            self.driver = driver_for(resolved)
+            return self.driver.open()
+        except BaseException:
+            self.close()  # a twin started before the failure must not outlive it
+            raise
+
+    def deploy(self, artifact, threads: int):
+        return self.driver.deploy(artifact, threads)
+
+    def measure(self, handle, settings):
+        return self.driver.measure(handle, settings)
+
+    def __getattr__(self, name: str):  # the kind's own calls (infer, output checks, ...)
+        driver = self.__dict__.get("driver")
+        if driver is None:
+            raise AttributeError(name)
+        return getattr(driver, name)
+
+    @property
+    def pids(self) -> list[int]:
+        return list(self.twin.pids) if self.twin else []
+
+    def close(self) -> None:
+        driver, twin = self.driver, self.twin
+        self.driver = self.twin = None
+        try:
+            if driver is not None:
+                driver.close()
+        finally:
+            if twin is not None:
+                twin.stop()
+
+
+def twinned_driver(profile: DeviceProfile) -> Driver:
+    """The driver for `profile`, starting (and stopping) a twin where its connection needs one."""
+    return TwinnedDriver(profile) if profile.connection.get("simulator") else driver_for(profile)
