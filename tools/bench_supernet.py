@@ -31,8 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
-from hwnas_deploy.devices import driver_for, load_profile
-from hwnas_deploy.export import export_model
+from hwnas_deploy.measurement import Measurer, SubNetwork
 from hwnas_deploy.supernet import load_dataset, space_for
 from hwnas_deploy.supernet.objective import SupernetAccuracy
 from hwnas_deploy.supernet.standalone import train_standalone
@@ -106,17 +105,16 @@ def main(argv: list[str] | None = None) -> int:
 
     lat_path = out / "latency.jsonl"
     lat = _jsonl(lat_path)
-    if any(h not in lat for h in hashes):
-        prof = load_profile("local-cpu")
-        drv = driver_for(prof)
-        drv.open()
-        for cfg, h in zip(configs, hashes, strict=True):
-            if h in lat:
-                continue
-            model = space.build(cfg)
-            art = export_model(model, space.example_input(cfg), "onnx", out / "onnx" / f"{h}.onnx")
-            lat[h] = {"hash": h, "ms": drv.measure(drv.deploy(art, 1), prof.settings).median_ms}
-            _append(lat_path, lat[h])
+    todo = [SubNetwork(space, cfg) for cfg, h in zip(configs, hashes, strict=True) if h not in lat]
+    if todo:
+        def record(net, summary: dict) -> None:  # one line per network as it is measured: resumable
+            lat[net.config_hash] = {"hash": net.config_hash, "ms": summary["median_ms"]}
+            _append(lat_path, lat[net.config_hash])
+
+        with Measurer("local-cpu", artifacts_dir=out / "onnx", progress=False) as m:
+            report = m.measure(todo, "onnxruntime", threads=1, on_measured=record)
+        if report.failed:
+            raise SystemExit(f"latency: {report.failed}")
 
     reference = out / "reference.jsonl"
     reference.write_text("".join(json.dumps({"config": truth[h]["config"], "accuracy": truth[h]["val"],

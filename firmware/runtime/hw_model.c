@@ -235,8 +235,9 @@ static void run_op(hw_model_t *m, const hw_op_t *op) {
                 op->inputs[2] == HW_NO_TENSOR ? 0 : (const int32_t *)hw_tensor_data(m, op->inputs[2]);
             /* weights are [out, in] stored as dims (1, 1, out, in) */
             const int8_t *wd = (const int8_t *)hw_tensor_data(m, op->inputs[1]);
-            (p[4] ? hw_fully_connected_s8_single
-                  : m->kernels == HW_KERNELS_PORTABLE ? hw_fully_connected_s8 : hw_fully_connected_s8_opt)(
+            const int portable = m->kernels == HW_KERNELS_PORTABLE;
+            (p[4] ? (portable ? hw_fully_connected_s8_single : hw_fully_connected_s8_single_opt)
+                  : portable ? hw_fully_connected_s8 : hw_fully_connected_s8_opt)(
                 x, w->dims[3], in->zero_point, wd, bias, y, w->dims[2], out->zero_point, data_i32(m, p[2]),
                 data_i32(m, p[3]), p[0], p[1]);
             break;

@@ -10,6 +10,9 @@ typedef struct {
 } hw_shape_t;
 
 int32_t hw_requantize(int32_t acc, int32_t multiplier, int32_t shift);
+/* TFLite's single-rounding form (its 64-bit MultiplyByQuantizedMultiplier): (acc * m + 2^(30 -
+ * shift)) >> (31 - shift); LiteRT's reference per-channel FULLY_CONNECTED requantises this way. */
+int32_t hw_requantize_single(int32_t acc, int32_t multiplier, int32_t shift);
 
 /* A convolution's geometry and quantisation (NHWC activations, weights [O][KH][KW][I] for conv2d,
  * [1][KH][KW][C] for depthwise); the same for every kernel variant. */
@@ -52,6 +55,9 @@ void hw_depthwise_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, con
 void hw_fully_connected_s8_opt(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w, const int32_t *bias,
                                int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
                                int act_min, int act_max);
+void hw_fully_connected_s8_single_opt(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w,
+                                      const int32_t *bias, int8_t *out, int n_out, int32_t out_zp,
+                                      const int32_t *mult, const int32_t *shift, int act_min, int act_max);
 
 void hw_add_s8(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int8_t *out, int32_t out_zp,
                int n, int left_shift, int32_t a_mult, int32_t a_shift, int32_t b_mult, int32_t b_shift,
@@ -77,8 +83,7 @@ void hw_fully_connected_s8(const int8_t *in, int n_in, int32_t in_zp, const int8
                            int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
                            int act_min, int act_max);
 /* The same with TFLite's single-rounding requantisation, as LiteRT's reference kernel computes a
- * FULLY_CONNECTED whose weights have one scale per output channel (blob flag p[4]). Portable only:
- * both kernel sets run it. */
+ * FULLY_CONNECTED whose weights have one scale per output channel (blob flag p[4]). */
 void hw_fully_connected_s8_single(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w, const int32_t *bias,
                                   int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
                                   int act_min, int act_max);

@@ -154,7 +154,7 @@ void hw_fully_connected_s8(const int8_t *in, int n_in, int32_t in_zp, const int8
 /* TFLite's MultiplyByQuantizedMultiplier for a 64-bit product: one rounding, (x * m + 2^(s-1)) >> s
  * with s = 31 - shift, where hw_requantize rounds twice (gemmlowp's doubling high multiply, then a
  * rounding right shift). LiteRT's reference kernel takes this one for per-channel FULLY_CONNECTED. */
-static inline int32_t requantize_single(int32_t acc, int32_t multiplier, int32_t shift) {
+int32_t hw_requantize_single(int32_t acc, int32_t multiplier, int32_t shift) {
     const int total = 31 - shift;
     return (int32_t)(((int64_t)acc * multiplier + ((int64_t)1 << (total - 1))) >> total);
 }
@@ -167,7 +167,7 @@ void hw_fully_connected_s8_single(const int8_t *in, int n_in, int32_t in_zp, con
         int32_t acc = 0;
         for (int i = 0; i < n_in; i++) acc += (int32_t)f[i] * ((int32_t)in[i] - in_zp);
         if (bias) acc += bias[o];
-        out[o] = clamp_s8(requantize_single(acc, mult[o], shift[o]) + out_zp, act_min, act_max);
+        out[o] = clamp_s8(hw_requantize_single(acc, mult[o], shift[o]) + out_zp, act_min, act_max);
     }
 }
 

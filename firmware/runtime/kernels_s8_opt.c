@@ -885,3 +885,21 @@ void hw_fully_connected_s8_opt(const int8_t *in, int n_in, int32_t in_zp, const 
     }
     matmul_layer(in, 1, n_in, in_zp, w, n_out, bias, out, out_zp, mult, shift, act_min, act_max, mode);
 }
+
+/* Per-channel fully connected with TFLite's single rounding: two output channels per pass over the
+ * input (SMLAD pairs), then the 64-bit requantisation (SMULL and a shift; exact for every shift). */
+void hw_fully_connected_s8_single_opt(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w,
+                                      const int32_t *bias, int8_t *out, int n_out, int32_t out_zp,
+                                      const int32_t *mult, const int32_t *shift, int act_min, int act_max) {
+    const uint32_t nzp = hw_pack16x2(-in_zp);
+    for (int o = 0; o < n_out; o += 2) {
+        const int o1 = o + 1 < n_out ? o + 1 : o;
+        int32_t a[2] = {bias ? bias[o] : 0, bias ? bias[o1] : 0};
+        dot_1x2(in, w + o * n_in, (o1 - o) * n_in, n_in, nzp, a);
+        for (int k = 0; k < 2; k++) {
+            const int oc = k ? o1 : o;
+            int32_t r = hw_requantize_single(a[k], mult[oc], shift[oc]) + out_zp;
+            out[oc] = (int8_t)(r < act_min ? act_min : r > act_max ? act_max : r);
+        }
+    }
+}
