@@ -93,6 +93,16 @@ def _channel_multipliers(in_scale: float, w_scales: np.ndarray, out_scale: float
     return [m for m, _ in pairs], [sh for _, sh in pairs]
 
 
+def _mean_multiplier(in_scale: float, out_scale: float, count: int) -> tuple[int, int]:
+    """(multiplier, shift) of an int8 MEAN over `count` values as LiteRT's QuantizedMeanOrSum
+    builds it: in_scale / out_scale quantised, then 1 / count folded in by an integer division of
+    the multiplier (quantising in_scale / (out_scale * count) in double differs by one step on some
+    outputs when count is not a power of two)."""
+    mult, shift = quantize_multiplier(float(np.float64(in_scale) / np.float64(out_scale)))
+    s = min(count.bit_length() - 1, 32, 31 + shift)
+    return (mult << s) // count, shift - s
+
+
 def _activation_range(act: int, scale: float, zero_point: int) -> tuple[int, int]:
     """TFLite's CalculateActivationRangeQuantized for int8 (0 none, 1 relu, 3 relu6)."""
     def q(x: float) -> int:
@@ -435,8 +445,7 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             if axes != [1, 2] or len(g.tensors[ins[0]].shape) != 4:
                 raise UnsupportedOpError("blob", name, f"reduction over axes {axes} (only H, W)")
             if not fp:  # LiteRT folds the 1 / (H * W) into the multiplier: so does the blob (bit-exact)
-                pixels = in_t.dims[1] * in_t.dims[2]
-                p[:3] = [*quantize_multiplier(float(np.float64(in_t.scale) / (np.float64(out_t.scale) * pixels))), 1]
+                p[:3] = [*_mean_multiplier(in_t.scale, out_t.scale, in_t.dims[1] * in_t.dims[2]), 1]
         elif name == "FULLY_CONNECTED":
             w = const(ins[1])
             w_scale, _ = quant(ins[1])
