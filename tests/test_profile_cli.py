@@ -123,8 +123,9 @@ def test_export_cli_writes_verified_artifact(tmp_path):
     from hwnas_deploy.spaces import get_space
 
     sp = get_space("mcu-mbnet")
-    x = sp.example_input(rec["config"], seed=9)
-    want = sp.build(rec["config"])(x).detach().numpy()
+    config = json.loads(cfg.read_text())
+    x = sp.example_input(config, seed=9)
+    want = sp.build(config)(x).detach().numpy()
     assert np.max(np.abs(load_runner(Artifact.load(written))(x.numpy()) - want)) <= 1e-4
 
 

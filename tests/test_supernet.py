@@ -202,8 +202,8 @@ def test_cli_trains_and_estimates(tmp_path):
     est = run_cli("accuracy", "--supernet", "sn.pt", "--config", cfg, cwd=tmp_path, check=True)
     from hwnas_deploy.supernet.objective import SupernetAccuracy
 
-    want = SupernetAccuracy(tmp_path / "sn.pt")([json.loads(cfg)])[0]  # the library's number, printed
-    assert json.loads(est.stdout)["val_accuracy"] == pytest.approx(want, abs=1e-9)
+    want = SupernetAccuracy(tmp_path / "sn.pt")([json.loads(cfg)])[0]  # the library's number, as printed
+    assert json.loads(est.stdout)["val_accuracy"] == round(want, 3)
     bad = run_cli("train-supernet", "--dataset", "nope.npz", "--out", "x.pt", cwd=tmp_path)
     assert bad.returncode == 2 and "'nope.npz' is not 'digits'" in bad.stderr
 
