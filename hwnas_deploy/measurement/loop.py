@@ -49,7 +49,8 @@ class Measurement:
 
     @property
     def median_ms(self) -> float:
-        """The median over rounds; infinite for a network the device cannot hold or that failed."""
+        """The median over rounds; infinite when there is none (the network does not fit, or it
+        failed with nothing stored)."""
         return float(statistics.median(self.rounds_ms)) if self.rounds_ms else math.inf
 
 
@@ -146,9 +147,8 @@ class Measurer:
             have = 0
             if self.store is not None and not force:
                 unfit = self.store.unfit_record(key)
-                if unfit is not None:
+                if unfit is not None:  # known not to fit: skipped (`unfit` counts what this call found)
                     result.status, result.reason = "unfit", unfit["reason"]
-                    report.unfit[key.config_hash] = unfit["reason"]
                     report.skipped.append(key.config_hash)
                     continue
                 rows = self.store.measurements(**_where(key), latest_only=False)
