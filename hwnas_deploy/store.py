@@ -273,10 +273,14 @@ class Store:
         return self._get_or_insert(conn, artifacts, match, values)
 
     # -- measurements -----------------------------------------------------------------------
+    def rounds(self, key: MeasurementKey) -> list[dict[str, Any]]:
+        """Every measurement of the key (each round is kept), newest first."""
+        return self.measurements(device=key.device, space=key.space, runtime=key.runtime, threads=key.threads,
+                                 batch=key.batch, config_hash=key.config_hash, latest_only=False)
+
     def measurement_count(self, key: MeasurementKey) -> int:
         """How many times the key was measured (every round is kept)."""
-        return len(self.measurements(device=key.device, space=key.space, runtime=key.runtime, threads=key.threads,
-                                     batch=key.batch, config_hash=key.config_hash, latest_only=False))
+        return len(self.rounds(key))
 
     def has_measurement(self, key: MeasurementKey) -> bool:
         """True when the key was measured, or recorded as not fitting the device."""

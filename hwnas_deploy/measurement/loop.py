@@ -151,7 +151,7 @@ class Measurer:
                     result.status, result.reason = "unfit", unfit["reason"]
                     report.skipped.append(key.config_hash)
                     continue
-                rows = self.store.measurements(**_where(key), latest_only=False)
+                rows = self.store.rounds(key)
                 have = len(rows)
                 if rows:
                     result.status = "stored"
@@ -203,11 +203,6 @@ class Measurer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _where(key: MeasurementKey) -> dict:
-    return {"device": key.device, "space": key.space, "runtime": key.runtime, "threads": key.threads,
-            "batch": key.batch, "config_hash": key.config_hash}
 
 
 def measure(device: str | DeviceProfile, networks: Sequence[Network], runtime: str, store: Store | None = None,
