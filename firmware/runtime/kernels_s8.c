@@ -139,18 +139,6 @@ void hw_mean_hw_s8(const int8_t *in, hw_shape_t is, int32_t in_zp, int8_t *out, 
     }
 }
 
-void hw_fully_connected_s8(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w, const int32_t *bias,
-                           int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
-                           int act_min, int act_max) {
-    for (int o = 0; o < n_out; o++) {
-        const int8_t *f = w + o * n_in;
-        int32_t acc = 0;
-        for (int i = 0; i < n_in; i++) acc += (int32_t)f[i] * ((int32_t)in[i] - in_zp);
-        if (bias) acc += bias[o];
-        out[o] = clamp_s8(hw_requantize(acc, mult[o], shift[o]) + out_zp, act_min, act_max);
-    }
-}
-
 /* TFLite's MultiplyByQuantizedMultiplier for a 64-bit product: one rounding, (x * m + 2^(s-1)) >> s
  * with s = 31 - shift, where hw_requantize rounds twice (gemmlowp's doubling high multiply, then a
  * rounding right shift). LiteRT's reference kernel takes this one for per-channel FULLY_CONNECTED. */
@@ -159,16 +147,30 @@ int32_t hw_requantize_single(int32_t acc, int32_t multiplier, int32_t shift) {
     return (int32_t)(((int64_t)acc * multiplier + ((int64_t)1 << (total - 1))) >> total);
 }
 
-void hw_fully_connected_s8_single(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w, const int32_t *bias,
-                                  int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
-                                  int act_min, int act_max) {
+/* Both requantisations share the loop; `single` picks hw_requantize_single (a constant at each call). */
+static inline void fully_connected_s8(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w, const int32_t *bias,
+                                      int8_t *out, int n_out, int32_t out_zp, const int32_t *mult,
+                                      const int32_t *shift, int act_min, int act_max, int single) {
     for (int o = 0; o < n_out; o++) {
         const int8_t *f = w + o * n_in;
         int32_t acc = 0;
         for (int i = 0; i < n_in; i++) acc += (int32_t)f[i] * ((int32_t)in[i] - in_zp);
         if (bias) acc += bias[o];
-        out[o] = clamp_s8(hw_requantize_single(acc, mult[o], shift[o]) + out_zp, act_min, act_max);
+        const int32_t r = single ? hw_requantize_single(acc, mult[o], shift[o]) : hw_requantize(acc, mult[o], shift[o]);
+        out[o] = clamp_s8(r + out_zp, act_min, act_max);
     }
+}
+
+void hw_fully_connected_s8(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w, const int32_t *bias,
+                           int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
+                           int act_min, int act_max) {
+    fully_connected_s8(in, n_in, in_zp, w, bias, out, n_out, out_zp, mult, shift, act_min, act_max, 0);
+}
+
+void hw_fully_connected_s8_single(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w, const int32_t *bias,
+                                  int8_t *out, int n_out, int32_t out_zp, const int32_t *mult, const int32_t *shift,
+                                  int act_min, int act_max) {
+    fully_connected_s8(in, n_in, in_zp, w, bias, out, n_out, out_zp, mult, shift, act_min, act_max, 1);
 }
 
 static void pool_s8(const hw_pool_params_t *p, const int8_t *in, int8_t *out, int act_min, int act_max, int max) {
