@@ -547,15 +547,25 @@ def lut() -> None:
 @click.option("--batch", type=int, default=None)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="LUT file (JSON); an existing one is extended (resumable).")
+@click.option("--db", default=None, help="Also record every block measurement in this store (and reuse what it holds).")
+@click.option("--rounds", default=1, show_default=True,
+              help="Measure every block this many times, round after round; the LUT keeps the median.")
 @click.option("--quiet", is_flag=True)
-def lut_build(device, space_name, runtime, samples, seed, configs_file, threads, batch, out_path, quiet) -> None:
+def lut_build(device, space_name, runtime, samples, seed, configs_file, threads, batch, out_path, db, rounds,
+              quiet) -> None:
     """Measure every distinct block of the sub-networks on the device."""
     from hwnas_deploy.predictors.lut import build_lut
     from hwnas_deploy.spaces import get_space, load_configs
+    from hwnas_deploy.store import Store
 
     configs = load_configs(configs_file) if configs_file else get_space(space_name).sample_unique(samples, seed)
-    table = build_lut(device, space_name, runtime, configs, out_path, threads=threads, batch=batch,
-                      progress=not quiet)
+    store = Store(db) if db else None
+    try:
+        table = build_lut(device, space_name, runtime, configs, out_path, threads=threads, batch=batch,
+                          store=store, rounds=rounds, progress=not quiet)
+    finally:
+        if store is not None:
+            store.close()
     click.echo(f"{len(table.entries)} blocks of {table.space} on {table.device}/{table.runtime}: {out_path}")
 
 

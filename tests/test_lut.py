@@ -17,29 +17,61 @@ from .conftest import run_cli
 SPACE = "ofa-mbv3-w1.0"
 
 
+ROUNDS = 3
+
+
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    """10 sub-networks measured whole with onnxruntime, and a LUT over their blocks."""
-    from hwnas_deploy.profiling import profile
+    """10 sub-networks measured whole with onnxruntime and every distinct block of theirs, in the
+    same rounds (the host's drifts fall on networks and blocks alike), the LUT over the blocks, and
+    the noise floor: the median relative range of a network's round medians."""
+    from hwnas_deploy.measurement import Measurer, SubNetwork
+    from hwnas_deploy.predictors.lut import block_networks
     from hwnas_deploy.store import Store
 
     tmp = tmp_path_factory.mktemp("lut")
     db = tmp / "m.sqlite"
-    with Store(str(db)) as store:
-        profile("local-cpu", SPACE, 10, "onnxruntime", store, seed=11, progress=False)
-        data = from_store(store, "local-cpu", SPACE, "onnxruntime")
+    configs = get_space(SPACE).sample_unique(10, 11)
     seen = []
-    table = build_lut("local-cpu", SPACE, "onnxruntime", data.configs, tmp / "lut.json", progress=False,
-                      on_block=lambda k, ms: seen.append(k))
-    return tmp, db, data, table, seen
+    with Store(str(db)) as store:
+        with Measurer("local-cpu", store, progress=False) as m:
+            nets = [SubNetwork(SPACE, c) for c in configs] + list(block_networks(SPACE, configs).values())
+            m.measure(nets, "onnxruntime", rounds=ROUNDS)
+            plan = m.plan("onnxruntime")
+        data = from_store(store, "local-cpu", SPACE, "onnxruntime")
+        # the measurement's own noise: how far a network's rounds sit apart (this host's drift)
+        spreads = [np.ptp(r) / np.median(r) for c in configs
+                   for r in [[row["median_ms"] for row in store.rounds(plan.key(SubNetwork(SPACE, c)))]]]
+        table = build_lut("local-cpu", SPACE, "onnxruntime", data.configs, tmp / "lut.json", store=store,
+                          progress=False, on_block=lambda k, ms: seen.append(k))
+    return tmp, db, data, table, seen, float(np.median(spreads))
 
 
-def test_every_distinct_block_is_measured_once(measured):
-    _, _, data, table, seen = measured
+def test_every_distinct_block_is_one_stored_measurement_per_round(measured, tmp_path):
+    from hwnas_deploy.measurement import Measurer
+    from hwnas_deploy.predictors.lut import block_networks
+    from hwnas_deploy.store import Store
+
+    tmp, db, data, table, seen, _ = measured
     sp = get_space(SPACE)
     keys = {b.key() for c in data.configs for b in sp.blocks(c)}
-    assert set(table.entries) == keys and sorted(seen) == sorted(keys)  # each once
+    assert set(table.entries) == keys and seen == []  # the store held every block: nothing measured again
     assert all(v > 0 for v in table.entries.values())
+    nets = block_networks(SPACE, data.configs)
+    with Store(str(db)) as store, Measurer("local-cpu", store) as m:
+        plan = m.plan("onnxruntime")
+        rounds = {k: [r["median_ms"] for r in store.rounds(plan.key(n))] for k, n in nets.items()}
+        assert all(len(r) == ROUNDS for r in rounds.values())
+        assert table.entries == {k: pytest.approx(float(np.median(r))) for k, r in rounds.items()}
+        # one round more over the blocks of the first network: each distinct block measured once
+        first = {b.key() for b in sp.blocks(data.configs[0])}
+        more = []
+        again = build_lut("local-cpu", SPACE, "onnxruntime", data.configs[:1], tmp_path / "lut.json", store=store,
+                          rounds=ROUNDS + 1, progress=False, on_block=lambda k, ms: more.append(k))
+        assert sorted(more) == sorted(first) and set(again.entries) == first
+        for k in first:  # the new LUT keeps the median over all the rounds, the stored ones included
+            now = [r["median_ms"] for r in store.rounds(plan.key(nets[k]))]
+            assert len(now) == ROUNDS + 1 and again.entries[k] == pytest.approx(float(np.median(now)))
     # the key holds what changes a block's cost
     mb = next(k for k in keys if k.startswith("mbconv:"))
     for field in ("in_hw=", "cin=", "cout=", "kernel=", "stride=", "expand", "act=", "se"):
@@ -47,7 +79,7 @@ def test_every_distinct_block_is_measured_once(measured):
 
 
 def test_lut_resumes_and_refuses_another_device(measured, tmp_path):
-    tmp, _, data, table, _ = measured
+    tmp, _, data, table, _, _ = measured
     again = build_lut("local-cpu", SPACE, "onnxruntime", data.configs, tmp / "lut.json", progress=False,
                       on_block=lambda k, ms: pytest.fail("nothing should be measured again"))
     assert again.entries == table.entries
@@ -56,7 +88,7 @@ def test_lut_resumes_and_refuses_another_device(measured, tmp_path):
 
 
 def test_block_sums_track_whole_networks_and_calibration_helps(measured):
-    _, _, data, table, _ = measured
+    _, _, data, table, _, noise = measured
     sums = table.block_sum(data.configs)
     ratio = sums / data.y
     # blocks measured alone pay per-inference overheads each: sums exceed the whole, but rank alike
@@ -67,10 +99,11 @@ def test_block_sums_track_whole_networks_and_calibration_helps(measured):
     a, b = cal.calibration
     assert b == 1.0 and a == pytest.approx(float(np.median(data.y[:4] - sums[:4])))
     report = compare(cal, data.configs[4:], data.y[4:])
-    # the offset removes the systematic gap (per-inference overhead): what is left is noise (block
-    # sums alone sit well above the whole; on CI's 2 shared cores the calibrated bias has reached 9 %)
+    # the offset removes the systematic gap (per-inference overhead): what is left is the host's own
+    # noise, which on CI's 2 shared cores moves one round of a network from the next by up to 50 %
     bias = float(np.mean(cal.predict(data.configs[4:]) / data.y[4:] - 1))
-    assert abs(bias) < 0.15 and report["calibrated"]["mape"] < 15 and report["block_sum"]["tau"] > 0.3
+    assert abs(bias) < 0.1 + noise and report["calibrated"]["mape"] < 100 * (0.1 + noise)
+    assert report["block_sum"]["tau"] > 0.3
     cal.calibrate(data.configs, data.y, slope=True)
     assert cal.calibration[1] != 1.0
     with pytest.raises(PredictorError, match="at least 3 measured networks"):
@@ -78,7 +111,7 @@ def test_block_sums_track_whole_networks_and_calibration_helps(measured):
 
 
 def test_missing_blocks_and_edited_files_are_clear_errors(measured, tmp_path):
-    tmp, _, _, table, _ = measured
+    tmp, _, _, table, _, _ = measured
     other = get_space(SPACE).sample_unique(1, 999)
     with pytest.raises(PredictorError, match="the LUT has no entry for .* block"):
         table.block_sum(other)
@@ -90,7 +123,7 @@ def test_missing_blocks_and_edited_files_are_clear_errors(measured, tmp_path):
 
 
 def test_cli_compare_reports_raw_and_calibrated(measured):
-    tmp, db, _, _, _ = measured
+    tmp, db, _, _, _, _ = measured
     out = run_cli("lut", "compare", "--lut", str(tmp / "lut.json"), "--db", str(db), "--calibrate", "4",
                   cwd=tmp, check=True).stdout
     assert "| block_sum |" in out and "| calibrated |" in out and "compared on 6 others" in out
@@ -101,7 +134,7 @@ def test_cli_compare_reports_raw_and_calibrated(measured):
 def test_kernel_level_model_predicts_blocks_it_never_measured(measured):
     from hwnas_deploy.predictors.kernel_level import KernelModel, parse_block_key
 
-    _, _, data, table, _ = measured
+    _, _, data, table, _, _ = measured
     sp = get_space(SPACE)
     assert all(parse_block_key(k).key() == k for k in table.entries)  # keys parse back to their blocks
     held_out = {b.key() for b in sp.blocks(data.configs[-1])} - {
@@ -124,11 +157,11 @@ def test_kernel_level_model_predicts_blocks_it_never_measured(measured):
 def test_lut_based_predictors_fit_save_and_load(measured, tmp_path, estimator):
     from hwnas_deploy.predictors import Predictor
 
-    _, _, data, table, _ = measured
+    _, _, data, table, _, noise = measured
     pred = Predictor(estimator, lut=table).fit(data.configs[:6], data.y[:6], SPACE)
     p = pred.predict(data.configs[6:])
     mape = float(np.mean(np.abs(p - data.y[6:]) / data.y[6:]))
-    assert np.all(p > 0) and mape < 0.2
+    assert np.all(p > 0) and mape < 0.1 + noise  # within the host's own noise of the measurement
     pred.save(tmp_path / "p.json")
     assert "lut" in json.loads((tmp_path / "p.json").read_text())  # self-contained
     again = Predictor.load(tmp_path / "p.json")

@@ -142,42 +142,61 @@ def build_lut(
     *,
     threads: int | None = None,
     batch: int | None = None,
+    store=None,
+    rounds: int = 1,
     progress: bool = True,
     on_block: Callable[[str, float], None] | None = None,
 ) -> LatencyLUT:
     """Measure every block of `configs` not yet in the table at `path` (created if absent),
-    through the measurement layer; the table is saved after every block."""
+    through the measurement layer; the table is saved after every measurement.
+
+    With a `store` the blocks' measurements are recorded there too (as networks of the space
+    `<space>-block`, keyed by their content) and what it already holds is not measured again;
+    `rounds` > 1 measures every block that many times, round after round, and keeps the median
+    (slow drifts of the host then fall on all blocks alike). `on_block(key, ms)` is called for every
+    measurement taken now."""
     from hwnas_deploy.measurement import Measurer
 
     sp = get_space(space)
-    with Measurer(device, None, artifacts_dir=tempfile.mkdtemp(prefix="hwnas-lut-"), progress=progress) as m:
-        plan = m.plan(runtime, threads, batch)
-        path = Path(path)
-        if path.exists():
-            lut = LatencyLUT.load(path)
-            if (lut.space, lut.device, lut.runtime, lut.threads, lut.batch) != (
-                    sp.name, plan.device.name, runtime, plan.threads, plan.batch):
-                raise PredictorError(f"{path} is the LUT of {lut.space} on {lut.device}/{lut.runtime} "
-                                     f"({lut.threads}t, b{lut.batch}); choose another --out for {sp.name} on "
-                                     f"{plan.device.name}/{runtime}")
-        else:
-            lut = LatencyLUT(sp.name, plan.device.name, runtime, plan.threads, plan.batch)
-        blocks = block_networks(sp.name, configs)
-        keys = {net.config_hash: key for key, net in blocks.items()}
-        todo = [net for key, net in blocks.items() if key not in lut.entries]
-        if not todo:
-            return lut
+    artifacts = None if store is not None else tempfile.mkdtemp(prefix="hwnas-lut-")
+    try:
+        with Measurer(device, store, artifacts_dir=artifacts, progress=progress) as m:
+            plan = m.plan(runtime, threads, batch)
+            path = Path(path)
+            if path.exists():
+                lut = LatencyLUT.load(path)
+                if (lut.space, lut.device, lut.runtime, lut.threads, lut.batch) != (
+                        sp.name, plan.device.name, runtime, plan.threads, plan.batch):
+                    raise PredictorError(f"{path} is the LUT of {lut.space} on {lut.device}/{lut.runtime} "
+                                         f"({lut.threads}t, b{lut.batch}); choose another --out for {sp.name} "
+                                         f"on {plan.device.name}/{runtime}")
+            else:
+                lut = LatencyLUT(sp.name, plan.device.name, runtime, plan.threads, plan.batch)
+            blocks = block_networks(sp.name, configs)
+            keys = {net.config_hash: key for key, net in blocks.items()}
+            todo = [net for key, net in blocks.items() if key not in lut.entries]
+            if not todo:
+                return lut
+            taken: dict[str, list[float]] = {}
 
-        def measured(net, summary: dict) -> None:
-            lut.entries[keys[net.config_hash]] = summary["median_ms"]
-            lut.save(path)
-            if on_block is not None:
-                on_block(keys[net.config_hash], summary["median_ms"])
+            def measured(net, summary: dict) -> None:
+                key = keys[net.config_hash]
+                taken.setdefault(key, []).append(summary["median_ms"])
+                lut.entries[key] = float(np.median(taken[key]))
+                lut.save(path)
+                if on_block is not None:
+                    on_block(key, summary["median_ms"])
 
-        try:
-            report = m.measure(todo, runtime, threads=plan.threads, batch=plan.batch, on_measured=measured)
-        finally:
-            shutil.rmtree(m.artifacts_dir, ignore_errors=True)
+            report = m.measure(todo, runtime, threads=plan.threads, batch=plan.batch, rounds=rounds,
+                               on_measured=measured)
+    finally:
+        if artifacts is not None:
+            shutil.rmtree(artifacts, ignore_errors=True)
+    for net in todo:  # the median over every round, stored ones included
+        result = report.results[net.config_hash]
+        if result.rounds_ms and result.status in ("measured", "stored"):
+            lut.entries[keys[net.config_hash]] = result.median_ms
+    lut.save(path)
     problems = {**report.failed, **report.unfit}
     if problems:
         h, why = next(iter(problems.items()))
