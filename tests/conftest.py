@@ -16,6 +16,36 @@ REPO = Path(__file__).resolve().parents[1]
 DYNAST_DIR = REPO.parent / "shared" / "data" / "dynast_ofa_mbv3"
 
 
+# Parallel runs (pytest-xdist, `-n auto --dist loadgroup` in pyproject.toml): a module's tests
+# stay on one worker, so its module fixtures (exports, twins) are built once; the Ray modules
+# share one worker, since `ray stop` stops every Ray process on the machine. Groups are handed
+# out in collection order (`--no-loadscope-reorder`), so the longest modules go first and the
+# short ones fill in after. Tests marked `timing` compare wall-clock latencies: tools/test.sh
+# runs them after the others, alone in one process (beside other tests, a 5 ms inference is
+# preempted where a 0.2 ms one is not, and ratios between the two come out 2x off).
+GROUPS = {"test_lab": "ray", "test_lab_cli": "ray"}
+LONGEST_FIRST = ["test_lab", "test_lab_cli", "test_mcu", "test_recipes", "test_profile_cli", "test_tvm_rpc",
+                 "test_android", "test_supernet", "test_differentiable", "test_predictors", "test_blox", "test_search"]
+#: modules that need a twin, train a supernet or export and measure many networks: left out of
+#: the inner loop `pytest -m "not slow"`
+SLOW = {"test_lab", "test_lab_cli", "test_mcu", "test_recipes", "test_profile_cli", "test_tvm_rpc", "test_android",
+        "test_supernet", "test_differentiable", "test_predictors", "test_blox", "test_search", "test_lut",
+        "test_blob", "test_export"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the group marks into node ids
+def pytest_collection_modifyitems(config, items):
+    def module(item) -> str:
+        return item.module.__name__.rsplit(".", 1)[-1]
+
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(module(item), len(rank)))  # stable: the order within a module stays
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(GROUPS.get(module(item), module(item))))
+        if module(item) in SLOW:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def store(tmp_path):
     from hwnas_deploy.store import Store

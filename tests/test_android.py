@@ -48,7 +48,7 @@ def artifacts(tmp_path_factory):
 
 def sim_profile(serial: str, **benchmark):
     data = load_profile("sim-android").to_dict()
-    data["connection"] = {"serial": serial, "timeout_s": 60}
+    data["connection"] = {"url": f"adb:{serial}", "timeout_s": 60}
     data["benchmark"] = {**data["benchmark"], **benchmark}
     # 100 runs per sample: a median of 20 runs of a ~1 ms network moved by 30 % between calls on a
     # busy 2-core machine
@@ -75,6 +75,7 @@ def test_the_twin_speaks_adb_to_the_real_client(twin, tmp_path):
     assert cat.stdout.split()[0] == b"1000"  # stdin reaches the command (shell v2 stdin packets)
 
 
+@pytest.mark.timing
 def test_five_subnetworks_through_adb_match_direct_litert(twin, artifacts, tmp_path):
     """Push + `adb shell benchmark_model` + parsing give the same latency as timing the same
     artifacts in-process with LiteRT (ratio printed; both are this host's CPU)."""

@@ -145,6 +145,7 @@ def test_supernet_paths_are_the_extracted_networks_and_training_learns():
     assert after.mean() > before.mean() + 0.15 and after.min() > 0.2  # chance is 0.1
 
 
+@pytest.mark.timing
 def test_block_level_pruning_keeps_the_most_params_per_millisecond(tmp_path):
     from hwnas_deploy.predictors.lut import build_lut
     from hwnas_deploy.search.reduction import block_efficiency, block_scores, random_pruning

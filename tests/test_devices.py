@@ -18,6 +18,48 @@ def test_mcu_profile_without_url_or_simulator_is_a_clear_error():
         driver_for(p).open()
 
 
+@pytest.mark.parametrize(
+    "kind, url, connection",
+    [
+        ("mcu-serial", "/dev/ttyACM0", {"url": "/dev/ttyACM0"}),
+        ("mcu-serial", "socket://127.0.0.1:4321", {"url": "socket://127.0.0.1:4321"}),
+        ("mcu-serial", "sim:qemu-mps2-an500", {"simulator": "qemu-mps2-an500"}),
+        ("android-adb", "adb:R58M123", {"serial": "R58M123"}),
+        ("android-adb", "adb:127.0.0.1:5555", {"serial": "127.0.0.1:5555"}),
+        ("android-adb", "adb:", {}),
+        ("android-adb", "sim:adbd", {"simulator": "adbd"}),
+        ("tvm-rpc", "rpc://10.0.0.2:9190/rk3399", {"tracker": "10.0.0.2:9190", "key": "rk3399"}),
+        ("tvm-rpc", "sim:tvm-rpc-local", {"simulator": "tvm-rpc-local"}),
+    ],
+)
+def test_one_url_says_where_a_device_is(kind, url, connection):
+    runtime = {"mcu-serial": "firmware", "android-adb": "tflite", "tvm-rpc": "tvm"}[kind]
+    full = parse_profile({**GOOD, "kind": kind, "runtimes": [runtime], "connection": {"url": url, "timeout_s": 5}},
+                         "p.yaml")
+    assert full.connection == {**connection, "timeout_s": 5}
+    assert parse_profile({**GOOD, "kind": kind, "runtimes": [runtime], "connection": url}, "p.yaml").connection \
+        == connection  # the URL alone
+    again = parse_profile({**full.to_dict(), "measurement": {}}, "again.yaml")
+    assert again.connection == full.connection  # a spelled-out connection parses to itself (lab actors)
+
+
+@pytest.mark.parametrize(
+    "kind, url, message",
+    [
+        ("android-adb", "/dev/ttyACM0", r"connection.url='/dev/ttyACM0' is not an address of a android-adb device; "
+                                        r"it takes sim:NAME or adb:SERIAL"),
+        ("tvm-rpc", "rpc://tracker/key", r"it takes sim:NAME or rpc://TRACKER_HOST:PORT/KEY"),
+        ("tvm-rpc", "rpc://tracker:x/key", r"rpc://TRACKER_HOST:PORT/KEY"),
+        ("server", "socket://h:1", r"nothing \(a server device has no address\)"),
+        ("mcu-serial", "", r"connection.url='' must be a non-empty string"),
+    ],
+)
+def test_a_wrong_url_names_the_forms_the_kind_takes(kind, url, message):
+    runtime = {"mcu-serial": "firmware", "android-adb": "tflite", "tvm-rpc": "tvm", "server": "onnxruntime"}[kind]
+    with pytest.raises(ConfigError, match=r"^p\.yaml: .*" + message):
+        parse_profile({**GOOD, "kind": kind, "runtimes": [runtime], "connection": {"url": url}}, "p.yaml")
+
+
 def test_local_cpu_profile_ships_and_loads():
     assert "local-cpu" in available_profiles()
     p = load_profile("local-cpu")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections import defaultdict
@@ -179,8 +178,7 @@ def test_a_board_and_then_its_host_die_mid_batch_and_the_jobs_finish_elsewhere(l
     nothing is stored twice. Runs last: host-b does not come back."""
     sp, prof, configs, artifacts = boards_batch
     b_board = lab_devices("qemu-m7")["host-b/qemu-m7/0"]
-    boards_before = _qemu_pids()
-    events = []
+    events, b_pids = [], set()
     remover = threading.Thread(target=lab["cluster"].remove_node, args=(lab["node_b"],))
 
     def on_measured(config_hash, summary):
@@ -188,7 +186,9 @@ def test_a_board_and_then_its_host_die_mid_batch_and_the_jobs_finish_elsewhere(l
         if len(events) == 1:  # kill host-b's QEMU while it measures (or between two jobs)
             board_pid = ray.get(b_board.state.remote())["pids"][-1]
             os.kill(board_pid, signal.SIGKILL)
+            b_pids.add(board_pid)
         if len(events) == 3:
+            b_pids.update(ray.get(b_board.state.remote())["pids"])  # the actor and its new twin
             remover.start()
 
     with Store(str(tmp_path / "lab.sqlite")) as store:
@@ -205,12 +205,22 @@ def test_a_board_and_then_its_host_die_mid_batch_and_the_jobs_finish_elsewhere(l
     st = status(lab["address"])
     assert {d["device"]: d["state"] for d in st["devices"]}["host-b/qemu-m7/0"] == "down"
     # the twin host-b's actor restarted after the kill died with its host (sim.owned), not orphaned
+    # (its own twins by pid: other test processes may run boards of their own meanwhile)
+    assert len(b_pids) >= 2  # the killed QEMU, the actor (and its new twin, once it started one)
     deadline = time.monotonic() + 10
-    while _qemu_pids() - boards_before and time.monotonic() < deadline:
+    while _alive(b_pids) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _qemu_pids() - boards_before
+    assert not _alive(b_pids)
 
 
-def _qemu_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "qemu-system-arm -M mps2-an500"], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
+def _alive(pids: set[int]) -> set[int]:
+    import psutil
+
+    alive = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive

@@ -15,6 +15,7 @@ from hwnas_deploy.spaces import get_space
 from .conftest import run_cli
 
 SPACE = "ofa-mbv3-w1.0"
+pytestmark = pytest.mark.timing  # block sums against whole networks: measured alone (tools/test.sh)
 
 
 ROUNDS = 3

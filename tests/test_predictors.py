@@ -117,26 +117,33 @@ def test_csv_errors_name_the_file_and_line(tmp_path):
         from_csv(bad, "ofa-mbv3-w1.0", "latency")
 
 
+@pytest.mark.timing
 def test_latency_predictor_from_measurements_in_the_store(tmp_path):
-    """Real onnxruntime measurements of 16 sub-networks on this machine, from the store."""
+    """Real onnxruntime measurements of 16 sub-networks on this machine (2 rounds), from the store."""
     from hwnas_deploy.profiling import profile
     from hwnas_deploy.store import Store
 
     with Store(str(tmp_path / "m.sqlite")) as store:
-        profile("local-cpu", "ofa-mbv3-w1.0", 16, "onnxruntime", store, seed=5, progress=False)
+        report = profile("local-cpu", "ofa-mbv3-w1.0", 16, "onnxruntime", store, seed=5, progress=False, rounds=2)
         data = from_store(store, "local-cpu", "ofa-mbv3-w1.0", "onnxruntime")
         with pytest.raises(PredictorError, match="no measurements of space 'mcu-mbnet' on device 'local-cpu'"):
             from_store(store, "local-cpu", "mcu-mbnet", "onnxruntime")
     assert len(data) == 16 and data.target == "latency_ms" and data.source.startswith("store:local-cpu")
+    # the host's own noise: how far a network's two rounds sit apart (median over the 16)
+    noise = float(np.median([abs(np.subtract(*m.rounds_ms)) / m.median_ms for m in report.results.values()]))
+
+    def mape(pred) -> float:
+        return float(np.mean(np.abs(pred - data.y[12:]) / data.y[12:]))
+
     pred = Predictor("ridge").fit(data.configs[:12], data.y[:12], data.space, data.target)
     assert pred.log_target
     for line in ("macs", "costs"):  # cost lines are fitted on latency itself, not its log
         fitted = Predictor(line).fit(data.configs[:12], data.y[:12], data.space, data.target)
-        assert not fitted.log_target and len(fitted._linear[0]) == (1 if line == "macs" else 2)
-        q = fitted.predict(data.configs[12:])
-        assert np.all(np.abs(q - data.y[12:]) / data.y[12:] < 1.0)
+        assert not fitted.log_target and len(fitted.weights[0]) == (1 if line == "macs" else 2)
+        # with onnxruntime on an x86 core, MACs alone rank 750 networks at tau 0.90 (BENCHMARKS.md)
+        assert mape(fitted.predict(data.configs[12:])) < 0.2 + noise, line
     p = pred.predict(data.configs[12:])
-    assert np.all(p > 0) and np.all(np.abs(p - data.y[12:]) / data.y[12:] < 1.0)
+    assert np.all(p > 0) and mape(p) < 0.25 + noise  # 12 rows for ~60 one-hot genes: worse than a line
 
 
 def test_cli_fit_eval_predict(tmp_path):

@@ -34,11 +34,12 @@ def twin():
 
 def rpc_profile(tracker: str, key: str = "test-board", **benchmark):
     data = load_profile("rpc-local").to_dict()
-    data["connection"] = {"tracker": tracker, "key": key, "session_timeout_s": 120}
+    data["connection"] = {"url": f"rpc://{tracker}/{key}", "session_timeout_s": 120}
     data["benchmark"] = {**data["benchmark"], **benchmark}
     return parse_profile(data, "test profile")
 
 
+@pytest.mark.timing
 def test_five_subnetworks_through_rpc_match_local_tvm(twin, artifacts, tmp_path):
     prof = rpc_profile(twin.address)
     with Store(str(tmp_path / "s.sqlite")) as store:

@@ -3,7 +3,7 @@
     name: local-cpu
     kind: server                     # server | mcu-serial | android-adb | tvm-rpc
     runtimes: [onnxruntime, tvm]
-    connection: {}                   # kind-specific (serial URL, adb serial, tracker address)
+    connection: {url: ..., ...}      # where the device is (see parse_connection), and link settings
     hardware: {core: ..., threads: 2}
     measurement: {threads: 1, batch: 1, warmup: 10, min_repeats: 20, ...}
     benchmark: {...}                 # kind-specific settings of the device-side timing
@@ -104,6 +104,56 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     return parse_profile(data, str(path))
 
 
+URL_FORMS = {
+    "mcu-serial": "a pyserial URL or port (/dev/ttyACM0, socket://HOST:PORT, rfc2217://HOST:PORT)",
+    "android-adb": "adb:SERIAL (adb:R58M123, adb:127.0.0.1:5555; adb: alone is $ANDROID_SERIAL or the only phone)",
+    "tvm-rpc": "rpc://TRACKER_HOST:PORT/KEY",
+}
+
+
+def parse_connection(kind: str, connection: Any, where: str) -> dict[str, Any]:
+    """A profile's connection with its `url` spelled out into the keys its driver reads.
+
+    One URL says where any device is: `sim:NAME` (a simulated twin, started on demand: NAME is
+    qemu-mps2-an500, adbd or tvm-rpc-local), else per kind (`URL_FORMS`). mcu-serial keeps the
+    pyserial URL as `url`; `adb:SERIAL` becomes `serial`; `rpc://HOST:PORT/KEY` becomes `tracker`
+    and `key`; `sim:NAME` becomes `simulator`. A bare string is the URL alone."""
+    conn = {"url": connection} if isinstance(connection, str) else dict(connection)
+    url = conn.get("url")
+    if url is None:
+        return conn
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"{where}: connection.url={url!r} must be a non-empty string: sim:NAME or "
+                          f"{URL_FORMS.get(kind, 'nothing (a server device has no address)')}")
+    if url.startswith("sim:"):
+        del conn["url"]
+        conn["simulator"] = url[len("sim:"):]
+        return conn
+    if kind == "mcu-serial":
+        return conn
+    if kind == "android-adb" and url.startswith("adb:"):
+        del conn["url"]
+        if url[len("adb:"):]:
+            conn["serial"] = url[len("adb:"):]
+        return conn
+    if kind == "tvm-rpc" and url.startswith("rpc://"):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.hostname and port:
+            del conn["url"]
+            conn["tracker"] = f"{parts.hostname}:{port}"
+            if parts.path.strip("/"):
+                conn["key"] = parts.path.strip("/")
+            return conn
+    raise ConfigError(f"{where}: connection.url={url!r} is not an address of a {kind} device; it takes sim:NAME or "
+                      f"{URL_FORMS.get(kind, 'nothing (a server device has no address)')}")
+
+
 def parse_profile(data: Any, where: str) -> DeviceProfile:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: a device profile must be a YAML mapping")
@@ -122,8 +172,8 @@ def parse_profile(data: Any, where: str) -> DeviceProfile:
         if r not in RUNTIMES:
             raise ConfigError(f"{where}: runtimes: unknown runtime {r!r}; known: {sorted(RUNTIMES)}")
     for key in ("connection", "hardware", "measurement", "benchmark"):
-        if not isinstance(data.get(key, {}), dict):
-            raise ConfigError(f"{where}: {key} must be a mapping")
+        if not isinstance(data.get(key, {}), dict) and not (key == "connection" and isinstance(data[key], str)):
+            raise ConfigError(f"{where}: {key} must be a mapping" + (" or a URL" if key == "connection" else ""))
     benchmark = dict(data.get("benchmark", {}))
     unknown = set(benchmark) - BENCHMARK_KEYS[data["kind"]]
     if unknown:
@@ -140,7 +190,7 @@ def parse_profile(data: Any, where: str) -> DeviceProfile:
         kind=data["kind"],
         runtimes=list(runtimes),
         description=str(data.get("description", "")),
-        connection=dict(data.get("connection", {})),
+        connection=parse_connection(data["kind"], data.get("connection", {}), where),
         hardware=dict(data.get("hardware", {})),
         threads=threads,
         batch=batch,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +26,6 @@ from hwnas_deploy.export.tvm import TARGETS, to_tvm
 from hwnas_deploy.mcu.blob import tflite_to_blob
 from hwnas_deploy.mcu.c_source import blob_to_c
 
-#: format -> file suffix
-FORMATS: dict[str, str] = {
-    "onnx": ".onnx",
-    "tflite": ".tflite",
-    "tflite-int8": ".int8.tflite",
-    "tvm": ".so",
-    "blob": ".hwnb",  # int8 model blob for the Cortex-M firmware (firmware/runtime)
-    "blob-fp32": ".f32.hwnb",  # float32 model blob for the same firmware (boards with an FPU)
-    "c": "-c/model.c",  # model.c + model.h in their own folder, for firmware builds
-}
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -52,20 +42,122 @@ class Tolerance:
 #: (mcu-mbnet d=4 everywhere, e=6, w=0.35, r=64: 20 blocks of noise that calibration on more
 #: samples does not reduce), which a search maximising parameters under an SRAM budget picks.
 #: A wrong scale, layout or operator gives ~0.
-TOLERANCE: dict[str, Tolerance] = {
-    "onnx": Tolerance(max_abs=1e-4),
-    "tflite": Tolerance(max_abs=1e-4),
-    "tvm": Tolerance(max_abs=1e-4),
-    "tflite-int8": Tolerance(min_cosine=0.6),
-    "blob": Tolerance(min_cosine=0.6),
-    "blob-fp32": Tolerance(max_abs=1e-4),
-    "c": Tolerance(min_cosine=0.6),  # checked through the blob it embeds
-}
+FLOAT = Tolerance(max_abs=1e-4)
+INT8 = Tolerance(min_cosine=0.6)
 #: The blob must also agree with LiteRT's reference int8 kernels on the same int8 input within
 #: this many quantisation steps: none (bit-exact since firmware 0.5.1; tests/test_blob.py checks
 #: other inputs than the export's own).
 BLOB_MAX_LSB = 0
 CALIBRATION_SAMPLES = 16
+
+
+@dataclass
+class Written:
+    """What an exporter wrote besides the file: what to run to check it (a host build of a cross
+    library, the blob that C sources embed), and the facts of its tensors."""
+
+    check_path: Path | None = None
+    check_format: str | None = None
+    inputs: list[TensorSpec] | None = None
+    outputs: list[TensorSpec] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """One format: its file suffix, its tolerance against torch, and the function writing it,
+    `write(model, example, path, tmp, target, calibration, verify) -> Written`."""
+
+    suffix: str
+    tolerance: Tolerance
+    write: Callable[..., Written]
+    calibrated: bool = False  # full-integer: quantised on calibration samples
+    cross: bool = False  # takes a cross-compilation target
+
+
+def _onnx(model, example, path, tmp, target, calibration, verify) -> Written:
+    to_onnx(model, example, path)
+    return Written()
+
+
+def _tflite(model, example, path, tmp, target, calibration, verify) -> Written:
+    to_tflite(model, example, path, calibration)
+    inputs, outputs = _tflite_io(path)
+    return Written(inputs=inputs, outputs=outputs)
+
+
+def _blob_written(info, lsb: int | None) -> Written:
+    quantized = info.dtype == "int8"
+    extra = {"arena_bytes": info.arena_bytes, "weight_bytes": info.weight_bytes, "blob_bytes": info.size,
+             "ops": info.op_names}
+    if lsb is not None:
+        extra["max_lsb_vs_litert_reference"] = lsb
+    return Written(
+        inputs=[TensorSpec("input_nhwc", info.input_shape, info.dtype, info.input_quant if quantized else None)],
+        outputs=[TensorSpec("output", info.output_shape, info.dtype, info.output_quant if quantized else None)],
+        extra=extra)
+
+
+def _blob_fp32(model, example, path, tmp, target, calibration, verify) -> Written:
+    fp32_path = tmp / "model.tflite"
+    to_tflite(model, example, fp32_path, None)
+    return _blob_written(tflite_to_blob(fp32_path, path), None)
+
+
+def _blob_int8(model, example, blob_path, tmp, calibration, verify):
+    int8_path = tmp / "model.int8.tflite"
+    to_tflite(model, example, int8_path, calibration)
+    info = tflite_to_blob(int8_path, blob_path)
+    lsb = None
+    if verify:
+        lsb = compare_blob_with_litert(blob_path, int8_path)
+        if lsb > BLOB_MAX_LSB:
+            raise ExportError(f"blob: differs from LiteRT's reference int8 kernels by {lsb} steps")
+    return _blob_written(info, lsb), info
+
+
+def _blob(model, example, path, tmp, target, calibration, verify) -> Written:
+    return _blob_int8(model, example, path, tmp, calibration, verify)[0]
+
+
+def _c(model, example, path, tmp, target, calibration, verify) -> Written:
+    blob_path = tmp / "model.hwnb"
+    written, info = _blob_int8(model, example, blob_path, tmp, calibration, verify)
+    blob_to_c(blob_path, info, path.parent)
+    written.check_path, written.check_format = blob_path, "blob"  # the C sources run on the board
+    return written
+
+
+def _tvm(model, example, path, tmp, target, calibration, verify) -> Written:
+    onnx_path = tmp / "model.onnx"
+    try:
+        to_onnx(model, example, onnx_path)
+    except UnsupportedOpError as exc:  # TVM imports through ONNX: report it as TVM's gap
+        raise UnsupportedOpError("tvm", exc.op, f"TVM imports models through ONNX: {exc}") from None
+    to_tvm(onnx_path, tuple(example.shape), path, target)
+    if not verify or target == "host":
+        return Written()
+    # a cross-compiled library cannot run here: check the host build of the same Relax module
+    twin = tmp / "host-twin.so"
+    to_tvm(onnx_path, tuple(example.shape), twin, "host")
+    return Written(check_path=twin, check_format="tvm")
+
+
+EXPORTERS: dict[str, Exporter] = {
+    "onnx": Exporter(".onnx", FLOAT, _onnx),
+    "tflite": Exporter(".tflite", FLOAT, _tflite),
+    "tflite-int8": Exporter(".int8.tflite", INT8, _tflite, calibrated=True),
+    "tvm": Exporter(".so", FLOAT, _tvm, cross=True),
+    # int8 model blob for the Cortex-M firmware (firmware/runtime)
+    "blob": Exporter(".hwnb", INT8, _blob, calibrated=True),
+    # float32 model blob for the same firmware (boards with an FPU)
+    "blob-fp32": Exporter(".f32.hwnb", FLOAT, _blob_fp32),
+    # model.c + model.h in their own folder, for firmware builds (checked through the blob they embed)
+    "c": Exporter("-c/model.c", INT8, _c, calibrated=True),
+}
+#: format -> file suffix
+FORMATS: dict[str, str] = {fmt: e.suffix for fmt, e in EXPORTERS.items()}
+TOLERANCE: dict[str, Tolerance] = {fmt: e.tolerance for fmt, e in EXPORTERS.items()}
 
 
 def check_format(fmt: str) -> str:
@@ -91,51 +183,22 @@ def export_model(
     config: Mapping | None = None,
 ) -> Artifact:
     """Export `model` at the shape of `example` to `path` and return its verified record."""
-    check_format(fmt)
+    exporter = EXPORTERS[check_format(fmt)]
     if target not in TARGETS:
         raise UnknownNameError("target", target, TARGETS)
-    if target != "host" and fmt != "tvm":
+    if target != "host" and not exporter.cross:
         raise ExportError(f"format {fmt!r} has no cross target; only 'tvm' takes --target {target}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    if fmt in ("tflite-int8", "blob", "c") and calibration is None:
+    if exporter.calibrated and calibration is None:
         gen = torch.Generator().manual_seed(1234)
         calibration = torch.randn((CALIBRATION_SAMPLES, *example.shape[1:]), generator=gen).numpy()
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hwnas-export-") as tmp:
-        if fmt == "onnx":
-            to_onnx(model, example, path)
-        elif fmt in ("tflite", "tflite-int8"):
-            to_tflite(model, example, path, calibration if fmt == "tflite-int8" else None)
-        elif fmt == "blob-fp32":
-            fp32_path = Path(tmp) / "model.tflite"
-            to_tflite(model, example, fp32_path, None)
-            blob_info = tflite_to_blob(fp32_path, path)
-        elif fmt in ("blob", "c"):
-            int8_path = Path(tmp) / "model.int8.tflite"
-            to_tflite(model, example, int8_path, calibration)
-            blob_path = path if fmt == "blob" else Path(tmp) / "model.hwnb"
-            blob_info = tflite_to_blob(int8_path, blob_path)
-            if fmt == "c":
-                blob_to_c(blob_path, blob_info, path.parent)
-            if verify:
-                lsb = compare_blob_with_litert(blob_path, int8_path)
-                if lsb > BLOB_MAX_LSB:
-                    raise ExportError(f"blob: differs from LiteRT's reference int8 kernels by {lsb} steps")
-        else:
-            onnx_path = Path(tmp) / "model.onnx"
-            try:
-                to_onnx(model, example, onnx_path)
-            except UnsupportedOpError as exc:  # TVM imports through ONNX: report it as TVM's gap
-                raise UnsupportedOpError("tvm", exc.op, f"TVM imports models through ONNX: {exc}") from None
-            to_tvm(onnx_path, tuple(example.shape), path, target)
-            if verify and target != "host":
-                # A cross-compiled library cannot run here: verify the host build of the same
-                # Relax module, then keep only the cross build.
-                twin = Path(tmp) / "host-twin.so"
-                to_tvm(onnx_path, tuple(example.shape), twin, "host")
+        written = exporter.write(model, example, path, Path(tmp), target,
+                                 calibration if exporter.calibrated else None, verify)
         seconds = time.perf_counter() - start
 
         with torch.no_grad():
@@ -144,35 +207,18 @@ def export_model(
             format=fmt,
             path=str(path),
             sha256=sha256_file(path),
-            inputs=[TensorSpec("input", tuple(example.shape), "float32")],
-            outputs=[TensorSpec("output", tuple(reference.shape), "float32")],
+            inputs=written.inputs or [TensorSpec("input", tuple(example.shape), "float32")],
+            outputs=written.outputs or [TensorSpec("output", tuple(reference.shape), "float32")],
             target=target,
             space=space,
             config=dict(config) if config is not None else None,
             export_seconds=round(seconds, 4),
+            extra=written.extra,
         )
-        if fmt.startswith("tflite"):
-            artifact.inputs, artifact.outputs = _tflite_io(path)
-        if fmt in ("blob", "blob-fp32", "c"):
-            quantized = blob_info.dtype == "int8"
-            artifact.inputs = [TensorSpec("input_nhwc", blob_info.input_shape, blob_info.dtype,
-                                          blob_info.input_quant if quantized else None)]
-            artifact.outputs = [TensorSpec("output", blob_info.output_shape, blob_info.dtype,
-                                           blob_info.output_quant if quantized else None)]
-            artifact.extra = {
-                "arena_bytes": blob_info.arena_bytes,
-                "weight_bytes": blob_info.weight_bytes,
-                "blob_bytes": blob_info.size,
-                "ops": blob_info.op_names,
-            }
-            if verify and quantized:
-                artifact.extra["max_lsb_vs_litert_reference"] = lsb
         if verify:
             checked = artifact
-            if target != "host":
-                checked = replace(artifact, path=str(twin), target="host")
-            elif fmt == "c":  # the C sources run on the board; check the blob they embed
-                checked = replace(artifact, path=str(blob_path), format="blob")
+            if written.check_path is not None:
+                checked = replace(artifact, path=str(written.check_path), format=written.check_format, target="host")
             artifact.max_abs_error = verify_artifact(checked, example.numpy(), reference)
     artifact.save()
     return artifact

@@ -217,30 +217,36 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
-    from ai_edge_litert import schema_py_generated as schema
+class _Graph:
+    """A TFLite model's one subgraph being turned into blob tensors: its constants, quantisation,
+    and the blob tensor of each TFLite activation (made on first use)."""
 
-    buf = Path(tflite_path).read_bytes()
-    model = schema.ModelT.InitFromPackedBuf(buf, 0)
-    if len(model.subgraphs) != 1:
-        raise ExportError("blob: only single-subgraph models are supported")
-    g = model.subgraphs[0]
-    op_names = {v: k for k, v in schema.BuiltinOperator.__dict__.items() if not k.startswith("_")}
+    def __init__(self, buf: bytes):
+        from ai_edge_litert import schema_py_generated as schema
 
-    def op_name(op) -> str:
-        code = model.operatorCodes[op.opcodeIndex]
-        return op_names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+        self.buf = buf
+        self.model = schema.ModelT.InitFromPackedBuf(buf, 0)
+        if len(self.model.subgraphs) != 1:
+            raise ExportError("blob: only single-subgraph models are supported")
+        self.g = self.model.subgraphs[0]
+        self._op_names = {v: k for k, v in schema.BuiltinOperator.__dict__.items() if not k.startswith("_")}
+        self.tensors: list[_Tensor] = []
+        self.index_of: dict[int, int] = {}  # TFLite tensor index -> blob tensor index
 
-    def stored(index: int):
+    def op_name(self, op) -> str:
+        code = self.model.operatorCodes[op.opcodeIndex]
+        return self._op_names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+
+    def stored(self, index: int):
         """The tensor's bytes in the model, or None for a tensor computed at run time."""
-        b = model.buffers[g.tensors[index].buffer]
+        b = self.model.buffers[self.g.tensors[index].buffer]
         if b.data is None and b.offset > 1:  # stored after the flatbuffer (large-model layout)
-            return buf[b.offset : b.offset + b.size]
+            return self.buf[b.offset : b.offset + b.size]
         return b.data
 
-    def const(index: int) -> np.ndarray:
-        t = g.tensors[index]
-        data = stored(index)
+    def const(self, index: int) -> np.ndarray:
+        t = self.g.tensors[index]
+        data = self.stored(index)
         if data is None:
             raise ExportError(f"blob: tensor {t.name!r} was expected to be a constant")
         dtype = {_TFLITE_INT8: np.int8, _TFLITE_INT32: np.int32, _TFLITE_FLOAT32: np.float32}.get(t.type)
@@ -248,36 +254,245 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             raise UnsupportedOpError("blob", f"constant of TFLite type {t.type}")
         return np.frombuffer(bytes(data), dtype=dtype).reshape(list(t.shape))
 
-    def quant(index: int) -> tuple[np.ndarray, np.ndarray]:
-        q = g.tensors[index].quantization
+    def quant(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        q = self.g.tensors[index].quantization
         if q is None or q.scale is None:
-            raise ExportError(f"blob: tensor {g.tensors[index].name!r} is not quantised (need a full-integer model)")
+            raise ExportError(f"blob: tensor {self.g.tensors[index].name!r} is not quantised "
+                              "(need a full-integer model)")
         return np.asarray(q.scale, dtype=np.float32), np.asarray(q.zeroPoint, dtype=np.int64)
 
-    tensors: list[_Tensor] = []
-    index_of: dict[int, int] = {}  # TFLite tensor index -> blob tensor index
-
-    def activation(tfl_index: int) -> int:
-        if tfl_index not in index_of:
-            t = g.tensors[tfl_index]
+    def activation(self, tfl_index: int) -> int:
+        if tfl_index not in self.index_of:
+            t = self.g.tensors[tfl_index]
             if t.type not in (_TFLITE_INT8, _TFLITE_FLOAT32):
                 raise UnsupportedOpError("blob", f"activation tensor of TFLite type {t.type} (int8 or float32 only)")
             shape = [int(s) for s in t.shape]
             dims = tuple([1] * (4 - len(shape)) + shape) if len(shape) < 4 else tuple(shape)
             if t.type == _TFLITE_FLOAT32:
-                tensors.append(_Tensor(dims, FLOAT32, ARENA))
+                self.tensors.append(_Tensor(dims, FLOAT32, ARENA))
             else:
-                scale, zp = quant(tfl_index)
-                tensors.append(_Tensor(dims, INT8, ARENA, float(scale[0]), int(zp[0])))
-            index_of[tfl_index] = len(tensors) - 1
-        return index_of[tfl_index]
+                scale, zp = self.quant(tfl_index)
+                self.tensors.append(_Tensor(dims, INT8, ARENA, float(scale[0]), int(zp[0])))
+            self.index_of[tfl_index] = len(self.tensors) - 1
+        return self.index_of[tfl_index]
 
-    def constant(array: np.ndarray, dims: tuple[int, int, int, int], dtype: int) -> int:
-        tensors.append(_Tensor(dims, dtype, CONST, data=np.ascontiguousarray(array).tobytes()))
-        return len(tensors) - 1
+    def constant(self, array: np.ndarray, dims: tuple[int, int, int, int], dtype: int) -> int:
+        self.tensors.append(_Tensor(dims, dtype, CONST, data=np.ascontiguousarray(array).tobytes()))
+        return len(self.tensors) - 1
 
-    def int32_array(values: list[int]) -> int:
-        return constant(np.asarray(values, dtype=np.int32), (1, 1, 1, len(values)), INT32)
+    def int32_array(self, values: list[int]) -> int:
+        return self.constant(np.asarray(values, dtype=np.int32), (1, 1, 1, len(values)), INT32)
+
+    def optional_constant(self, ins: list[int], i: int, dims, dtype: int) -> int:
+        return self.constant(self.const(ins[i]), dims, dtype) if len(ins) > i and ins[i] >= 0 else NO_TENSOR
+
+
+@dataclass
+class _Op:
+    """One TFLite operator as a kernel's converter sees it: its TFLite inputs (a folded PAD's
+    source in place of the padded tensor), options, and blob input/output tensors."""
+
+    name: str
+    index: int  # position in the TFLite graph
+    tfl: object  # the TFLite operator (its original inputs)
+    ins: list[int]
+    opt: object
+    x: int  # blob index of the first input
+    y: int  # blob index of the output
+    extra_top: int = 0  # padding of a PAD folded into this operator
+    extra_left: int = 0
+    input_is_nchw_graph_input: bool = False  # consumes the NCHW graph input as given
+
+    def in_t(self, g: _Graph) -> _Tensor:
+        return g.tensors[self.x]
+
+    def out_t(self, g: _Graph) -> _Tensor:
+        return g.tensors[self.y]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A firmware kernel's opcode and its converter, `convert(graph, op, fp) -> (inputs, params)`;
+    `tables`: the int8 params that point at int32 tables in the blob's data (fixed up on packing)."""
+
+    opcode: int
+    convert: object
+    tables: tuple[int, ...] = ()
+
+
+#: TFLite operator -> the firmware's kernel (TFLite Micro's registration: one converter each)
+KERNELS: dict[str, Kernel] = {}
+
+
+def kernel(*names: str, tables: tuple[int, ...] = ()):
+    def register(fn):
+        for name in names:
+            KERNELS[name] = Kernel(OPCODES[name], fn, tables)
+        return fn
+    return register
+
+
+@kernel("CONV_2D", "DEPTHWISE_CONV_2D", tables=(6, 7))
+def _conv(g: _Graph, op: _Op, fp: bool):
+    w = g.const(op.ins[1])
+    out_t = op.out_t(g)
+    # over the input the TFLite conv was given (before any PAD folded in here)
+    pad_top, pad_left = _conv_geometry(op.name, op.opt, g.g.tensors[int(op.tfl.inputs[0])].shape, out_t.dims,
+                                       int(w.shape[1]), int(w.shape[2]), op.extra_top, op.extra_left)
+    channels = out_t.dims[3]
+    dtype = FLOAT32 if fp else INT8
+    inputs = [op.x, g.constant(w, tuple(int(d) for d in w.shape), dtype),
+              g.optional_constant(op.ins, 2, (1, 1, 1, channels), FLOAT32 if fp else INT32)]
+    if fp:
+        return inputs, [op.opt.strideH, op.opt.strideW, pad_top, pad_left,
+                        *_float_activation_range(op.opt.fusedActivationFunction)]
+    w_scale, _ = g.quant(op.ins[1])
+    mults, shifts = _channel_multipliers(op.in_t(g).scale, w_scale, out_t.scale, channels)
+    act = _activation_range(op.opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
+    return inputs, [op.opt.strideH, op.opt.strideW, pad_top, pad_left, *act, g.int32_array(mults),
+                    g.int32_array(shifts)]
+
+
+@kernel("FULLY_CONNECTED", tables=(2, 3))
+def _fully_connected(g: _Graph, op: _Op, fp: bool):
+    w = g.const(op.ins[1])
+    n_out, n_in = w.shape
+    out_t = op.out_t(g)
+    inputs = [op.x, g.constant(w, (1, 1, n_out, n_in), FLOAT32 if fp else INT8),
+              g.optional_constant(op.ins, 2, (1, 1, 1, n_out), FLOAT32 if fp else INT32)]
+    if fp:
+        return inputs, list(_float_activation_range(op.opt.fusedActivationFunction))
+    w_scale, _ = g.quant(op.ins[1])
+    mults, shifts = _channel_multipliers(op.in_t(g).scale, w_scale, out_t.scale, n_out)
+    act = _activation_range(op.opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
+    # LiteRT requantises a per-channel FULLY_CONNECTED with one rounding, a per-tensor one with
+    # two (as convolutions): the flag tells the firmware which (bit-exact either way)
+    return inputs, [*act, g.int32_array(mults), g.int32_array(shifts), int(np.size(w_scale) > 1)]
+
+
+@kernel("ADD")
+def _add(g: _Graph, op: _Op, fp: bool):
+    in_t, out_t = op.in_t(g), op.out_t(g)
+    b = g.activation(op.ins[1])
+    if g.tensors[b].dims != in_t.dims or out_t.dims != in_t.dims:
+        raise UnsupportedOpError("blob", op.name, "broadcasting")
+    if fp:
+        return [op.x, b], [0] * 7 + list(_float_activation_range(op.opt.fusedActivationFunction))
+    left_shift = 20
+    twice_max = 2 * max(np.float64(in_t.scale), np.float64(g.tensors[b].scale))
+    m1 = quantize_multiplier(float(np.float64(in_t.scale) / twice_max))
+    m2 = quantize_multiplier(float(np.float64(g.tensors[b].scale) / twice_max))
+    mo = quantize_multiplier(float(twice_max / ((1 << left_shift) * np.float64(out_t.scale))))
+    act = _activation_range(op.opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
+    return [op.x, b], [left_shift, *m1, *m2, *mo, *act]
+
+
+@kernel("TRANSPOSE")
+def _transpose(g: _Graph, op: _Op, fp: bool):
+    perm = [int(v) for v in g.const(op.ins[1]).ravel()]
+    if len(perm) != 4 or len(g.g.tensors[op.ins[0]].shape) != 4:
+        raise UnsupportedOpError("blob", op.name, "only 4-D transposes")
+    in_t, out_t = op.in_t(g), op.out_t(g)
+    if not fp and (in_t.scale, in_t.zero_point) != (out_t.scale, out_t.zero_point):
+        raise UnsupportedOpError("blob", op.name, "requantising transpose")
+    return [op.x], perm
+
+
+@kernel("RELU")
+def _relu(g: _Graph, op: _Op, fp: bool):
+    if fp:
+        return [op.x], []
+    in_t, out_t = op.in_t(g), op.out_t(g)
+    # TFLite's quantised ReLU: requantise from the input's scale, clamp at zero
+    mult = quantize_multiplier(float(np.float64(in_t.scale) / np.float64(out_t.scale)))
+    return [op.x], [*mult, *_activation_range(1, out_t.scale, out_t.zero_point)]
+
+
+@kernel("LOGISTIC", tables=(0,))
+def _logistic(g: _Graph, op: _Op, fp: bool):
+    if fp:
+        return [op.x], []
+    return [op.x], [g.constant(_logistic_table(op.in_t(g), op.out_t(g)), (1, 1, 1, 256), INT8)]
+
+
+@kernel("MUL")
+def _mul(g: _Graph, op: _Op, fp: bool):
+    if g.stored(op.ins[1]) is not None or g.stored(op.ins[0]) is not None:
+        raise UnsupportedOpError("blob", op.name, "multiplication by a constant tensor")
+    in_t, out_t = op.in_t(g), op.out_t(g)
+    b = g.activation(op.ins[1])
+    big, small = (op.x, b) if in_t.dims == out_t.dims else (b, op.x)
+    sd, od = g.tensors[small].dims, out_t.dims
+    if g.tensors[big].dims != od:
+        raise UnsupportedOpError("blob", op.name, "broadcasting of the first operand")
+    if sd == od:
+        broadcast = 0
+    elif sd[0] == od[0] == 1 and sd[1] == sd[2] == 1 and sd[3] == od[3]:
+        broadcast = 1  # one value per channel (a squeeze-and-excitation gate)
+    else:
+        raise UnsupportedOpError("blob", op.name, f"broadcasting {sd} over {od}")
+    if fp:
+        return [big, small], [0, 0, *_float_activation_range(op.opt.fusedActivationFunction), broadcast]
+    real = np.float64(g.tensors[big].scale) * np.float64(g.tensors[small].scale) / np.float64(out_t.scale)
+    return [big, small], [*quantize_multiplier(float(real)),
+                          *_activation_range(op.opt.fusedActivationFunction, out_t.scale, out_t.zero_point),
+                          broadcast]
+
+
+@kernel("HARD_SWISH")
+def _hard_swish(g: _Graph, op: _Op, fp: bool):
+    if not fp:
+        raise UnsupportedOpError("blob", op.name, "int8 hard-swish has no MCU kernel yet; use --format blob-fp32")
+    return [op.x], []
+
+
+@kernel("AVERAGE_POOL_2D", "MAX_POOL_2D")
+def _pool(g: _Graph, op: _Op, fp: bool):
+    o = op.opt
+    in_t, out_t = op.in_t(g), op.out_t(g)
+    same = o.padding == 0
+    _, in_h, in_w, _ = (int(d) for d in g.g.tensors[int(op.tfl.inputs[0])].shape)
+    pad_top = (_same_padding(out_t.dims[1], o.strideH, o.filterHeight, in_h) if same else 0) + op.extra_top
+    pad_left = (_same_padding(out_t.dims[2], o.strideW, o.filterWidth, in_w) if same else 0) + op.extra_left
+    if fp:
+        act = _float_activation_range(o.fusedActivationFunction)
+    else:
+        if (in_t.scale, in_t.zero_point) != (out_t.scale, out_t.zero_point):
+            raise UnsupportedOpError("blob", op.name, "requantising pooling (input and output scales differ)")
+        act = _activation_range(o.fusedActivationFunction, out_t.scale, out_t.zero_point)
+    return [op.x], [o.strideH, o.strideW, pad_top, pad_left, o.filterHeight, o.filterWidth, *act]
+
+
+@kernel("MEAN")
+def _mean(g: _Graph, op: _Op, fp: bool):
+    in_t, out_t = op.in_t(g), op.out_t(g)
+    axes = sorted(int(a) for a in g.const(op.ins[1]).ravel())
+    if axes == [2, 3] and op.input_is_nchw_graph_input:
+        # a head alone: the spatial mean of the NCHW input as given; the host sends NHWC
+        nb, c, h, w = in_t.dims
+        in_t.dims, axes = (nb, h, w, c), [1, 2]
+    if axes != [1, 2] or len(g.g.tensors[op.ins[0]].shape) != 4:
+        raise UnsupportedOpError("blob", op.name, f"reduction over axes {axes} (only H, W)")
+    if fp:
+        return [op.x], []
+    # LiteRT folds the 1 / (H * W) into the multiplier: so does the blob (bit-exact)
+    return [op.x], [*_mean_multiplier(in_t.scale, out_t.scale, in_t.dims[1] * in_t.dims[2]), 1]
+
+
+@kernel("PAD")
+def _pad(g: _Graph, op: _Op, fp: bool):
+    pads = g.const(op.ins[1]).reshape(-1, 2)
+    if pads[0].any() or pads[3].any():
+        raise UnsupportedOpError("blob", op.name, "padding of batch or channels")
+    return [op.x], [int(pads[1][0]), int(pads[1][1]), int(pads[2][0]), int(pads[2][1])]
+
+
+def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
+    """Convert a TFLite model to a blob at `blob_path`: each operator by its registered kernel's
+    converter (`KERNELS`); the graph's structure (the input transpose, reshapes, folded pads) here."""
+    graph = _Graph(Path(tflite_path).read_bytes())
+    g, tensors, index_of = graph.g, graph.tensors, graph.index_of
+    activation = graph.activation
 
     # A PAD whose only consumers are convolutions is folded into them (their kernels skip
     # out-of-bounds taps, which equals padding with the zero point), and so is a PADV2 with the
@@ -285,24 +500,23 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
     consumers: dict[int, list[str]] = {}
     for op in g.operators:
         for i in op.inputs:
-            consumers.setdefault(int(i), []).append(op_name(op))
+            consumers.setdefault(int(i), []).append(graph.op_name(op))
     folded_pads: dict[int, tuple[int, int, int]] = {}  # padded tensor -> (source, top, left)
 
     ops: list[tuple[int, list[int], int, list[int], str, bool]] = []
     graph_input = g.inputs[0]
     input_alias: int | None = None
     for n, op in enumerate(g.operators):
-        name = op_name(op)
+        name = graph.op_name(op)
         ins, outs = [int(i) for i in op.inputs], [int(o) for o in op.outputs]
-        opt = op.builtinOptions
         users = set(consumers.get(outs[0], ["?"])) if outs else {"?"}
         foldable = (name == "PAD" and users <= {"CONV_2D", "DEPTHWISE_CONV_2D"}) or (
             name == "PADV2"
             and users == {"MAX_POOL_2D"}
-            and float(const(ins[2]).ravel()[0]) <= _lowest(g.tensors[ins[0]])
+            and float(graph.const(ins[2]).ravel()[0]) <= _lowest(g.tensors[ins[0]])
         )
         if foldable:
-            pads = const(ins[1]).reshape(-1, 2)
+            pads = graph.const(ins[1]).reshape(-1, 2)
             if not (pads[0].any() or pads[3].any()):
                 folded_pads[outs[0]] = (ins[0], int(pads[1][0]), int(pads[2][0]))
                 continue
@@ -312,7 +526,7 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             ins = [folded_pads[padded][0], *ins[1:]]
             extra_top, extra_left = folded_pads[padded][1], folded_pads[padded][2]
         if name == "TRANSPOSE" and n == 0 and ins[0] == graph_input:
-            if list(const(ins[1])) != [0, 2, 3, 1]:
+            if list(graph.const(ins[1])) != [0, 2, 3, 1]:
                 raise UnsupportedOpError("blob", "TRANSPOSE", "only the NCHW->NHWC input transpose is supported")
             input_alias = outs[0]
             continue
@@ -325,146 +539,16 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
         if name == "RESHAPE":  # NHWC memory is already in the new shape's order: an alias
             index_of[outs[0]] = activation(ins[0])
             continue
-        if name not in OPCODES:
+        if name not in KERNELS:
             raise UnsupportedOpError("blob", name, "the MCU runtime has no kernel for it")
-        x = activation(ins[0])
-        y = activation(outs[0])
-        in_t, out_t = tensors[x], tensors[y]
-        fp = in_t.dtype == FLOAT32
-        if out_t.dtype != in_t.dtype:
+        x, y = activation(ins[0]), activation(outs[0])
+        fp = tensors[x].dtype == FLOAT32
+        if tensors[y].dtype != tensors[x].dtype:
             raise UnsupportedOpError("blob", name, "mixed int8/float32 operands")
-        p = [0] * 12
-        inputs = [x]
-        if fp and name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
-            w = const(ins[1])
-            has_bias = len(ins) > 2 and ins[2] >= 0
-            bias = const(ins[2]) if has_bias else None
-            act = _float_activation_range(opt.fusedActivationFunction)
-            if name == "FULLY_CONNECTED":
-                n_out, n_in = w.shape
-                inputs += [constant(w, (1, 1, n_out, n_in), FLOAT32),
-                           constant(bias, (1, 1, 1, n_out), FLOAT32) if has_bias else NO_TENSOR]
-                p[:2] = act
-            else:
-                pad_top, pad_left = _conv_geometry(name, opt, g.tensors[int(op.inputs[0])].shape, out_t.dims,
-                                                   int(w.shape[1]), int(w.shape[2]), extra_top, extra_left)
-                channels = out_t.dims[3]
-                inputs += [constant(w, tuple(int(d) for d in w.shape), FLOAT32),
-                           constant(bias, (1, 1, 1, channels), FLOAT32) if has_bias else NO_TENSOR]
-                p[:6] = [opt.strideH, opt.strideW, pad_top, pad_left, *act]
-        elif fp and name == "ADD":
-            b = activation(ins[1])
-            if tensors[b].dims != in_t.dims or out_t.dims != in_t.dims:
-                raise UnsupportedOpError("blob", name, "broadcasting")
-            inputs.append(b)
-            p[7:9] = _float_activation_range(opt.fusedActivationFunction)
-        elif name == "TRANSPOSE":
-            perm = [int(v) for v in const(ins[1]).ravel()]
-            if len(perm) != 4 or len(g.tensors[ins[0]].shape) != 4:
-                raise UnsupportedOpError("blob", name, "only 4-D transposes")
-            if not fp and (in_t.scale, in_t.zero_point) != (out_t.scale, out_t.zero_point):
-                raise UnsupportedOpError("blob", name, "requantising transpose")
-            p[:4] = perm
-        elif name == "RELU":
-            if not fp:  # TFLite's quantised ReLU: requantise from the input's scale, clamp at zero
-                mult = quantize_multiplier(float(np.float64(in_t.scale) / np.float64(out_t.scale)))
-                p[:4] = [*mult, *_activation_range(1, out_t.scale, out_t.zero_point)]
-        elif name == "LOGISTIC":
-            if not fp:
-                p[0] = constant(_logistic_table(in_t, out_t), (1, 1, 1, 256), INT8)
-        elif name == "MUL":
-            if stored(ins[1]) is not None or stored(ins[0]) is not None:
-                raise UnsupportedOpError("blob", name, "multiplication by a constant tensor")
-            b = activation(ins[1])
-            big, small = (x, b) if in_t.dims == out_t.dims else (b, x)
-            sd, od = tensors[small].dims, out_t.dims
-            if tensors[big].dims != od:
-                raise UnsupportedOpError("blob", name, "broadcasting of the first operand")
-            if sd == od:
-                broadcast = 0
-            elif sd[0] == od[0] == 1 and sd[1] == sd[2] == 1 and sd[3] == od[3]:
-                broadcast = 1  # one value per channel (a squeeze-and-excitation gate)
-            else:
-                raise UnsupportedOpError("blob", name, f"broadcasting {sd} over {od}")
-            inputs = [big, small]
-            if fp:
-                p[2:5] = [*_float_activation_range(opt.fusedActivationFunction), broadcast]
-            else:
-                real = np.float64(tensors[big].scale) * np.float64(tensors[small].scale) / np.float64(out_t.scale)
-                p[:5] = [*quantize_multiplier(float(real)),
-                         *_activation_range(opt.fusedActivationFunction, out_t.scale, out_t.zero_point), broadcast]
-        elif name == "HARD_SWISH":
-            if not fp:
-                raise UnsupportedOpError("blob", name, "int8 hard-swish has no MCU kernel yet; use --format blob-fp32")
-        elif name in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
-            fh, fw, sh, sw = opt.filterHeight, opt.filterWidth, opt.strideH, opt.strideW
-            same = opt.padding == 0
-            _, in_h, in_w, _ = (int(d) for d in g.tensors[int(op.inputs[0])].shape)
-            pad_top = (_same_padding(out_t.dims[1], sh, fh, in_h) if same else 0) + extra_top
-            pad_left = (_same_padding(out_t.dims[2], sw, fw, in_w) if same else 0) + extra_left
-            if fp:
-                act = _float_activation_range(opt.fusedActivationFunction)
-            else:
-                if (in_t.scale, in_t.zero_point) != (out_t.scale, out_t.zero_point):
-                    raise UnsupportedOpError("blob", name, "requantising pooling (input and output scales differ)")
-                act = _activation_range(opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
-            p[:8] = [sh, sw, pad_top, pad_left, fh, fw, *act]
-        elif name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            w = const(ins[1])
-            w_scale, _ = quant(ins[1])
-            sh, sw = opt.strideH, opt.strideW
-            # over the input the TFLite conv was given (before any PAD folded in here)
-            pad_top, pad_left = _conv_geometry(name, opt, g.tensors[int(op.inputs[0])].shape, out_t.dims,
-                                               int(w.shape[1]), int(w.shape[2]), extra_top, extra_left)
-            channels = out_t.dims[3]
-            mults, shifts = _channel_multipliers(in_t.scale, w_scale, out_t.scale, channels)
-            act_min, act_max = _activation_range(opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
-            inputs += [
-                constant(w, tuple(int(d) for d in w.shape), INT8),
-                constant(const(ins[2]), (1, 1, 1, channels), INT32) if len(ins) > 2 and ins[2] >= 0 else NO_TENSOR,
-            ]
-            p[:8] = [sh, sw, pad_top, pad_left, act_min, act_max, int32_array(mults), int32_array(shifts)]
-        elif name == "ADD":
-            b = activation(ins[1])
-            if tensors[b].dims != in_t.dims or out_t.dims != in_t.dims:
-                raise UnsupportedOpError("blob", name, "broadcasting")
-            left_shift = 20
-            twice_max = 2 * max(np.float64(in_t.scale), np.float64(tensors[b].scale))
-            m1 = quantize_multiplier(float(np.float64(in_t.scale) / twice_max))
-            m2 = quantize_multiplier(float(np.float64(tensors[b].scale) / twice_max))
-            mo = quantize_multiplier(float(twice_max / ((1 << left_shift) * np.float64(out_t.scale))))
-            act_min, act_max = _activation_range(opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
-            inputs.append(b)
-            p[:9] = [left_shift, *m1, *m2, *mo, act_min, act_max]
-        elif name == "MEAN":
-            axes = sorted(int(a) for a in const(ins[1]).ravel())
-            if axes == [2, 3] and ins[0] == graph_input and input_alias is None and n == 0:
-                # a head alone: the spatial mean of the NCHW input as given; the host sends NHWC
-                nb, c, h, w = in_t.dims
-                in_t.dims, axes = (nb, h, w, c), [1, 2]
-            if axes != [1, 2] or len(g.tensors[ins[0]].shape) != 4:
-                raise UnsupportedOpError("blob", name, f"reduction over axes {axes} (only H, W)")
-            if not fp:  # LiteRT folds the 1 / (H * W) into the multiplier: so does the blob (bit-exact)
-                p[:3] = [*_mean_multiplier(in_t.scale, out_t.scale, in_t.dims[1] * in_t.dims[2]), 1]
-        elif name == "FULLY_CONNECTED":
-            w = const(ins[1])
-            w_scale, _ = quant(ins[1])
-            n_out, n_in = w.shape
-            mults, shifts = _channel_multipliers(in_t.scale, w_scale, out_t.scale, n_out)
-            act_min, act_max = _activation_range(opt.fusedActivationFunction, out_t.scale, out_t.zero_point)
-            inputs += [
-                constant(w, (1, 1, n_out, n_in), INT8),
-                constant(const(ins[2]), (1, 1, 1, n_out), INT32) if len(ins) > 2 and ins[2] >= 0 else NO_TENSOR,
-            ]
-            # LiteRT requantises a per-channel FULLY_CONNECTED with one rounding, a per-tensor one
-            # with two (as convolutions): the flag tells the firmware which (bit-exact either way)
-            p[:5] = [act_min, act_max, int32_array(mults), int32_array(shifts), int(np.size(w_scale) > 1)]
-        elif name == "PAD":
-            pads = const(ins[1]).reshape(-1, 2)
-            if pads[0].any() or pads[3].any():
-                raise UnsupportedOpError("blob", name, "padding of batch or channels")
-            p[:4] = [int(pads[1][0]), int(pads[1][1]), int(pads[2][0]), int(pads[2][1])]
-        ops.append((OPCODES[name], inputs, y, p, name, fp))
+        view = _Op(name, n, op, ins, op.builtinOptions, x, y, extra_top, extra_left,
+                   input_is_nchw_graph_input=ins[0] == graph_input and input_alias is None and n == 0)
+        inputs, params = KERNELS[name].convert(graph, view, fp)
+        ops.append((KERNELS[name].opcode, inputs, y, (list(params) + [0] * 12)[:12], name, fp))
 
     entry = input_alias if input_alias is not None else graph_input
     if entry not in index_of:
@@ -495,16 +579,11 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             data += t.data
             data += bytes(_align(len(data)) - len(data))
     packed_ops = []
-    for opcode, inputs, out, p, _name, fp in ops:
+    for opcode, inputs, out, p, name, fp in ops:
         p = list(p)
-        if fp:
-            pass  # float32 ops carry no multiplier tables
-        elif opcode in (1, 2):
-            p[6], p[7] = tensors[p[6]].offset, tensors[p[7]].offset
-        elif opcode == 5:
-            p[2], p[3] = tensors[p[2]].offset, tensors[p[3]].offset
-        elif opcode == OPCODES["LOGISTIC"]:
-            p[0] = tensors[p[0]].offset
+        if not fp:  # float32 ops carry no multiplier tables
+            for i in KERNELS[name].tables:
+                p[i] = tensors[p[i]].offset
         padded = (list(inputs) + [NO_TENSOR] * 4)[:4]
         packed_ops.append(OP.pack(opcode, len(inputs), out, *padded, *p, 0))
 

@@ -6,6 +6,7 @@ One place knows where the sources are (`FIRMWARE_DIR`); the host build of the sa
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +17,16 @@ FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 QEMU_BOARD = "qemu-mps2-an500"
 
 
+def make(*targets: str) -> subprocess.CompletedProcess:
+    """`make -s -C firmware TARGETS...` under an exclusive lock on the build folder: two processes
+    building at once (two CLI runs, parallel test workers) would interleave one object file's writes."""
+    build = FIRMWARE_DIR / "build"
+    build.mkdir(exist_ok=True)
+    with open(build / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), *targets], capture_output=True, text=True)
+
+
 def build_firmware(board: str = QEMU_BOARD, model_c: str | Path | None = None) -> Path:
     """make -C firmware BOARD=board [MODEL_C=...]; returns the ELF (rebuilt only when sources
     changed). With `model_c` (from `hwnas export --format c`) the model is built in."""
@@ -24,10 +35,10 @@ def build_firmware(board: str = QEMU_BOARD, model_c: str | Path | None = None) -
     if not (FIRMWARE_DIR / "boards" / board).is_dir():
         known = sorted(p.name for p in (FIRMWARE_DIR / "boards").iterdir() if (p / "board.mk").exists())
         raise DeviceError(f"unknown board {board!r}; known: {', '.join(known)}")
-    cmd = ["make", "-s", "-C", str(FIRMWARE_DIR), f"BOARD={board}"]
+    targets = [f"BOARD={board}"]
     if model_c is not None:
-        cmd.append(f"MODEL_C={Path(model_c).resolve()}")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+        targets.append(f"MODEL_C={Path(model_c).resolve()}")
+    proc = make(*targets)
     if proc.returncode != 0:
         raise DeviceError(f"firmware build for {board} failed:\n{proc.stderr.strip()[-3000:]}")
     return FIRMWARE_DIR / "build" / (board + ("-builtin" if model_c else "")) / "firmware.elf"

@@ -8,13 +8,12 @@ with the same code's output on the same input.
 from __future__ import annotations
 
 import ctypes
-import subprocess
 from functools import lru_cache
 
 import numpy as np
 
 from hwnas_deploy.errors import DeviceError, ExportError
-from hwnas_deploy.mcu.firmware import FIRMWARE_DIR
+from hwnas_deploy.mcu.firmware import FIRMWARE_DIR, make
 
 _MODEL_STRUCT_BYTES = 128  # >= sizeof(hw_model_t) on any 64-bit host
 
@@ -22,7 +21,7 @@ _MODEL_STRUCT_BYTES = 128  # >= sizeof(hw_model_t) on any 64-bit host
 @lru_cache(maxsize=1)
 def host_library() -> ctypes.CDLL:
     """Build (if out of date) and load firmware/build/host/libhwnas_runtime.so."""
-    proc = subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), "host-lib"], capture_output=True, text=True)
+    proc = make("host-lib")
     if proc.returncode != 0:
         raise DeviceError(f"building the host runtime failed: {proc.stderr.strip()[-2000:]}")
     lib = ctypes.CDLL(str(FIRMWARE_DIR / "build" / "host" / "libhwnas_runtime.so"))

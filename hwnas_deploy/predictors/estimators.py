@@ -1,8 +1,10 @@
-"""The regressors a predictor can use, by name, with their default hyper-parameters.
+"""The estimators a predictor can use, by name: the model each composes, with its defaults.
 
-Each is a scikit-learn estimator built from plain data (name + parameters), so a predictor file
-stores data, never a pickle. Random states are fixed: refitting on the same rows gives the same
-model, which is how a saved predictor is loaded.
+Each is built from plain data (name + parameters; a scikit-learn regressor at its core), so a
+predictor file stores data, never a pickle. Random states are fixed: refitting on the same rows
+gives the same model, which is how a saved predictor is loaded. An estimator's `compose` puts
+the parts of `predictors.models` together (a regression on features, in log space or not; the
+LUT's block sum corrected; the LUT's blocks modelled per kind; a pre-trained model).
 """
 
 from __future__ import annotations
@@ -14,14 +16,48 @@ from typing import Any
 from hwnas_deploy.errors import PredictorError, UnknownNameError
 
 
+def _regression(spec: EstimatorSpec, params: dict, space: str, features: str, log_target: bool, lut):
+    from hwnas_deploy.predictors.models import LogTarget, OnFeatures, Regressor
+
+    core = OnFeatures(space, features, Regressor(spec.build(params), spec.linear, spec.with_std))
+    return LogTarget(core) if log_target else core
+
+
+def _lut_corrected(spec: EstimatorSpec, params: dict, space: str, features: str, log_target: bool, lut):
+    from hwnas_deploy.predictors.models import LogTarget, OnFeatures, OverLutSum, Regressor
+
+    if not log_target:
+        raise PredictorError(f"the {spec.name} estimator predicts a positive latency (log_target)")
+    return OverLutSum(LogTarget(OnFeatures(space, features, Regressor(spec.build(params)), lut_column=lut)), lut)
+
+
+def _kernel_level(spec: EstimatorSpec, params: dict, space: str, features: str, log_target: bool, lut):
+    from hwnas_deploy.predictors.models import KernelLevel
+
+    return KernelLevel(space, lut, params["n_estimators"])
+
+
+def _pretrained(spec: EstimatorSpec, params: dict, space: str, features: str, log_target: bool, lut):
+    from hwnas_deploy.predictors.models import Pretrained
+
+    return Pretrained(space, spec.build(params))
+
+
 @dataclass(frozen=True)
 class EstimatorSpec:
     name: str
     description: str
     defaults: dict[str, Any]
-    build: Callable[[dict[str, Any]], Any]
+    build: Callable[[dict[str, Any]], Any]  # params -> the regressor (or pre-trained model) at its core
     features: str  # the feature set it uses by default
-    needs_lut: bool = False  # built on a latency LUT of the same device (hwnas_deploy/lut.py)
+    needs_lut: bool = False  # built on a latency LUT of the same device (predictors/lut.py)
+    #: how its parts are put together: (spec, params, space, features, log_target, lut) -> model
+    compose: Callable[..., Any] = _regression
+    linear: bool = False  # the fitted core is a weight vector (saved as such, applied exactly)
+    with_std: bool = False  # it has a predictive standard deviation
+    #: a latency is fitted in log space, except by straight lines through cost counts (latency
+    #: grows with work; a log would bend them)
+    log_target: bool = True
 
 
 def _ridge(p):
@@ -72,12 +108,6 @@ def _rf(p):
     )
 
 
-def _kernels(p):
-    from hwnas_deploy.predictors.kernel_level import KernelModel
-
-    return KernelModel(n_estimators=p["n_estimators"])
-
-
 def _linear(p):
     from sklearn.linear_model import LinearRegression
 
@@ -88,12 +118,13 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
     spec.name: spec
     for spec in (
         EstimatorSpec("ridge", "ridge regression on one-hot genes + MACs/params (penalty by leave-one-out)",
-                      {"alphas": [0.01, 0.1, 1.0, 10.0, 30.0, 100.0, 300.0, 1000.0]}, _ridge, "onehot+macs"),
+                      {"alphas": [0.01, 0.1, 1.0, 10.0, 30.0, 100.0, 300.0, 1000.0]}, _ridge, "onehot+macs",
+                      linear=True),
         EstimatorSpec("svr", "RBF support-vector regression", {"C": 10.0, "epsilon": 0.01, "gamma": "scale"}, _svr,
                       "onehot+macs"),
         EstimatorSpec("gp", "Gaussian-process regression (RBF + noise kernel, fitted by marginal likelihood): "
                       "the surrogate of Bayesian optimisation, good with few rows", {"length_scale": 10.0, "noise": 0.01},
-                      _gp, "onehot+macs"),
+                      _gp, "onehot+macs", with_std=True),
         EstimatorSpec("gbt", "gradient-boosted trees (scikit-learn histogram GBT)",
                       {"max_iter": 400, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 5}, _gbt,
                       "onehot+macs"),
@@ -101,14 +132,16 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
                       {"n_estimators": 300, "max_features": 0.5, "min_samples_leaf": 1}, _rf, "onehot+macs"),
         EstimatorSpec("kernels", "kernel-level (nn-Meter style): a forest per block kind trained on the LUT's "
                       "blocks measured alone, summed over the network, plus the median whole-network offset",
-                      {"n_estimators": 200}, _kernels, "onehot", needs_lut=True),
+                      {"n_estimators": 200}, None, "onehot", needs_lut=True, compose=_kernel_level),
         EstimatorSpec("hybrid", "the LUT's block sum times a learned correction: gradient-boosted trees on the "
                       "log ratio measured / block sum, from the genes, MACs and the block sum",
                       {"max_iter": 300, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 5}, _gbt,
-                      "onehot+macs", needs_lut=True),
-        EstimatorSpec("macs", "baseline: a straight line through MACs", {}, _linear, "macs"),
+                      "onehot+macs", needs_lut=True, compose=_lut_corrected),
+        EstimatorSpec("macs", "baseline: a straight line through MACs", {}, _linear, "macs", linear=True,
+                      log_target=False),
         EstimatorSpec("costs", "a plane through MACs and output elements (per-MAC and per-output work: "
-                      "instruction counts of a core without caches follow it)", {}, _linear, "costs"),
+                      "instruction counts of a core without caches follow it)", {}, _linear, "costs", linear=True,
+                      log_target=False),
     )
 }
 
@@ -118,7 +151,7 @@ def _nn_meter_spec(name: str) -> EstimatorSpec:
 
     device = name[len(PREFIX):]
     return EstimatorSpec(name, f"nn-Meter's pre-trained kernel-level predictor {device!r} (its files, locally)",
-                         {}, lambda p: NnMeterEstimator(device), "onehot")
+                         {}, lambda p: NnMeterEstimator(device), "onehot", compose=_pretrained)
 
 
 def estimator_spec(name: str) -> EstimatorSpec:

@@ -10,42 +10,24 @@ working across library versions (no pickles).
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from hwnas_deploy import datafile
 from hwnas_deploy.errors import ConfigError, HwnasError, PredictorError
-from hwnas_deploy.predictors.estimators import estimator_spec, resolve_params
-from hwnas_deploy.predictors.features import FEATURE_SETS, featurize
+from hwnas_deploy.predictors.estimators import ESTIMATORS, estimator_spec, resolve_params
+from hwnas_deploy.predictors.features import FEATURE_SETS
 from hwnas_deploy.predictors.lut import LatencyLUT
+from hwnas_deploy.predictors.models import regressor_of
 from hwnas_deploy.spaces import get_space
 
 FORMAT = "hwnas-predictor"
 VERSION = 1
-#: estimators whose fitted form is a weight vector: stored as such and applied with exactly
-#: rounded sums, because a refit goes through BLAS/LAPACK, whose last bits can differ between
-#: processes (memory alignment picks different SIMD paths)
-LINEAR = ("ridge", "macs", "costs")
 #: cost-count lines: fitted on the target itself, as latency grows with work (a log would bend them)
-COST_LINES = ("macs", "costs")
-
-
-def _linear_form(model) -> tuple[list[float], float]:
-    """(weights, bias) on the raw features of a fitted [StandardScaler +] linear model."""
-    steps = getattr(model, "steps", None)
-    if steps:
-        scaler, reg = steps[0][1], steps[-1][1]
-        w = reg.coef_ / scaler.scale_
-        b = float(reg.intercept_) - math.fsum((reg.coef_ * scaler.mean_ / scaler.scale_).tolist())
-    else:
-        w, b = model.coef_, float(model.intercept_)
-    return [float(v) for v in w], b
+COST_LINES = tuple(name for name, spec in ESTIMATORS.items() if not spec.log_target)
 
 
 class Predictor:
@@ -55,7 +37,8 @@ class Predictor:
     None chooses it when every training target is positive and `target` is a latency, except for
     the straight lines through cost counts (`macs`, `costs`).
     lut: the device's latency LUT, which the `kernels` and `hybrid` estimators are built on (saved
-    inside the predictor file, so it stays self-contained)."""
+    inside the predictor file, so it stays self-contained).
+    The model itself is the estimator's composition of `predictors.models` parts."""
 
     def __init__(self, estimator: str = "ridge", params: dict[str, Any] | None = None, features: str | None = None,
                  log_target: bool | None = None, lut: LatencyLUT | None = None):
@@ -74,7 +57,6 @@ class Predictor:
         self.target = "y"
         self.source = ""
         self._model = None
-        self._linear: tuple[list[float], float] | None = None
 
     # -- scikit-learn style -------------------------------------------------------------------
     def fit(self, configs: Sequence[dict], y: Sequence[float], space: str, target: str = "latency_ms",
@@ -86,75 +68,35 @@ class Predictor:
         self.space, self.target, self.source = sp.name, target, source
         self.train_configs = [sp.canonical(c) for c in configs]
         self.train_y = np.asarray(y, dtype=np.float64)
+        spec = estimator_spec(self.estimator)
         if self.log_target is None:
-            self.log_target = bool(np.all(self.train_y > 0) and "latency" in target
-                                   and self.estimator not in COST_LINES)
+            self.log_target = bool(np.all(self.train_y > 0) and "latency" in target and spec.log_target)
         if self.log_target and np.any(self.train_y <= 0):
             raise PredictorError("log_target needs positive targets")
-        t = np.log(self.train_y) if self.log_target else self.train_y
         if self.lut is not None and self.lut.space != sp.name:
             raise PredictorError(f"the LUT is for space {self.lut.space!r}, the rows for {sp.name!r}")
-        self._model = estimator_spec(self.estimator).build(self.params)
-        if self.estimator.startswith("nn-meter:"):  # pre-trained: loading its files was the fit
-            self._linear = None
-            return self
-        if self.estimator == "kernels":
-            self._model.fit(self.lut.entries)
-            resid = self.train_y - self._model.network_sums(sp, self.train_configs)
-            self._offset = float(np.median(resid))
-            self._linear = None
-            return self
-        if self.estimator == "hybrid":
-            if not self.log_target:
-                raise PredictorError("the hybrid estimator predicts a positive latency (log_target)")
-            t = t - np.log(self.lut.block_sum(self.train_configs))
-        self._mu, self._sd = float(np.mean(t)), float(np.std(t)) or 1.0
-        with warnings.catch_warnings(), threadpool_limits(1):
-            # one BLAS thread: a fit (a GP's likelihood optimisation most of all) then does not depend on
-            # how many threads the process has, so a saved predictor refits bit for bit anywhere.
-            # A GP's noise level at its lower bound means the rows are fitted exactly: expected with few
-            # rows, and not something a user can act on
-            warnings.filterwarnings("ignore", message=".*close to the specified (lower|upper) bound")
-            self._model.fit(self._features(self.train_configs), (t - self._mu) / self._sd)
-        self._linear = _linear_form(self._model) if self.estimator in LINEAR else None
+        model = spec.compose(spec, self.params, sp.name, self.features, self.log_target, self.lut)
+        self._model = model.fit(self.train_configs, self.train_y)
         return self
 
-    def _features(self, configs: Sequence[dict]) -> np.ndarray:
-        x = featurize(self.space, configs, self.features)
-        if self.estimator == "hybrid":
-            x = np.hstack([x, np.log(self.lut.block_sum(configs))[:, None]])
-        return x
-
-    def predict(self, configs: Sequence[dict]) -> np.ndarray:
+    def _fitted(self):
         if self._model is None:
             raise PredictorError("the predictor is not fitted: call fit() or Predictor.load()")
-        if self.estimator == "kernels":
-            return self._model.network_sums(get_space(self.space), configs) + self._offset
-        if self.estimator.startswith("nn-meter:"):
-            return self._model.predict(get_space(self.space), configs)
-        x = self._features(configs)
-        if self._linear is not None:
-            w, b = self._linear
-            z = np.asarray([math.fsum((row * w).tolist()) + b for row in x])
-        else:
-            with threadpool_limits(1):
-                z = self._model.predict(x)
-        t = z * self._sd + self._mu
-        if self.estimator == "hybrid":
-            t = t + np.log(self.lut.block_sum(configs))
-        return np.exp(t) if self.log_target else t
+        return self._model
+
+    def predict(self, configs: Sequence[dict]) -> np.ndarray:
+        return self._fitted().predict(configs)
 
     def predict_std(self, configs: Sequence[dict]) -> np.ndarray | None:
         """The predictive standard deviation of each config (in the target's units), for the
         estimators that have one (a Gaussian process); None for the others."""
-        if self._model is None:
-            raise PredictorError("the predictor is not fitted: call fit() or Predictor.load()")
-        if self.estimator != "gp":
-            return None
-        with threadpool_limits(1):
-            z, s = self._model.predict(self._features(configs), return_std=True)
-        t, sd = z * self._sd + self._mu, s * self._sd
-        return np.exp(t) * sd if self.log_target else sd  # delta method through the log
+        return self._fitted().predict_std(configs)
+
+    @property
+    def weights(self) -> tuple[list[float], float] | None:
+        """(weights, bias) on the raw features, for the linear estimators; None for the others."""
+        reg = regressor_of(self._fitted())
+        return None if reg is None else reg.linear_form
 
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -169,7 +111,7 @@ class Predictor:
             "target": self.target,
             "source": self.source,
             "train": {"configs": self.train_configs, "y": [float(v) for v in self.train_y]},
-            **({"linear": {"w": self._linear[0], "b": self._linear[1]}} if self._linear is not None else {}),
+            **({"linear": {"w": self.weights[0], "b": self.weights[1]}} if self.weights is not None else {}),
             **({"lut": self.lut.to_dict()} if self.lut is not None else {}),
         }
 
@@ -194,11 +136,12 @@ class Predictor:
             lut = LatencyLUT.from_dict(data["lut"], f"{where}: lut") if "lut" in data else None
             pred = cls(data["estimator"], data["params"], data["features"], data["log_target"], lut)
             pred.fit(train["configs"], train["y"], data["space"], data["target"], data.get("source", ""))
-            if pred.estimator in LINEAR:  # the saved weights, not a refit's last bits
+            reg = regressor_of(pred._model)
+            if reg is not None and reg.linear:  # the saved weights, not a refit's last bits
                 w, b = [float(v) for v in data["linear"]["w"]], float(data["linear"]["b"])
-                if len(w) != len(pred._linear[0]):
-                    raise PredictorError(f"{len(w)} weights for {len(pred._linear[0])} features")
-                pred._linear = (w, b)
+                if len(w) != len(reg.linear_form[0]):
+                    raise PredictorError(f"{len(w)} weights for {len(reg.linear_form[0])} features")
+                reg.linear_form = (w, b)
             return pred
         except (ConfigError, HwnasError, KeyError, TypeError, ValueError) as exc:
             raise PredictorError(f"{where}: {exc!s}") from None

@@ -8,6 +8,8 @@ baseline every tactic must beat.
 
 from __future__ import annotations
 
+import numpy as np
+from pymoo.core.population import Population
 from pymoo.operators.crossover.sbx import SBX
 from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
@@ -23,10 +25,33 @@ ALGORITHMS = {
 }
 
 
+class RandomSearch:
+    """Random search with a pymoo algorithm's interface (`setup`, `next`, `pop`); pymoo's own is
+    single-objective. Each generation is `pop_size` networks drawn uniformly (the first one is
+    `sampling` when given); the search loop evaluates them as it does any population."""
+
+    def __init__(self, pop_size: int, sampling=None):
+        self.pop_size, self.sampling = pop_size, sampling
+
+    def setup(self, problem, termination=None, seed: int = 0, verbose: bool = False) -> RandomSearch:
+        self.problem, self.rng, self.n_gen, self.pop = problem, np.random.default_rng(seed), 0, None
+        return self
+
+    def next(self) -> None:
+        if self.n_gen == 0 and self.sampling is not None:
+            x = np.asarray(self.sampling)
+        else:
+            x = np.vstack([self.rng.integers(0, self.problem.xu + 1) for _ in range(self.pop_size)])
+        self.n_gen += 1
+        self.pop = Population.new("X", x)
+
+
 def make_algorithm(name: str, pop_size: int, n_obj: int, sampling=None):
     """A pymoo algorithm; `sampling` (an array of genes) seeds the first population (resume)."""
     if name not in ALGORITHMS:
         raise UnknownNameError("algorithm", name, ALGORITHMS)
+    if name == "random":
+        return RandomSearch(pop_size, sampling)
     sampling = IntegerRandomSampling() if sampling is None else sampling
     ops = dict(
         sampling=sampling,
@@ -48,4 +73,4 @@ def make_algorithm(name: str, pop_size: int, n_obj: int, sampling=None):
 
         ref = get_reference_directions("das-dennis", n_obj, n_partitions=max(4, 12 if n_obj == 2 else 6))
         return UNSGA3(ref_dirs=ref, pop_size=pop_size, **ops)
-    return None  # random search is run by hwnas_deploy.search.run itself (pymoo's is single-objective)
+    raise AssertionError(f"algorithm {name!r} is listed but not built")  # a new entry of ALGORITHMS

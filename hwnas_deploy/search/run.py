@@ -118,23 +118,16 @@ def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Seq
         counts = [h["evaluations"] for h in state["history"]]  # evaluated, in order, by each generation
     first = problem.encode(warm_population(space, warm_start, pop_size, seed)) if warm_start else None
 
-    rng = np.random.default_rng(seed)
-    algo = None
-    if algorithm != "random":
-        algo = make_algorithm(algorithm, pop_size, len(objectives), sampling=first)
-        algo.setup(problem, termination=("n_gen", generations), seed=seed, verbose=False)
+    algo = make_algorithm(algorithm, pop_size, len(objectives), sampling=first)
+    algo.setup(problem, termination=("n_gen", generations), seed=seed, verbose=False)
     history, populations, hv = [], [], None
     bar = tqdm(total=generations, disable=not progress, unit="gen", desc=f"{algorithm} {space.name}")
     try:
         for gen in range(generations):
             if done and gen in (0, done):
                 bar.set_postfix_str("replaying the checkpoint" if gen == 0 else "")
-            if algo is not None:
-                algo.next()
-                population = algo.pop.get("X").astype(int)
-            else:
-                population = first if gen == 0 and first is not None else np.vstack(
-                    [rng.integers(0, problem.xu + 1) for _ in range(pop_size)])
+            algo.next()
+            population = algo.pop.get("X").astype(int)
             pop_rows = problem.values(problem.decode(population))
             rows = list(problem.evaluated.values())
             if gen < done:

@@ -30,42 +30,21 @@ def _alive(pid: int) -> bool:
 
 def start(device: str, port: int | None = None) -> str:
     """Start the device's twin in the background; returns how to reach it (a serial URL for
-    Cortex-M boards, an adb serial for the Android twin)."""
+    Cortex-M boards, an adb serial for the Android twin, a tracker address for TVM RPC)."""
+    from hwnas_deploy.sim.twins import simulator_of
+
     profile = load_profile(device)
-    simulator = profile.connection.get("simulator")
     state = state_dir() / f"{profile.name}.json"
     if state.exists():
         info = json.loads(state.read_text())
         if _alive(info["pid"]):
             return info["url"]
-    if profile.kind == "mcu-serial" and simulator == "qemu-mps2-an500":
-        from hwnas_deploy.sim.qemu import QemuBoard
-
-        board = QemuBoard(port=port).start()
-        board.process.stderr.close()
-        pid, url, extra = board.process.pid, board.url, {}
-    elif profile.kind == "android-adb" and simulator == "adbd":
-        from hwnas_deploy.sim.adbd import AdbTwin
-
-        root = state_dir() / f"{profile.name}-root"
-        try:
-            twin = AdbTwin(root, port if port is not None else int(profile.connection.get("port", 0))).start()
-        except OSError as exc:
-            raise DeviceError(f"{profile.name}: {exc}") from None
-        twin.process.stdout.close()
-        twin.process.stderr.close()
-        pid, url, extra = twin.process.pid, twin.serial, {}
-    elif profile.kind == "tvm-rpc" and simulator == "tvm-rpc-local":
-        from hwnas_deploy.sim.rpc import RpcTwin
-
-        twin = RpcTwin(str(profile.connection.get("key", profile.name)), port or 0).start()
-        # one process group to stop: the tracker's; the server dies with its tracker connection
-        # gone only on its next request, so record both
-        pid, url, extra = twin.tracker.pid, twin.address, {"server_pid": twin.server.pid, "tmp": twin.tmp}
-    else:
+    if not profile.connection.get("simulator"):
         raise DeviceError(f"device {profile.name!r} has no simulated twin to start (kind {profile.kind})")
-    state.write_text(json.dumps({"device": profile.name, "pid": pid, "url": url, **extra}))
-    return url
+    twin = simulator_of(profile)(profile, False, port=port, root=state_dir() / f"{profile.name}-root")
+    twin.detach()
+    state.write_text(json.dumps({"device": profile.name, "url": twin.address, **twin.record}))
+    return twin.address
 
 
 def stop(device: str) -> str:

@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from hwnas_deploy.devices import DeviceProfile, Driver, driver_for
@@ -25,52 +26,84 @@ ADDRESS_KEYS = {"mcu-serial": "url", "android-adb": "serial", "tvm-rpc": "tracke
 
 @dataclass
 class Twin:
-    """A started twin: where to reach it, what to add to the connection, how to stop it."""
+    """A started twin: where to reach it, what to add to the connection, how to stop it, and
+    what `hwnas sim start` records to stop it from another process (`record`: its process group
+    `pid`, and for some a `server_pid` and a `tmp` folder)."""
 
     address: str
     stop: Callable[[], None]
     connection: dict[str, Any] = field(default_factory=dict)
     pids: list[int] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)
+    #: closes the pipes to this process, for a twin left running in the background
+    detach: Callable[[], None] = lambda: None
 
 
-def _qemu(profile: DeviceProfile, owned: bool) -> Twin:
+def _qemu(profile: DeviceProfile, owned: bool, port: int | None = None, root: Path | None = None) -> Twin:
     from hwnas_deploy.sim.qemu import QemuBoard
 
-    board = QemuBoard(owned=owned).start()
-    return Twin(board.url, board.stop, {"icount_shift": board.shift}, [board.process.pid])
+    board = QemuBoard(port=port, owned=owned).start()
+    return Twin(board.url, board.stop, {"icount_shift": board.shift}, [board.process.pid],
+                {"pid": board.process.pid}, board.process.stderr.close)
 
 
-def _adbd(profile: DeviceProfile, owned: bool) -> Twin:
+def _adbd(profile: DeviceProfile, owned: bool, port: int | None = None, root: Path | None = None) -> Twin:
+    """With `root` (a background twin's storage, kept across restarts) on `port` (else the
+    profile's `connection.port`); without, a temporary root on a free port, removed on stop."""
     from hwnas_deploy.sim.adbd import AdbTwin
 
-    root = tempfile.TemporaryDirectory(prefix="hwnas-adbd-")
+    tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="hwnas-adbd-")
+    if root is None:
+        port = 0
+    elif port is None:
+        port = int(profile.connection.get("port", 0))
     try:
-        twin = AdbTwin(root.name, owned=owned).start()
+        twin = AdbTwin(root if root is not None else tmp.name, port, owned=owned).start()
     except OSError as exc:
-        root.cleanup()
+        if tmp is not None:
+            tmp.cleanup()
         raise DeviceError(f"{profile.name}: {exc}") from None
 
     def stop() -> None:
         twin.stop()
-        root.cleanup()
+        if tmp is not None:
+            tmp.cleanup()
+
+    def detach() -> None:
+        twin.process.stdout.close()
+        twin.process.stderr.close()
 
     # the driver ran `adb connect` to reach it: it disconnects on close (no offline entry left)
-    return Twin(twin.serial, stop, {"disconnect_on_close": True}, [twin.process.pid])
+    return Twin(twin.serial, stop, {"disconnect_on_close": True}, [twin.process.pid], {"pid": twin.process.pid},
+                detach)
 
 
-def _rpc(profile: DeviceProfile, owned: bool) -> Twin:
+def _rpc(profile: DeviceProfile, owned: bool, port: int | None = None, root: Path | None = None) -> Twin:
     from hwnas_deploy.sim.rpc import RpcTwin
 
-    twin = RpcTwin(str(profile.connection.get("key", profile.name))).start()
-    return Twin(twin.address, twin.stop, {}, [twin.tracker.pid, twin.server.pid])
+    twin = RpcTwin(str(profile.connection.get("key", profile.name)), port or 0).start()
+    # the server dies with its tracker connection gone only on its next request: record both
+    return Twin(twin.address, twin.stop, {}, [twin.tracker.pid, twin.server.pid],
+                {"pid": twin.tracker.pid, "server_pid": twin.server.pid, "tmp": twin.tmp})
 
 
-#: simulator name (a profile's `connection.simulator`) -> how to start one for private use
-SIMULATORS: dict[str, tuple[str, Callable[[DeviceProfile, bool], Twin]]] = {
+#: simulator name (a profile's `connection.url: sim:NAME`) -> the device kind it is a twin of,
+#: and how to start one: starter(profile, owned, port=None, root=None) -> Twin
+SIMULATORS: dict[str, tuple[str, Callable[..., Twin]]] = {
     "qemu-mps2-an500": ("mcu-serial", _qemu),
     "adbd": ("android-adb", _adbd),
     "tvm-rpc-local": ("tvm-rpc", _rpc),
 }
+
+
+def simulator_of(profile: DeviceProfile) -> Callable[..., Twin]:
+    """The starter of the profile's twin, or a clear error when it names none of its kind."""
+    simulator = profile.connection.get("simulator")
+    if simulator not in SIMULATORS or SIMULATORS[simulator][0] != profile.kind:
+        allowed = ", ".join(f"sim:{name} ({kind})" for name, (kind, _) in SIMULATORS.items())
+        what = f"connection.url sim:{simulator}" if simulator else "no simulated twin"
+        raise DeviceError(f"device {profile.name!r} ({profile.kind}) has {what}; twins: {allowed}")
+    return SIMULATORS[simulator][1]
 
 
 def is_private(profile: DeviceProfile) -> bool:
@@ -91,13 +124,9 @@ def given_address(profile: DeviceProfile) -> str | None:
 def resolve(profile: DeviceProfile) -> tuple[DeviceProfile, Twin | None]:
     """The profile with an address to connect to, and the twin started for it (None when the
     device is real, or its twin was started by `hwnas sim start`)."""
-    simulator = profile.connection.get("simulator")
-    if not simulator or given_address(profile):
+    if not profile.connection.get("simulator") or given_address(profile):
         return profile, None
-    if simulator not in SIMULATORS or SIMULATORS[simulator][0] != profile.kind:
-        allowed = ", ".join(f"{name} ({kind})" for name, (kind, _) in SIMULATORS.items())
-        raise DeviceError(f"device {profile.name!r}: connection.simulator {simulator!r} is not a twin of a "
-                          f"{profile.kind} device; twins: {allowed}")
+    starter = simulator_of(profile)
     key = ADDRESS_KEYS[profile.kind]
     if not is_private(profile):
         from hwnas_deploy.sim.registry import running
@@ -105,7 +134,7 @@ def resolve(profile: DeviceProfile) -> tuple[DeviceProfile, Twin | None]:
         address = next((r["url"] for r in running() if r["device"] == profile.name), None)
         if address:
             return replace(profile, connection={**profile.connection, key: address}), None
-    twin = SIMULATORS[simulator][1](profile, is_private(profile))
+    twin = starter(profile, is_private(profile))
     return replace(profile, connection={**profile.connection, **twin.connection, key: twin.address}), twin
 
 
