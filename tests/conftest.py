@@ -46,6 +46,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+def round_noise(report, hashes) -> float:
+    """The host's own noise in a measurement `report` taken in rounds: the median, over the
+    networks `hashes`, of the range of a network's round medians relative to their median."""
+    import numpy as np
+
+    return float(np.median([np.ptp(r.rounds_ms) / r.median_ms for h in hashes for r in [report.results[h]]]))
+
+
 @pytest.fixture
 def store(tmp_path):
     from hwnas_deploy.store import Store

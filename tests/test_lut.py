@@ -12,7 +12,7 @@ from hwnas_deploy.predictors import from_store
 from hwnas_deploy.predictors.lut import LatencyLUT, build_lut, compare
 from hwnas_deploy.spaces import get_space
 
-from .conftest import run_cli
+from .conftest import round_noise, run_cli
 
 SPACE = "ofa-mbv3-w1.0"
 pytestmark = pytest.mark.timing  # block sums against whole networks: measured alone (tools/test.sh)
@@ -36,16 +36,14 @@ def measured(tmp_path_factory):
     seen = []
     with Store(str(db)) as store:
         with Measurer("local-cpu", store, progress=False) as m:
-            nets = [SubNetwork(SPACE, c) for c in configs] + list(block_networks(SPACE, configs).values())
-            m.measure(nets, "onnxruntime", rounds=ROUNDS)
-            plan = m.plan("onnxruntime")
+            subnets = [SubNetwork(SPACE, c) for c in configs]
+            report = m.measure(subnets + list(block_networks(SPACE, configs).values()), "onnxruntime",
+                               rounds=ROUNDS)
         data = from_store(store, "local-cpu", SPACE, "onnxruntime")
-        # the measurement's own noise: how far a network's rounds sit apart (this host's drift)
-        spreads = [np.ptp(r) / np.median(r) for c in configs
-                   for r in [[row["median_ms"] for row in store.rounds(plan.key(SubNetwork(SPACE, c)))]]]
         table = build_lut("local-cpu", SPACE, "onnxruntime", data.configs, tmp / "lut.json", store=store,
                           progress=False, on_block=lambda k, ms: seen.append(k))
-    return tmp, db, data, table, seen, float(np.median(spreads))
+    # the measurement's own noise: how far a network's rounds sit apart (this host's drift)
+    return tmp, db, data, table, seen, round_noise(report, [n.config_hash for n in subnets])
 
 
 def test_every_distinct_block_is_one_stored_measurement_per_round(measured, tmp_path):

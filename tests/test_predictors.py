@@ -14,7 +14,7 @@ from hwnas_deploy.errors import PredictorError, UnknownNameError
 from hwnas_deploy.predictors import Predictor, from_csv, from_store, holdout, learning_curve, metrics
 from hwnas_deploy.spaces import get_space
 
-from .conftest import DYNAST_DIR, REPO, run_cli
+from .conftest import DYNAST_DIR, REPO, round_noise, run_cli
 
 ACC = "Top-1 Acc (%)"
 
@@ -130,7 +130,7 @@ def test_latency_predictor_from_measurements_in_the_store(tmp_path):
             from_store(store, "local-cpu", "mcu-mbnet", "onnxruntime")
     assert len(data) == 16 and data.target == "latency_ms" and data.source.startswith("store:local-cpu")
     # the host's own noise: how far a network's two rounds sit apart (median over the 16)
-    noise = float(np.median([abs(np.subtract(*m.rounds_ms)) / m.median_ms for m in report.results.values()]))
+    noise = round_noise(report, report.results)
 
     def mape(pred) -> float:
         return float(np.mean(np.abs(pred - data.y[12:]) / data.y[12:]))
