@@ -150,8 +150,11 @@ def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, 
                    "(predictors take the median over rounds).")
 @click.option("--lab", default=None, metavar="HEAD:PORT",
               help="Measure on every device of this profile in a lab (`hwnas lab up`); the store stays --db.")
+@click.option("--weights", type=click.Choice(["generated", "real"]), default="generated", show_default=True,
+              help="generated: an MCU board makes the int8 weights up (latency only; uploads are kilobytes); "
+                   "real: upload them and also check the output against the float model.")
 def profile_cmd(device, space_name, samples, runtime, db, seed, threads, batch, force, artifacts, quiet,
-                only_fitting, configs_file, rounds, lab) -> None:
+                only_fitting, configs_file, rounds, lab, weights) -> None:
     """Measure sub-networks of a space on a device and store the results (resumable)."""
     from hwnas_deploy.profiling import profile
     from hwnas_deploy.spaces import load_configs
@@ -162,7 +165,7 @@ def profile_cmd(device, space_name, samples, runtime, db, seed, threads, batch, 
         report = profile(
             device, space_name, samples, runtime, store, seed=seed, threads=threads, batch=batch,
             force=force, artifacts_dir=artifacts, progress=not quiet, only_fitting=only_fitting, configs=configs,
-            rounds=rounds, lab=lab,
+            rounds=rounds, lab=lab, weights=weights,
         )
     for config_hash, reason in report.unfit.items():
         click.echo(f"{config_hash}: does not fit: {reason}", err=True)
@@ -235,6 +238,34 @@ def firmware_flash(board: str) -> None:
     from hwnas_deploy.mcu.firmware import flash_firmware
 
     click.echo(flash_firmware(board))
+
+
+@cli.group()
+def cache() -> None:
+    """The conversion cache: LiteRT conversions kept across runs ($HWNAS_CACHE_DIR)."""
+
+
+@cache.command("show")
+def cache_show() -> None:
+    """Where the cache is, how many conversions it holds and how large it is."""
+    from hwnas_deploy.export.cache import ConversionCache
+
+    c = ConversionCache()
+    if not c.enabled:
+        click.echo("conversion cache: off ($HWNAS_CACHE_DIR=off)")
+        return
+    entries = c.entries()
+    click.echo(f"conversion cache: {c.root}: {len(entries)} conversions, {sum(e.bytes for e in entries) / 2**20:.1f} MB "
+               f"of {c.max_size / 2**20:.0f} MB")
+
+
+@cache.command("clear")
+def cache_clear() -> None:
+    """Remove every cached conversion."""
+    from hwnas_deploy.export.cache import ConversionCache
+
+    c = ConversionCache()
+    click.echo(f"removed {c.clear()} conversions from {c.root}" if c.enabled else "conversion cache: off")
 
 
 @cli.group()
@@ -550,9 +581,12 @@ def lut() -> None:
 @click.option("--db", default=None, help="Also record every block measurement in this store (and reuse what it holds).")
 @click.option("--rounds", default=1, show_default=True,
               help="Measure every block this many times, round after round; the LUT keeps the median.")
+@click.option("--weights", type=click.Choice(["generated", "real"]), default="generated", show_default=True,
+              help="generated: an MCU board makes the int8 weights up (latency only; uploads are kilobytes); "
+                   "real: upload them and also check the output against the float model.")
 @click.option("--quiet", is_flag=True)
 def lut_build(device, space_name, runtime, samples, seed, configs_file, threads, batch, out_path, db, rounds,
-              quiet) -> None:
+              weights, quiet) -> None:
     """Measure every distinct block of the sub-networks on the device."""
     from hwnas_deploy.predictors.lut import build_lut
     from hwnas_deploy.spaces import get_space, load_configs
@@ -562,7 +596,7 @@ def lut_build(device, space_name, runtime, samples, seed, configs_file, threads,
     store = Store(db) if db else None
     try:
         table = build_lut(device, space_name, runtime, configs, out_path, threads=threads, batch=batch,
-                          store=store, rounds=rounds, progress=not quiet)
+                          store=store, rounds=rounds, weights=weights, progress=not quiet)
     finally:
         if store is not None:
             store.close()

@@ -70,13 +70,16 @@ def profile(
     on_measured: Callable[[str, dict], None] | None = None,
     rounds: int = 1,
     lab: str | Executor | None = None,
+    weights: str = "generated",
 ) -> Report:
     """Measure `samples` sub-networks of `space` (drawn from `seed`, or the given `configs`).
 
     `only_fitting` draws only sub-networks whose estimated int8 footprint fits the device's
     `hardware.sram_bytes` / `flash_bytes` (the estimate is the space's; what the device then
     refuses is recorded as not fitting). `lab`: the address of a hardware lab (`hwnas lab up`)
-    whose devices of this profile take the measurements in parallel; the store stays this one."""
+    whose devices of this profile take the measurements in parallel; the store stays this one.
+    `weights`: "generated" (latency only; an MCU board makes the weights up, the upload is
+    kilobytes) or "real" (uploaded, and the board's output is also compared with the float model)."""
     prof = device if isinstance(device, DeviceProfile) else load_profile(device)
     sp = space if isinstance(space, SearchSpace) else get_space(space)
     runtime_info(runtime)  # an unknown runtime is named as such before the device's list is
@@ -89,4 +92,4 @@ def profile(
     callback = None if on_measured is None else (lambda net, summary: on_measured(net.config_hash, summary))
     with Measurer(prof, store, executor=lab_executor(lab), artifacts_dir=artifacts_dir, progress=progress) as m:
         return m.measure(networks, runtime, threads=threads, batch=batch, rounds=rounds, force=force,
-                         on_measured=callback)
+                         weights=weights, on_measured=callback)

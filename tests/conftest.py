@@ -33,6 +33,13 @@ SLOW = {"test_lab", "test_lab_cli", "test_mcu", "test_recipes", "test_profile_cl
         "test_blob", "test_export"}
 
 
+def pytest_configure(config):
+    """One conversion cache for the whole run (xdist workers and the CLI processes inherit it),
+    kept between runs in .pytest_cache, never the user's: a network that several modules export
+    is converted once. A given $HWNAS_CACHE_DIR (or "off") is respected."""
+    os.environ.setdefault("HWNAS_CACHE_DIR", str(REPO / ".pytest_cache" / "hwnas-conversions"))
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the group marks into node ids
 def pytest_collection_modifyitems(config, items):
     def module(item) -> str:

@@ -163,8 +163,10 @@ def test_environments_split_is_real_and_both_work(tmp_path):
     assert meta["sha256"] == a.sha256
 
 
-def test_one_converter_process_serves_many_conversions_and_a_dead_one_is_replaced(tmp_path):
+def test_one_converter_process_serves_many_conversions_and_a_dead_one_is_replaced(tmp_path, monkeypatch):
     from hwnas_deploy.export.tflite import _CONVERTER
+
+    monkeypatch.setenv("HWNAS_CACHE_DIR", "off")  # every conversion below goes to the converter
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
     x = torch.randn(1, 3, 8, 8)
@@ -178,3 +180,42 @@ def test_one_converter_process_serves_many_conversions_and_a_dead_one_is_replace
     _CONVERTER.proc.wait()
     c = export_model(model, x, "tflite", tmp_path / "c.tflite")  # a new converter takes over
     assert _CONVERTER.proc.pid != worker and c.max_abs_error <= 1e-4
+
+
+def test_conversions_are_cached_by_what_goes_into_them(tmp_path, monkeypatch):
+    """A second export of the same program and calibration samples takes the converter's earlier
+    answer (byte for byte, without a request to the converter); other samples or other weights
+    are converted; the cache keeps within its bound, least recently used out first;
+    `hwnas cache show/clear` report and empty it."""
+    from hwnas_deploy.export.cache import ConversionCache
+    from hwnas_deploy.export.tflite import _CONVERTER
+
+    from .conftest import run_cli
+
+    monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    x = torch.randn(1, 3, 12, 12)
+    calib = torch.randn(4, 3, 12, 12).numpy()
+    a = export_model(model, x, "tflite-int8", tmp_path / "a.int8.tflite", calibration=calib)
+    served = _CONVERTER.served
+    b = export_model(model, x, "tflite-int8", tmp_path / "b.int8.tflite", calibration=calib)
+    assert _CONVERTER.served == served and b.sha256 == a.sha256  # from the cache
+    c = export_model(model, x, "tflite-int8", tmp_path / "c.int8.tflite", calibration=calib[:2])
+    assert _CONVERTER.served == served + 1 and c.sha256 != a.sha256  # other samples: converted
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] += 0.5
+    d = export_model(model, x, "tflite-int8", tmp_path / "d.int8.tflite", calibration=calib)
+    assert _CONVERTER.served == served + 2 and d.sha256 != a.sha256  # other weights: converted
+
+    cache = ConversionCache()
+    entries = cache.entries()
+    assert len(entries) == 3 and cache.size() == sum(e.bytes for e in entries)
+    bound = ConversionCache(max_size=cache.size() - 1)  # one byte too small: the oldest goes
+    dropped = bound.trim()
+    assert [e.key for e in dropped] == [entries[0].key] and len(cache.entries()) == 2
+
+    env_run = run_cli("cache", "show", cwd=tmp_path)
+    assert env_run.returncode == 0 and f"{tmp_path / 'cache'}: 2 conversions" in env_run.stdout
+    assert "removed 2 conversions" in run_cli("cache", "clear", cwd=tmp_path, check=True).stdout
+    assert cache.entries() == []

@@ -54,9 +54,10 @@ def small_blob(tmp_path_factory):
     return export_subnet(get_space("mcu-mbnet"), SMALL, "blob", tmp_path_factory.mktemp("blob"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def loaded(link, small_blob):
-    """The small blob uploaded once (an upload takes ~25 s over the emulated UART)."""
+    """The small blob on the board: uploaded once (~15 s over the emulated UART), then found
+    there by its SHA-256 (a test that loaded another blob pays one upload more)."""
     blob = open(small_blob.path, "rb").read()
     return blob, link.load(blob)
 
@@ -169,7 +170,6 @@ def test_corrupted_chunk_is_rejected_and_retried(link, loaded):
     assert link.stats["crc_errors"] == crc_errors + 1 and link.stats["retries"] == retries + 1
     with pytest.raises(BoardError, match="BAD_BLOB"):  # whole-blob CRC fine, but not a model
         link.request(0x04)
-    link.load(blob)  # leave the board as the other tests expect
 
 
 def test_garbage_between_frames_does_not_hang_either_side(link):
@@ -192,8 +192,67 @@ def test_oversized_and_malformed_blobs_are_refused(link, loaded):
         link.load(bytes(blob))
     with pytest.raises(BoardError, match="NO_MODEL"):
         link.run(1, 1)
-    link.load(loaded[0])
-    assert link.mem()["arena_bytes"] == loaded[1].arena_bytes
+    again = link.load(loaded[0])
+    assert not again.already_held and link.mem()["arena_bytes"] == loaded[1].arena_bytes
+
+
+# -- latency-only uploads and blobs the board already holds ---------------------------------------
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32 - 5000), st.integers(0, 4096), st.integers(0, 2**32 - 1))
+def test_weight_generator_is_the_firmwares(position, n, seed):
+    """The host's numpy generator gives the bytes the firmware's C one writes, at any offset."""
+    import ctypes
+
+    from hwnas_deploy.mcu.host import host_library
+    from hwnas_deploy.mcu.weights import generated_bytes
+
+    buf = ctypes.create_string_buffer(max(n, 1))
+    host_library().hw_generate_bytes(buf, ctypes.c_uint32(position), ctypes.c_uint32(n), ctypes.c_uint32(seed))
+    assert buf.raw[:n] == generated_bytes(position, n, seed).tobytes()
+
+
+def test_latency_only_upload_sends_kilobytes_and_times_like_the_real_weights(link, loaded):
+    """With generated weights only the tables, biases and multipliers travel (the board makes the
+    int8 weights up; LOAD_END's CRC proves it made the host's bytes); the board's output equals
+    the host build on that blob bit for bit, and the instruction count is within 0.5 % of the
+    real weights' (README's claim)."""
+    from hwnas_deploy.mcu.weights import WEIGHT_SEED, weight_ranges, with_generated_weights
+
+    blob, load = loaded
+    real = link.run(1, 3, per_layer=False).cycles
+    ranges = weight_ranges(blob)
+    assert sum(e - s for s, e in ranges) > 0.9 * len(blob)  # the weights are nearly all of a blob
+    made = with_generated_weights(blob, WEIGHT_SEED)
+    assert made != blob and len(made) == len(blob)
+    gen_load = link.load(made, generated=ranges, seed=WEIGHT_SEED)
+    assert gen_load.generated_bytes == sum(e - s for s, e in ranges)
+    assert gen_load.sent_bytes < 0.1 * len(blob) and (gen_load.n_ops, gen_load.arena_bytes) == (load.n_ops,
+                                                                                               load.arena_bytes)
+    gen = link.run(1, 3, per_layer=False).cycles
+    assert len(set(gen)) <= 2 and abs(gen[0] - real[0]) / real[0] < 0.005, (gen, real)
+    x = np.random.default_rng(3).integers(-128, 128, size=load.input_bytes, dtype=np.int8)
+    board = np.frombuffer(link.infer(x.tobytes()), dtype=np.int8)
+    assert np.array_equal(board, HostBlobRunner(made).invoke(x, board.size))
+    assert not np.array_equal(board, HostBlobRunner(blob).invoke(x, board.size))  # other weights, other output
+    # a board whose generator made other bytes than the host's: the whole-blob CRC catches it
+    with pytest.raises(BoardError, match="BAD_BLOB: blob CRC-32 does not match"):
+        link.load(with_generated_weights(blob, WEIGHT_SEED + 1), generated=ranges, seed=WEIGHT_SEED)
+
+
+def test_a_blob_the_board_holds_is_not_sent_again(link, loaded):
+    """LOAD_BEGIN names the blob by SHA-256: the board that holds it answers "have it" (bytes on
+    the wire counted), and a blob differing in one byte is uploaded whole."""
+    blob, load = loaded
+    before = link.stats["bytes_sent"]
+    again = link.load(blob)
+    assert again.already_held and (again.n_ops, again.arena_bytes) == (load.n_ops, load.arena_bytes)
+    assert again.sent_bytes == link.stats["bytes_sent"] - before < 100
+    other = bytearray(blob)
+    other[-1] ^= 1  # the data section's last byte (a weight or padding): still a valid model
+    other[12:16] = (zlib.crc32(bytes(other[16:])) & 0xFFFFFFFF).to_bytes(4, "little")
+    changed = link.load(bytes(other))
+    assert not changed.already_held and changed.sent_bytes > len(blob)
+    assert not link.load(blob).already_held  # and back
 
 
 def test_idle_board_costs_no_host_cpu(board, link):
@@ -232,7 +291,9 @@ def test_reset_mid_run_is_detected_and_the_driver_resumes(small_blob):
 
 def test_profile_subnets_on_the_board_from_the_cli(tmp_path):
     """`hwnas sim start` + `hwnas profile --device qemu-m7`: three sub-networks exported, uploaded
-    over the serial line, run and stored; one over budget is recorded as not fitting."""
+    with generated weights (the default: kilobytes on the wire), run and stored; one over budget
+    is recorded as not fitting. `--weights real` uploads the real ones and compares the board
+    with onnxruntime's float model; the latency is the same within 0.5 %."""
     from .conftest import run_cli
 
     small = [
@@ -244,10 +305,10 @@ def test_profile_subnets_on_the_board_from_the_cli(tmp_path):
     configs.write_text("\n".join(json.dumps(c) for c in [*small, big]) + "\n")
     env = {"HWNAS_SIM_DIR": str(tmp_path / "sim")}
     os.environ.update(env)
+    db, real_db = tmp_path / "mcu.sqlite", tmp_path / "real.sqlite"
     try:
         url = run_cli("sim", "start", "qemu-m7", cwd=tmp_path, check=True).stdout.strip()
         assert url.startswith("socket://127.0.0.1:")
-        db = tmp_path / "mcu.sqlite"
         out = run_cli("profile", "--device", "qemu-m7", "--space", "mcu-mbnet", "--configs", str(configs),
                       "--runtime", "firmware", "--db", str(db), "--quiet", cwd=tmp_path, timeout=1200)
         assert out.returncode == 0, out.stderr
@@ -256,6 +317,10 @@ def test_profile_subnets_on_the_board_from_the_cli(tmp_path):
         again = run_cli("profile", "--device", "qemu-m7", "--space", "mcu-mbnet", "--configs", str(configs),
                         "--runtime", "firmware", "--db", str(db), "--quiet", cwd=tmp_path, check=True)
         assert "measured 0, already stored 4" in again.stdout
+        one = tmp_path / "one.jsonl"
+        one.write_text(json.dumps(small[2]) + "\n")
+        run_cli("profile", "--device", "qemu-m7", "--space", "mcu-mbnet", "--configs", str(one), "--runtime",
+                "firmware", "--weights", "real", "--db", str(real_db), "--quiet", cwd=tmp_path, check=True)
     finally:
         run_cli("sim", "stop", "qemu-m7", cwd=tmp_path)
         for k in env:
@@ -268,10 +333,10 @@ def test_profile_subnets_on_the_board_from_the_cli(tmp_path):
         for r in rows:
             d = r["details"]
             assert d["count_unit"] == "instructions" and d["board"] == "qemu-mps2-an500"
-            # INFER on the board: bit-exact with the host kernels, and close to onnxruntime's float model
-            check = d["output_check"]
-            assert check["identical_to_host_kernels"] and check["cosine_vs_onnxruntime"] > 0.85
-            assert 0 < check["max_steps_vs_onnxruntime"] < 128
+            assert d["weights"] == "generated" and d["upload"]["sent_bytes"] < 0.15 * d["blob_bytes"]
+            assert d["upload"]["generated_bytes"] > 0.8 * d["blob_bytes"]
+            # INFER on the board: bit-exact with the host kernels on the same (generated) weights
+            assert d["output_check"] == {"identical_to_host_kernels": True}
             assert len(d["layer_counts"]) == len(d["layer_ops"]) > 20
             assert d["arena_bytes"] <= 327680 and d["blob_bytes"] <= 1048576
             # deterministic: the repeats execute exactly the same number of instructions
@@ -280,6 +345,15 @@ def test_profile_subnets_on_the_board_from_the_cli(tmp_path):
             assert r["converged"] and r["ci_rel"] < 1e-6  # 3 repeats suffice on a deterministic board
         by_macs = sorted(rows, key=lambda r: r["macs"])
         assert by_macs[-1]["median_ms"] > by_macs[0]["median_ms"]
+    with Store(str(real_db)) as s:
+        (real,) = s.measurements(device="qemu-m7")
+    d = real["details"]
+    assert d["weights"] == "real" and d["upload"]["sent_bytes"] > d["blob_bytes"]
+    check = d["output_check"]  # the real weights: close to onnxruntime's float model
+    assert check["identical_to_host_kernels"] and check["cosine_vs_onnxruntime"] > 0.85
+    assert 0 < check["max_steps_vs_onnxruntime"] < 128
+    (generated,) = [r for r in rows if r["config_hash"] == real["config_hash"]]
+    assert abs(generated["median_ms"] - real["median_ms"]) / real["median_ms"] < 0.005
 
 
 def test_exported_c_model_builds_into_the_firmware_and_runs(tmp_path):

@@ -232,8 +232,15 @@ def test_deploy_the_knee_on_the_cortex_m7_twin(tmp_path):
             os.environ.pop(k, None)
     assert "bit-exact" in out
     front = load_front(tmp_path / "run")
+    knee_hash = get_space("mcu-mbnet").config_hash(front.front[knee(front)]["config"])
     assert sorted(p.name for p in (tmp_path / "run" / "artifacts").iterdir() if p.suffix == ".hwnb") == [
-        f"mcu-mbnet-{get_space('mcu-mbnet').config_hash(front.front[knee(front)]['config'])}-b1.hwnb"]
+        f"mcu-mbnet-{knee_hash}-b1.hwnb"]
+    from hwnas_deploy.store import Store
+
+    with Store(str(tmp_path / "s.sqlite")) as s:  # deployed with its real weights, as it would ship
+        (row,) = s.measurements(device="qemu-m7")
+    assert row["config_hash"] == knee_hash and row["details"]["weights"] == "real"
+    assert row["details"]["output_check"]["cosine_vs_onnxruntime"] > 0.5
 
 
 def test_a_killed_concurrent_run_resumes_from_the_store(tmp_path):

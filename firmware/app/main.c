@@ -14,7 +14,7 @@
 #ifndef HW_ARENA_CAPACITY
 #define HW_ARENA_CAPACITY (320u * 1024u)
 #endif
-#define FW_VERSION "hwnas-fw 0.5.1"
+#define FW_VERSION "hwnas-fw 0.6.0"
 #define MAX_OPS 512
 
 static uint8_t blob[HW_BLOB_CAPACITY] __attribute__((aligned(16)));
@@ -27,6 +27,10 @@ static hw_model_t model;
 static int model_ready;
 static uint32_t load_size, load_crc, load_received;
 static int loading;
+/* the SHA-256 the host named the blob by (protocol 2): a LOAD_BEGIN naming the blob already
+ * loaded is answered "have it" and nothing is sent again */
+static uint8_t load_sha[32], model_sha[32];
+static int load_named, model_named;
 
 static void put_u16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
@@ -49,6 +53,15 @@ static void fill_input(void) {
         state ^= state << 5;
         x[i] = (int8_t)(state >> 24) / 4; /* within +-32 steps of zero: a typical activation spread */
     }
+}
+
+/* n_ops u16, arena bytes u32, input bytes u32, output bytes u32: what LOAD_END answers */
+static uint32_t put_model_facts(uint8_t *at) {
+    put_u16(at, model.header->n_ops);
+    put_u32(at + 2, model.header->arena_size);
+    put_u32(at + 6, hw_tensor_bytes(&model.tensors[model.header->input_tensor]));
+    put_u32(at + 10, hw_tensor_bytes(&model.tensors[model.header->output_tensor]));
+    return 14;
 }
 
 static void send(uint8_t cmd, uint8_t seq, const uint8_t *payload, uint16_t len) {
@@ -102,9 +115,18 @@ static void handle(const hw_frame_t *f) {
             return;
         }
         case HW_LOAD_BEGIN:
-            if (f->len != 8) break;
+            if (f->len != 8 && f->len != 40) break;
             load_size = get_u32(p);
             load_crc = get_u32(p + 4);
+            load_named = f->len == 40;
+            if (load_named) memcpy(load_sha, p + 8, 32);
+            if (load_named && model_ready && model_named && load_size == model.header->total_size &&
+                memcmp(load_sha, model_sha, 32) == 0) {
+                loading = 0;
+                reply[0] = 1; /* have it: the model stays loaded, LOAD_END's facts follow */
+                send(ok, f->seq, reply, (uint16_t)(1 + put_model_facts(reply + 1)));
+                return;
+            }
             model_ready = 0;
             loading = 0;
             if (load_size > HW_BLOB_CAPACITY) {
@@ -113,20 +135,26 @@ static void handle(const hw_frame_t *f) {
             }
             loading = 1;
             load_received = 0;
-            send(ok, f->seq, 0, 0);
+            reply[0] = 0; /* send it */
+            send(ok, f->seq, reply, load_named ? 1 : 0);
             return;
-        case HW_LOAD_CHUNK: {
-            if (f->len < 4) break;
-            uint32_t offset = get_u32(p), n = f->len - 4u;
+        case HW_LOAD_CHUNK:
+        case HW_LOAD_FILL: {
+            int fill = f->cmd == HW_LOAD_FILL;
+            if (f->len < 4 || (fill && f->len != 12)) break;
+            uint32_t offset = get_u32(p), n = fill ? get_u32(p + 4) : f->len - 4u;
             if (!loading || offset != load_received) {
                 send_err(f->seq, HW_E_SEQUENCE, f->cmd, "chunk out of sequence");
                 return;
             }
-            if (offset + n > load_size) {
+            if (n > load_size - offset) {
                 send_err(f->seq, HW_E_BAD_LENGTH, f->cmd, "chunk past the announced size");
                 return;
             }
-            memcpy(blob + offset, p + 4, n);
+            if (fill)
+                hw_generate_bytes(blob + offset, offset, n, get_u32(p + 8));
+            else
+                memcpy(blob + offset, p + 4, n);
             load_received += n;
             put_u32(reply, load_received);
             send(ok, f->seq, reply, 4);
@@ -149,11 +177,9 @@ static void handle(const hw_frame_t *f) {
                 return;
             }
             model_ready = 1;
-            put_u16(reply, model.header->n_ops);
-            put_u32(reply + 2, model.header->arena_size);
-            put_u32(reply + 6, hw_tensor_bytes(&model.tensors[model.header->input_tensor]));
-            put_u32(reply + 10, hw_tensor_bytes(&model.tensors[model.header->output_tensor]));
-            send(ok, f->seq, reply, 14);
+            model_named = load_named;
+            memcpy(model_sha, load_sha, 32);
+            send(ok, f->seq, reply, (uint16_t)put_model_facts(reply));
             return;
         }
         case HW_RUN: {

@@ -18,6 +18,22 @@ uint8_t *hw_tensor_data(const hw_model_t *m, uint16_t index) {
     return m->arena + t->offset;
 }
 
+static uint32_t fmix32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x85EBCA6Bu;
+    x ^= x >> 13;
+    x *= 0xC2B2AE35u;
+    x ^= x >> 16;
+    return x;
+}
+
+void hw_generate_bytes(uint8_t *dst, uint32_t position, uint32_t n, uint32_t seed) {
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t at = position + i;
+        dst[i] = (uint8_t)(fmix32(seed + (at >> 2) * 0x9E3779B9u) >> (8u * (at & 3u)));
+    }
+}
+
 static hw_shape_t shape(const hw_tensor_t *t) {
     hw_shape_t s = {t->dims[1], t->dims[2], t->dims[3]};
     return s;

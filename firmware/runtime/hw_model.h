@@ -136,4 +136,10 @@ int hw_model_invoke(hw_model_t *m, uint64_t (*clock)(void), uint64_t *cycles_per
 uint8_t *hw_tensor_data(const hw_model_t *m, uint16_t index);
 uint32_t hw_tensor_bytes(const hw_tensor_t *t);
 
+/* Latency-only uploads: the weight bytes of a blob generated on the board instead of sent.
+ * Byte i of a blob (its absolute offset) is byte (i & 3) of fmix32(seed + (i >> 2) * 0x9E3779B9)
+ * (MurmurHash3's finaliser): counter-based, so any range can be filled on its own, and the host
+ * (hwnas_deploy/mcu/blob.py) computes the same bytes with numpy. `dst` is blob + position. */
+void hw_generate_bytes(uint8_t *dst, uint32_t position, uint32_t n, uint32_t seed);
+
 #endif

@@ -105,7 +105,7 @@ class AndroidAdbDriver(Driver):
         if out.returncode != 0:
             raise DeviceError(f"{self.profile.name}: chmod of {self.remote_binary} failed: {out.stderr.strip()}")
 
-    def deploy(self, artifact: Artifact, threads: int) -> Deployed:
+    def deploy(self, artifact: Artifact, threads: int, weights: str = "real") -> Deployed:
         if artifact.format not in ("tflite", "tflite-int8"):
             raise DeviceError(f"{self.profile.name} runs TFLite models (benchmark_model), not {artifact.format!r}")
         self.adb.ensure_ready(wait_s=2)

@@ -25,8 +25,12 @@ class Driver(ABC):
         """Connect; return facts about the device (and its software) for the store."""
 
     @abstractmethod
-    def deploy(self, artifact: Artifact, threads: int) -> Any:
-        """Make the artifact runnable on the device; returns a handle for measure()."""
+    def deploy(self, artifact: Artifact, threads: int, weights: str = "real") -> Any:
+        """Make the artifact runnable on the device; returns a handle for measure().
+
+        `weights="generated"` lets a device behind a slow link make the weights up itself
+        (latency-only: an MCU board's upload is then kilobytes); drivers whose deploy is quick
+        upload the real ones either way, and their measurements say so."""
 
     @abstractmethod
     def measure(self, handle: Any, settings: MeasureSettings) -> Summary:

@@ -48,7 +48,7 @@ class LocalDriver(Driver):
         }
         return self.info
 
-    def deploy(self, artifact: Artifact, threads: int) -> Runner:
+    def deploy(self, artifact: Artifact, threads: int, weights: str = "real") -> Runner:
         runner = load_runner(artifact, threads)
         shape = artifact.inputs[0].shape
         runner.set_input(np.random.default_rng(0).standard_normal(shape).astype(np.float32))

@@ -15,7 +15,7 @@ details say which (`count_unit`), since instructions are not M7 pipeline cycles.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from hwnas_deploy.mcu.link import (
     McuLink,
     ticks_to_instructions,
 )
+from hwnas_deploy.mcu.weights import WEIGHT_SEED, check_weights, weight_ranges, with_generated_weights
 from hwnas_deploy.measure import MeasureSettings, Summary, summarize
 
 MAX_REPEATS_PER_RUN = 64
@@ -46,8 +47,10 @@ class DoesNotFitError(DeviceError):
 @dataclass
 class Deployed:
     artifact: Artifact
-    blob: bytes
+    blob: bytes  # what the board holds (with generated weights: the generator's bytes in place)
     load: LoadResult
+    weights: str = "real"
+    generated: list[tuple[int, int]] = field(default_factory=list)
 
 
 class McuSerialDriver(Driver):
@@ -75,7 +78,9 @@ class McuSerialDriver(Driver):
             "flash_budget": self.flash_budget,
         }
 
-    def deploy(self, artifact: Artifact, threads: int) -> Deployed:
+    def deploy(self, artifact: Artifact, threads: int, weights: str = "real") -> Deployed:
+        """Upload the artifact's blob; with `weights="generated"` the board makes up the int8
+        weights (mcu/weights.py) and only the rest of the blob travels."""
         if artifact.format not in ("blob", "blob-fp32"):
             raise DeviceError(f"{self.profile.name} runs firmware model blobs, not {artifact.format!r}")
         blob = Path(artifact.path).read_bytes()
@@ -91,14 +96,20 @@ class McuSerialDriver(Driver):
             raise DoesNotFitError("; ".join(over), {"arena_bytes": arena, "blob_bytes": len(blob),
                                                     "sram_budget": self.sram_budget,
                                                     "flash_budget": self.flash_budget})
-        return Deployed(artifact, blob, self._load(blob))
+        generated: list[tuple[int, int]] = []
+        if check_weights(weights) == "generated":
+            generated = weight_ranges(blob)
+            blob = with_generated_weights(blob, WEIGHT_SEED)
+        handle = Deployed(artifact, blob, LoadResult(0, 0, 0, 0), "generated" if generated else "real", generated)
+        handle.load = self._load(handle)
+        return handle
 
-    def _load(self, blob: bytes) -> LoadResult:
+    def _load(self, handle: Deployed) -> LoadResult:
         try:
-            return self.link.load(blob)
+            return self.link.load(handle.blob, generated=handle.generated, seed=WEIGHT_SEED)
         except BoardResetError:
             self.info = self.link.hello()  # reset during upload: start the upload again, once
-            return self.link.load(blob)
+            return self.link.load(handle.blob, generated=handle.generated, seed=WEIGHT_SEED)
 
     def _count_unit(self) -> str:
         return "instructions" if self.info.timer == "icount" else "cycles"
@@ -116,7 +127,7 @@ class McuSerialDriver(Driver):
         except BoardResetError:
             # the board restarted mid-run: reload what it lost and measure again
             self.info = self.link.hello()
-            self._load(handle.blob)
+            self._load(handle)
             result, layers = self._run(warmup, repeats)
         check = self.check_output(handle)
         counts = [self._to_count(c) for c in result.cycles]
@@ -129,6 +140,10 @@ class McuSerialDriver(Driver):
             "layer_ops": handle.artifact.extra.get("ops", []),
             "arena_bytes": handle.load.arena_bytes,
             "blob_bytes": len(handle.blob),
+            "weights": handle.weights,
+            **({"weights_seed": WEIGHT_SEED} if handle.weights == "generated" else {}),
+            "upload": {"sent_bytes": handle.load.sent_bytes, "generated_bytes": handle.load.generated_bytes,
+                       "already_held": handle.load.already_held, "seconds": round(handle.load.seconds, 3)},
             "board": self.info.board,
             "output_check": check,
         }
@@ -136,9 +151,10 @@ class McuSerialDriver(Driver):
 
     def check_output(self, handle: Deployed, seed: int = 0) -> dict[str, Any]:
         """INFER one input on the board: its output must equal the host build of the same
-        kernels bit for bit (else DeviceError); how far it lies from onnxruntime running the
-        float model on the same (dequantised) input is reported, in output units and in int8
-        steps. Float and int8 networks differ by quantisation, so that is a figure, not a check."""
+        kernels on the same blob bit for bit (else DeviceError). With real weights, how far it
+        lies from onnxruntime running the float model on the same (dequantised) input is
+        reported, in output units and in int8 steps: float and int8 networks differ by
+        quantisation, so that is a figure, not a check (generated weights have no float model)."""
         import tempfile
 
         import numpy as np
@@ -166,7 +182,7 @@ class McuSerialDriver(Driver):
             )
         result: dict[str, Any] = {"identical_to_host_kernels": True}
         art = handle.artifact
-        if art.space and art.config is not None:
+        if handle.weights == "real" and art.space and art.config is not None:
             from hwnas_deploy.export import export_subnet
             from hwnas_deploy.runtimes import load_runner
             from hwnas_deploy.spaces import get_space

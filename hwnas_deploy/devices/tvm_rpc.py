@@ -111,7 +111,7 @@ class TvmRpcDriver(Driver):
         self.dev = self.remote.cpu()
         self.uploaded = set()
 
-    def deploy(self, artifact: Artifact, threads: int) -> Deployed:
+    def deploy(self, artifact: Artifact, threads: int, weights: str = "real") -> Deployed:
         if artifact.format != "tvm":
             raise DeviceError(f"{self.profile.name} runs TVM libraries, not {artifact.format!r}")
         if (artifact.target or "host") != self.target:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from hwnas_deploy.errors import ExportError, UnsupportedOpError
+from hwnas_deploy.export.cache import ConversionCache, file_digest, toolchain_digest
 from hwnas_deploy.export.litert_worker import RESULT_TAG
 
 CONVERTER_ENV_VAR = "HWNAS_LITERT_PYTHON"
@@ -46,13 +47,16 @@ def converter_python() -> Path:
     return candidate
 
 
-def to_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration: np.ndarray | None = None) -> None:
-    """Write `path`. With `calibration` (N x C x H x W samples), quantise to full-integer int8."""
+def to_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration: np.ndarray | None = None) -> bool:
+    """Write `path`. With `calibration` (N x C x H x W samples), quantise to full-integer int8.
+    A conversion of the same program, samples and converter done before (by any process) is
+    taken from the conversion cache (export/cache.py); returns whether it was."""
     fmt = "tflite-int8" if calibration is not None else "tflite"
     try:
         program = torch.export.export(model, (example,))
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"{fmt}: torch.export could not trace the model: {exc}") from exc
+    cache = ConversionCache()
     with tempfile.TemporaryDirectory(prefix="hwnas-tflite-") as tmp:
         pt2 = Path(tmp) / "model.pt2"
         torch.export.save(program, pt2)
@@ -60,11 +64,20 @@ def to_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration: 
         if calibration is not None:
             calib = Path(tmp) / "calib.npy"
             np.save(calib, np.asarray(calibration, dtype=np.float32))
+        key = ""
+        if cache.enabled:
+            key = cache.key(fmt, file_digest(pt2), file_digest(calib) if calib else "-",
+                            toolchain_digest(str(converter_python())))
+            if cache.fetch(key, ".tflite", Path(path)):
+                return True
         result = _CONVERTER.convert(fmt, {"program": str(pt2), "out": str(path), "calib": calib and str(calib)})
-    if not result["ok"]:
-        if result.get("op"):
-            raise UnsupportedOpError(fmt, result["op"], result["error"].splitlines()[0])
-        raise ExportError(f"{fmt}: conversion failed: {result['error']}")
+    if result["ok"]:
+        if key:
+            cache.keep(key, ".tflite", Path(path))
+        return False
+    if result.get("op"):
+        raise UnsupportedOpError(fmt, result["op"], result["error"].splitlines()[0])
+    raise ExportError(f"{fmt}: conversion failed: {result['error']}")
 
 
 class _Converter:

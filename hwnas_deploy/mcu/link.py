@@ -2,7 +2,7 @@
 
     link = McuLink.open("socket://127.0.0.1:4321")     # or "/dev/ttyACM0", a pty path, ...
     info = link.hello()
-    link.load(blob_bytes)
+    link.load(blob_bytes)                               # or load(blob, generated=weight_ranges(blob))
     runs = link.run(warmup=1, repeats=5, per_layer=True)
 
 Every request waits for exactly one reply with a timeout. A reply with a bad CRC, a CRC error
@@ -13,9 +13,11 @@ BoardResetError so the caller can reload and resume.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import time
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from hwnas_deploy.errors import DeviceError
@@ -33,12 +35,14 @@ def kernel_set(name: str) -> int:
     return KERNEL_SETS[name]
 
 
-HELLO, LOAD_BEGIN, LOAD_CHUNK, LOAD_END, RUN, SET_INPUT, INVOKE, MEM, RESET = range(1, 10)
+HELLO, LOAD_BEGIN, LOAD_CHUNK, LOAD_END, RUN, SET_INPUT, INVOKE, MEM, RESET, LOAD_FILL = range(1, 11)
 BOOT, ERR, REPLY = 0x7E, 0x7F, 0x80
 COMMAND_NAMES = {
     HELLO: "HELLO", LOAD_BEGIN: "LOAD_BEGIN", LOAD_CHUNK: "LOAD_CHUNK", LOAD_END: "LOAD_END", RUN: "RUN",
-    SET_INPUT: "SET_INPUT", INVOKE: "INVOKE", MEM: "MEM", RESET: "RESET",
+    SET_INPUT: "SET_INPUT", INVOKE: "INVOKE", MEM: "MEM", RESET: "RESET", LOAD_FILL: "LOAD_FILL",
 }
+#: protocol 2: LOAD_BEGIN names the blob by SHA-256 (the board may already hold it), LOAD_FILL
+NAMED_LOADS = 2
 ERROR_NAMES = {1: "CRC", 2: "UNKNOWN_CMD", 3: "BAD_LENGTH", 4: "TOO_BIG", 5: "BAD_BLOB", 6: "NO_MODEL",
                7: "SEQUENCE", 8: "UNSUPPORTED", 9: "ARENA"}
 TIMER_KINDS = {1: "dwt-cyccnt", 2: "icount"}
@@ -144,6 +148,10 @@ class LoadResult:
     arena_bytes: int
     input_bytes: int
     output_bytes: int
+    sent_bytes: int = 0  # on the wire, framing and retries included
+    generated_bytes: int = 0  # made by the board (LOAD_FILL) instead of sent
+    already_held: bool = False  # the board had this blob: nothing was sent
+    seconds: float = 0.0
 
 
 class McuLink:
@@ -153,7 +161,8 @@ class McuLink:
         self.retries = retries
         self.parser = FrameParser()
         self.seq = 0
-        self.stats = {"retries": 0, "crc_errors": 0}
+        self.stats = {"retries": 0, "crc_errors": 0, "bytes_sent": 0}
+        self.protocol = 1  # until hello() says more
 
     @classmethod
     def open(cls, url: str, *, timeout: float = 5.0, retries: int = 3, connect_timeout: float = 10.0) -> McuLink:
@@ -191,7 +200,9 @@ class McuLink:
             if attempt:
                 self.stats["retries"] += 1
             self.seq = (self.seq + 1) & 0xFF
-            self.port.write(encode_frame(cmd, self.seq, payload))
+            frame = encode_frame(cmd, self.seq, payload)
+            self.port.write(frame)
+            self.stats["bytes_sent"] += len(frame)
             try:
                 reply = self._await_reply(self.seq, timeout or self.timeout)
             except TimeoutError:
@@ -237,6 +248,7 @@ class McuLink:
             p = self.request(HELLO)
         fixed = struct.unpack_from("<HHIIIIIBB", p)
         board, core, firmware = p[26:].split(b"\0")[:3]
+        self.protocol = fixed[0]
         return BoardInfo(
             protocol=fixed[0], max_payload=fixed[1], clock_hz=fixed[2], sram_bytes=fixed[3],
             flash_bytes=fixed[4], arena_capacity=fixed[5], blob_capacity=fixed[6],
@@ -244,18 +256,39 @@ class McuLink:
             board=board.decode(), core=core.decode(), firmware=firmware.decode(),
         )
 
-    def load(self, blob: bytes, chunk: int = 2048, progress=None) -> LoadResult:
-        """Upload a blob in CRC-checked chunks; the board checks the whole blob's CRC at the end."""
-        self.request(LOAD_BEGIN, struct.pack("<II", len(blob), zlib.crc32(blob) & 0xFFFFFFFF))
-        for offset in range(0, len(blob), chunk):
-            part = blob[offset : offset + chunk]
-            got = struct.unpack("<I", self.request(LOAD_CHUNK, struct.pack("<I", offset) + part))[0]
-            if got != offset + len(part):
-                raise DeviceError(f"LOAD_CHUNK: board holds {got} bytes, expected {offset + len(part)}")
-            if progress is not None:
-                progress(len(part))
-        n_ops, arena, n_in, n_out = struct.unpack("<HIII", self.request(LOAD_END))
-        return LoadResult(n_ops, arena, n_in, n_out)
+    def load(self, blob: bytes, chunk: int = 2048, progress=None, *,
+             generated: Sequence[tuple[int, int]] = (), seed: int = 0) -> LoadResult:
+        """Upload a blob in CRC-checked chunks; the board checks the whole blob's CRC at the end.
+
+        `generated` ranges (start, end) are made by the board's generator from `seed`
+        (mcu/weights.py) instead of sent: `blob` must already hold the generator's bytes there,
+        and the CRC at LOAD_END proves the board built the same blob. A board speaking protocol 2
+        is told the blob's SHA-256 first and answers "have it" when that blob is the one loaded:
+        nothing more is sent. Older firmware gets every byte."""
+        start_time, start_bytes = time.monotonic(), self.stats["bytes_sent"]
+        named = self.protocol >= NAMED_LOADS
+        begin = struct.pack("<II", len(blob), zlib.crc32(blob) & 0xFFFFFFFF)
+        reply = self.request(LOAD_BEGIN, begin + (hashlib.sha256(blob).digest() if named else b""))
+        if reply[:1] == b"\x01":
+            result = LoadResult(*struct.unpack_from("<HIII", reply, 1), already_held=True)
+        else:
+            made = 0
+            for start, end, fill in _segments(len(blob), generated if named else (), chunk):
+                if fill:
+                    payload = struct.pack("<III", start, end - start, seed)
+                    made += end - start
+                else:
+                    payload = struct.pack("<I", start) + blob[start:end]
+                got = struct.unpack("<I", self.request(LOAD_FILL if fill else LOAD_CHUNK, payload))[0]
+                if got != end:
+                    raise DeviceError(f"{'LOAD_FILL' if fill else 'LOAD_CHUNK'}: board holds {got} bytes, "
+                                      f"expected {end}")
+                if progress is not None:
+                    progress(end - start)
+            result = LoadResult(*struct.unpack("<HIII", self.request(LOAD_END)), generated_bytes=made)
+        result.sent_bytes = self.stats["bytes_sent"] - start_bytes
+        result.seconds = time.monotonic() - start_time
+        return result
 
     def run(
         self, warmup: int = 1, repeats: int = 5, per_layer: bool = True, timeout: float = 600.0,
@@ -281,3 +314,15 @@ class McuLink:
 
     def reset(self) -> None:
         self.request(RESET)
+
+
+def _segments(size: int, generated: Sequence[tuple[int, int]], chunk: int) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, generated?) covering [0, size) in order: each generated range whole, the
+    bytes between in chunks of at most `chunk`."""
+    at = 0
+    for start, end in [*sorted(generated), (size, size)]:
+        for s in range(at, start, chunk):
+            yield s, min(s + chunk, start), False
+        if end > start:
+            yield start, end, True
+        at = max(at, end)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from hwnas_deploy.devices import DeviceProfile, load_profile
 from hwnas_deploy.errors import ConfigError
 from hwnas_deploy.export import Artifact
+from hwnas_deploy.mcu.weights import check_weights
 from hwnas_deploy.measurement.executor import Executor, InProcess
 from hwnas_deploy.measurement.network import Network
 from hwnas_deploy.measurement.plan import Job, Outcome, Plan, default_artifacts_dir
@@ -95,18 +96,26 @@ class Measurer:
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir else default_artifacts_dir(store)
         self.progress = progress
 
-    def plan(self, runtime: str, threads: int | None = None, batch: int | None = None) -> Plan:
+    def plan(self, runtime: str, threads: int | None = None, batch: int | None = None,
+             weights: str = "generated") -> Plan:
         runtime_info(runtime)  # an unknown runtime is named as such before the device's list is
         self.device.require_runtime(runtime)
+        try:
+            check_weights(weights)
+        except ValueError as exc:
+            raise ConfigError(f"--weights: {exc}") from None
         return Plan(self.device, runtime, threads or self.device.threads, batch or self.device.batch,
-                    self.artifacts_dir)
+                    self.artifacts_dir, weights)
 
     def measure(self, networks: Sequence[Network], runtime: str, *, threads: int | None = None,
-                batch: int | None = None, rounds: int = 1, force: bool = False,
+                batch: int | None = None, rounds: int = 1, force: bool = False, weights: str = "generated",
                 on_measured: Callable[[Network, dict], None] | None = None) -> Report:
+        """Measure `networks` (see the module's notes). `weights="generated"` (latency only) lets
+        an MCU board make the weights up instead of receiving them; "real" uploads them and
+        checks the board's output against the float model too."""
         if rounds < 1:
             raise ConfigError(f"rounds (--rounds) must be at least 1, got {rounds}")
-        plan = self.plan(runtime, threads, batch)
+        plan = self.plan(runtime, threads, batch, weights)
         unique = list({n.config_hash: n for n in networks}.values())
         report = Report(planned=len(unique))
         todo = self._todo(plan, unique, report, rounds, force)

@@ -74,6 +74,8 @@ class Plan:
     threads: int
     batch: int
     artifacts_dir: Path
+    #: "generated": a device behind a slow link makes the weights up (latency only), "real"
+    weights: str = "real"
 
     @property
     def format(self) -> str:
@@ -96,4 +98,4 @@ class Plan:
 
     def run(self, driver, artifact: Artifact) -> Summary:
         """Deploy and time one artifact on an opened driver (DoesNotFitError, HwnasError)."""
-        return driver.measure(driver.deploy(artifact, self.threads), self.device.settings)
+        return driver.measure(driver.deploy(artifact, self.threads, self.weights), self.device.settings)

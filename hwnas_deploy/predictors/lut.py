@@ -144,6 +144,7 @@ def build_lut(
     batch: int | None = None,
     store=None,
     rounds: int = 1,
+    weights: str = "generated",
     progress: bool = True,
     on_block: Callable[[str, float], None] | None = None,
 ) -> LatencyLUT:
@@ -154,14 +155,15 @@ def build_lut(
     `<space>-block`, keyed by their content) and what it already holds is not measured again;
     `rounds` > 1 measures every block that many times, round after round, and keeps the median
     (slow drifts of the host then fall on all blocks alike). `on_block(key, ms)` is called for every
-    measurement taken now."""
+    measurement taken now. `weights`: as `Measurer.measure` ("generated": an MCU board makes the
+    weights up)."""
     from hwnas_deploy.measurement import Measurer
 
     sp = get_space(space)
     artifacts = None if store is not None else tempfile.mkdtemp(prefix="hwnas-lut-")
     try:
         with Measurer(device, store, artifacts_dir=artifacts, progress=progress) as m:
-            plan = m.plan(runtime, threads, batch)
+            plan = m.plan(runtime, threads, batch, weights)
             path = Path(path)
             if path.exists():
                 lut = LatencyLUT.load(path)
@@ -188,7 +190,7 @@ def build_lut(
                     on_block(key, summary["median_ms"])
 
             report = m.measure(todo, runtime, threads=plan.threads, batch=plan.batch, rounds=rounds,
-                               on_measured=measured)
+                               weights=weights, on_measured=measured)
     finally:
         if artifacts is not None:
             shutil.rmtree(artifacts, ignore_errors=True)

@@ -137,8 +137,9 @@ def export_picked(run: str | Path, how: str | int, formats: list[str], out_dir: 
 
 def deploy_picked(run: str | Path, how: str | int, device: str, runtime: str, store, *, force: bool = False,
                   artifacts_dir: str | Path | None = None, progress: bool = True) -> list[dict]:
-    """Export the picked networks for the device's runtime, deploy them, check them on the device
-    (the Cortex-M7 firmware compares its output with the host build of the same kernels) and
+    """Export the picked networks for the device's runtime, deploy them with their real weights,
+    check them on the device (the Cortex-M7 firmware compares its output with the host build of
+    the same kernels) and
     measure them into the store: `hwnas profile`'s path on the front's networks. Returns, per
     network, its front values beside the stored measurement (or why it has none)."""
     from hwnas_deploy.devices import load_profile
@@ -152,7 +153,16 @@ def deploy_picked(run: str | Path, how: str | int, device: str, runtime: str, st
     indices = pick(front, how)
     picked = [sp.validate(front.front[i]["config"]) for i in indices]
     out = Path(artifacts_dir) if artifacts_dir else front.path.parent / "artifacts"
-    report = profile(prof, sp, 0, runtime, store, configs=picked, force=force, artifacts_dir=out, progress=progress)
+    report = profile(prof, sp, 0, runtime, store, configs=picked, force=force, artifacts_dir=out, progress=progress,
+                     weights="real")
+    # a network measured before with generated weights (a search's validation) is deployed now
+    # with its real ones, so that every picked network's check is of what would ship
+    again = [cfg for cfg in picked if report.results[sp.config_hash(cfg)].status == "stored"
+             and report.results[sp.config_hash(cfg)].details.get("weights") == "generated"]
+    if again:
+        redone = profile(prof, sp, 0, runtime, store, configs=again, force=True, artifacts_dir=out,
+                         progress=progress, weights="real")
+        report.results.update(redone.results)
     rows = []
     for i, cfg in zip(indices, picked, strict=True):
         h = sp.config_hash(cfg)

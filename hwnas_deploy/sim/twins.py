@@ -156,8 +156,8 @@ class TwinnedDriver(Driver):
             self.close()  # a twin started before the failure must not outlive it
             raise
 
-    def deploy(self, artifact, threads: int):
-        return self.driver.deploy(artifact, threads)
+    def deploy(self, artifact, threads: int, weights: str = "real"):
+        return self.driver.deploy(artifact, threads, weights)
 
     def measure(self, handle, settings):
         return self.driver.measure(handle, settings)
