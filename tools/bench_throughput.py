@@ -1,0 +1,77 @@
+#!/usr/bin/env python
+"""The device loop's throughput on one Cortex-M7 twin: measurements per minute, today's path
+against latency-only uploads with cold and with warm conversion caches, same networks, same run.
+
+    .venv/bin/python tools/bench_throughput.py [--n 5] [--seed 5]
+
+Every mode measures the same `mcu-mbnet` networks (drawn to fit qemu-m7) on one QEMU twin into
+a fresh store, exporting into a fresh artifacts folder (so each mode pays its exports):
+  real, no cache       what every measurement cost before: LiteRT conversion, the whole blob
+                       uploaded over the emulated UART (stop-and-wait, 2 KiB chunks)
+  generated, cold      `--weights generated`: the board makes the int8 weights up; an empty
+                       conversion cache (every network converted)
+  generated, warm      the same, with the conversions of the run before in the cache
+Prints, per mode, measurements per minute, seconds per measurement (export, upload, the rest),
+bytes on the serial line, and the speed-up over the first mode; and the instruction counts of
+generated against real weights for each network (the latency the two modes report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hwnas_deploy.devices import load_profile
+from hwnas_deploy.measurement import Measurer, SubNetwork
+from hwnas_deploy.profiling import sample_fitting
+from hwnas_deploy.spaces import get_space
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=5, help="networks per mode")
+    ap.add_argument("--seed", type=int, default=5)
+    args = ap.parse_args()
+
+    sp, prof = get_space("mcu-mbnet"), load_profile("qemu-m7")
+    nets = [SubNetwork(sp, c) for c in sample_fitting(sp, prof, args.n, seed=args.seed)]
+    modes = [("real, no cache", "real", "off"), ("generated, cold", "generated", "cold"),
+             ("generated, warm", "generated", "warm")]
+    rows, medians = [], {}
+    with tempfile.TemporaryDirectory(prefix="hwnas-bench-throughput-") as tmp:
+        cache = Path(tmp) / "cache"
+        # one twin for every mode: Measurer starts it with the first measurement and keeps it
+        with Measurer(prof, None, progress=False) as m:
+            for name, weights, cache_state in modes:
+                os.environ["HWNAS_CACHE_DIR"] = "off" if cache_state == "off" else str(cache)
+                m.artifacts_dir = Path(tmp) / f"artifacts-{len(rows)}"
+                start = time.perf_counter()
+                report = m.measure(nets, "firmware", weights=weights, force=True)
+                seconds = time.perf_counter() - start
+                if report.failed or report.unfit:
+                    sys.exit(f"{name}: {report.failed or report.unfit}")
+                results = [report.results[n.config_hash] for n in nets]
+                export_s = sum(r.artifact.export_seconds for r in results)
+                upload_s = sum(r.details["upload"]["seconds"] for r in results)
+                sent = sum(r.details["upload"]["sent_bytes"] for r in results)
+                medians[name] = [r.median_ms for r in results]
+                rows.append((name, len(nets) / seconds * 60, seconds / len(nets), export_s / len(nets),
+                             upload_s / len(nets), sent / len(nets) / 1024))
+    base = rows[0][1]
+    print(f"{args.n} mcu-mbnet networks on qemu-m7 (one QEMU twin), {os.cpu_count()} cores")
+    print("| mode | meas/min | s/meas | export s | upload s | KiB sent | speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    for name, per_min, per_meas, exp, up, kib in rows:
+        print(f"| {name} | {per_min:.1f} | {per_meas:.1f} | {exp:.1f} | {up:.2f} | {kib:.0f} | {per_min / base:.1f}x |")
+    diffs = [abs(g - r) / r for g, r in zip(medians["generated, cold"], medians["real, no cache"], strict=True)]
+    print(f"latency, generated vs real weights: median |diff| {statistics.median(diffs):.3%}, "
+          f"max {max(diffs):.3%} over {len(diffs)} networks")
+
+
+if __name__ == "__main__":
+    main()
