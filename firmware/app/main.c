@@ -143,6 +143,11 @@ static void handle(const hw_frame_t *f) {
             int fill = f->cmd == HW_LOAD_FILL;
             if (f->len < 4 || (fill && f->len != 12)) break;
             uint32_t offset = get_u32(p), n = fill ? get_u32(p + 4) : f->len - 4u;
+            if (loading && n > 0 && offset + n == load_received) { /* a repeat: its reply was lost */
+                put_u32(reply, load_received);
+                send(ok, f->seq, reply, 4);
+                return;
+            }
             if (!loading || offset != load_received) {
                 send_err(f->seq, HW_E_SEQUENCE, f->cmd, "chunk out of sequence");
                 return;
