@@ -38,6 +38,13 @@ def pytest_configure(config):
     kept between runs in .pytest_cache, never the user's: a network that several modules export
     is converted once. A given $HWNAS_CACHE_DIR (or "off") is respected."""
     os.environ.setdefault("HWNAS_CACHE_DIR", str(REPO / ".pytest_cache" / "hwnas-conversions"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # one compute thread per worker (and per process it starts): the workers already fill the
+        # cores, and OpenMP threads beside them only spin against each other
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = "1"
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the group marks into node ids

@@ -131,3 +131,25 @@ def test_local_driver_measures_a_real_artifact(tmp_path):
     # ~100x the MACs must take clearly longer on a real runtime
     assert sp.macs(big) > 50 * sp.macs(small)
     assert results["big"].median_ms > 5 * results["small"].median_ms
+
+
+@pytest.mark.parametrize("timeout", [-1, 0, "soon"])
+def test_a_failing_open_leaves_no_twin(timeout):
+    """A qemu-m7 profile whose connection cannot work: the error names the field and the value,
+    and the QEMU twin started for it is gone with it (the driver closes what open() started)."""
+    import psutil
+
+    from hwnas_deploy.devices import load_profile
+    from hwnas_deploy.sim.twins import twinned_driver
+
+    data = load_profile("qemu-m7").to_dict()
+    prof = parse_profile({**data, "connection": {**data["connection"], "timeout_s": timeout}}, "bad.yaml")
+
+    def qemus() -> set[int]:
+        return {p.pid for p in psutil.Process().children(recursive=True) if "qemu" in p.name()}
+
+    before = qemus()
+    with pytest.raises(ConfigError, match=rf"connection.timeout_s is {timeout!r}; allowed: .* a number > 0"):
+        with twinned_driver(prof):
+            pass
+    assert qemus() == before

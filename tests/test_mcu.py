@@ -93,7 +93,7 @@ def test_firmware_builds_with_arm_gcc_and_says_hello(link):
     assert elf.read_bytes()[:4] == b"\x7fELF" and int.from_bytes(elf.read_bytes()[18:20], "little") == 40  # EM_ARM
     info = link.hello()
     assert (info.board, info.core, info.timer) == ("qemu-mps2-an500", "cortex-m7", "icount")
-    assert info.clock_hz == 25_000_000 and info.protocol == 1 and info.max_payload == 4096
+    assert info.clock_hz == 25_000_000 and info.protocol == 2 and info.max_payload == 4096
 
 
 def test_board_output_equals_host_runtime_and_tracks_torch(link, loaded, small_blob):

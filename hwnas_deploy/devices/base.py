@@ -40,7 +40,11 @@ class Driver(ABC):
         """Release the connection (default: nothing to release)."""
 
     def __enter__(self) -> Driver:
-        self.open()
+        try:
+            self.open()
+        except BaseException:
+            self.close()  # what open() started before it failed (a twin, a connection) must not outlive it
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from hwnas_deploy.artifact import Artifact
 from hwnas_deploy.devices.base import Driver
-from hwnas_deploy.errors import DeviceError
+from hwnas_deploy.errors import ConfigError, DeviceError
 from hwnas_deploy.mcu.link import (
     ICOUNT_SHIFT,
     BoardInfo,
@@ -61,7 +61,11 @@ class McuSerialDriver(Driver):
             raise DeviceError(f"device {self.profile.name!r}: connection needs a serial 'url' "
                               "(or simulator: qemu-mps2-an500, started by hwnas_deploy.sim)")
         self.url = url
-        self.link = McuLink.open(url, timeout=float(conn.get("timeout_s", 5.0)))
+        timeout = conn.get("timeout_s", 5.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigError(f"device {self.profile.name!r}: connection.timeout_s is {timeout!r}; "
+                              "allowed: seconds to wait for each reply, a number > 0")
+        self.link = McuLink.open(url, timeout=float(timeout))
         self.info: BoardInfo = self.link.hello()
         hw = self.profile.hardware
         self.sram_budget = int(hw.get("sram_bytes", self.info.arena_capacity))
