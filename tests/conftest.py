@@ -78,8 +78,8 @@ def store(tmp_path):
 
 def small_cells(n: int, seed: int = 0) -> list[dict]:
     """`n` distinct NAS-Bench-201 cells with the fewest parameters (none a constant network):
-    blobs of about 0.1 MB that reach a QEMU board over its serial line in seconds (an mcu-mbnet
-    network's take 20-40 s), for tests of scheduling, protocol and failure handling."""
+    small blobs that export fast and reach a QEMU board in about a second, for tests of
+    scheduling, protocol and failure handling."""
     from hwnas_deploy.spaces import get_space
     from hwnas_deploy.spaces.nb201 import used_edges
 

@@ -303,7 +303,7 @@ def test_profile_subnets_on_the_board_from_the_cli(tmp_path):
         {"ks": [k] * 20, "e": [e] * 20, "d": [2, 2, 2, 2, 2], "w": 0.35, "r": r}
         for k, e, r in ((3, 3, 64), (7, 3, 64), (3, 6, 80))
     ]
-    big = {"ks": [7] * 20, "e": [6] * 20, "d": [4] * 5, "w": 0.75, "r": 160}
+    big = {"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "w": 0.75, "r": 160}  # 80x80x72 activations
     configs = tmp_path / "configs.jsonl"
     configs.write_text("\n".join(json.dumps(c) for c in [*small, big]) + "\n")
     env = {"HWNAS_SIM_DIR": str(tmp_path / "sim")}

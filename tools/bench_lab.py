@@ -9,10 +9,10 @@ thing: upload over the emulated serial line, output check and timed inferences o
 For each board count a lab comes up (`hwnas_deploy.lab.up`, loopback), profiles the networks
 into a fresh store and goes down. Prints measurements per minute, the speed-up over one lab
 board, its ratio to ideal linear scaling, and the lab's overhead against the in-process board.
-Most of a measurement is the blob's upload over the emulated UART (0.6-1.1 MB at 20-30 KiB/s:
-30-55 s), which waits on QEMU's serial emulation more than on a core; the inferences themselves
-take a few seconds of emulation. `board-s/meas` is board-seconds per measurement: flat under
-ideal scaling.
+Uploads carry generated weights (the default for measuring since firmware 0.6.0: tens of KB
+instead of 0.6-1.1 MB at 20-30 KiB/s over the emulated UART), so a measurement is now mostly the
+inferences (a few seconds of emulation) and the output check. `board-s/meas` is board-seconds
+per measurement: flat under ideal scaling.
 """
 
 from __future__ import annotations
