@@ -53,14 +53,6 @@ def max_bytes() -> int:
     return int(mb * 2**20)
 
 
-def file_digest(path: str | Path, h=None) -> str:
-    h = h or hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @lru_cache(maxsize=4)
 def toolchain_digest(python: str) -> str:
     """What identifies a converter environment: the distributions installed beside `python`
@@ -70,7 +62,7 @@ def toolchain_digest(python: str) -> str:
     prefix = Path(python).parent.parent
     installed = sorted(p.name for p in prefix.glob("lib/python*/site-packages/*.dist-info"))
     h = hashlib.sha256("\n".join(installed).encode())
-    file_digest(litert_worker.__file__, h)
+    h.update(Path(litert_worker.__file__).read_bytes())
     return h.hexdigest()
 
 

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwnas_deploy.artifact import sha256_file
 from hwnas_deploy.errors import ExportError, UnsupportedOpError
-from hwnas_deploy.export.cache import ConversionCache, file_digest, toolchain_digest
+from hwnas_deploy.export.cache import ConversionCache, toolchain_digest
 from hwnas_deploy.export.litert_worker import RESULT_TAG
 
 CONVERTER_ENV_VAR = "HWNAS_LITERT_PYTHON"
@@ -66,7 +67,7 @@ def to_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration: 
             np.save(calib, np.asarray(calibration, dtype=np.float32))
         key = ""
         if cache.enabled:
-            key = cache.key(fmt, file_digest(pt2), file_digest(calib) if calib else "-",
+            key = cache.key(fmt, sha256_file(pt2), sha256_file(calib) if calib else "-",
                             toolchain_digest(str(converter_python())))
             if cache.fetch(key, ".tflite", Path(path)):
                 return True
