@@ -48,10 +48,10 @@ def converter_python() -> Path:
     return candidate
 
 
-def to_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration: np.ndarray | None = None) -> bool:
+def to_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration: np.ndarray | None = None) -> None:
     """Write `path`. With `calibration` (N x C x H x W samples), quantise to full-integer int8.
     A conversion of the same program, samples and converter done before (by any process) is
-    taken from the conversion cache (export/cache.py); returns whether it was."""
+    taken from the conversion cache (export/cache.py)."""
     fmt = "tflite-int8" if calibration is not None else "tflite"
     try:
         program = torch.export.export(model, (example,))
@@ -70,12 +70,12 @@ def to_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration: 
             key = cache.key(fmt, sha256_file(pt2), sha256_file(calib) if calib else "-",
                             toolchain_digest(str(converter_python())))
             if cache.fetch(key, ".tflite", Path(path)):
-                return True
+                return
         result = _CONVERTER.convert(fmt, {"program": str(pt2), "out": str(path), "calib": calib and str(calib)})
     if result["ok"]:
         if key:
             cache.keep(key, ".tflite", Path(path))
-        return False
+        return
     if result.get("op"):
         raise UnsupportedOpError(fmt, result["op"], result["error"].splitlines()[0])
     raise ExportError(f"{fmt}: conversion failed: {result['error']}")
