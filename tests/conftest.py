@@ -16,13 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 DYNAST_DIR = REPO.parent / "shared" / "data" / "dynast_ofa_mbv3"
 
 
-# Parallel runs (pytest-xdist, `-n auto --dist loadgroup` in pyproject.toml): a module's tests
-# stay on one worker, so its module fixtures (exports, twins) are built once; the Ray modules
-# share one worker, since `ray stop` stops every Ray process on the machine. Groups are handed
-# out in collection order (`--no-loadscope-reorder`), so the longest modules go first and the
-# short ones fill in after. Tests marked `timing` compare wall-clock latencies: tools/test.sh
-# runs them after the others, alone in one process (beside other tests, a 5 ms inference is
-# preempted where a 0.2 ms one is not, and ratios between the two come out 2x off).
+# Parallel runs (pytest-xdist, `-n auto` in pyproject.toml): a module's tests stay on one worker,
+# so its module fixtures (exports, twins, a trained supernet) are built once; the Ray modules share
+# one worker, since `ray stop` stops every Ray process on the machine. Modules are handed out in
+# collection order (`--no-loadscope-reorder`), so the longest go first and the short ones fill in
+# after. Tests marked `timing` compare wall-clock latencies: tools/test.sh runs them after the
+# others, alone in one process (beside other tests, a 5 ms inference is preempted where a 0.2 ms
+# one is not, and ratios between the two come out 2x off).
 GROUPS = {"test_lab": "ray", "test_lab_cli": "ray"}
 LONGEST_FIRST = ["test_lab", "test_lab_cli", "test_mcu", "test_recipes", "test_profile_cli", "test_tvm_rpc",
                  "test_android", "test_supernet", "test_differentiable", "test_predictors", "test_blox", "test_search"]
@@ -31,6 +31,24 @@ LONGEST_FIRST = ["test_lab", "test_lab_cli", "test_mcu", "test_recipes", "test_p
 SLOW = {"test_lab", "test_lab_cli", "test_mcu", "test_recipes", "test_profile_cli", "test_tvm_rpc", "test_android",
         "test_supernet", "test_differentiable", "test_predictors", "test_blox", "test_search", "test_lut",
         "test_blob", "test_export"}
+
+
+def module_of(nodeid: str) -> str:
+    return Path(nodeid.split("::", 1)[0]).stem
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Hand out whole modules (GROUPS: several modules as one). Our own scheduler rather than
+    xdist's `--dist loadgroup`: xdist 3.8 groups by a suffix it writes to `item._nodeid`, which
+    pytest 9.2 no longer reads, so every test went to whichever worker was free and each one
+    built its module's fixtures again."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModuleScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return GROUPS.get(module_of(nodeid), module_of(nodeid))
+
+    return ModuleScheduling(config, log)
 
 
 def pytest_configure(config):
@@ -47,16 +65,11 @@ def pytest_configure(config):
             sys.modules["torch"].set_num_threads(1)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the group marks into node ids
 def pytest_collection_modifyitems(config, items):
-    def module(item) -> str:
-        return item.module.__name__.rsplit(".", 1)[-1]
-
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(module(item), len(rank)))  # stable: the order within a module stays
+    items.sort(key=lambda item: rank.get(module_of(item.nodeid), len(rank)))  # stable: a module's order stays
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(GROUPS.get(module(item), module(item))))
-        if module(item) in SLOW:
+        if module_of(item.nodeid) in SLOW:
             item.add_marker(pytest.mark.slow)
 
 
