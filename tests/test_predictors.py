@@ -69,20 +69,24 @@ def test_learning_curve_improves_with_rows(dynast):
 def test_saved_predictor_predicts_identically_in_a_fresh_process(dynast, tmp_path):
     train = dynast.subset(range(150))
     probe = dynast.configs[1000:1010]
+    (tmp_path / "probe.json").write_text(json.dumps(probe))
+    here = {}
     for estimator in ("ridge", "svr", "gp", "gbt", "rf", "macs"):
         # here one BLAS thread, in the fresh process as many as it gets: a GP's fit differed in the
         # 13th digit with the thread count before fits were pinned to one thread
         with threadpool_limits(1):
             pred = Predictor(estimator).fit(train.configs, train.y, dynast.space, ACC)
-        path = pred.save(tmp_path / f"{estimator}.json")
-        (tmp_path / "probe.json").write_text(json.dumps(probe))
-        code = (
-            "import json, sys; from hwnas_deploy.predictors import Predictor; "
-            f"p = Predictor.load({str(path)!r}); "
-            f"print(json.dumps(p.predict(json.load(open({str(tmp_path / 'probe.json')!r}))).tolist()))"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
-        assert json.loads(out.stdout) == pred.predict(probe).tolist(), estimator
+        pred.save(tmp_path / f"{estimator}.json")
+        here[estimator] = pred.predict(probe).tolist()
+    code = (  # one fresh process loads them all
+        "import json, sys; from hwnas_deploy.predictors import Predictor; "
+        f"probe = json.load(open({str(tmp_path / 'probe.json')!r})); "
+        f"print(json.dumps({{e: Predictor.load(f'{tmp_path}/{{e}}.json').predict(probe).tolist() for e in {list(here)!r}}}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    there = json.loads(out.stdout)
+    for estimator in here:
+        assert there[estimator] == here[estimator], estimator
 
 
 def test_corrupted_or_edited_predictor_files_are_refused(dynast, tmp_path):
