@@ -242,7 +242,7 @@ def firmware_flash(board: str) -> None:
 
 @cli.group()
 def cache() -> None:
-    """The conversion cache: LiteRT conversions kept across runs ($HWNAS_CACHE_DIR)."""
+    """The conversion cache: LiteRT conversions and TVM builds kept across runs ($HWNAS_CACHE_DIR)."""
 
 
 @cache.command("show")

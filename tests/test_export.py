@@ -186,7 +186,7 @@ def test_conversions_are_cached_by_what_goes_into_them(tmp_path, monkeypatch):
     """A second export of the same program and calibration samples takes the converter's earlier
     answer (byte for byte, without a request to the converter); other samples or other weights
     are converted; the cache keeps within its bound, least recently used out first;
-    `hwnas cache show/clear` report and empty it."""
+    `hwnas cache show/clear` report and empty it. TVM builds are kept the same way."""
     from hwnas_deploy.export.cache import ConversionCache
     from hwnas_deploy.export.tflite import _CONVERTER
 
@@ -219,3 +219,17 @@ def test_conversions_are_cached_by_what_goes_into_them(tmp_path, monkeypatch):
     assert env_run.returncode == 0 and f"{tmp_path / 'cache'}: 2 conversions" in env_run.stdout
     assert "removed 2 conversions" in run_cli("cache", "clear", cwd=tmp_path, check=True).stdout
     assert cache.entries() == []
+
+    # TVM builds too, keyed by the ONNX file (torch's ONNX export is deterministic), shape and target
+    import hwnas_deploy.export.tvm as tvm_export
+
+    builds = []
+    compile_onnx = tvm_export.compile_onnx
+    monkeypatch.setattr(tvm_export, "compile_onnx", lambda *a: builds.append(a) or compile_onnx(*a))
+    e = export_model(model, x, "tvm", tmp_path / "e.so")
+    f = export_model(model, x, "tvm", tmp_path / "f.so")
+    assert len(builds) == 1 and f.sha256 == e.sha256 and len(cache.entries()) == 1
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] += 0.5
+    g = export_model(model, x, "tvm", tmp_path / "g.so")
+    assert len(builds) == 2 and g.sha256 != e.sha256

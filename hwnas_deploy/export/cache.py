@@ -1,11 +1,13 @@
 """Conversions kept across runs, keyed by exactly what goes into them.
 
-The LiteRT conversion is most of an int8 export (~15 s of a network's ~20 s); a LUT, a search's
-validations, a lab and a test suite convert the same programs again and again. An entry's key is
-the SHA-256 of what the converter reads: the `torch.export` program (weights included), the
-calibration samples, the target format, and the converter environment itself (its installed
-distributions and our worker's source), so a hit is the converter's own answer to the same
-question, and any change of model, data or toolchain is a miss. Entries are written atomically
+The LiteRT conversion is most of an int8 export (~15 s of a network's ~20 s), a TVM build most of
+a TVM one (5-8 s); a LUT, a search's validations, a lab and a test suite convert the same programs
+again and again. An entry's key is the SHA-256 of what the converter reads: for LiteRT the
+`torch.export` program (weights included) and the calibration samples, for TVM the ONNX file, the
+input shape and the target (the host's CPU name included), and always the format and the
+converter environment itself (its installed distributions and our driving source), so a hit is
+the converter's own answer to the same question, and any change of model, data, target or
+toolchain is a miss. Entries are written atomically
 (several processes share one cache), and the least recently used go once the cache outgrows its
 bound.
 
@@ -54,15 +56,14 @@ def max_bytes() -> int:
 
 
 @lru_cache(maxsize=4)
-def toolchain_digest(python: str) -> str:
+def toolchain_digest(python: str, script: str) -> str:
     """What identifies a converter environment: the distributions installed beside `python`
-    (names and versions, from their dist-info folders) and the worker script it runs."""
-    from hwnas_deploy.export import litert_worker
-
+    (names and versions, from their dist-info folders) and the source file `script` that drives
+    the conversion."""
     prefix = Path(python).parent.parent
     installed = sorted(p.name for p in prefix.glob("lib/python*/site-packages/*.dist-info"))
     h = hashlib.sha256("\n".join(installed).encode())
-    h.update(Path(litert_worker.__file__).read_bytes())
+    h.update(Path(script).read_bytes())
     return h.hexdigest()
 
 

@@ -27,6 +27,7 @@ from torch import nn
 from hwnas_deploy.artifact import sha256_file
 from hwnas_deploy.errors import ExportError, UnsupportedOpError
 from hwnas_deploy.export.cache import ConversionCache, toolchain_digest
+from hwnas_deploy.export import litert_worker
 from hwnas_deploy.export.litert_worker import RESULT_TAG
 
 CONVERTER_ENV_VAR = "HWNAS_LITERT_PYTHON"
@@ -68,7 +69,7 @@ def to_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration: 
         key = ""
         if cache.enabled:
             key = cache.key(fmt, sha256_file(pt2), sha256_file(calib) if calib else "-",
-                            toolchain_digest(str(converter_python())))
+                            toolchain_digest(str(converter_python()), litert_worker.__file__))
             if cache.fetch(key, ".tflite", Path(path)):
                 return
         result = _CONVERTER.convert(fmt, {"program": str(pt2), "out": str(path), "calib": calib and str(calib)})

@@ -7,11 +7,15 @@ path to a Cortex-M: MCUs use our own firmware runtime instead.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
+from hwnas_deploy.artifact import sha256_file
 from hwnas_deploy.errors import ExportError, UnsupportedOpError
+from hwnas_deploy.export.cache import ConversionCache, toolchain_digest
 from hwnas_deploy.export.onnx import INPUT_NAME
 
 CROSS_TARGETS: dict[str, dict] = {
@@ -50,6 +54,25 @@ def compile_onnx(onnx_path: Path, input_shape: tuple[int, ...], target: str = "h
 
 
 def to_tvm(onnx_path: Path, input_shape: tuple[int, ...], path: Path, target: str = "host") -> None:
+    """Write the library `path`. A build of the same ONNX file for the same shape, target and TVM
+    done before (by any process) is taken from the conversion cache (export/cache.py)."""
+    path = Path(path)
+    if target != "host" and target not in CROSS_TARGETS:
+        raise ExportError(f"unknown TVM target {target!r}; known: {', '.join(TARGETS)}")
+    cache = ConversionCache()
+    key = ""
+    if cache.enabled:
+        spec = host_target() if target == "host" else CROSS_TARGETS[target]["target"]
+        key = cache.key("tvm", sha256_file(onnx_path), json.dumps(list(input_shape)), json.dumps(spec, sort_keys=True),
+                        toolchain_digest(sys.executable, __file__))
+        if cache.fetch(key, path.suffix, path):
+            return
+    _build(onnx_path, input_shape, path, target)
+    if key:
+        cache.keep(key, path.suffix, path)
+
+
+def _build(onnx_path: Path, input_shape: tuple[int, ...], path: Path, target: str) -> None:
     executable = compile_onnx(onnx_path, input_shape, target)
     if target == "host":
         executable.export_library(str(path))
