@@ -26,8 +26,8 @@ from torch import nn
 
 from hwnas_deploy.artifact import sha256_file
 from hwnas_deploy.errors import ExportError, UnsupportedOpError
-from hwnas_deploy.export.cache import ConversionCache, toolchain_digest
 from hwnas_deploy.export import litert_worker
+from hwnas_deploy.export.cache import ConversionCache, toolchain_digest
 from hwnas_deploy.export.litert_worker import RESULT_TAG
 
 CONVERTER_ENV_VAR = "HWNAS_LITERT_PYTHON"
