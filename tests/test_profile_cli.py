@@ -32,19 +32,19 @@ def count(db, locked: int = 0) -> int:
 
 def test_profile_onnxruntime_ofa_stores_and_resumes(tmp_path):
     db = tmp_path / "m.sqlite"
-    args = ("profile", "--device", "local-cpu", "--space", "ofa-mbv3-w1.0", "--samples", "20",
+    args = ("profile", "--device", "local-cpu", "--space", "ofa-mbv3-w1.0", "--samples", "10",
             "--runtime", "onnxruntime", "--db", str(db), FAST)
     out = run_cli(*args, cwd=tmp_path, check=True)
-    assert "measured 20, already stored 0, failed 0 of 20" in out.stdout
+    assert "measured 10, already stored 0, failed 0 of 10" in out.stdout
     with Store(str(db)) as s:
         rows = s.measurements(device="local-cpu", space="ofa-mbv3-w1.0", runtime="onnxruntime")
-        assert len(rows) == 20 and len({r["config_hash"] for r in rows}) == 20
+        assert len(rows) == 10 and len({r["config_hash"] for r in rows}) == 10
         assert all(r["median_ms"] > 0 and r["n"] >= 20 and r["threads"] == 1 for r in rows)
     again = run_cli(*args, cwd=tmp_path, check=True)
-    assert "measured 0, already stored 20" in again.stdout
+    assert "measured 0, already stored 10" in again.stdout
     png = tmp_path / "lat.png"
     shown = run_cli("show", "--db", str(db), "--plot", str(png), cwd=tmp_path, check=True)
-    assert "local-cpu" in shown.stdout and "ofa-mbv3-w1.0" in shown.stdout and " 20 " in shown.stdout
+    assert "local-cpu" in shown.stdout and "ofa-mbv3-w1.0" in shown.stdout and " 10 " in shown.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     with Store(str(db)) as s:
         (group,) = s.overview()
@@ -54,14 +54,17 @@ def test_profile_onnxruntime_ofa_stores_and_resumes(tmp_path):
     with Store(str(db)) as s:
         rows = s.measurements(device="local-cpu")
     want = kendalltau([r["macs"] for r in rows], [r["median_ms"] for r in rows]).statistic
-    assert group["subnets"] == 20 and group["tau_macs"] == pytest.approx(want, abs=1e-12)
+    assert group["subnets"] == 10 and group["tau_macs"] == pytest.approx(want, abs=1e-12)
     assert f"{want:.3f}" in shown.stdout
 
 
 @pytest.mark.parametrize("runtime", ["tvm", "tflite", "tflite-int8"])
 def test_profile_other_runtimes(tmp_path, runtime):
     db = tmp_path / "m.sqlite"
-    out = run_cli("profile", "--device", "local-cpu", "--space", "mcu-mbnet", "--samples", "2",
+    configs = tmp_path / "small.jsonl"  # two of the space's smallest (sampling: the onnxruntime test above)
+    configs.write_text("".join(json.dumps({"ks": [k] * 20, "e": [3] * 20, "d": [2] * 5, "w": 0.35, "r": 64}) + "\n"
+                               for k in (3, 5)))
+    out = run_cli("profile", "--device", "local-cpu", "--space", "mcu-mbnet", "--configs", str(configs),
                   "--runtime", runtime, "--db", str(db), FAST, cwd=tmp_path, check=True)
     assert "measured 2" in out.stdout
     with Store(str(db)) as s:
@@ -133,7 +136,7 @@ def test_export_cli_writes_verified_artifact(tmp_path):
 def test_killed_run_keeps_measurements_and_resumes(tmp_path, sig):
     db = tmp_path / "m.sqlite"
     args = [sys.executable, "-m", "hwnas_deploy", "profile", "--device", "local-cpu", "--space", "ofa-mbv3-w1.0",
-            "--samples", "12", "--runtime", "onnxruntime", "--db", str(db), FAST]
+            "--samples", "6", "--runtime", "onnxruntime", "--db", str(db), FAST]
     # Ctrl-C as in a terminal: a shell without job control starts background jobs with SIGINT
     # ignored, and the child would inherit that (Python then never raises KeyboardInterrupt)
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -144,11 +147,11 @@ def test_killed_run_keeps_measurements_and_resumes(tmp_path, sig):
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     stored = count(db)
-    assert 2 <= stored < 12, "the run should be stopped part-way"
+    assert 2 <= stored < 6, "the run should be stopped part-way"
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "run the same command again to resume" in err
     resumed = run_cli(*args[3:], cwd=tmp_path, check=True)
     assert f"already stored {stored}" in resumed.stdout
-    assert count(db) == 12
+    assert count(db) == 6
     with Store(str(db)) as s:
-        assert len(s.measurements()) == 12
+        assert len(s.measurements()) == 6
