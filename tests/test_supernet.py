@@ -18,6 +18,8 @@ from hwnas_deploy.supernet.train import TrainSettings, load_supernet, smallest_c
 from tests.conftest import run_cli
 
 TINY = dict(epochs=2, batch_size=32, train_limit=256, max_resolution=64, n_random=1, lr=0.1)
+#: for what is the same whatever a run learns (resuming, the loss's terms): a quarter of TINY's steps
+CHEAP = dict(TINY, train_limit=64)
 
 
 @pytest.fixture(scope="module")
@@ -122,24 +124,25 @@ def test_reordering_channels_keeps_the_largest_network_exactly(digits):
 
 
 def test_training_learns_is_deterministic_and_resumes_exactly(trained, digits, tmp_path):
-    path, result = trained
+    _, result = trained
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert result.history[-1]["val_acc_largest"] > 0.2  # 10 classes: chance is 0.1
-    # the same run in two parts (killed after epoch 1) ends with identical weights
-    part = tmp_path / "part.pt"
+    # a run in two parts (killed after epoch 1) ends with the weights of the same run in one
+    whole, part = tmp_path / "whole.pt", tmp_path / "part.pt"
+    train_supernet(TrainSettings(**CHEAP), whole, progress=False, data=digits)
 
     def kill(row):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_supernet(TrainSettings(**TINY), part, progress=False, data=digits, on_epoch=kill)
-    resumed = train_supernet(TrainSettings(**TINY), part, progress=False, data=digits)
+        train_supernet(TrainSettings(**CHEAP), part, progress=False, data=digits, on_epoch=kill)
+    resumed = train_supernet(TrainSettings(**CHEAP), part, progress=False, data=digits)
     assert resumed.resumed_from == 1
-    a = torch.load(path, weights_only=True)["state"]
+    a = torch.load(whole, weights_only=True)["state"]
     b = torch.load(part, weights_only=True)["state"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match=r"other settings \(lr: 0\.1 -> 0\.2\)"):
-        train_supernet(TrainSettings(**{**TINY, "lr": 0.2}), part, progress=False, data=digits)
+        train_supernet(TrainSettings(**{**CHEAP, "lr": 0.2}), part, progress=False, data=digits)
 
 
 def test_extracted_subnetworks_export_and_match(trained, tmp_path):
@@ -229,11 +232,11 @@ def test_pareto_rank_training_uses_its_reference(tmp_path, digits):
     ref.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     loaded = Reference.load(ref, sp)
     assert list(loaded.rank) == [0, 0, 1, 0]  # (0.7, 2.0) is dominated by (0.8, 1.0)
-    settings = TrainSettings(**{**TINY, "epochs": 1}, strategy="pareto-rank", reference=str(ref))
+    settings = TrainSettings(**{**CHEAP, "epochs": 1}, strategy="pareto-rank", reference=str(ref))
     result = train_supernet(settings, tmp_path / "pr.pt", progress=False, data=digits)
     # the reference networks' distillation and ranking terms are part of every step's loss: the
     # same seeded run without them (sandwich) trains otherwise
-    plain = train_supernet(TrainSettings(**{**TINY, "epochs": 1}), tmp_path / "sw.pt", progress=False, data=digits)
+    plain = train_supernet(TrainSettings(**{**CHEAP, "epochs": 1}), tmp_path / "sw.pt", progress=False, data=digits)
     assert result.history[0]["loss"] != plain.history[0]["loss"]
     with pytest.raises(ConfigError, match="the pareto-rank strategy needs reference networks"):
         TrainSettings(strategy="pareto-rank")
