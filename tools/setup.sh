@@ -39,6 +39,16 @@ make_env() {
   "$dir/bin/python" -m pip check >/dev/null || { "$dir/bin/python" -m pip check; exit 1; }
   echo "$stamp" > "$dir/.hwnas-stamp"
 }
-make_env .venv pyproject.toml -e '.[all]'
-make_env .venv-litert tools/litert-converter-requirements.txt -r tools/litert-converter-requirements.txt
+# the two environments install side by side (downloads and unpacking overlap); the converter's
+# output is shown once it is done
+litert_log=$(mktemp)
+trap 'rm -f "$litert_log"' EXIT
+make_env .venv-litert tools/litert-converter-requirements.txt -r tools/litert-converter-requirements.txt \
+  >"$litert_log" 2>&1 &
+litert_pid=$!
+make_env .venv pyproject.toml -e '.[all]' || { kill "$litert_pid" 2>/dev/null; wait "$litert_pid"; exit 1; }
+litert_status=0
+wait "$litert_pid" || litert_status=$?
+cat "$litert_log"
+[ "$litert_status" -eq 0 ] || { echo "setup: installing .venv-litert failed (exit $litert_status)" >&2; exit 1; }
 .venv/bin/hwnas --version
