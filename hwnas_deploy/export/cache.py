@@ -7,9 +7,8 @@ again and again. An entry's key is the SHA-256 of what the converter reads: for 
 input shape and the target (the host's CPU name included), and always the format and the
 converter environment itself (its installed distributions and our driving source), so a hit is
 the converter's own answer to the same question, and any change of model, data, target or
-toolchain is a miss. Entries are written atomically
-(several processes share one cache), and the least recently used go once the cache outgrows its
-bound.
+toolchain is a miss. Entries are written atomically (several processes share one cache), and the
+least recently used go once the cache outgrows its bound.
 
     $HWNAS_CACHE_DIR     the cache folder (default: $XDG_CACHE_HOME/hwnas-deploy or ~/.cache/hwnas-deploy);
                          "off" turns caching off
