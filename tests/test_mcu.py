@@ -146,15 +146,13 @@ def test_latency_only_upload_sends_kilobytes_and_times_like_the_real_weights(lin
     int8 weights up; LOAD_END's CRC proves it made the host's bytes); the board's output equals
     the host build on that blob bit for bit, and the instruction count is within 0.5 % of the
     real weights' (README's claim)."""
-    from hwnas_deploy.mcu.weights import WEIGHT_SEED, weight_ranges, with_generated_weights
+    from hwnas_deploy.mcu.weights import WEIGHT_SEED, with_generated_weights
 
     blob, load = loaded
     real = link.run(1, 3, per_layer=False).cycles
-    ranges = weight_ranges(blob)
+    made, ranges, gen_load = load_generated(link, blob)
     assert sum(e - s for s, e in ranges) > 0.9 * len(blob)  # the weights are nearly all of a blob
-    made = with_generated_weights(blob, WEIGHT_SEED)
     assert made != blob and len(made) == len(blob)
-    gen_load = link.load(made, generated=ranges, seed=WEIGHT_SEED)
     assert gen_load.generated_bytes == sum(e - s for s, e in ranges)
     assert gen_load.sent_bytes < 0.1 * len(blob) and (gen_load.n_ops, gen_load.arena_bytes) == (load.n_ops,
                                                                                                load.arena_bytes)
