@@ -26,7 +26,7 @@ from hwnas_deploy.store import Store
 from tests.conftest import private_adb_server, run_cli
 
 SEED = 3
-N_NETS = 3  # the networks the module's other tests convert (the conversion cache serves them here)
+N_NETS = 5
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_the_twin_speaks_adb_to_the_real_client(twin, tmp_path):
 
 
 @pytest.mark.timing
-def test_subnetworks_through_adb_match_direct_litert(twin, artifacts, tmp_path):
+def test_five_subnetworks_through_adb_match_direct_litert(twin, artifacts, tmp_path):
     """Push + `adb shell benchmark_model` + parsing give the same latency as timing the same
     artifacts in-process with LiteRT (ratio printed; both are this host's CPU)."""
     prof = sim_profile(twin.serial)
