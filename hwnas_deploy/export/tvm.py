@@ -34,14 +34,22 @@ def host_target() -> dict:
     return {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}
 
 
+def target_spec(target: str) -> dict:
+    """The TVM target for a name in TARGETS ("host": this machine's CPU)."""
+    if target == "host":
+        return host_target()
+    if target not in CROSS_TARGETS:
+        raise ExportError(f"unknown TVM target {target!r}; known: {', '.join(TARGETS)}")
+    return CROSS_TARGETS[target]["target"]
+
+
 def compile_onnx(onnx_path: Path, input_shape: tuple[int, ...], target: str = "host"):
     """Import an ONNX file into Relax and compile it; returns the TVM executable."""
     import onnx
     import tvm
     import tvm.relax.frontend.onnx as relax_onnx
 
-    if target != "host" and target not in CROSS_TARGETS:
-        raise ExportError(f"unknown TVM target {target!r}; known: {', '.join(TARGETS)}")
+    spec = target_spec(target)
     try:
         mod = relax_onnx.from_onnx(onnx.load(str(onnx_path)), shape_dict={INPUT_NAME: list(input_shape)})
     except Exception as exc:  # noqa: BLE001
@@ -49,7 +57,6 @@ def compile_onnx(onnx_path: Path, input_shape: tuple[int, ...], target: str = "h
         if match:
             raise UnsupportedOpError("tvm", match.group(1).strip(), str(exc).splitlines()[0]) from None
         raise ExportError(f"tvm: importing {onnx_path} into Relax failed: {exc}") from exc
-    spec = host_target() if target == "host" else CROSS_TARGETS[target]["target"]
     return tvm.compile(mod, target=tvm.target.Target(spec))
 
 
@@ -57,12 +64,10 @@ def to_tvm(onnx_path: Path, input_shape: tuple[int, ...], path: Path, target: st
     """Write the library `path`. A build of the same ONNX file for the same shape, target and TVM
     done before (by any process) is taken from the conversion cache (export/cache.py)."""
     path = Path(path)
-    if target != "host" and target not in CROSS_TARGETS:
-        raise ExportError(f"unknown TVM target {target!r}; known: {', '.join(TARGETS)}")
+    spec = target_spec(target)
     cache = ConversionCache()
     key = ""
     if cache.enabled:
-        spec = host_target() if target == "host" else CROSS_TARGETS[target]["target"]
         key = cache.key("tvm", sha256_file(onnx_path), json.dumps(list(input_shape)), json.dumps(spec, sort_keys=True),
                         toolchain_digest(sys.executable, __file__))
         if cache.fetch(key, path.suffix, path):
