@@ -56,7 +56,8 @@ def spaces(as_json: bool) -> None:
 
 @cli.command()
 @click.option("--space", "space_name", required=True, help="Search space name (see `hwnas spaces`).")
-@click.option("-n", "count", default=1, show_default=True, help="How many distinct sub-networks.")
+@click.option("-n", "count", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many distinct sub-networks.")
 @click.option("--seed", default=0, show_default=True)
 def sample(space_name: str, count: int, seed: int) -> None:
     """Print random sub-network configs (one JSON per line) with their MACs, params and peak SRAM."""
@@ -103,7 +104,7 @@ def devices() -> None:
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Output folder [required with --config; RUN/artifacts with --run].")
 @click.option("--target", default="host", show_default=True, help="tvm only: host | aarch64-linux-gnu")
-@click.option("--batch", default=1, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--no-verify", is_flag=True, help="Skip the comparison with torch.")
 def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, no_verify) -> None:
     """Export a sub-network (--space/--config) or networks of a search's front (--run/--pick) to
@@ -132,12 +133,13 @@ def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, 
 @cli.command(name="profile")
 @click.option("--device", required=True, help="Device profile name or YAML path (see `hwnas devices`).")
 @click.option("--space", "space_name", required=True)
-@click.option("--samples", default=20, show_default=True, help="Number of distinct sub-networks.")
+@click.option("--samples", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Number of distinct sub-networks.")
 @click.option("--runtime", required=True, help="onnxruntime | tflite | tflite-int8 | tvm | firmware | firmware-fp32")
 @click.option("--db", default=None, help="Store: a SQLite path or database URL [$HWNAS_DB or hwnas.sqlite].")
 @click.option("--seed", default=0, show_default=True, help="Sub-networks are drawn from this seed.")
-@click.option("--threads", type=int, default=None, help="Override the profile's thread count.")
-@click.option("--batch", type=int, default=None, help="Override the profile's batch size.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Override the profile's thread count.")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Override the profile's batch size.")
 @click.option("--force", is_flag=True, help="Measure again what the store already has.")
 @click.option("--artifacts", default=None, help="Folder for exported artifacts [beside the database].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -145,7 +147,7 @@ def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, 
               help="Draw only sub-networks whose int8 footprint fits the device's SRAM/flash budget.")
 @click.option("--configs", "configs_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Measure these configs (JSON lines, one config per line) instead of sampling.")
-@click.option("--rounds", default=1, show_default=True,
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Measure every sub-network this many times, one round over all after the other "
                    "(predictors take the median over rounds).")
 @click.option("--lab", default=None, metavar="HEAD:PORT",
@@ -380,8 +382,8 @@ def _data_options(f):
         click.option("--db", default=None, help="Store: a SQLite path or database URL [$HWNAS_DB or hwnas.sqlite]."),
         click.option("--device", default=None, help="With --db: the device measured."),
         click.option("--runtime", default=None, help="With --db: the runtime measured."),
-        click.option("--threads", default=1, show_default=True),
-        click.option("--batch", default=1, show_default=True),
+        click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True),
         click.option("--csv", "csv_paths", multiple=True, type=click.Path(exists=True),
                      help="CSV file(s) or folder(s) with a config column instead of the store (repeatable)."),
         click.option("--target", default=None, help="With --csv: the column to predict."),
@@ -412,7 +414,7 @@ def _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target)
 @click.option("--params", "params_text", default=None, help="Hyper-parameters as JSON, e.g. '{\"alpha\": 0.5}'.")
 @click.option("--lut", "lut_path", default=None, type=click.Path(exists=True, dir_okay=False),
               help="The device's LUT (`hwnas lut build`), for the kernels and hybrid estimators.")
-@click.option("--train-size", type=int, default=None, help="Fit on this many random rows [all].")
+@click.option("--train-size", type=click.IntRange(min=1), default=None, help="Fit on this many random rows [all].")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Predictor file (JSON).")
 def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, target, estimator, params_text,
@@ -445,10 +447,11 @@ def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, ta
               help="Comma-separated; add kernels,hybrid with --lut.")
 @click.option("--lut", "lut_path", default=None, type=click.Path(exists=True, dir_okay=False),
               help="The device's LUT (`hwnas lut build`), for the kernels and hybrid estimators.")
-@click.option("--train-size", type=int, required=True, help="Training rows per estimator.")
-@click.option("--test-size", type=int, default=None, help="Held-out rows [all the others].")
+@click.option("--train-size", type=click.IntRange(min=1), required=True, help="Training rows per estimator.")
+@click.option("--test-size", type=click.IntRange(min=1), default=None, help="Held-out rows [all the others].")
 @click.option("--curve", default=None, help="Learning curve over these training sizes, e.g. 50,100,200,500.")
-@click.option("--trials", default=5, show_default=True, help="Random splits per learning-curve point.")
+@click.option("--trials", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Random splits per learning-curve point.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
               help="Write report.json, scatter.png (and learning_curve.png) here.")
@@ -506,13 +509,15 @@ def predictor_predict(path, config_text, configs_file) -> None:
 @click.option("--strategy", default="sandwich", show_default=True, type=click.Choice(["sandwich", "pareto-rank"]))
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False), default=None,
               help="pareto-rank: reference networks, JSON lines {config, accuracy, cost}.")
-@click.option("--epochs", default=10, show_default=True)
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", default=0.05, show_default=True)
-@click.option("--n-random", default=2, show_default=True,
+@click.option("--n-random", type=click.IntRange(min=0), default=2, show_default=True,
               help="Random sub-networks per step besides the largest/smallest.")
-@click.option("--max-resolution", default=96, show_default=True, help="Train at the space's resolutions up to this.")
-@click.option("--train-limit", type=int, default=None, help="At most this many training images per epoch.")
+@click.option("--max-resolution", type=click.IntRange(min=1), default=96, show_default=True,
+              help="Train at the space's resolutions up to this.")
+@click.option("--train-limit", type=click.IntRange(min=1), default=None,
+              help="At most this many training images per epoch.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else CPU), cpu or cuda.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
@@ -570,16 +575,17 @@ def lut() -> None:
 @click.option("--device", required=True)
 @click.option("--space", "space_name", required=True)
 @click.option("--runtime", required=True)
-@click.option("--samples", default=100, show_default=True, help="Cover the blocks of this many random sub-networks.")
+@click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Cover the blocks of this many random sub-networks.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--configs", "configs_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Cover the blocks of these configs (JSON lines) instead.")
-@click.option("--threads", type=int, default=None)
-@click.option("--batch", type=int, default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--batch", type=click.IntRange(min=1), default=None)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="LUT file (JSON); an existing one is extended (resumable).")
 @click.option("--db", default=None, help="Also record every block measurement in this store (and reuse what it holds).")
-@click.option("--rounds", default=1, show_default=True,
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Measure every block this many times, round after round; the LUT keeps the median.")
 @click.option("--weights", type=click.Choice(["generated", "real"]), default="generated", show_default=True,
               help="generated: an MCU board makes the int8 weights up (latency only; uploads are kilobytes); "
@@ -606,7 +612,7 @@ def lut_build(device, space_name, runtime, samples, seed, configs_file, threads,
 @lut.command("compare")
 @click.option("--lut", "lut_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--db", default=None, help="Store with whole-network measurements on the LUT's device and runtime.")
-@click.option("--calibrate", "n_calibrate", default=10, show_default=True,
+@click.option("--calibrate", "n_calibrate", type=click.IntRange(min=1), default=10, show_default=True,
               help="Fit the whole-network term on this many measured networks; compare on the others.")
 @click.option("--slope", is_flag=True, help="Fit a + b * sum (least squares) instead of the offset a alone.")
 @click.option("--seed", default=0, show_default=True)
@@ -645,14 +651,16 @@ def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
 @click.option("--dataset", default="digits", show_default=True, help="digits, an .npz or an image folder.")
 @click.option("--resolution", default=64, show_default=True)
 @click.option("--width", default=0.35, show_default=True)
-@click.option("--epochs", default=10, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--warmup-epochs", default=4, show_default=True, help="Weights alone before architecture updates.")
 @click.option("--kappa", default=10.0, show_default=True, help="Weight of the latency budget's excess.")
 @click.option("--lam", default=10.0, show_default=True, help="Weight of the complexity budget's excess.")
 @click.option("--complexity", default="params", show_default=True, type=click.Choice(["params", "macs"]))
-@click.option("--budgets", default=7, show_default=True, help="Budget points (architectures) to take out.")
+@click.option("--budgets", type=click.IntRange(min=1), default=7, show_default=True,
+              help="Budget points (architectures) to take out.")
 @click.option("--axis", default="latency", show_default=True, type=click.Choice(["latency", "complexity"]))
-@click.option("--train-limit", type=int, default=None, help="At most this many training images per epoch.")
+@click.option("--train-limit", type=click.IntRange(min=1), default=None,
+              help="At most this many training images per epoch.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--quiet", is_flag=True)
 def differentiable_cmd(lut_path, out_dir, device, runtime, db, space_name, dataset, resolution, width, epochs,
@@ -693,11 +701,11 @@ def differentiable_cmd(lut_path, out_dir, device, runtime, db, space_name, datas
 @click.option("--runtime", default=None, help="The device's runtime for NAME=measure objectives.")
 @click.option("--tactic", default=None, help="plain | validated | warm-start | full | concurrent [plain]")
 @click.option("--algorithm", default=None, help="nsga2 | agemoea | unsga3 | random [nsga2]")
-@click.option("--pop", "population", type=int, default=None, help="Population size [50].")
-@click.option("--generations", type=int, default=None,
+@click.option("--pop", "population", type=click.IntRange(min=2), default=None, help="Population size [50].")
+@click.option("--generations", type=click.IntRange(min=1), default=None,
               help="Generations (full/concurrent: of the predictor search) [20].")
 @click.option("--seed", type=int, default=None)
-@click.option("--budget", type=int, default=None,
+@click.option("--budget", type=click.IntRange(min=1), default=None,
               help="full / concurrent: validations (real measurements) in all [100].")
 @click.option("--estimator", default=None, help="full / concurrent: the predictor of measured objectives [gbt].")
 @click.option("--warm-start", "warm_start", default=None,
@@ -819,6 +827,19 @@ def deploy(run_dir, pick, device, runtime, db, artifacts, force, quiet) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from hwnas_deploy.lifetime import RunScope
+
+    status = 0
+    scope = RunScope()
+    try:
+        with scope:
+            _main(argv)
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.exit(scope.exit_status(status))
+
+
+def _main(argv: Sequence[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="hwnas", standalone_mode=False)
     except HwnasError as exc:

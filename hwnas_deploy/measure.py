@@ -12,11 +12,41 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 from scipy.stats import binom
 
 from hwnas_deploy.errors import ConfigError
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: each setting: its type check, its range check (given all settings) and what is allowed
+RULES: dict[str, tuple[Callable[[Any], bool], Callable[[Any, Mapping], bool], str]] = {
+    "warmup": (_integer, lambda v, s: v >= 0, "an integer >= 0"),
+    "min_repeats": (_integer, lambda v, s: v >= 3, "an integer >= 3"),
+    "max_repeats": (_integer, lambda v, s: not _integer(s["min_repeats"]) or v >= s["min_repeats"],
+                    "an integer >= min_repeats ({min_repeats!r})"),
+    "target_ci": (_number, lambda v, s: 0 < v < 1, "a number between 0 and 1, exclusive (0.02: the median within 2 %)"),
+    "time_budget_s": (_number, lambda v, s: v > 0, "a number of seconds > 0"),
+    "outlier_fence": (_number, lambda v, s: v > 0, "a number > 0 (IQRs above Q3)"),
+}
+
+
+def check_settings(values: Mapping, where: str = "measurement") -> None:
+    """ConfigError naming the first setting whose type or range is wrong, its value and what is
+    allowed."""
+    for name, (kind, in_range, allowed) in RULES.items():
+        value = values[name]
+        if not kind(value) or not in_range(value, values):
+            raise ConfigError(f"{where}.{name} is {value!r}; allowed: {allowed.format(**values)}")
 
 
 @dataclass(frozen=True)
@@ -29,24 +59,16 @@ class MeasureSettings:
     outlier_fence: float = 3.0
 
     def __post_init__(self):
-        checks = {
-            "warmup": self.warmup >= 0,
-            "min_repeats": self.min_repeats >= 3,
-            "max_repeats": self.max_repeats >= self.min_repeats,
-            "target_ci": 0 < self.target_ci < 1,
-            "time_budget_s": self.time_budget_s > 0,
-            "outlier_fence": self.outlier_fence > 0,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"measurement setting {name}={getattr(self, name)!r} is out of range")
+        check_settings(asdict(self))
 
     @classmethod
     def from_mapping(cls, values: Mapping, where: str = "measurement") -> MeasureSettings:
+        """Settings from a mapping (a profile's `measurement:`); `where` names it in errors."""
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}; allowed: {sorted(known)}")
+        check_settings({**asdict(cls()), **values}, where)
         return cls(**dict(values))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -14,12 +15,12 @@ import pytest
 
 from hwnas_deploy.artifact import Artifact
 from hwnas_deploy.devices import driver_for, load_profile
-from hwnas_deploy.devices.adb import Adb
+from hwnas_deploy.devices.adb import Adb, DeviceUnavailableError
 from hwnas_deploy.devices.profile import parse_profile
 from hwnas_deploy.errors import ConfigError, DeviceError
 from hwnas_deploy.export import artifact_filename
 from hwnas_deploy.profiling import profile
-from hwnas_deploy.sim.adbd import AdbDaemon, AdbTwin
+from hwnas_deploy.sim.adbd import A_AUTH, A_CNXN, A_OPEN, A_VERSION, HEADER, AdbDaemon, AdbTwin, _message
 from hwnas_deploy.sim.ports import free_port
 from hwnas_deploy.sim.twins import twinned_driver
 from hwnas_deploy.store import Store
@@ -126,6 +127,50 @@ def test_an_unauthorized_phone_says_what_to_do(adb_server, tmp_path):
         drv = driver_for(sim_profile(locked.serial))
         with pytest.raises(DeviceError, match=r"unauthorized: accept the 'Allow USB debugging\?' prompt"):
             drv.open()
+
+
+def test_only_a_trusted_key_gets_a_shell_and_the_shell_writes_only_inside_the_device(adb_server, twin, tmp_path):
+    """README, security: the twin authenticates the adb client as a phone with USB debugging
+    authorised (the host's ~/.android/adbkey.pub by default), answers nothing before that, and
+    its shell cannot write outside its device folder."""
+    subprocess.run(["adb", "keygen", str(tmp_path / "other")], capture_output=True, timeout=60, check=True)
+    with AdbTwin(tmp_path / "strange", keys=tmp_path / "other.pub") as strange:
+        with pytest.raises(DeviceUnavailableError) as err:
+            Adb(strange.serial).ensure_ready(wait_s=3)
+        assert err.value.state == "unauthorized"
+        shell = subprocess.run(["adb", "-s", strange.serial, "shell", "id"], capture_output=True, text=True, timeout=30)
+        assert shell.returncode != 0 and "unauthorized" in shell.stderr
+        # a client that skips authentication is dropped at its first OPEN
+        with socket.create_connection(("127.0.0.1", strange.port), timeout=10) as raw:
+            raw.sendall(_message(A_CNXN, A_VERSION, 4096, b"host::\0"))
+            assert HEADER.unpack(raw.recv(HEADER.size))[0] == A_AUTH
+            raw.recv(64)
+            raw.sendall(_message(A_OPEN, 1, 0, b"shell:id\0"))
+            assert raw.recv(4096) == b""
+    assert twin.confinement in ("landlock", "allowlist")
+    adb = Adb(twin.serial)
+    outside = tmp_path / "outside.txt"
+    out = adb.shell(f"echo hi > {outside}")
+    assert out.returncode != 0 and not outside.exists(), out
+    assert adb.shell("echo hi > /data/local/tmp/inside.txt").returncode == 0
+    assert (twin.root / "data/local/tmp/inside.txt").read_text() == "hi\n"
+
+
+def test_without_landlock_an_allowlist_keeps_commands_inside_the_device(tmp_path):
+    from hwnas_deploy.sim.confine import refusal
+
+    root = tmp_path / "phone"
+    inside = f"{root}/data/local/tmp"
+    for ok in (f"mkdir -p {inside}/hwnas", f"taskset f {inside}/hwnas/benchmark_model --graph={inside}/m.tflite",
+               "getprop ro.product.model; getprop ro.build.version.release", "cat /proc/cpuinfo > /dev/null",
+               f"echo 45000 > {root}/sys/class/thermal/thermal_zone0/temp", "echo out; echo err >&2; exit 7"):
+        assert refusal(ok, root) is None, ok
+    for bad, why in (("echo hi > /tmp/x", "/tmp/x: outside"), ("rm -rf /home", "/home: outside"),
+                     ("curl http://x", "curl: not a command"), ("echo $(id)", "substitution"),
+                     ("echo `id`", "substitution"), ("cat /proc/1/environ > /tmp/y", "/tmp/y: outside"),
+                     (f"ln -s /etc {inside}/etc", "ln: not a command"), ("/bin/bash -c id", "/bin/bash: outside"),
+                     (f"cp {inside}/x /root/.ssh/authorized_keys", "authorized_keys: outside")):
+        assert why in (refusal(bad, root) or ""), bad
 
 
 def test_a_gpu_profile_refuses_a_cpu_fallback(twin, artifacts, tmp_path):

@@ -75,13 +75,23 @@ def test_local_cpu_profile_ships_and_loads():
         ({"runtimes": ["tensorrt"]}, r"unknown runtime 'tensorrt'"),
         ({"runtimes": []}, r"runtimes must be a non-empty list"),
         ({"colour": "red"}, r"unknown field\(s\) \['colour'\]"),
-        ({"measurement": {"threads": 0}}, r"measurement.threads=0 must be a positive integer"),
+        ({"measurement": {"threads": 0}}, r"measurement.threads is 0; allowed: an integer >= 1"),
         ({"measurement": {"repeats": 5}}, r"unknown setting\(s\) \['repeats'\]"),
-        ({"measurement": {"min_repeats": 1}}, r"min_repeats=1 is out of range"),
+        ({"measurement": {"min_repeats": 1}}, r"measurement.min_repeats is 1; allowed: an integer >= 3"),
+        ({"measurement": {"min_repeats": 2.5}}, r"measurement.min_repeats is 2.5; allowed: an integer >= 3"),
+        ({"measurement": {"warmup": [10]}}, r"measurement.warmup is \[10\]; allowed: an integer >= 0"),
+        ({"measurement": {"warmup": "10"}}, r"measurement.warmup is '10'; allowed: an integer >= 0"),
+        ({"measurement": {"max_repeats": 5}}, r"measurement.max_repeats is 5; allowed: an integer >= min_repeats \(20\)"),
+        ({"measurement": {"target_ci": -1}}, r"measurement.target_ci is -1; allowed: a number between 0 and 1"),
+        ({"measurement": {"time_budget_s": 0}}, r"measurement.time_budget_s is 0; allowed: a number of seconds > 0"),
+        ({"hardware": {"sram_bytes": "lots"}}, r"hardware.sram_bytes is 'lots'; allowed: an integer >= 1"),
+        ({"connection": {"timeout_s": -1}}, r"connection.timeout_s is -1; allowed: a number > 0"),
+        ({"connection": {"timeout_s": "soon"}}, r"connection.timeout_s is 'soon'; allowed: a number > 0"),
+        ({"connection": {"port": 70000}}, r"connection.port is 70000; allowed: an integer >= 0 and <= 65535"),
     ],
 )
-def test_bad_profiles_name_file_and_field(patch, message):
-    with pytest.raises(ConfigError, match=message):
+def test_bad_profiles_name_file_field_value_and_what_is_allowed(patch, message):
+    with pytest.raises(ConfigError, match=r"^dev\.yaml: (\w+: )?" + message):
         parse_profile({**GOOD, **patch}, "dev.yaml")
 
 
@@ -133,23 +143,28 @@ def test_local_driver_measures_a_real_artifact(tmp_path):
     assert results["big"].median_ms > 5 * results["small"].median_ms
 
 
-@pytest.mark.parametrize("timeout", [-1, 0, "soon"])
-def test_a_failing_open_leaves_no_twin(timeout):
-    """A qemu-m7 profile whose connection cannot work: the error names the field and the value,
-    and the QEMU twin started for it is gone with it (the driver closes what open() started)."""
+@pytest.mark.parametrize("timeout, error, message", [
+    (-1, ConfigError, r"connection.timeout_s is -1; allowed: .*a number > 0"),
+    ("soon", ConfigError, r"connection.timeout_s is 'soon'; allowed: .*a number > 0"),
+    (0.001, DeviceError, r"HELLO: no reply"),  # a valid number, too short for the board to answer
+])
+def test_a_failing_open_leaves_no_twin(timeout, error, message):
+    """A qemu-m7 profile whose connection cannot work (set in Python, past the file's checks):
+    the driver's error names the field and the value, and the QEMU twin started for it is gone
+    with it (the driver closes what open() started)."""
     import psutil
 
     from hwnas_deploy.devices import load_profile
     from hwnas_deploy.sim.twins import twinned_driver
 
-    data = load_profile("qemu-m7").to_dict()
-    prof = parse_profile({**data, "connection": {**data["connection"], "timeout_s": timeout}}, "bad.yaml")
+    prof = load_profile("qemu-m7")
+    prof.connection["timeout_s"] = timeout
 
     def qemus() -> set[int]:
         return {p.pid for p in psutil.Process().children(recursive=True) if "qemu" in p.name()}
 
     before = qemus()
-    with pytest.raises(ConfigError, match=rf"connection.timeout_s is {timeout!r}; allowed: .* a number > 0"):
+    with pytest.raises(error, match=message):
         with twinned_driver(prof):
             pass
     assert qemus() == before

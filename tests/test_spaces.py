@@ -225,6 +225,16 @@ def test_load_configs_names_the_file_and_line(tmp_path):
         load_configs(tmp_path / "missing.jsonl")
 
 
+def test_what_hwnas_sample_prints_is_a_configs_file(tmp_path, capsys):
+    """`hwnas sample ... > c.jsonl` then `--configs c.jsonl` (BENCHMARKS.md's commands do this)."""
+    from hwnas_deploy.cli import cli
+
+    cli.main(["sample", "--space", "mcu-mbnet", "-n", "3", "--seed", "4"], standalone_mode=False)
+    (tmp_path / "c.jsonl").write_text(capsys.readouterr().out)
+    sp = get_space("mcu-mbnet")
+    assert load_configs(tmp_path / "c.jsonl", sp) == sp.sample_unique(3, 4)
+
+
 def test_random_weights_give_unit_scale_outputs():
     """BatchNorm calibration keeps random sub-networks' outputs far from zero (export checks
     with an absolute tolerance would otherwise pass vacuously)."""
@@ -241,3 +251,19 @@ def test_sample_unique_with_a_filter_and_its_bound():
     assert len(small) == 5 and all(c["w"] == 0.35 for c in small)
     with pytest.raises(ConfigError, match="only 0 of 2 sampled sub-networks"):
         sp.sample_unique(2, rng=2, accept=lambda c: False, max_draws=50)
+
+
+def test_asking_for_more_networks_than_a_space_holds_fails_at_once():
+    """nb201's 15,625 cells build 9,445 distinct networks: all of them are drawn without
+    replacement, and one more is refused in seconds (by rejection sampling it took minutes)."""
+    import time
+
+    sp = get_space("nb201")
+    everything = sp.sample_unique(9445, 0)
+    assert len({sp.config_hash(c) for c in everything}) == 9445
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"9,446 sub-networks asked, but the space has only 9,445 distinct"):
+        sp.sample_unique(9446, 0)
+    assert time.perf_counter() - t0 < 30
+    with pytest.raises(ConfigError, match=r"100,000 sub-networks asked, but the space has only 15,625 configs"):
+        sp.sample_unique(100_000, 0)

@@ -168,6 +168,31 @@ def test_extracted_subnetworks_export_and_match(trained, tmp_path):
     assert got.shape == want.shape and cosine_similarity(got.ravel(), want.ravel()) > 0.9
 
 
+def test_a_checkpoint_is_checked_on_load(trained, tmp_path):
+    """One flipped bit in one weight, a truncated file and a pickle that is not plain data are
+    each refused with the file's name (and the pickle is never run); the original loads."""
+    path, _ = trained
+    load_supernet(path)
+    ckpt = torch.load(path, weights_only=True)
+    name = next(k for k, v in ckpt["state"].items() if v.dtype == torch.float32 and v.numel() > 1)
+    ckpt["state"][name].view(torch.int32).view(-1)[0] ^= 1  # the lowest mantissa bit of one weight
+    torch.save(ckpt, tmp_path / "flipped.pt")
+    with pytest.raises(ConfigError, match=r"flipped\.pt: its content does not match its sha256"):
+        load_supernet(tmp_path / "flipped.pt")
+    (tmp_path / "cut.pt").write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ConfigError, match=r"cut\.pt: not a readable supernet checkpoint \(truncated"):
+        load_supernet(tmp_path / "cut.pt")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": "hwnas-supernet", "evil": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ConfigError, match=r"evil\.pt: refused: it holds objects other than tensors") as err:
+        load_supernet(tmp_path / "evil.pt")
+    assert "weights_only" not in str(err.value)
+
+
 def test_the_accuracy_objective_is_cached_per_checkpoint_and_network(trained, tmp_path):
     from hwnas_deploy.search.objectives import parse_objective
     from hwnas_deploy.spaces import get_space

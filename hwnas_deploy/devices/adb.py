@@ -15,7 +15,6 @@ is handled here:
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwnas_deploy.errors import DeviceError
+from hwnas_deploy.lifetime import detached_env
 
 _TCP_SERIAL = re.compile(r"^[\w.\-\[\]:]+:\d+$")
 
@@ -54,7 +54,9 @@ class Adb:
         self.adb = shutil.which(adb) or adb
         if not Path(self.adb).exists():
             raise AdbError(f"the adb command {adb!r} was not found (apt-get install adb, or set connection.adb)")
-        self.env = dict(os.environ)
+        # the adb server this may start is the host's (phones, other tools), not the command's
+        self.env = detached_env()
+        self.server_port = server_port
         if server_port is not None:
             self.env["ANDROID_ADB_SERVER_PORT"] = str(server_port)
 
@@ -100,6 +102,11 @@ class Adb:
 
     def disconnect(self) -> None:
         self._run(["disconnect", self.serial], serial=False, timeout=10)
+
+    def disconnect_command(self) -> list[str]:
+        """`disconnect()` as a command line, for a process that outlives this one."""
+        port = ["-P", str(self.server_port)] if self.server_port is not None else []
+        return [self.adb, *port, "disconnect", self.serial]
 
     def ensure_ready(self, wait_s: float = 10.0) -> dict[str, str]:
         """Make sure the device is there and authorised; connect TCP serials. Returns its

@@ -38,6 +38,7 @@ from hwnas_deploy.devices.adb import Adb, DeviceUnavailableError
 from hwnas_deploy.devices.base import Driver
 from hwnas_deploy.devices.benchmark_model import BenchmarkOutputError, BenchmarkResult, parse
 from hwnas_deploy.errors import DeviceError
+from hwnas_deploy.lifetime import on_exit
 from hwnas_deploy.measure import MeasureSettings, Summary, summarize
 
 TWIN_BINARY = "hwnas-benchmark-model"
@@ -68,6 +69,8 @@ class AndroidAdbDriver(Driver):
                 raise DeviceError(f"device {self.profile.name!r}: set connection.serial or $ANDROID_SERIAL "
                                   f"(adb sees {len(attached)} devices: {', '.join(attached) or 'none'})")
             self.adb.serial = attached[0]
+        if conn.get("disconnect_on_close"):  # a twin of this run: no offline entry left, even if killed
+            on_exit(self.adb.disconnect_command())
         facts = self.adb.ensure_ready()
         self.workdir = str(conn.get("workdir", "/data/local/tmp/hwnas"))
         self.binary = self._binary_path(bench.get("binary"))

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,45 @@ BENCHMARK_KEYS: dict[str, set[str]] = {
                     "thermal_zone", "max_temp_c", "thermal_wait_s", "min_secs", "reconnect_s"},
     "tvm-rpc": {"number", "repeat", "min_repeat_ms", "cooldown_interval_ms", "samples"},
 }
+
+
+def _int(lo: int, hi: int | None = None):
+    def ok(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+    return ok, f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
+
+
+def _num(lo: float, strict: bool):
+    def ok(v: Any) -> bool:
+        return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and (v > lo if strict else v >= lo))
+    return ok, f"a number {'>' if strict else '>='} {lo:g}"
+
+
+_BOOL = (lambda v: isinstance(v, bool), "true or false")
+
+#: the typed fields of a profile's sections: (section, key) -> (check, what is allowed)
+FIELDS: dict[tuple[str, str], tuple[Any, str]] = {
+    ("hardware", "sram_bytes"): _int(1), ("hardware", "flash_bytes"): _int(1), ("hardware", "clock_hz"): _int(1),
+    ("connection", "timeout_s"): _num(0, True), ("connection", "session_timeout_s"): _num(0, True),
+    ("connection", "port"): _int(0, 65535), ("connection", "adb_server_port"): _int(1, 65535),
+    ("connection", "priority"): _int(0), ("connection", "icount_shift"): _int(0, 10),
+    ("benchmark", "samples"): _int(1), ("benchmark", "cooldown_s"): _num(0, False),
+    ("benchmark", "thermal_zone"): _int(0), ("benchmark", "max_temp_c"): _num(0, True),
+    ("benchmark", "thermal_wait_s"): _num(0, False), ("benchmark", "min_secs"): _num(0, False),
+    ("benchmark", "reconnect_s"): _num(0, False), ("benchmark", "number"): _int(1), ("benchmark", "repeat"): _int(1),
+    ("benchmark", "min_repeat_ms"): _num(0, False), ("benchmark", "cooldown_interval_ms"): _num(0, False),
+    ("benchmark", "use_xnnpack"): _BOOL, ("benchmark", "use_gpu"): _BOOL, ("benchmark", "op_profiling"): _BOOL,
+}
+
+
+def check_fields(data: dict, where: str) -> None:
+    """ConfigError naming the file, the field, its value and what is allowed, for the first typed
+    field (`FIELDS`) whose value is not allowed."""
+    for (section, key), (ok, allowed) in FIELDS.items():
+        values = data.get(section)
+        if isinstance(values, dict) and key in values and not ok(values[key]):
+            raise ConfigError(f"{where}: {section}.{key} is {values[key]!r}; allowed: {allowed}")
 
 
 @dataclass
@@ -180,11 +220,12 @@ def parse_profile(data: Any, where: str) -> DeviceProfile:
         allowed = sorted(BENCHMARK_KEYS[data["kind"]]) or "none"
         raise ConfigError(f"{where}: benchmark: unknown setting(s) {sorted(unknown)} for kind {data['kind']!r}; "
                           f"allowed: {allowed}")
+    check_fields(data, where)
     measurement = dict(data.get("measurement", {}))
     threads, batch = measurement.pop("threads", 1), measurement.pop("batch", 1)
     for key, value in (("threads", threads), ("batch", batch)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{where}: measurement.{key}={value!r} must be a positive integer")
+            raise ConfigError(f"{where}: measurement.{key} is {value!r}; allowed: an integer >= 1")
     return DeviceProfile(
         name=str(data["name"]),
         kind=data["kind"],

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -19,6 +18,7 @@ import ray
 
 from hwnas_deploy.errors import ConfigError, DeviceError
 from hwnas_deploy.lab.devices import NAMESPACE, DeviceSpec, lab_devices, resources_for, start_devices
+from hwnas_deploy.lifetime import detached_env
 
 DEFAULT_PORT = 6380
 LOOPBACK = "127.0.0.1"
@@ -107,7 +107,7 @@ def up(devices: Sequence[str], *, address: str | None = None, host: str | None =
     else:
         cmd += ["--head", f"--port={port}", "--include-dashboard=false"]
         address = f"{node_ip}:{port}"
-    env = dict(os.environ)
+    env = detached_env()  # the lab outlives `hwnas lab up`
     if is_loopback(node_ip):
         # Without this, `ray start` swaps 127.0.0.1 for the host's network address and its GCS and
         # raylet listen on every interface; with it, all of Ray's servers listen on 127.0.0.1 only

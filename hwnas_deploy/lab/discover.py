@@ -7,6 +7,8 @@ import shutil
 import socket
 import subprocess
 
+from hwnas_deploy.lifetime import detached_env
+
 #: USB vendor ids of the debug probes MCU boards carry, and what they are
 PROBES = {0x0483: "ST-LINK (STM32 Nucleo / Discovery)", 0x1366: "SEGGER J-Link", 0x0D28: "Arm DAPLink / CMSIS-DAP"}
 
@@ -34,7 +36,8 @@ def adb_phones() -> list[str]:
     if not adb:
         return []
     try:
-        out = subprocess.run([adb, "devices", "-l"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run([adb, "devices", "-l"], capture_output=True, text=True, timeout=10,
+                             env=detached_env()).stdout  # the adb server it may start is the host's
     except (OSError, subprocess.TimeoutExpired):
         return []
     phones = []

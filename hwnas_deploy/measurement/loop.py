@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,14 @@ class Report:
     timeline: list[tuple[str, str, float, float]] = field(default_factory=list)
     lab_events: list[str] = field(default_factory=list)
 
+    def raise_if_interrupted(self) -> Report:
+        """For callers that go on with the numbers (a search, a deploy): an interrupted
+        measurement ends them too, instead of reading as networks that failed. What was
+        measured is stored either way."""
+        if self.interrupted:
+            raise KeyboardInterrupt("the measurement was interrupted")
+        return self
+
     def median_ms(self, network: Network | str) -> float:
         h = network if isinstance(network, str) else network.config_hash
         return self.results[h].median_ms if h in self.results else math.inf
@@ -104,6 +113,16 @@ class Measurer:
             check_weights(weights)
         except ValueError as exc:
             raise ConfigError(f"--weights: {exc}") from None
+        for name, value in (("threads", threads), ("batch", batch)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} (--{name}) is {value!r}; allowed: an integer >= 1 (or none: the profile's)")
+        try:
+            self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.artifacts_dir):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"artifacts folder (--artifacts) {self.artifacts_dir}: cannot write there "
+                              f"({exc.strerror or exc})") from None
         return Plan(self.device, runtime, threads or self.device.threads, batch or self.device.batch,
                     self.artifacts_dir, weights)
 

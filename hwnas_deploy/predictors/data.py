@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,18 +96,27 @@ def from_csv(paths: str | Path | Sequence[str | Path], space: str, target: str) 
                 raise PredictorError(f"{f}: no config column; expected one of {', '.join(CONFIG_COLUMNS)}")
             if target not in columns:
                 raise PredictorError(f"{f}: no column {target!r}; columns are {', '.join(columns)}")
+            rows = 0
             for line, row in enumerate(reader, start=2):
+                rows += 1
+                if None in row or None in row.values():
+                    fields = len(columns) + len(row.get(None, ())) - sum(v is None for v in row.values())
+                    raise PredictorError(f"{f}:{line}: {fields} fields, the header has {len(columns)}")
                 text = row[config_col]
                 try:
                     cfg = json.loads(text) if text.lstrip().startswith("{\"") else ast.literal_eval(text)
                     value = float(row[target])
-                except (ValueError, SyntaxError) as exc:
+                except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
                     raise PredictorError(f"{f}:{line}: cannot read the row ({exc})") from None
+                if not math.isfinite(value):
+                    raise PredictorError(f"{f}:{line}: {target} is {row[target]!r}; allowed: a finite number")
                 try:
                     sp.validate(cfg)
                 except ConfigError as exc:
                     raise PredictorError(f"{f}:{line}: {exc}") from None
                 configs.append(cfg)
                 ys.append(value)
+            if not rows:
+                raise PredictorError(f"{f}: no rows below the header")
     configs, ys = _merge(sp, configs, ys)
     return Dataset(space, target, configs, np.asarray(ys), ",".join(map(str, paths)))

@@ -24,6 +24,11 @@ from hwnas_deploy.predictors.lut import LatencyLUT
 from hwnas_deploy.predictors.models import regressor_of
 from hwnas_deploy.spaces import get_space
 
+try:  # scikit-learn's error for a parameter out of its range; not re-exported in a public module
+    from sklearn.utils._param_validation import InvalidParameterError
+except ImportError:  # pragma: no cover - a scikit-learn that moved it: its ValueError still says what is wrong
+    InvalidParameterError = ValueError
+
 FORMAT = "hwnas-predictor"
 VERSION = 1
 #: cost-count lines: fitted on the target itself, as latency grows with work (a log would bend them)
@@ -76,7 +81,10 @@ class Predictor:
         if self.lut is not None and self.lut.space != sp.name:
             raise PredictorError(f"the LUT is for space {self.lut.space!r}, the rows for {sp.name!r}")
         model = spec.compose(spec, self.params, sp.name, self.features, self.log_target, self.lut)
-        self._model = model.fit(self.train_configs, self.train_y)
+        try:
+            self._model = model.fit(self.train_configs, self.train_y)
+        except InvalidParameterError as exc:  # a parameter scikit-learn refuses (names it, its value, the range)
+            raise PredictorError(f"estimator {self.estimator!r}: {exc}") from None
         return self
 
     def _fitted(self):

@@ -342,8 +342,8 @@ def train_differentiable(settings: DifferentiableSettings, lut: LatencyLUT | str
     from hwnas_deploy.supernet.train import (
         CHECKPOINT_FORMAT,
         CHECKPOINT_VERSION,
-        _load_checkpoint,
         changed_settings,
+        load_checkpoint,
         sgd_cosine,
         write_checkpoint,
     )
@@ -365,7 +365,7 @@ def train_differentiable(settings: DifferentiableSettings, lut: LatencyLUT | str
                             settings.epochs * steps)
     start, history = 0, []
     if out.exists():
-        ckpt = _load_checkpoint(out)
+        ckpt = load_checkpoint(out)
         differ = changed_settings(ckpt["settings"], asdict(settings))
         if ckpt.get("kind") != KIND or differ:
             raise ConfigError(f"{out} is not a differentiable run with these settings ({'; '.join(differ) or 'kind'}); "
@@ -463,9 +463,9 @@ def family(checkpoint: str | Path, budgets: int = 7, axis: str = "latency",
     """The architecture of each budget point (`budgets` along `axis`, or explicit simplex
     `points`), with what the LUT predicts for it (ms) and its complexity."""
     from hwnas_deploy.spaces import get_space
-    from hwnas_deploy.supernet.train import _load_checkpoint
+    from hwnas_deploy.supernet.train import load_checkpoint
 
-    ckpt = _load_checkpoint(Path(checkpoint))
+    ckpt = load_checkpoint(Path(checkpoint))
     if ckpt.get("kind") != KIND:
         raise ConfigError(f"{checkpoint}: a supernet checkpoint, not a differentiable search run")
     s = DifferentiableSettings(**ckpt["settings"])
@@ -549,7 +549,7 @@ def run_differentiable(settings: DifferentiableSettings, lut: str | Path, out_di
 
         sp = get_space(settings.space)
         distinct = list({sp.config_hash(r["config"]): r["config"] for r in rows}.values())
-        report = profile(device, sp, 0, runtime, store, configs=distinct, progress=progress)
+        report = profile(device, sp, 0, runtime, store, configs=distinct, progress=progress).raise_if_interrupted()
         for row in rows:
             row["measured_ms"] = report.median_ms(sp.config_hash(row["config"]))
         objectives.append({"name": "measured_ms", "maximise": False, "spec": f"latency=measure:{device}/{runtime}",

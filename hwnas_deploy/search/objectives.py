@@ -86,7 +86,8 @@ def measured(space: SearchSpace, device: str, runtime: str, store,
     prof.require_runtime(runtime)
 
     def evaluate(configs: Sequence[dict]) -> np.ndarray:
-        report = profile(prof, space, 0, runtime, store, configs=list(configs), progress=False, lab=lab)
+        report = profile(prof, space, 0, runtime, store, configs=list(configs), progress=False,
+                         lab=lab).raise_if_interrupted()
         return np.asarray([report.median_ms(space.config_hash(c)) for c in configs])
 
     return evaluate

@@ -283,11 +283,14 @@ def prepare(recipe: Recipe, store=None) -> Prepared:
 
 def _check_possible(src: str, i: int, spec: str, c: Constraint, space: SearchSpace,
                     objectives: Sequence[Objective]) -> None:
-    """Refuse a constraint no network can meet: counts against the smallest networks of the space,
-    and any limit below zero on a quantity that cannot be negative (latency, counts)."""
+    """Refuse a constraint no network can meet, before anything is measured: counts against the
+    smallest networks of the space, a limit of zero or below on what is always positive (a
+    measured latency, counts), and below zero on any other minimised quantity."""
     objective = next((o for o in objectives if o.name == c.name), None)
-    if c.limit < 0 and (objective is None or not objective.maximise):
-        raise ConfigError(f"{src}: constraints[{i}] {spec!r} is impossible: {c.name} cannot be negative")
+    positive = objective is None or objective.measured or objective.source.strip() in COUNTS
+    if (c.limit <= 0 if positive else c.limit < 0) and (objective is None or not objective.maximise):
+        raise ConfigError(f"{src}: constraints[{i}] {spec!r} is impossible: {c.name} is always "
+                          f"{'positive' if positive else 'zero or more'}")
     if c.name in COUNTS and (objective is None or objective.source.strip() in COUNTS):
         rng = np.random.default_rng(0)
         candidates = [space.from_genes(space.gene_bounds()[0])] + [space.sample(rng) for _ in range(200)]

@@ -154,14 +154,14 @@ def deploy_picked(run: str | Path, how: str | int, device: str, runtime: str, st
     picked = [sp.validate(front.front[i]["config"]) for i in indices]
     out = Path(artifacts_dir) if artifacts_dir else front.path.parent / "artifacts"
     report = profile(prof, sp, 0, runtime, store, configs=picked, force=force, artifacts_dir=out, progress=progress,
-                     weights="real")
+                     weights="real").raise_if_interrupted()
     # a network measured before with generated weights (a search's validation) is deployed now
     # with its real ones, so that every picked network's check is of what would ship
     again = [cfg for cfg in picked if report.results[sp.config_hash(cfg)].status == "stored"
              and report.results[sp.config_hash(cfg)].details.get("weights") == "generated"]
     if again:
         redone = profile(prof, sp, 0, runtime, store, configs=again, force=True, artifacts_dir=out,
-                         progress=progress, weights="real")
+                         progress=progress, weights="real").raise_if_interrupted()
         report.results.update(redone.results)
     rows = []
     for i, cfg in zip(indices, picked, strict=True):

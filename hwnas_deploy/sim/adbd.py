@@ -10,18 +10,26 @@ mode (wireless debugging). What it speaks, from the adb protocol (system/core/ad
 * streams: OPEN -> OKAY, WRTE each acknowledged by OKAY before the next, CLSE. Each stream runs
   on its own thread (a pull blocks on the client while a shell writes);
 * services `shell[,v2][,raw|,pty]:COMMAND` and `sync:` (STAT, LIST, SEND, RECV, QUIT, v1);
-* `--deny-auth` answers CNXN with an AUTH token and never accepts a key: the client then lists
-  the device as `unauthorized`, as a phone whose owner has not accepted the debugging prompt.
+* authentication as a phone with USB debugging authorised: CNXN is answered with an AUTH token;
+  the client signs it with its private key (RSA, PKCS#1 v1.5 over the token as a SHA-1 digest)
+  and the connection is accepted only if the signature verifies with one of the keys the twin
+  was given (`--keys`, adb_keys format: by default the host's own `~/.android/adbkey.pub`, or
+  `$ANDROID_USER_HOME/adbkey.pub`); nothing but CNXN and AUTH is answered before that. A client
+  whose keys do not verify sees the device as `unauthorized`, as a phone whose owner has not
+  accepted the debugging prompt; `--deny-auth` accepts no key at all.
 
 Commands run under /bin/sh on this host in a sandbox folder that holds the device's file
 system: `/data/local/tmp` (and `/sys/class/thermal`) in a command or sync path is
-`ROOT/data/local/tmp` (`ROOT/sys/class/thermal`). Ports 5555-5585 are
+`ROOT/data/local/tmp` (`ROOT/sys/class/thermal`); `sim.confine` keeps them from writing
+anywhere else (Landlock, or an allowlist where the kernel has none). Ports 5555-5585 are
 refused: the adb server scans them as emulators on its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import os
 import queue
 import socket
@@ -32,6 +40,7 @@ import sys
 import threading
 from pathlib import Path
 
+from hwnas_deploy.sim.confine import refusal, restrict_writes_to
 from hwnas_deploy.sim.owned import preexec
 
 A_SYNC, A_CNXN, A_AUTH, A_OPEN, A_OKAY, A_CLSE, A_WRTE = (
@@ -48,6 +57,49 @@ DEVICE_TMP = "/data/local/tmp"
 MAPPED = (DEVICE_TMP, "/sys/class/thermal")
 EMULATOR_PORTS = range(5555, 5586)
 HEADER = struct.Struct("<6I")
+
+
+#: DER prefix of a SHA-1 DigestInfo: adb signs its 20-byte token as if it were a SHA-1 digest
+SHA1_DIGEST_INFO = bytes.fromhex("3021300906052b0e03021a05000414")
+
+
+def default_keys() -> Path:
+    """Where the host's adb keeps its public key (the key a phone would be asked to authorise)."""
+    home = os.environ.get("ANDROID_USER_HOME") or str(Path.home() / ".android")
+    return Path(home) / "adbkey.pub"
+
+
+def public_keys(path: Path) -> list[tuple[int, int]]:
+    """(modulus, exponent) of every key in an adb_keys-format file (one per line: base64 of
+    Android's RSAPublicKey struct, then a comment); missing or malformed lines are skipped."""
+    keys = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return keys
+    for line in lines:
+        try:
+            blob = base64.b64decode(line.split()[0], validate=True)
+            words = struct.unpack_from("<I", blob, 0)[0]  # then n0inv, modulus, rr (R^2 mod n), exponent
+            size = 4 * words
+            modulus = int.from_bytes(blob[8:8 + size], "little")
+            exponent = struct.unpack_from("<I", blob, 8 + 2 * size)[0]
+        except (IndexError, ValueError, struct.error):
+            continue
+        if modulus and exponent:
+            keys.append((modulus, exponent))
+    return keys
+
+
+def signed_by(token: bytes, signature: bytes, key: tuple[int, int]) -> bool:
+    """Whether `signature` is the key's PKCS#1 v1.5 signature of `token` (as adb makes it)."""
+    modulus, exponent = key
+    k = (modulus.bit_length() + 7) // 8
+    if len(signature) != k or len(token) != hashlib.sha1().digest_size:
+        return False
+    padded = pow(int.from_bytes(signature, "big"), exponent, modulus).to_bytes(k, "big")
+    body = SHA1_DIGEST_INFO + token
+    return padded == b"\x00\x01" + b"\xff" * (k - 3 - len(body)) + b"\x00" + body
 
 
 def _message(command: int, arg0: int, arg1: int, data: bytes = b"") -> bytes:
@@ -117,6 +169,8 @@ class _Connection:
         self.next_id = 1
         self.max_payload = 4096
         self.dead = threading.Event()
+        self.token = b""
+        self.authorised = False
 
     def send(self, command: int, arg0: int, arg1: int, data: bytes = b"") -> None:
         with self.send_lock:
@@ -153,17 +207,25 @@ class _Connection:
                 s.inbox.put(None)
             self.sock.close()
 
+    def _challenge(self) -> None:
+        self.token = os.urandom(20)
+        self.send(A_AUTH, AUTH_TOKEN, 0, self.token)
+
     def _handle(self, command: int, arg0: int, arg1: int, data: bytes) -> None:
         if command == A_CNXN:
             self.max_payload = max(4096, min(arg1, MAX_PAYLOAD))
-            if self.daemon.deny_auth:
-                self.send(A_AUTH, AUTH_TOKEN, 0, os.urandom(20))
-            else:
-                self.send(A_CNXN, A_VERSION, MAX_PAYLOAD, self.daemon.banner().encode())
+            self.authorised = False
+            self._challenge()
         elif command == A_AUTH:
-            if arg0 == AUTH_SIGNATURE:  # no key is ever accepted: ask for the next one
-                self.send(A_AUTH, AUTH_TOKEN, 0, os.urandom(20))
+            if arg0 == AUTH_SIGNATURE and self.token and not self.daemon.deny_auth and any(
+                    signed_by(self.token, data, key) for key in public_keys(self.daemon.keys)):
+                self.authorised, self.token = True, b""
+                self.send(A_CNXN, A_VERSION, MAX_PAYLOAD, self.daemon.banner().encode())
+            elif arg0 == AUTH_SIGNATURE:  # not a key this device trusts: ask for the next one
+                self._challenge()
             # AUTH_RSAPUBLICKEY: the phone would show its prompt; nobody accepts it here
+        elif not self.authorised:
+            raise _Closed  # anything else before authentication: drop the connection, as adbd does
         elif command == A_OPEN:
             stream = _Stream(self, self.next_id, arg0)
             self.next_id += 1
@@ -218,8 +280,14 @@ class _Shell:
             self._packet(SHELL_STDERR, b"this device runs commands only (adb shell COMMAND)\n")
             self._packet(SHELL_EXIT, bytes([1]))
             return
+        command = self.daemon.to_host_command(self.command)
+        why = refusal(command, self.daemon.root) if self.daemon.confinement == "allowlist" else None
+        if why:
+            self._packet(SHELL_STDERR, f"/system/bin/sh: {why}\n".encode())
+            self._packet(SHELL_EXIT, bytes([126]))
+            return
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", self.daemon.to_host_command(self.command)],
+            ["/bin/sh", "-c", command],
             cwd=self.daemon.tmp, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, "TMPDIR": str(self.daemon.tmp),
                  "PATH": f"{self.daemon.bin}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"},
@@ -362,13 +430,15 @@ class AdbDaemon:
     """A device-side adb listening on `host:port` (loopback unless asked otherwise)."""
 
     def __init__(self, root: str | Path, port: int = 6520, host: str = "127.0.0.1", model: str = "hwnas-sim-android",
-                 deny_auth: bool = False):
+                 deny_auth: bool = False, keys: str | Path | None = None):
         if port in EMULATOR_PORTS:
             raise ValueError(f"port {port} is in 5555-5585, which the adb server scans as emulators; use another")
         self.root = Path(root).resolve()
         self.tmp = self.root / DEVICE_TMP.lstrip("/")
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.host, self.port, self.model, self.deny_auth = host, port, model, deny_auth
+        self.keys = Path(keys) if keys else default_keys()  # read at each connection, as a phone's adb_keys
+        self.confinement = "none"  # confine(): "landlock" or "allowlist"
         self.bin = self.root / "system" / "bin"
         self._write_getprop()
         self.processes: set[subprocess.Popen] = set()
@@ -410,6 +480,11 @@ class AdbDaemon:
             command = command.replace(folder, str(self.root / folder.lstrip("/")))
         return command
 
+    def confine(self) -> AdbDaemon:
+        """Keep every command inside the device folder (call before serving: threads inherit it)."""
+        self.confinement = "landlock" if restrict_writes_to(self.root) else "allowlist"
+        return self
+
     def listen(self) -> AdbDaemon:
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -439,15 +514,18 @@ class AdbTwin:
     """The daemon in its own process (so it can be killed like a phone that goes away)."""
 
     def __init__(self, root: str | Path, port: int = 0, deny_auth: bool = False, model: str = "hwnas-sim-android",
-                 owned: bool = False):
+                 owned: bool = False, keys: str | Path | None = None):
         self.root, self.port, self.deny_auth, self.model = Path(root), port, deny_auth, model
         self.owned = owned  # dies with the thread that started it (sim.owned)
+        self.keys = keys  # the public keys it trusts [the host's adb key]
         self.process: subprocess.Popen | None = None
         self.serial = ""
+        self.confinement = ""
 
     def start(self, timeout: float = 20.0) -> AdbTwin:
         cmd = [sys.executable, "-m", "hwnas_deploy.sim.adbd", "--root", str(self.root), "--port", str(self.port),
-               "--model", self.model] + (["--deny-auth"] if self.deny_auth else [])
+               "--model", self.model] + (["--deny-auth"] if self.deny_auth else []) + (
+               ["--keys", str(self.keys)] if self.keys else [])
         self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True, start_new_session=True, preexec_fn=preexec(self.owned))
         line = self.process.stdout.readline()  # "listening HOST:PORT", or EOF if it could not listen
@@ -455,7 +533,7 @@ class AdbTwin:
             err = self.process.stderr.read().strip()
             self.stop()
             raise OSError(f"the adb twin did not start: {err or line.strip() or 'no output'}")
-        self.serial = line.split()[1]
+        self.serial, self.confinement = line.split()[1:3]
         self.port = int(self.serial.rsplit(":", 1)[1])
         return self
 
@@ -482,13 +560,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
     parser.add_argument("--model", default="hwnas-sim-android")
     parser.add_argument("--deny-auth", action="store_true", help="never authorise the host (an 'unauthorized' phone)")
+    parser.add_argument("--keys", default=None,
+                        help=f"public keys it trusts, adb_keys format [{default_keys()}, the host adb's own]")
     args = parser.parse_args(argv)
     try:
-        daemon = AdbDaemon(args.root, args.port, args.host, args.model, args.deny_auth).listen()
+        daemon = AdbDaemon(args.root, args.port, args.host, args.model, args.deny_auth, args.keys).listen().confine()
     except (ValueError, OSError) as exc:
         print(f"adbd: {exc}", file=sys.stderr)
         return 2
-    print(f"listening {daemon.serial}", flush=True)
+    print(f"listening {daemon.serial} {daemon.confinement}", flush=True)
     try:
         daemon.serve_forever()
     except KeyboardInterrupt:

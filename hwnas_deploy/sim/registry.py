@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hwnas_deploy.devices import load_profile
 from hwnas_deploy.errors import DeviceError
+from hwnas_deploy.lifetime import outside_run
 
 
 def state_dir() -> Path:
@@ -41,7 +42,8 @@ def start(device: str, port: int | None = None) -> str:
             return info["url"]
     if not profile.connection.get("simulator"):
         raise DeviceError(f"device {profile.name!r} has no simulated twin to start (kind {profile.kind})")
-    twin = simulator_of(profile)(profile, False, port=port, root=state_dir() / f"{profile.name}-root")
+    with outside_run():  # it outlives `hwnas sim start`
+        twin = simulator_of(profile)(profile, False, port=port, root=state_dir() / f"{profile.name}-root")
     twin.detach()
     state.write_text(json.dumps({"device": profile.name, "url": twin.address, **twin.record}))
     return twin.address

@@ -18,14 +18,15 @@ from pathlib import Path
 
 from hwnas_deploy.devices.tvm_rpc import tracker_keys
 from hwnas_deploy.errors import DeviceError
+from hwnas_deploy.sim.owned import preexec
 from hwnas_deploy.sim.ports import free_port
 
 
 class RpcTwin:
     """Tracker + server processes. `tracker_port=0` picks a free port."""
 
-    def __init__(self, key: str = "rpc-local", tracker_port: int = 0, host: str = "127.0.0.1"):
-        self.key, self.host = key, host
+    def __init__(self, key: str = "rpc-local", tracker_port: int = 0, host: str = "127.0.0.1", owned: bool = False):
+        self.key, self.host, self.owned = key, host, owned
         self.tracker_port = tracker_port or free_port()
         self.tracker: subprocess.Popen | None = None
         self.server: subprocess.Popen | None = None
@@ -40,7 +41,7 @@ class RpcTwin:
         env.setdefault("TVM_NUM_THREADS", "1")  # the driver sets each session's pool size anyway
         with open(Path(self.tmp) / log, "ab") as out:
             return subprocess.Popen([sys.executable, "-m", *args], env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec(self.owned))
 
     def start(self, timeout: float = 60.0) -> RpcTwin:
         self.tmp = tempfile.mkdtemp(prefix="hwnas-rpc-")

@@ -81,7 +81,7 @@ def _adbd(profile: DeviceProfile, owned: bool, port: int | None = None, root: Pa
 def _rpc(profile: DeviceProfile, owned: bool, port: int | None = None, root: Path | None = None) -> Twin:
     from hwnas_deploy.sim.rpc import RpcTwin
 
-    twin = RpcTwin(str(profile.connection.get("key", profile.name)), port or 0).start()
+    twin = RpcTwin(str(profile.connection.get("key", profile.name)), port or 0, owned=owned).start()
     # the server dies with its tracker connection gone only on its next request: record both
     return Twin(twin.address, twin.stop, {}, [twin.tracker.pid, twin.server.pid],
                 {"pid": twin.tracker.pid, "server_pid": twin.server.pid, "tmp": twin.tmp})
@@ -134,7 +134,7 @@ def resolve(profile: DeviceProfile) -> tuple[DeviceProfile, Twin | None]:
         address = next((r["url"] for r in running() if r["device"] == profile.name), None)
         if address:
             return replace(profile, connection={**profile.connection, key: address}), None
-    twin = starter(profile, is_private(profile))
+    twin = starter(profile, True)  # for this use only: it dies with this process, even when killed
     return replace(profile, connection={**profile.connection, **twin.connection, key: twin.address}), twin
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,9 @@ from hwnas_deploy.errors import ConfigError, HwnasError
 from hwnas_deploy.spaces.blocks import Block, build_network, calibrate_batchnorm, peak_activation_elements
 
 Config = dict[str, Any]
+
+#: spaces with at most this many configs are sampled without replacement once a tenth is asked
+ENUMERABLE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,11 @@ class SearchSpace(ABC):
             cfg[p.name] = picks if p.is_vector else picks[0]
         return self.canonical(cfg)
 
+    @property
+    def n_configs(self) -> int:
+        """How many gene vectors the space has (configs; several may build the same network)."""
+        return math.prod(len(p.choices) ** p.length for p in self.params)
+
     def sample_unique(
         self,
         n: int,
@@ -136,9 +145,26 @@ class SearchSpace(ABC):
         max_draws: int | None = None,
     ) -> list[Config]:
         """`n` distinct sub-networks (distinct after canonicalisation), each passing `accept`
-        when given; ConfigError after `max_draws` draws (default 1000 per sub-network)."""
+        when given. Drawn at random while they are few against the space; past a tenth of a
+        space of at most ENUMERABLE configs, drawn without replacement from all of them, so that
+        asking for more than exist fails at once, naming how many do. Elsewhere ConfigError after
+        `max_draws` draws (default 1000 per sub-network)."""
+        if n < 0:
+            raise ConfigError(f"{self.name}: cannot sample {n} sub-networks")
+        total = self.n_configs
+        if n > total:
+            raise ConfigError(f"{self.name}: {n:,} sub-networks asked, but the space has only {total:,} configs")
         rng = np.random.default_rng(rng)
         seen: dict[str, Config] = {}
+        if total <= ENUMERABLE and 10 * n > total:
+            for index in rng.permutation(total):
+                cfg = self.from_genes(self._genes_of(int(index)))
+                if accept is None or accept(cfg):
+                    seen.setdefault(self.config_hash(cfg), cfg)
+                    if len(seen) == n:
+                        return list(seen.values())
+            what = "distinct sub-networks" + (" that are accepted" if accept is not None else "")
+            raise ConfigError(f"{self.name}: {n:,} sub-networks asked, but the space has only {len(seen):,} {what}")
         for _ in range(max_draws or 1000 * n):
             cfg = self.sample(rng)
             if accept is None or accept(cfg):
@@ -146,6 +172,15 @@ class SearchSpace(ABC):
                 if len(seen) == n:
                     return list(seen.values())
         raise ConfigError(f"{self.name}: only {len(seen)} of {n} sampled sub-networks were distinct and accepted")
+
+    def _genes_of(self, index: int) -> list[int]:
+        """The gene vector at `index` of all n_configs (mixed radix, last gene fastest)."""
+        radices = [len(p.choices) for p in self.params for _ in range(p.length)]
+        genes = []
+        for r in reversed(radices):
+            index, g = divmod(index, r)
+            genes.append(g)
+        return genes[::-1]
 
     # -- encodings --------------------------------------------------------------------------
     def genes(self, cfg: Mapping) -> np.ndarray:
@@ -234,8 +269,9 @@ def config_to_json(cfg: Mapping) -> str:
 
 
 def load_configs(path: str | Path, space: SearchSpace | None = None) -> list[Config]:
-    """Configs from a JSON-lines file (one object per line, blank lines skipped), each validated
-    against `space` when given; an error names the file and the line."""
+    """Configs from a JSON-lines file (one per line, blank lines skipped), each validated against
+    `space` when given; an error names the file and the line. A line is a config, or an object
+    with the config under "config" (what `hwnas sample` prints, with its MACs and hash)."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -245,6 +281,8 @@ def load_configs(path: str | Path, space: SearchSpace | None = None) -> list[Con
         if line.strip():
             try:
                 cfg = load_config(line)
+                if isinstance(cfg, dict) and "config" in cfg:
+                    cfg = cfg["config"]
                 configs.append(space.validate(cfg) if space is not None else cfg)
             except HwnasError as exc:  # validation raises ConfigError or UnknownNameError: one kind here
                 raise ConfigError(f"{path} line {n}: {exc}") from None

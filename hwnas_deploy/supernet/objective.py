@@ -34,9 +34,9 @@ class SupernetAccuracy:
         self.store, self.split, self.calib_images, self.device = store, split, calib_images, device
         self._memory: dict[str, float] = {}
         self._loaded = None
-        import torch
+        from hwnas_deploy.supernet.train import load_checkpoint
 
-        meta = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        meta = load_checkpoint(self.checkpoint)
         self.space = meta["settings"]["space"]
         self.dataset_name = meta["settings"]["dataset"]
 

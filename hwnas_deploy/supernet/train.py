@@ -23,14 +23,18 @@ epoch k continues exactly as an uninterrupted one.
 
 The checkpoint (written atomically after every epoch) is a plain `torch.save` dict of tensors
 and built-in types, loadable with `weights_only=True`: weights, optimiser and schedule state,
-settings, dataset description and the per-epoch history.
+settings, dataset description and the per-epoch history, with a SHA-256 of all of it
+(`content_digest`, over tensor bytes and values, not the zip file) checked on every load, as
+predictors and LUTs carry theirs: one flipped bit in a weight is refused, not scored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -47,7 +51,7 @@ from hwnas_deploy.supernet.data import Dataset, load_dataset
 from hwnas_deploy.supernet.elastic import ElasticSupernet, accuracy, recalibrate_bn, space_for
 
 CHECKPOINT_FORMAT = "hwnas-supernet"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: with its content's sha256
 STRATEGIES = ("sandwich", "pareto-rank")
 
 
@@ -207,21 +211,59 @@ def evaluate(supernet: ElasticSupernet, cfg: dict, data: Dataset, split: str = "
     return accuracy(module, ((x.to(device), y.to(device)) for x, y in data.batches(split, batch, r)))
 
 
-def _load_checkpoint(path: Path) -> dict:
+def content_digest(ckpt: dict) -> str:
+    """SHA-256 of a checkpoint's content (every tensor's dtype, shape and bytes; every value's
+    repr), independent of how torch lays out its file; the "sha256" entry itself left out."""
+    h = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(value.shape)}:".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            h.update(b"{")
+            for key in sorted(value, key=repr):
+                if value is ckpt and key == "sha256":
+                    continue
+                h.update(repr(key).encode() + b":")
+                feed(value[key])
+            h.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            h.update(b"[")
+            for item in value:
+                feed(item)
+            h.update(b"]")
+        else:
+            h.update(repr(value).encode() + b";")
+
+    feed(ckpt)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ConfigError(f"{path}: refused: it holds objects other than tensors and plain data, which a supernet "
+                          "checkpoint never does (it may be malicious; do not load it another way)") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise ConfigError(f"{path}: not a readable supernet checkpoint ({type(exc).__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(f"{path}: not a readable supernet checkpoint (truncated, or not a torch file: "
+                          f"{type(exc).__name__}: {first})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint")
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise ConfigError(f"{path}: checkpoint version {ckpt.get('version')}, this version reads {CHECKPOINT_VERSION}")
+    if ckpt.get("sha256") != content_digest(ckpt):
+        raise ConfigError(f"{path}: its content does not match its sha256 (corrupted or edited); restore it or train "
+                          "again")
     return ckpt
 
 
 def load_supernet(path: str | Path) -> tuple[ElasticSupernet, dict]:
     """The trained supernet from a checkpoint, and the checkpoint's metadata."""
-    ckpt = _load_checkpoint(Path(path))
+    ckpt = load_checkpoint(Path(path))
     supernet = ElasticSupernet(space_for(ckpt["settings"]["space"], ckpt["num_classes"]))
     supernet.net.load_state_dict(ckpt["state"])
     meta = {k: v for k, v in ckpt.items() if k not in ("state", "optimizer", "scheduler")}
@@ -245,7 +287,7 @@ def train_supernet(settings: TrainSettings, out: str | Path, *, device: str = "c
     reference = Reference.load(settings.reference, space) if settings.strategy == "pareto-rank" else None
     start, history = 0, []
     if out.exists():
-        ckpt = _load_checkpoint(out)
+        ckpt = load_checkpoint(out)
         differ = changed_settings(ckpt["settings"], asdict(settings))
         if differ:
             raise ConfigError(f"{out} was trained with other settings ({'; '.join(differ)}); "
@@ -341,9 +383,10 @@ def _save(out: Path, supernet, opt, sched, settings, data, epoch, history) -> No
 
 
 def write_checkpoint(out: Path, ckpt: dict) -> None:
-    """torch.save, atomically: a run killed while writing leaves the previous checkpoint whole."""
+    """torch.save with the content's sha256, atomically: a run killed while writing leaves the
+    previous checkpoint whole."""
     partial = out.with_name(out.name + ".partial")
-    torch.save(ckpt, partial)
+    torch.save({**ckpt, "sha256": content_digest(ckpt)}, partial)
     os.replace(partial, out)
 
 
