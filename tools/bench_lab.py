@@ -6,8 +6,10 @@ machine, against one board driven in-process (the peer, same networks, same run)
 
 The blobs are exported first (cached in --artifacts), so every configuration times the same
 thing: upload over the emulated serial line, output check and timed inferences on the board.
-For each board count a lab comes up (`hwnas_deploy.lab.up`, loopback), profiles the networks
-into a fresh store and goes down. Prints measurements per minute, the speed-up over one lab
+For each board count a lab comes up (`hwnas_deploy.lab.up`, loopback), measures `--warmup`
+other networks untimed (a lab's Ray workers start and import the toolchain on their first jobs;
+a lab that stays up for hours pays that once), profiles the networks into a fresh store and goes
+down; the in-process peer is warmed up the same way. Prints measurements per minute, the speed-up over one lab
 board, its ratio to ideal linear scaling, and the lab's overhead against the in-process board.
 Uploads carry generated weights (the default for measuring since firmware 0.6.0: tens of KB
 instead of 0.6-1.1 MB at 20-30 KiB/s over the emulated UART), so a measurement is now mostly the
@@ -38,39 +40,44 @@ def main() -> None:
     ap.add_argument("--artifacts", default="runs/bench-lab", help="blob cache (exports are not timed)")
     ap.add_argument("--port", type=int, default=6391)
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2, help="networks measured untimed first, in each configuration")
     args = ap.parse_args()
 
     from hwnas_deploy import lab
 
     sp, prof = get_space("mcu-mbnet"), load_profile("qemu-m7")
-    configs = sample_fitting(sp, prof, args.n, seed=args.seed)
+    drawn = sample_fitting(sp, prof, args.n + args.warmup, seed=args.seed)
+    configs, warm = drawn[:args.n], drawn[args.n:]
     artifacts = Path(args.artifacts)
     plan = Measurer(prof, artifacts_dir=artifacts).plan("firmware")
     t0 = time.perf_counter()
-    for cfg in configs:  # export once, outside every timing
+    for cfg in drawn:  # export once, outside every timing
         net = SubNetwork(sp, cfg)
         plan.export(Job(plan.key(net), net))
     print(f"{len(configs)} blobs ready in {artifacts} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
     def timed(run) -> tuple[float, int]:
+        with tempfile.TemporaryDirectory() as tmp, Store(str(Path(tmp) / "warm.sqlite")) as store:
+            if warm:
+                run(store, warm)
         with tempfile.TemporaryDirectory() as tmp, Store(str(Path(tmp) / "bench.sqlite")) as store:
             start = time.perf_counter()
-            report = run(store)
+            report = run(store, configs)
             seconds = time.perf_counter() - start
         if report.failed:
             raise SystemExit(f"failed: {report.failed}")
         return seconds, len(report.measured)
 
     rows = []
-    seconds, measured = timed(lambda store: profile(prof, sp, 0, "firmware", store, configs=configs,
-                                                    artifacts_dir=artifacts, progress=False))
+    seconds, measured = timed(lambda store, cfgs: profile(prof, sp, 0, "firmware", store, configs=cfgs,
+                                                          artifacts_dir=artifacts, progress=False))
     rows.append(("in-process, 1 board", 1, seconds, measured))
     print(f"  in-process: {measured} in {seconds:.1f} s", file=sys.stderr)
     for boards in [int(b) for b in args.boards.split(",")]:
         info = lab.up([f"qemu-m7*{boards}"], port=args.port, host="bench", num_cpus=1)
         try:
-            seconds, measured = timed(lambda store, a=info.address: profile(
-                prof, sp, 0, "firmware", store, configs=configs, artifacts_dir=artifacts, progress=False, lab=a))
+            seconds, measured = timed(lambda store, cfgs, a=info.address: profile(
+                prof, sp, 0, "firmware", store, configs=cfgs, artifacts_dir=artifacts, progress=False, lab=a))
         finally:
             lab.down(info.address)
         rows.append((f"lab, {boards} board{'s' * (boards > 1)}", boards, seconds, measured))

@@ -7,7 +7,8 @@ Objectives (both predictors, so thousands of evaluations take seconds): top-1 ac
 OFA MobileNetV3 w1.0 sub-networks from a ridge predictor fitted on 500 rows of DyNAS-T's real
 ImageNet accuracies (../shared/data/dynast_ofa_mbv3), and latency on this machine from the
 kernel-level predictor (`kernels`) fitted on the store and LUT of BENCHMARKS.md's latency
-section (`--db runs/pred/lat.sqlite --lut runs/pred/lut.json`; it predicts blocks the LUT never
+section (`--db runs/pred/lat.sqlite --lut runs/pred/lut.json`, built by tools/bench_predictors.py
+when missing; it predicts blocks the LUT never
 measured, which any search meets). Every algorithm runs `--seeds` times with the same population
 and generations; all fronts are scored in one normalisation (the bounds of every front found),
 and each algorithm's mean hypervolume is printed next to random search's, the peer.
@@ -20,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import bench_predictors
 import numpy as np
 from pymoo.indicators.hv import HV
 
@@ -39,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generations", type=int, default=30)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--algorithms", default="nsga2,agemoea,unsga3,random")
-    ap.add_argument("--db", default=str(REPO / "runs/pred/lat.sqlite"))
-    ap.add_argument("--lut", default=str(REPO / "runs/pred/lut.json"))
+    ap.add_argument("--db", default=None, help="[runs/pred/lat.sqlite, built by tools/bench_predictors.py if missing]")
+    ap.add_argument("--lut", default=None, help="[runs/pred/lut.json, likewise]")
     ap.add_argument("--dynast", default=str(REPO.parent / "shared/data/dynast_ofa_mbv3"))
     ap.add_argument("--png", default=None, help="hypervolume against evaluations, one line per algorithm")
     args = ap.parse_args(argv)
@@ -49,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     acc_data = from_csv(args.dynast, SPACE, "Top-1 Acc (%)")
     idx = np.random.default_rng(0).permutation(len(acc_data))[:500]
     acc = Predictor("ridge").fit([acc_data.configs[i] for i in idx], acc_data.y[idx], SPACE, "accuracy")
+    if args.db is None or args.lut is None:
+        db, lut = bench_predictors.build(bench_predictors.OUT, 750, 5)
+        args.db, args.lut = args.db or str(db), args.lut or str(lut)
     with Store(args.db) as store:
         lat_data = from_store(store, "local-cpu", SPACE, "onnxruntime")
     lat = Predictor("kernels", lut=LatencyLUT.load(args.lut)).fit(lat_data.configs, lat_data.y, SPACE)

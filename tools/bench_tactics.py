@@ -10,7 +10,7 @@ held-out error on that data: RMSE 0.088 against GBT 0.094, RF 0.116, ridge 0.161
 training rows; `--truth gbt` swaps in the GBT surrogate, to see what depends on the surrogate's
 model family), and latency on this machine from the
 kernel-level predictor fitted on the measured store and LUT of BENCHMARKS.md's latency section
-(`runs/pred`). A *validation* is one network looked up in the ground truth (both objectives: it
+(`runs/pred`, built by tools/bench_predictors.py when missing). A *validation* is one network looked up in the ground truth (both objectives: it
 stands for training/evaluating and measuring it); every tactic is charged for each one.
 
 The reference front is the non-dominated union of a long NSGA-II run on the ground truth
@@ -40,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 
+import bench_predictors
 import numpy as np
 from pymoo.indicators.hv import HV
 
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budgets", default="50,100,250,500")
     ap.add_argument("--tactics", default="random,validated,full,concurrent")
-    ap.add_argument("--db", default=str(REPO / "runs/pred/lat.sqlite"))
-    ap.add_argument("--lut", default=str(REPO / "runs/pred/lut.json"))
+    ap.add_argument("--db", default=None, help="[runs/pred/lat.sqlite, built by tools/bench_predictors.py if missing]")
+    ap.add_argument("--lut", default=None, help="[runs/pred/lut.json, likewise]")
     ap.add_argument("--dynast", default=str(REPO.parent / "shared/data/dynast_ofa_mbv3"))
     ap.add_argument("--truth", default="svr", choices=["svr", "gbt"], help="the accuracy surrogate's estimator")
     ap.add_argument("--batch", type=int, default=10, help="concurrent: networks validated per iteration")
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     sp = get_space(SPACE)
     acc_data = from_csv(args.dynast, SPACE, "Top-1 Acc (%)")
     acc = Predictor(args.truth).fit(acc_data.configs, acc_data.y, SPACE, "accuracy")
+    if args.db is None or args.lut is None:
+        db, lut = bench_predictors.build(bench_predictors.OUT, 750, 5)
+        args.db, args.lut = args.db or str(db), args.lut or str(lut)
     with Store(args.db) as store:
         lat_data = from_store(store, "local-cpu", SPACE, "onnxruntime")
     lat = Predictor("kernels", lut=LatencyLUT.load(args.lut)).fit(lat_data.configs, lat_data.y, SPACE)
