@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hwnas_deploy.errors import PredictorError
+from hwnas_deploy.lifetime import remove_on_exit
 
 
 def finite(value: Any) -> Any:
@@ -34,6 +35,7 @@ def write(path: str | Path, body: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    remove_on_exit(tmp)  # a kill before the rename below leaves no half-written file beside the data
     with os.fdopen(fd, "w") as f:
         json.dump({**body, "sha256": digest(body)}, f, indent=1)
         f.write("\n")

@@ -13,7 +13,8 @@
 * a watchdog process (this file, run by path) holds the other end of a pipe: when the command
   dies without cleaning up (SIGKILL, the OOM killer), the pipe closes and the watchdog does the
   same clean-up, and runs the commands registered with `on_exit` (`adb disconnect` of a twin's
-  serial, which no process of the run can do once it is dead);
+  serial, which no process of the run can do once it is dead) and removes the files registered
+  with `remove_on_exit` (a checkpoint's half-written temporary file beside it);
 * at start, run folders whose command is gone (its watchdog killed too) are cleaned the same way.
 
 What must outlive the command (a `hwnas sim start` twin, a `hwnas lab up` cluster, the adb
@@ -108,9 +109,13 @@ def clean(run_dir: str, grace_s: float = 2.0) -> None:
         lines = []
     for line in lines:
         try:
-            subprocess.run(json.loads(line), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=10, env=detached_env())
-        except (ValueError, OSError, subprocess.SubprocessError):
+            action = json.loads(line)
+            if "remove" in action:
+                os.remove(action["remove"])
+            else:
+                subprocess.run(action["run"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=10, env=detached_env())
+        except (ValueError, KeyError, TypeError, OSError, subprocess.SubprocessError):
             pass
     shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -165,12 +170,23 @@ def outside_run():
         tempfile.tempdir = str(scope.dir)
 
 
+def _register(action: dict) -> None:
+    if _active is not None:
+        with open(_active.dir / ON_EXIT, "a") as fh:
+            fh.write(json.dumps(action) + "\n")
+
+
 def on_exit(command: list[str]) -> None:
     """Run `command` when the current run ends, even when it is killed (by the watchdog). A
     no-op outside a run scope (a library caller's own `finally` remains)."""
-    if _active is not None:
-        with open(_active.dir / ON_EXIT, "a") as fh:
-            fh.write(json.dumps(command) + "\n")
+    _register({"run": command})
+
+
+def remove_on_exit(path: str | Path) -> None:
+    """Remove `path` when the current run ends, even when it is killed, if it is still there (a
+    temporary file written beside its destination and renamed over it). A no-op outside a run
+    scope."""
+    _register({"remove": str(path)})
 
 
 def current() -> RunScope | None:

@@ -25,12 +25,13 @@ DYNAST_DIR = REPO.parent / "shared" / "data" / "dynast_ofa_mbv3"
 # one is not, and ratios between the two come out 2x off).
 GROUPS = {"test_lab": "ray", "test_lab_cli": "ray"}
 LONGEST_FIRST = ["test_lab", "test_lab_cli", "test_mcu", "test_recipes", "test_profile_cli", "test_tvm_rpc",
-                 "test_android", "test_supernet", "test_differentiable", "test_predictors", "test_blox", "test_search"]
+                 "test_android", "test_supernet", "test_differentiable", "test_predictors", "test_blox", "test_search",
+                 "test_lifetime"]
 #: modules that need a twin, train a supernet or export and measure many networks: left out of
 #: the inner loop `pytest -m "not slow"`
 SLOW = {"test_lab", "test_lab_cli", "test_mcu", "test_recipes", "test_profile_cli", "test_tvm_rpc", "test_android",
         "test_supernet", "test_differentiable", "test_predictors", "test_blox", "test_search", "test_lut",
-        "test_blob", "test_export"}
+        "test_blob", "test_export", "test_lifetime"}
 
 
 def module_of(nodeid: str) -> str:
@@ -101,9 +102,10 @@ def small_cells(n: int, seed: int = 0) -> list[dict]:
     return sorted(pool, key=lambda c: (sp.params_count(c), sp.config_hash(c)))[:n]
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
-    """Run `hwnas` as a user would, in its own process."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def run_cli(*args: str, cwd: Path, timeout: float = 600, check: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `hwnas` as a user would, in its own process (`env`: variables to add)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     proc = subprocess.run(
         [sys.executable, "-m", "hwnas_deploy", *args], cwd=cwd, capture_output=True, text=True, env=env,
         timeout=timeout,

@@ -7,15 +7,28 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
 
 from hwnas_deploy.sim.ports import free_port
 from tests.conftest import run_cli
 
 
-def test_lab_up_profile_status_down_from_the_command_line(tmp_path):
+@pytest.fixture
+def lab_tmp():
+    """The lab's processes' TMPDIR, where `down` must leave none of its folders (short: Ray puts
+    its sockets under it, and a socket path has at most 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="hl-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_lab_up_profile_status_down_from_the_command_line(tmp_path, lab_tmp):
     address = f"127.0.0.1:{free_port()}"
     up = run_cli("lab", "up", "--device", "local-cpu*2", "--port", address.split(":")[1], "--host", "bench",
-                 "--cpus", "1", cwd=tmp_path, timeout=300)
+                 "--cpus", "1", cwd=tmp_path, timeout=300, env={"TMPDIR": str(lab_tmp)})
     try:
         assert up.returncode == 0, up.stderr
         assert f"lab {address}: host bench serves 2 devices" in up.stdout
@@ -37,6 +50,7 @@ def test_lab_up_profile_status_down_from_the_command_line(tmp_path):
         per_device = dict(part.rsplit(" ", 1) for part in out.split("per device: ")[1].strip().split(", "))
         assert set(per_device) <= {"bench/local-cpu/0", "bench/local-cpu/1"}
         assert sum(map(int, per_device.values())) == 4
+        assert list(lab_tmp.glob("hwnas-lab-*"))  # the devices that took jobs hold their folders
         again = run_cli(*args, cwd=tmp_path, check=True).stdout  # the store answers; nothing goes out
         assert again.startswith("measured 0, already stored 4")
         text = run_cli("lab", "status", "--address", address, cwd=tmp_path, check=True).stdout
@@ -44,6 +58,7 @@ def test_lab_up_profile_status_down_from_the_command_line(tmp_path):
     finally:
         down = run_cli("lab", "down", "--address", address, cwd=tmp_path)
     assert down.returncode == 0 and "closed 2 devices" in down.stdout, down.stderr
+    assert list(lab_tmp.glob("hwnas-lab-*")) == []
     gone = run_cli("lab", "status", "--address", address, cwd=tmp_path, timeout=120)
     assert gone.returncode == 2 and "is `hwnas lab up` running there?" in gone.stderr
 

@@ -108,7 +108,7 @@ class LabDevice:
         self.job: str | None = None
         self.done = self.failed = 0
         self.last_error: str | None = None
-        self.workdir = tempfile.TemporaryDirectory(prefix="hwnas-lab-")
+        self.workdir: tempfile.TemporaryDirectory | None = None  # the blobs it is sent; until close()
 
     @ray.method(concurrency_group="device")
     def open(self) -> dict[str, Any]:
@@ -139,6 +139,8 @@ class LabDevice:
                     self.last_error = f"reconnect failed: {exc}"
                     return {"down": self.last_error}
             artifact, data = exported
+            if self.workdir is None:
+                self.workdir = tempfile.TemporaryDirectory(prefix="hwnas-lab-")
             path = Path(self.workdir.name) / Path(artifact.path).name
             path.write_bytes(data)
             summary = plan.run(self.driver, replace(artifact, path=str(path)))
@@ -159,10 +161,13 @@ class LabDevice:
 
     @ray.method(concurrency_group="device")
     def close(self) -> None:
-        """Release the device (stop its twin); waits for a measurement in progress."""
+        """Release the device (stop its twin) and its folder; waits for a measurement in progress."""
         if self.driver is not None:
             self.driver.close()
             self.driver = None
+        if self.workdir is not None:
+            self.workdir.cleanup()
+            self.workdir = None
 
     @ray.method(concurrency_group="control")
     def state(self) -> dict[str, Any]:

@@ -59,20 +59,36 @@ class InProcess(Executor):
         for job in jobs:
             if settled(job):
                 continue
-            driver = self._open(plan)  # a device that does not open ends the run, named
-            out = Outcome(job)
-            try:
-                out.artifact = plan.export(job)
-                out.started = time.time()
-                out.summary = plan.run(driver, out.artifact)
-                out.env = {"device": self.facts}
-            except DoesNotFitError as exc:
-                out.unfit = (exc.reason, exc.details)
-            except HwnasError as exc:
-                out.error = str(exc)
-            out.finished = time.time()
-            out.started = out.started or out.finished
+            for attempt in (1, 2):
+                out = self._take(plan, job)
+                if out.error is None or out.artifact is None:  # measured, unfit, or its export failed
+                    break
+                twin_exited = getattr(self.driver, "twin_exited", None)
+                if twin_exited is None or not twin_exited():
+                    break  # a device's own error (it reconnects itself where it can)
+                # the twin of this run died under the job: start a new one and try the job once more
+                self.close()
+                out.error += " (the device's twin had exited; a new one was started for the next network)"
+                if attempt == 1:
+                    note(f"{job.name}: the twin exited ({out.error.splitlines()[0]}); starting a new one, trying "
+                         "again")
             yield out
+
+    def _take(self, plan: Plan, job: Job) -> Outcome:
+        driver = self._open(plan)  # a device that does not open ends the run, named
+        out = Outcome(job)
+        try:
+            out.artifact = plan.export(job)
+            out.started = time.time()
+            out.summary = plan.run(driver, out.artifact)
+            out.env = {"device": self.facts}
+        except DoesNotFitError as exc:
+            out.unfit = (exc.reason, exc.details)
+        except HwnasError as exc:
+            out.error = str(exc)
+        out.finished = time.time()
+        out.started = out.started or out.finished
+        return out
 
     def close(self) -> None:
         if self.driver is not None:

@@ -37,6 +37,8 @@ class Twin:
     record: dict[str, Any] = field(default_factory=dict)
     #: closes the pipes to this process, for a twin left running in the background
     detach: Callable[[], None] = lambda: None
+    #: whether its processes still run (a twin can die under a job: QEMU killed, out of memory)
+    alive: Callable[[], bool] = lambda: True
 
 
 def _qemu(profile: DeviceProfile, owned: bool, port: int | None = None, root: Path | None = None) -> Twin:
@@ -44,7 +46,8 @@ def _qemu(profile: DeviceProfile, owned: bool, port: int | None = None, root: Pa
 
     board = QemuBoard(port=port, owned=owned).start()
     return Twin(board.url, board.stop, {"icount_shift": board.shift}, [board.process.pid],
-                {"pid": board.process.pid}, board.process.stderr.close)
+                {"pid": board.process.pid}, board.process.stderr.close,
+                lambda: board.process is not None and board.process.poll() is None)
 
 
 def _adbd(profile: DeviceProfile, owned: bool, port: int | None = None, root: Path | None = None) -> Twin:
@@ -75,7 +78,7 @@ def _adbd(profile: DeviceProfile, owned: bool, port: int | None = None, root: Pa
 
     # the driver ran `adb connect` to reach it: it disconnects on close (no offline entry left)
     return Twin(twin.serial, stop, {"disconnect_on_close": True}, [twin.process.pid], {"pid": twin.process.pid},
-                detach)
+                detach, lambda: twin.process is not None and twin.process.poll() is None)
 
 
 def _rpc(profile: DeviceProfile, owned: bool, port: int | None = None, root: Path | None = None) -> Twin:
@@ -84,7 +87,8 @@ def _rpc(profile: DeviceProfile, owned: bool, port: int | None = None, root: Pat
     twin = RpcTwin(str(profile.connection.get("key", profile.name)), port or 0, owned=owned).start()
     # the server dies with its tracker connection gone only on its next request: record both
     return Twin(twin.address, twin.stop, {}, [twin.tracker.pid, twin.server.pid],
-                {"pid": twin.tracker.pid, "server_pid": twin.server.pid, "tmp": twin.tmp})
+                {"pid": twin.tracker.pid, "server_pid": twin.server.pid, "tmp": twin.tmp},
+                alive=lambda: all(p is not None and p.poll() is None for p in (twin.tracker, twin.server)))
 
 
 #: simulator name (a profile's `connection.url: sim:NAME`) -> the device kind it is a twin of,
@@ -171,6 +175,11 @@ class TwinnedDriver(Driver):
     @property
     def pids(self) -> list[int]:
         return list(self.twin.pids) if self.twin else []
+
+    def twin_exited(self) -> bool:
+        """Whether the twin this driver started has died (a device failure it cannot recover from
+        by itself: closing and opening again starts a new one)."""
+        return self.twin is not None and not self.twin.alive()
 
     def close(self) -> None:
         driver, twin = self.driver, self.twin

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from hwnas_deploy.errors import ConfigError
+from hwnas_deploy.lifetime import remove_on_exit
 from hwnas_deploy.supernet.data import Dataset, load_dataset
 from hwnas_deploy.supernet.elastic import ElasticSupernet, accuracy, recalibrate_bn, space_for
 
@@ -386,6 +387,7 @@ def write_checkpoint(out: Path, ckpt: dict) -> None:
     """torch.save with the content's sha256, atomically: a run killed while writing leaves the
     previous checkpoint whole."""
     partial = out.with_name(out.name + ".partial")
+    remove_on_exit(partial)
     torch.save({**ckpt, "sha256": content_digest(ckpt)}, partial)
     os.replace(partial, out)
 
