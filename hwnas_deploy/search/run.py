@@ -1,7 +1,10 @@
 """Run a search: generations of an algorithm on a SubnetProblem, with a resumable checkpoint.
 
 After every generation the checkpoint (JSON, checksummed; no pickles) holds every network
-evaluated with its values, and each generation's population. A killed search started again with
+evaluated with its values, and each generation's population; where generations take less than
+ten times the write itself (a search on counts or predictors, thousands of networks), it is
+written at most once a second and after the last generation, so that writing stays a tenth of
+the run (a kill then loses at most a second of proposals, which replaying redoes at no cost). A killed search started again with
 the same checkpoint replays the algorithm from its seed: every network it proposes again is
 answered from the checkpoint, so nothing is evaluated twice, and the run continues exactly as an
 uninterrupted one would (same seed, same proposals, same front). Replaying costs the algorithm's
@@ -12,6 +15,7 @@ that set after each generation.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,18 +125,23 @@ def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Seq
     algo = make_algorithm(algorithm, pop_size, len(objectives), sampling=first)
     algo.setup(problem, termination=("n_gen", generations), seed=seed, verbose=False)
     history, populations, hv = [], [], None
+    front, seen = [], 0  # the front of the first `seen` rows evaluated: each generation adds its new rows
+    last_write, write_s = time.monotonic(), 0.0
     bar = tqdm(total=generations, disable=not progress, unit="gen", desc=f"{algorithm} {space.name}")
     try:
         for gen in range(generations):
             if done and gen in (0, done):
                 bar.set_postfix_str("replaying the checkpoint" if gen == 0 else "")
+            started = time.monotonic()
             algo.next()
             population = algo.pop.get("X").astype(int)
             pop_rows = problem.values(problem.decode(population))
             rows = list(problem.evaluated.values())
             if gen < done:
                 rows = rows[: counts[gen]]
-            front = pareto_front(rows, objectives, constraints)
+            # the non-dominated set of all rows is that of the previous front plus the new rows
+            front = pareto_front(front + rows[seen:], objectives, constraints)
+            seen = len(rows)
             if hv is None:
                 hv = _Hypervolume(minimised(rows, objectives))
             history.append({"generation": gen + 1, "evaluations": len(rows),
@@ -140,11 +149,14 @@ def search(space: SearchSpace, objectives: Sequence[Objective], constraints: Seq
             populations.append(pop_rows)
             if reference:
                 history[-1]["gd"] = hv.distance(minimised(front, objectives), minimised(reference, objectives))
-            if checkpoint and gen + 1 > done:
+            now = time.monotonic()
+            cheap = now - started < 10 * write_s and now - last_write < 1.0
+            if checkpoint and gen + 1 > done and (gen + 1 == generations or not cheap):
                 datafile.write(checkpoint, {
                     "format": FORMAT, "version": VERSION, "spec": spec, "generation": gen + 1,
                     "evaluated": problem.evaluated, "history": history,
                     "populations": [[space.config_hash(r["config"]) for r in p] for p in populations]})
+                last_write, write_s = time.monotonic(), time.monotonic() - now
             bar.update(1)
     finally:
         bar.close()
