@@ -73,7 +73,8 @@ def processes_with(entry: str) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, exited but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -99,7 +100,7 @@ def clean(run_dir: str, grace_s: float = 2.0) -> None:
                 pass
         deadline = time.monotonic() + grace_s
         while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if _alive(p)]
+            pids = [p for p in pids if alive(p)]
             time.sleep(0.02)
         if not pids:
             break
@@ -129,7 +130,7 @@ def sweep(base: str) -> None:
             continue
         watchdog = d / ".watchdog"
         wpid = int(watchdog.read_text()) if watchdog.exists() and watchdog.read_text().isdigit() else 0
-        if d.is_dir() and not _alive(pid) and not (wpid and _alive(wpid)):
+        if d.is_dir() and not alive(pid) and not (wpid and alive(wpid)):
             clean(str(d))
 
 

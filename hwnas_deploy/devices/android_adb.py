@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from hwnas_deploy.artifact import Artifact
-from hwnas_deploy.devices.adb import Adb, DeviceUnavailableError
+from hwnas_deploy.devices.adb import Adb, AdbError
 from hwnas_deploy.devices.base import Driver
 from hwnas_deploy.devices.benchmark_model import BenchmarkOutputError, BenchmarkResult, parse
 from hwnas_deploy.errors import DeviceError
@@ -184,7 +184,7 @@ class AndroidAdbDriver(Driver):
             try:
                 self.adb.ensure_ready(wait_s=1)
                 break
-            except DeviceUnavailableError as exc:
+            except AdbError as exc:  # not listed yet, or (TCP) its port refuses: not back yet
                 last = str(exc)
                 time.sleep(0.5)
         else:

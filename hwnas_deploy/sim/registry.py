@@ -10,23 +10,13 @@ from pathlib import Path
 
 from hwnas_deploy.devices import load_profile
 from hwnas_deploy.errors import DeviceError
-from hwnas_deploy.lifetime import outside_run
+from hwnas_deploy.lifetime import alive, outside_run
 
 
 def state_dir() -> Path:
     d = Path(os.environ.get("HWNAS_SIM_DIR", Path.home() / ".cache" / "hwnas" / "sim"))
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def start(device: str, port: int | None = None) -> str:
@@ -38,7 +28,7 @@ def start(device: str, port: int | None = None) -> str:
     state = state_dir() / f"{profile.name}.json"
     if state.exists():
         info = json.loads(state.read_text())
-        if _alive(info["pid"]):
+        if alive(info["pid"]):
             return info["url"]
     if not profile.connection.get("simulator"):
         raise DeviceError(f"device {profile.name!r} has no simulated twin to start (kind {profile.kind})")
@@ -55,7 +45,7 @@ def stop(device: str) -> str:
         raise DeviceError(f"no twin of {device!r} was started with `hwnas sim start`")
     info = json.loads(state.read_text())
     for key in ("server_pid", "pid"):
-        if key in info and _alive(info[key]):
+        if key in info and alive(info[key]):
             os.killpg(info[key], signal.SIGTERM)
     if info.get("tmp"):
         import shutil
@@ -69,7 +59,7 @@ def running() -> list[dict]:
     rows = []
     for f in sorted(state_dir().glob("*.json")):
         info = json.loads(f.read_text())
-        if _alive(info["pid"]):
+        if alive(info["pid"]):
             rows.append(info)
         else:
             f.unlink()
