@@ -106,14 +106,32 @@ def devices() -> None:
 @click.option("--target", default="host", show_default=True, help="tvm only: host | aarch64-linux-gnu")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--no-verify", is_flag=True, help="Skip the comparison with torch.")
-def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, no_verify) -> None:
-    """Export a sub-network (--space/--config) or networks of a search's front (--run/--pick) to
-    deployable artifacts, each checked against torch."""
+@click.option("--model", "model_spec", default=None, metavar="FILE",
+              help="Or: your own model, .onnx | .tflite | .pt2 | module.py:function | zoo:NAME.")
+@click.option("--calibration", default=None, type=click.Path(exists=True),
+              help="With --model: .npy file or folder of real inputs for int8 quantisation [random].")
+def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, no_verify, model_spec,
+           calibration) -> None:
+    """Export a sub-network (--space/--config), networks of a search's front (--run/--pick) or
+    your own model (--model) to deployable artifacts, each checked against its source."""
     from hwnas_deploy.export import export_subnet
     from hwnas_deploy.spaces import get_space, load_config
 
     formats = [f.strip() for f in fmt.split(",") if f.strip()]
-    if run_dir:
+    if model_spec:
+        if space_name or config_text or run_dir or not out_dir:
+            raise click.UsageError("--model takes --format and --out (not --space, --config or --run)")
+        from hwnas_deploy.models import load_model
+
+        model = load_model(model_spec, calibration)
+        for f in formats:
+            model.check_format(f)
+        for note in dict.fromkeys(n for f in formats for n in model.notes(f)):
+            click.echo(note, err=True)
+        arts = [model.export(f, out_dir, target=target, batch=batch, verify=not no_verify) for f in formats]
+    elif calibration:
+        raise click.UsageError("--calibration goes with --model")
+    elif run_dir:
         if space_name or config_text:
             raise click.UsageError("give either --run (with --pick) or --space and --config, not both")
         from hwnas_deploy.search.run_folder import export_picked
@@ -132,7 +150,11 @@ def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, 
 
 @cli.command(name="profile")
 @click.option("--device", required=True, help="Device profile name or YAML path (see `hwnas devices`).")
-@click.option("--space", "space_name", required=True)
+@click.option("--space", "space_name", default=None, help="Sub-networks of this space (or give --model).")
+@click.option("--model", "model_specs", multiple=True, metavar="FILE",
+              help="Your own model instead: .onnx | .tflite | .pt2 | module.py:function | zoo:NAME (repeatable).")
+@click.option("--calibration", default=None, type=click.Path(exists=True),
+              help="With --model: .npy file or folder of real inputs for int8 quantisation [random].")
 @click.option("--samples", type=click.IntRange(min=0), default=20, show_default=True,
               help="Number of distinct sub-networks.")
 @click.option("--runtime", required=True, help="onnxruntime | tflite | tflite-int8 | tvm | firmware | firmware-fp32")
@@ -155,20 +177,44 @@ def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, 
 @click.option("--weights", type=click.Choice(["generated", "real"]), default="generated", show_default=True,
               help="generated: an MCU board makes the int8 weights up (latency only; uploads are kilobytes); "
                    "real: upload them and also check the output against the float model.")
-def profile_cmd(device, space_name, samples, runtime, db, seed, threads, batch, force, artifacts, quiet,
-                only_fitting, configs_file, rounds, lab, weights) -> None:
-    """Measure sub-networks of a space on a device and store the results (resumable)."""
-    from hwnas_deploy.profiling import profile
+def profile_cmd(device, space_name, model_specs, calibration, samples, runtime, db, seed, threads, batch, force,
+                artifacts, quiet, only_fitting, configs_file, rounds, lab, weights) -> None:
+    """Measure sub-networks of a space, or your own models, on a device and store the results
+    (resumable)."""
+    from hwnas_deploy.profiling import profile, profile_models
     from hwnas_deploy.spaces import load_configs
     from hwnas_deploy.store import Store
 
+    if bool(space_name) == bool(model_specs):
+        raise click.UsageError("give --space (sub-networks) or --model (your own), one of the two")
+    if model_specs and (configs_file or only_fitting):
+        raise click.UsageError("--configs and --fit choose sub-networks of a --space, not models")
+    if calibration and not model_specs:
+        raise click.UsageError("--calibration goes with --model")
+    models = []
+    if model_specs:
+        from hwnas_deploy.models import load_model
+        from hwnas_deploy.runtimes import runtime_info
+
+        models = [load_model(spec, calibration) for spec in model_specs]
+        for note in (n for m in models for n in m.notes(runtime_info(runtime).format)):
+            click.echo(note, err=True)
     configs = load_configs(configs_file) if configs_file else None
     with Store(db) as store:
-        report = profile(
-            device, space_name, samples, runtime, store, seed=seed, threads=threads, batch=batch,
-            force=force, artifacts_dir=artifacts, progress=not quiet, only_fitting=only_fitting, configs=configs,
-            rounds=rounds, lab=lab, weights=weights,
-        )
+        if models:
+            report = profile_models(device, models, runtime, store, threads=threads, batch=batch, force=force,
+                                    artifacts_dir=artifacts, progress=not quiet, rounds=rounds, lab=lab,
+                                    weights=weights)
+        else:
+            report = profile(
+                device, space_name, samples, runtime, store, seed=seed, threads=threads, batch=batch,
+                force=force, artifacts_dir=artifacts, progress=not quiet, only_fitting=only_fitting,
+                configs=configs, rounds=rounds, lab=lab, weights=weights,
+            )
+    for model in models:
+        result = report.results.get(model.config_hash)
+        if result is not None and result.status in ("measured", "stored"):
+            click.echo(f"{model.name} ({model.config_hash}): {result.median_ms:.4g} ms")
     for config_hash, reason in report.unfit.items():
         click.echo(f"{config_hash}: does not fit: {reason}", err=True)
     click.echo(report.line() + f"; store: {store.url}")
@@ -190,11 +236,27 @@ def profile_cmd(device, space_name, samples, runtime, db, seed, threads, batch, 
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Also write a PNG of latency vs MACs (with Kendall tau per series).")
-def show(db, device, space_name, runtime, rows, as_json, plot) -> None:
+@click.option("--models", "list_models", is_flag=True, help="Your own models measured, per device and runtime.")
+@click.option("--model", "model_name", default=None, metavar="NAME|HASH", help="One of your models' measurements.")
+def show(db, device, space_name, runtime, rows, as_json, plot, list_models, model_name) -> None:
     """Show what the store holds."""
     from hwnas_deploy.store import Store
 
     with Store(db) as store:
+        if list_models or model_name:
+            from hwnas_deploy.models.model import stored_models
+
+            data = stored_models(store, model_name)
+            if device or runtime:
+                data = [r for r in data if device in (None, r["device"]) and runtime in (None, r["runtime"])]
+            if as_json:
+                click.echo(json.dumps(finite(data), indent=2, default=str))
+            elif not data:
+                click.echo(f"{store.url}: no measurements of your own models")
+            else:
+                click.echo(_table(data, ["model", "hash", "kind", "device", "runtime", "threads", "batch",
+                                         "median_ms", "macs", "params"]))
+            return
         if plot:
             from hwnas_deploy.report import latency_vs_macs
 

@@ -12,41 +12,32 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
 
 import numpy as np
 from scipy.stats import binom
 
+from hwnas_deploy.allowed import Allowed, integer, number
 from hwnas_deploy.errors import ConfigError
 
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-#: each setting: its type check, its range check (given all settings) and what is allowed
-RULES: dict[str, tuple[Callable[[Any], bool], Callable[[Any, Mapping], bool], str]] = {
-    "warmup": (_integer, lambda v, s: v >= 0, "an integer >= 0"),
-    "min_repeats": (_integer, lambda v, s: v >= 3, "an integer >= 3"),
-    "max_repeats": (_integer, lambda v, s: not _integer(s["min_repeats"]) or v >= s["min_repeats"],
-                    "an integer >= min_repeats ({min_repeats!r})"),
-    "target_ci": (_number, lambda v, s: 0 < v < 1, "a number between 0 and 1, exclusive (0.02: the median within 2 %)"),
-    "time_budget_s": (_number, lambda v, s: v > 0, "a number of seconds > 0"),
-    "outlier_fence": (_number, lambda v, s: v > 0, "a number > 0 (IQRs above Q3)"),
+#: each setting and what it may be; max_repeats is also at least min_repeats
+RULES: dict[str, Allowed] = {
+    "warmup": integer(0),
+    "min_repeats": integer(3),
+    "max_repeats": integer(3),
+    "target_ci": number(0, 1, text="a number between 0 and 1, exclusive (0.02: the median within 2 %)"),
+    "time_budget_s": number(0, text="a number of seconds > 0"),
+    "outlier_fence": number(0, text="a number > 0 (IQRs above Q3)"),
 }
 
 
 def check_settings(values: Mapping, where: str = "measurement") -> None:
     """ConfigError naming the first setting whose type or range is wrong, its value and what is
     allowed."""
-    for name, (kind, in_range, allowed) in RULES.items():
-        value = values[name]
-        if not kind(value) or not in_range(value, values):
-            raise ConfigError(f"{where}.{name} is {value!r}; allowed: {allowed.format(**values)}")
+    for name, allowed in RULES.items():
+        allowed.check(values[name], f"{where}.{name}")
+    if values["max_repeats"] < values["min_repeats"]:
+        integer(values["min_repeats"], text=f"an integer >= min_repeats ({values['min_repeats']!r})").check(
+            values["max_repeats"], f"{where}.max_repeats")
 
 
 @dataclass(frozen=True)

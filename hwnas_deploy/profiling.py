@@ -13,12 +13,12 @@ measurements than rounds is measured again on the next run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from hwnas_deploy.devices import DeviceProfile, load_profile
 from hwnas_deploy.errors import ConfigError
-from hwnas_deploy.measurement import Executor, Measurer, Report, SubNetwork
+from hwnas_deploy.measurement import Executor, Measurer, Network, Report, SubNetwork
 from hwnas_deploy.runtimes import runtime_info
 from hwnas_deploy.spaces import SearchSpace, get_space
 from hwnas_deploy.store import Store
@@ -93,3 +93,33 @@ def profile(
     with Measurer(prof, store, executor=lab_executor(lab), artifacts_dir=artifacts_dir, progress=progress) as m:
         return m.measure(networks, runtime, threads=threads, batch=batch, rounds=rounds, force=force,
                          weights=weights, on_measured=callback)
+
+
+def profile_models(
+    device: str | DeviceProfile,
+    models: Sequence[Network],
+    runtime: str,
+    store: Store | None,
+    *,
+    threads: int | None = None,
+    batch: int | None = None,
+    force: bool = False,
+    artifacts_dir: str | Path | None = None,
+    progress: bool = True,
+    rounds: int = 1,
+    lab: str | Executor | None = None,
+    weights: str = "generated",
+) -> Report:
+    """Measure the user's own models (`hwnas_deploy.models.load_model`) on a device, stored
+    beside sub-networks and skipped when stored, as `profile` does. A model whose kind cannot
+    reach the runtime's format is refused before the device is opened."""
+    prof = device if isinstance(device, DeviceProfile) else load_profile(device)
+    fmt = runtime_info(runtime).format
+    prof.require_runtime(runtime)
+    for model in models:
+        check = getattr(model, "check_format", None)
+        if check is not None:
+            check(fmt)
+    with Measurer(prof, store, executor=lab_executor(lab), artifacts_dir=artifacts_dir, progress=progress) as m:
+        return m.measure(list(models), runtime, threads=threads, batch=batch, rounds=rounds, force=force,
+                         weights=weights)

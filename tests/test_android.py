@@ -89,7 +89,7 @@ def test_five_subnetworks_through_adb_match_direct_litert(twin, artifacts, tmp_p
     assert len(rows) == N_NETS
     local = driver_for(load_profile("local-cpu"))
     local.open()
-    phone = twinned_driver(prof)
+    phone = twinned_driver(sim_profile(twin.serial, samples=1))  # each round one invocation: three rounds
     phone.open()
     ratios = []
     for row in rows:

@@ -88,6 +88,9 @@ def test_local_cpu_profile_ships_and_loads():
         ({"connection": {"timeout_s": -1}}, r"connection.timeout_s is -1; allowed: a number > 0"),
         ({"connection": {"timeout_s": "soon"}}, r"connection.timeout_s is 'soon'; allowed: a number > 0"),
         ({"connection": {"port": 70000}}, r"connection.port is 70000; allowed: an integer >= 0 and <= 65535"),
+        ({"measurement": {"threads": True}}, r"measurement.threads is True; allowed: an integer >= 1"),  # bool is no int
+        ({"measurement": {"time_budget_s": float("inf")}}, r"measurement.time_budget_s is inf; allowed: a number"),
+        ({"hardware": {"clock_hz": 2.16e8}}, r"hardware.clock_hz is 216000000.0; allowed: an integer >= 1"),
     ],
 )
 def test_bad_profiles_name_file_field_value_and_what_is_allowed(patch, message):

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwnas_deploy.allowed import number
 from hwnas_deploy.artifact import Artifact
 from hwnas_deploy.devices.base import Driver
-from hwnas_deploy.errors import ConfigError, DeviceError
+from hwnas_deploy.errors import DeviceError
 from hwnas_deploy.mcu.link import (
     ICOUNT_SHIFT,
     BoardInfo,
@@ -62,9 +63,8 @@ class McuSerialDriver(Driver):
                               "(or simulator: qemu-mps2-an500, started by hwnas_deploy.sim)")
         self.url = url
         timeout = conn.get("timeout_s", 5.0)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigError(f"device {self.profile.name!r}: connection.timeout_s is {timeout!r}; "
-                              "allowed: seconds to wait for each reply, a number > 0")
+        number(0, text="seconds to wait for each reply, a number > 0").check(
+            timeout, f"device {self.profile.name!r}: connection.timeout_s")
         self.link = McuLink.open(url, timeout=float(timeout))
         self.info: BoardInfo = self.link.hello()
         hw = self.profile.hardware
@@ -186,7 +186,9 @@ class McuSerialDriver(Driver):
             )
         result: dict[str, Any] = {"identical_to_host_kernels": True}
         art = handle.artifact
-        if handle.weights == "real" and art.space and art.config is not None:
+        from hwnas_deploy.spaces import space_names
+
+        if handle.weights == "real" and art.space in space_names() and art.config is not None:
             from hwnas_deploy.export import export_subnet
             from hwnas_deploy.runtimes import load_runner
             from hwnas_deploy.spaces import get_space

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from hwnas_deploy.allowed import BOOLEAN, Allowed, integer, number
 from hwnas_deploy.errors import ConfigError, UnknownNameError
 from hwnas_deploy.measure import MeasureSettings
 from hwnas_deploy.runtimes import RUNTIMES
@@ -37,43 +37,30 @@ BENCHMARK_KEYS: dict[str, set[str]] = {
 }
 
 
-def _int(lo: int, hi: int | None = None):
-    def ok(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
-    return ok, f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
-
-
-def _num(lo: float, strict: bool):
-    def ok(v: Any) -> bool:
-        return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                and (v > lo if strict else v >= lo))
-    return ok, f"a number {'>' if strict else '>='} {lo:g}"
-
-
-_BOOL = (lambda v: isinstance(v, bool), "true or false")
-
 #: the typed fields of a profile's sections: (section, key) -> (check, what is allowed)
-FIELDS: dict[tuple[str, str], tuple[Any, str]] = {
-    ("hardware", "sram_bytes"): _int(1), ("hardware", "flash_bytes"): _int(1), ("hardware", "clock_hz"): _int(1),
-    ("connection", "timeout_s"): _num(0, True), ("connection", "session_timeout_s"): _num(0, True),
-    ("connection", "port"): _int(0, 65535), ("connection", "adb_server_port"): _int(1, 65535),
-    ("connection", "priority"): _int(0), ("connection", "icount_shift"): _int(0, 10),
-    ("benchmark", "samples"): _int(1), ("benchmark", "cooldown_s"): _num(0, False),
-    ("benchmark", "thermal_zone"): _int(0), ("benchmark", "max_temp_c"): _num(0, True),
-    ("benchmark", "thermal_wait_s"): _num(0, False), ("benchmark", "min_secs"): _num(0, False),
-    ("benchmark", "reconnect_s"): _num(0, False), ("benchmark", "number"): _int(1), ("benchmark", "repeat"): _int(1),
-    ("benchmark", "min_repeat_ms"): _num(0, False), ("benchmark", "cooldown_interval_ms"): _num(0, False),
-    ("benchmark", "use_xnnpack"): _BOOL, ("benchmark", "use_gpu"): _BOOL, ("benchmark", "op_profiling"): _BOOL,
+FIELDS: dict[tuple[str, str], Allowed] = {
+    ("hardware", "sram_bytes"): integer(1), ("hardware", "flash_bytes"): integer(1),
+    ("hardware", "clock_hz"): integer(1),
+    ("connection", "timeout_s"): number(0), ("connection", "session_timeout_s"): number(0),
+    ("connection", "port"): integer(0, 65535), ("connection", "adb_server_port"): integer(1, 65535),
+    ("connection", "priority"): integer(0), ("connection", "icount_shift"): integer(0, 10),
+    ("benchmark", "samples"): integer(1), ("benchmark", "cooldown_s"): number(0, strict=False),
+    ("benchmark", "thermal_zone"): integer(0), ("benchmark", "max_temp_c"): number(0),
+    ("benchmark", "thermal_wait_s"): number(0, strict=False), ("benchmark", "min_secs"): number(0, strict=False),
+    ("benchmark", "reconnect_s"): number(0, strict=False), ("benchmark", "number"): integer(1),
+    ("benchmark", "repeat"): integer(1), ("benchmark", "min_repeat_ms"): number(0, strict=False),
+    ("benchmark", "cooldown_interval_ms"): number(0, strict=False),
+    ("benchmark", "use_xnnpack"): BOOLEAN, ("benchmark", "use_gpu"): BOOLEAN, ("benchmark", "op_profiling"): BOOLEAN,
 }
 
 
 def check_fields(data: dict, where: str) -> None:
     """ConfigError naming the file, the field, its value and what is allowed, for the first typed
     field (`FIELDS`) whose value is not allowed."""
-    for (section, key), (ok, allowed) in FIELDS.items():
+    for (section, key), allowed in FIELDS.items():
         values = data.get(section)
-        if isinstance(values, dict) and key in values and not ok(values[key]):
-            raise ConfigError(f"{where}: {section}.{key} is {values[key]!r}; allowed: {allowed}")
+        if isinstance(values, dict) and key in values:
+            allowed.check(values[key], f"{where}: {section}.{key}")
 
 
 @dataclass
@@ -224,8 +211,7 @@ def parse_profile(data: Any, where: str) -> DeviceProfile:
     measurement = dict(data.get("measurement", {}))
     threads, batch = measurement.pop("threads", 1), measurement.pop("batch", 1)
     for key, value in (("threads", threads), ("batch", batch)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{where}: measurement.{key} is {value!r}; allowed: an integer >= 1")
+        integer(1).check(value, f"{where}: measurement.{key}")
     return DeviceProfile(
         name=str(data["name"]),
         kind=data["kind"],

@@ -86,7 +86,7 @@ def _tflite(model, example, path, tmp, target, calibration, verify) -> Written:
     return Written(inputs=inputs, outputs=outputs)
 
 
-def _blob_written(info, lsb: int | None) -> Written:
+def blob_written(info, lsb: int | None) -> Written:
     quantized = info.dtype == "int8"
     extra = {"arena_bytes": info.arena_bytes, "weight_bytes": info.weight_bytes, "blob_bytes": info.size,
              "ops": info.op_names}
@@ -101,7 +101,7 @@ def _blob_written(info, lsb: int | None) -> Written:
 def _blob_fp32(model, example, path, tmp, target, calibration, verify) -> Written:
     fp32_path = tmp / "model.tflite"
     to_tflite(model, example, fp32_path, None)
-    return _blob_written(tflite_to_blob(fp32_path, path), None)
+    return blob_written(tflite_to_blob(fp32_path, path), None)
 
 
 def _blob_int8(model, example, blob_path, tmp, calibration, verify):
@@ -113,7 +113,7 @@ def _blob_int8(model, example, blob_path, tmp, calibration, verify):
         lsb = compare_blob_with_litert(blob_path, int8_path)
         if lsb > BLOB_MAX_LSB:
             raise ExportError(f"blob: differs from LiteRT's reference int8 kernels by {lsb} steps")
-    return _blob_written(info, lsb), info
+    return blob_written(info, lsb), info
 
 
 def _blob(model, example, path, tmp, target, calibration, verify) -> Written:
@@ -253,6 +253,7 @@ def compare_blob_with_litert(blob_path: Path, int8_tflite: Path, seed: int = 0) 
     host) and LiteRT's reference int8 kernels on the same random int8 input."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    from hwnas_deploy.mcu.blob import blob_input_dims, input_transposed
     from hwnas_deploy.mcu.host import HostBlobRunner
 
     interp = Interpreter(model_path=str(int8_tflite), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
@@ -262,7 +263,13 @@ def compare_blob_with_litert(blob_path: Path, int8_tflite: Path, seed: int = 0) 
     interp.set_tensor(d["index"], x)
     interp.invoke()
     ref = interp.get_tensor(interp.get_output_details()[0]["index"]).ravel()
-    out = HostBlobRunner(Path(blob_path).read_bytes()).invoke(x.transpose(0, 2, 3, 1), ref.size)
+    blob = Path(blob_path).read_bytes()
+    # the board takes a 4-D NCHW input NHWC (the converter dropped its transpose, or a first
+    # operator reads it so); a model's NHWC, 2-D or 3-D input goes in its own memory order
+    nhwc = x.ndim == 4 and (input_transposed(int8_tflite) or (
+        tuple(x.shape) != blob_input_dims(blob) and tuple(x.transpose(0, 2, 3, 1).shape) == blob_input_dims(blob)))
+    board_x = x.transpose(0, 2, 3, 1) if nhwc else x
+    out = HostBlobRunner(blob).invoke(np.ascontiguousarray(board_x), ref.size)
     return int(np.max(np.abs(out.astype(np.int32) - ref.astype(np.int32))))
 
 

@@ -174,7 +174,8 @@ def _conv_geometry(name: str, opt, in_shape, out_dims, kh: int, kw: int, extra_t
     """(pad_top, pad_left) of a CONV_2D / DEPTHWISE_CONV_2D over the input it was given, after
     checking what the MCU kernels cannot do."""
     if name == "DEPTHWISE_CONV_2D" and getattr(opt, "depthMultiplier", 1) != 1:
-        raise UnsupportedOpError("blob", name, "depth multiplier other than 1")
+        raise UnsupportedOpError("blob", name, "depth multiplier other than 1 with more than one input channel "
+                                 "(formats that take it: tflite, tflite-int8, onnx, tvm)")
     if getattr(opt, "dilationHFactor", 1) != 1 or getattr(opt, "dilationWFactor", 1) != 1:
         raise UnsupportedOpError("blob", name, "dilation")
     _, in_h, in_w, _ = (int(d) for d in in_shape)
@@ -335,6 +336,8 @@ def kernel(*names: str, tables: tuple[int, ...] = ()):
 @kernel("CONV_2D", "DEPTHWISE_CONV_2D", tables=(6, 7))
 def _conv(g: _Graph, op: _Op, fp: bool):
     w = g.const(op.ins[1])
+    if op.name == "CONV_2D" and g.op_name(op.tfl) == "DEPTHWISE_CONV_2D":  # one input channel (see tflite_to_blob)
+        w = np.ascontiguousarray(w.transpose(3, 1, 2, 0))  # [1, KH, KW, M] -> [M, KH, KW, 1]
     out_t = op.out_t(g)
     # over the input the TFLite conv was given (before any PAD folded in here)
     pad_top, pad_left = _conv_geometry(op.name, op.opt, g.g.tensors[int(op.tfl.inputs[0])].shape, out_t.dims,
@@ -487,6 +490,25 @@ def _pad(g: _Graph, op: _Op, fp: bool):
     return [op.x], [int(pads[1][0]), int(pads[1][1]), int(pads[2][0]), int(pads[2][1])]
 
 
+def blob_input_dims(blob: bytes) -> tuple[int, ...]:
+    """The dimensions of a blob's input tensor (NHWC; fewer dimensions padded in front with 1s)."""
+    fields = HEADER.unpack_from(blob)
+    return tuple(TENSOR.unpack_from(blob, fields[10] + fields[8] * TENSOR.size)[:4])
+
+
+def input_transposed(tflite_path: str | Path) -> bool:
+    """Whether the model's blob takes the 4-D input NHWC where the model takes it NCHW: the
+    converter drops a leading NCHW->NHWC TRANSPOSE of the graph input (our exports have one; a
+    model made in TensorFlow is NHWC already)."""
+    graph = _Graph(Path(tflite_path).read_bytes())
+    g = graph.g
+    if not g.operators:
+        return False
+    op = g.operators[0]
+    return (graph.op_name(op) == "TRANSPOSE" and int(op.inputs[0]) == int(g.inputs[0])
+            and list(graph.const(int(op.inputs[1]))) == [0, 2, 3, 1])
+
+
 def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
     """Convert a TFLite model to a blob at `blob_path`: each operator by its registered kernel's
     converter (`KERNELS`); the graph's structure (the input transpose, reshapes, folded pads) here."""
@@ -539,6 +561,10 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
         if name == "RESHAPE":  # NHWC memory is already in the new shape's order: an alias
             index_of[outs[0]] = activation(ins[0])
             continue
+        if name == "DEPTHWISE_CONV_2D" and int(g.tensors[ins[0]].shape[-1]) == 1:
+            # LiteRT writes a Conv2d with one input channel (a keyword-spotting network's first layer)
+            # as a depthwise conv with depth multiplier M: the same sums as a conv with M filters
+            name = "CONV_2D"
         if name not in KERNELS:
             raise UnsupportedOpError("blob", name, "the MCU runtime has no kernel for it")
         x, y = activation(ins[0]), activation(outs[0])

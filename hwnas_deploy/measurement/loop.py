@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from hwnas_deploy.allowed import integer
 from hwnas_deploy.devices import DeviceProfile, load_profile
 from hwnas_deploy.errors import ConfigError
 from hwnas_deploy.export import Artifact
@@ -104,6 +105,7 @@ class Measurer:
         self.executor = executor or InProcess()
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir else default_artifacts_dir(store)
         self.progress = progress
+        self._artifacts_writable = False
 
     def plan(self, runtime: str, threads: int | None = None, batch: int | None = None,
              weights: str = "generated") -> Plan:
@@ -114,15 +116,17 @@ class Measurer:
         except ValueError as exc:
             raise ConfigError(f"--weights: {exc}") from None
         for name, value in (("threads", threads), ("batch", batch)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name} (--{name}) is {value!r}; allowed: an integer >= 1 (or none: the profile's)")
-        try:
-            self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=self.artifacts_dir):
-                pass
-        except OSError as exc:
-            raise ConfigError(f"artifacts folder (--artifacts) {self.artifacts_dir}: cannot write there "
-                              f"({exc.strerror or exc})") from None
+            if value is not None:
+                integer(1, text="an integer >= 1 (or none: the profile's)").check(value, f"{name} (--{name})")
+        if not self._artifacts_writable:  # once: a search plans a measurement per generation
+            try:
+                self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=self.artifacts_dir):
+                    pass
+            except OSError as exc:
+                raise ConfigError(f"artifacts folder (--artifacts) {self.artifacts_dir}: cannot write there "
+                                  f"({exc.strerror or exc})") from None
+            self._artifacts_writable = True
         return Plan(self.device, runtime, threads or self.device.threads, batch or self.device.batch,
                     self.artifacts_dir, weights)
 

@@ -9,11 +9,11 @@ LUT's block sum corrected; the LUT's blocks modelled per kind; a pre-trained mod
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hwnas_deploy.allowed import BOOLEAN, Allowed, integer, number
 from hwnas_deploy.errors import PredictorError, UnknownNameError
 
 
@@ -163,22 +163,21 @@ def estimator_spec(name: str) -> EstimatorSpec:
     return ESTIMATORS[name]
 
 
-def _positive_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+_POSITIVE = number(0)
 
 
-def _allowed(default: Any) -> tuple[Callable[[Any], bool], str]:
+def _allowed(default: Any) -> Allowed:
     """What a parameter may be, from its default's type (every numeric default here is > 0)."""
     if isinstance(default, bool):
-        return (lambda v: isinstance(v, bool)), "true or false"
+        return BOOLEAN
     if isinstance(default, int):
-        return (lambda v: _positive_number(v) and isinstance(v, int)), "an integer > 0"
+        return integer(1, text="an integer > 0")
     if isinstance(default, float):
-        return _positive_number, "a number > 0"
+        return _POSITIVE
     if isinstance(default, list):
-        return (lambda v: isinstance(v, list) and bool(v) and all(map(_positive_number, v))), \
-            f"a non-empty list of numbers > 0, like {default[:3]}"
-    return (lambda v: isinstance(v, str) or _positive_number(v)), f"a name like {default!r} or a number > 0"
+        return Allowed(lambda v: isinstance(v, list) and bool(v) and all(map(_POSITIVE, v)),
+                       f"a non-empty list of numbers > 0, like {default[:3]}")
+    return Allowed(lambda v: isinstance(v, str) or _POSITIVE(v), f"a name like {default!r} or a number > 0")
 
 
 def resolve_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -191,7 +190,5 @@ def resolve_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
         allowed = ", ".join(spec.defaults) or "(none)"
         raise PredictorError(f"estimator {name!r} has no parameter {', '.join(unknown)}; it takes {allowed}")
     for key, value in params.items():
-        ok, allowed = _allowed(spec.defaults[key])
-        if not ok(value):
-            raise PredictorError(f"estimator {name!r}: parameter {key} is {value!r}; allowed: {allowed}")
+        _allowed(spec.defaults[key]).check(value, f"estimator {name!r}: parameter {key}", PredictorError)
     return {**spec.defaults, **params}

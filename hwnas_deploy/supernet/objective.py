@@ -36,16 +36,17 @@ class SupernetAccuracy:
         self._loaded = None
         from hwnas_deploy.supernet.train import load_checkpoint
 
-        meta = load_checkpoint(self.checkpoint)
-        self.space = meta["settings"]["space"]
-        self.dataset_name = meta["settings"]["dataset"]
+        self._checkpoint = load_checkpoint(self.checkpoint)  # read once: the network is built from it when needed
+        self.space = self._checkpoint["settings"]["space"]
+        self.dataset_name = self._checkpoint["settings"]["dataset"]
 
     def _model(self):
         if self._loaded is None:
             from hwnas_deploy.supernet.data import load_dataset
-            from hwnas_deploy.supernet.train import load_supernet
+            from hwnas_deploy.supernet.train import supernet_from_checkpoint
 
-            supernet, meta = load_supernet(self.checkpoint)
+            supernet, meta = supernet_from_checkpoint(self._checkpoint)
+            self._checkpoint = None
             data = load_dataset(self.dataset_name)
             if data.describe() != meta["dataset"]:
                 raise ConfigError(f"{self.checkpoint} was trained on {meta['dataset']}, but {self.dataset_name!r} "

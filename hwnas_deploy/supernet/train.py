@@ -264,7 +264,11 @@ def load_checkpoint(path: Path) -> dict:
 
 def load_supernet(path: str | Path) -> tuple[ElasticSupernet, dict]:
     """The trained supernet from a checkpoint, and the checkpoint's metadata."""
-    ckpt = load_checkpoint(Path(path))
+    return supernet_from_checkpoint(load_checkpoint(Path(path)))
+
+
+def supernet_from_checkpoint(ckpt: dict) -> tuple[ElasticSupernet, dict]:
+    """The trained supernet from a checkpoint `load_checkpoint` read, and its metadata."""
     supernet = ElasticSupernet(space_for(ckpt["settings"]["space"], ckpt["num_classes"]))
     supernet.net.load_state_dict(ckpt["state"])
     meta = {k: v for k, v in ckpt.items() if k not in ("state", "optimizer", "scheduler")}

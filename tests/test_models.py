@@ -1,0 +1,172 @@
+"""Your own model: the four tinyML reference networks of the zoo (hwnas_deploy/models/zoo.py) and
+a TFLite model made outside hwnas, read, exported, measured from the CLI and stored by content."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from hwnas_deploy.errors import ConfigError, ExportError
+from hwnas_deploy.models import load_model
+from hwnas_deploy.models.inspect import tflite_facts
+from hwnas_deploy.store import Store
+from tests.conftest import REPO, private_adb_server, run_cli
+
+#: FACTS.md: the MLPerf Tiny reference networks' MACs, 2.657 M, 7.490 M, 12.50 M and 0.264 M
+ZOO_MACS = {"ds-cnn": 2_656_768, "mobilenet-v1-0.25": 7_489_664, "resnet8": 12_501_632, "fc-autoencoder": 264_192}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """Each zoo network as the files a user brings: ONNX and full-integer int8 TFLite."""
+    out = tmp_path_factory.mktemp("zoo")
+    files = {}
+    for name in ZOO_MACS:
+        model = load_model(f"zoo:{name}")
+        files[name] = {fmt: model.export(fmt, out).path for fmt in ("onnx", "tflite-int8")}
+    return files
+
+
+def test_every_format_counts_the_published_macs(zoo):
+    for name, macs in ZOO_MACS.items():
+        assert load_model(f"zoo:{name}").macs == macs, name  # from the torch.export graph
+        onnx, int8 = load_model(zoo[name]["onnx"]), load_model(zoo[name]["tflite-int8"])
+        assert (onnx.kind, int8.kind) == ("onnx", "tflite-int8")
+        assert (onnx.macs, int8.macs) == (macs, macs), name
+
+
+def test_the_int8_zoo_becomes_blobs_bit_exact_with_litert(zoo, tmp_path):
+    """A Conv2d with one input channel (DS-CNN's first layer, a depthwise conv with multiplier 64
+    in TFLite) and a 2-D input (the autoencoder) were refused or crashed before."""
+    for name, files in zoo.items():
+        model = load_model(files["tflite-int8"])
+        art = model.export("blob", tmp_path)
+        assert art.extra["max_lsb_vs_litert_reference"] == 0, name  # README: bit-exact
+        facts = tflite_facts(open(files["tflite-int8"], "rb").read(), files["tflite-int8"])
+        # the file's quantisation is the blob's: nothing re-quantised
+        assert art.inputs[0].quantization == pytest.approx(facts.inputs[0].quantization, rel=1e-7)
+        assert art.outputs[0].quantization == pytest.approx(facts.outputs[0].quantization, rel=1e-7)
+
+
+def test_a_litert_int8_model_from_outside_keeps_its_quantisation_on_the_board(tmp_path):
+    """Made by the LiteRT converter and quantizer directly (channels-last input, as a TensorFlow
+    model takes it), measured on the Cortex-M7 twin with its own weights: the board's output
+    equals the host kernels' (the driver checks it) and these equal LiteRT's reference kernels
+    (the export checks it), with every scale and zero point as the file has them."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    tfl = tmp_path / "direct.tflite"
+    made = subprocess.run([str(REPO / ".venv-litert/bin/python"), str(REPO / "tests/litert_direct.py"), str(tfl)],
+                          capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stderr[-3000:]
+    model = load_model(tfl)
+    assert model.kind == "tflite-int8" and model.input.shape == (1, 24, 24, 3)  # NHWC: no transpose to drop
+    blob = model.export("blob", tmp_path / "a")
+    assert blob.extra["max_lsb_vs_litert_reference"] == 0
+    # nothing re-quantised: every int8 weight tensor of the blob holds bytes of the file, and every
+    # int8 activation of the blob has a scale and zero point of one of the file's tensors
+    from hwnas_deploy.mcu.blob import CONST, HEADER, INT8, TENSOR
+
+    data = open(blob.path, "rb").read()
+    fields = HEADER.unpack_from(data)
+    rows = [TENSOR.unpack_from(data, fields[10] + i * TENSOR.size) for i in range(fields[5])]
+    model_t = schema.ModelT.InitFromPackedBuf(tfl.read_bytes(), 0)
+    buffers = [bytes(b.data) for b in model_t.buffers if b.data is not None]
+    quants = {(np.float32(t.quantization.scale[0]), int(t.quantization.zeroPoint[0]))
+              for t in model_t.subgraphs[0].tensors if t.quantization is not None and t.quantization.scale is not None}
+    weights = [r for r in rows if r[5] == CONST and r[4] == INT8]
+    acts = [r for r in rows if r[5] != CONST and r[4] == INT8]
+    assert len(weights) == 4 and len(acts) >= 5
+    for d0, d1, d2, d3, _, _, _, offset, _, _ in weights:
+        start = fields[12] + offset
+        assert data[start:start + d0 * d1 * d2 * d3] in buffers
+    assert {(np.float32(r[8]), r[9]) for r in acts} <= quants
+
+    out = run_cli("profile", "--model", str(tfl), "--device", "qemu-m7", "--runtime", "firmware", "--weights",
+                  "real", "--db", "s.sqlite", "--quiet", cwd=tmp_path, timeout=600, check=True).stdout
+    assert f"direct ({model.config_hash}):" in out and "measured 1" in out
+    with Store(str(tmp_path / "s.sqlite")) as s:
+        (row,) = s.measurements(device="qemu-m7", space="model")
+    assert row["config_hash"] == model.config_hash and row["config"]["sha256"] == model.sha256
+    assert row["details"]["weights"] == "real"
+    assert row["details"]["output_check"]["identical_to_host_kernels"] is True
+
+
+def test_every_zoo_network_from_the_cli_on_the_board_the_cpu_and_the_phone(zoo, tmp_path):
+    int8 = [a for f in zoo.values() for a in ("--model", f["tflite-int8"])]
+    onnx = [a for f in zoo.values() for a in ("--model", f["onnx"])]
+    runs = [("qemu-m7", "firmware", int8), ("local-cpu", "onnxruntime", onnx), ("local-cpu", "tflite-int8", int8),
+            ("sim-android", "tflite-int8", int8)]
+    (tmp_path / "home").mkdir()
+    with private_adb_server(tmp_path / "home"):
+        for device, runtime, models in runs:
+            out = run_cli("profile", *models, "--device", device, "--runtime", runtime, "--db", "s.sqlite",
+                          "--quiet", cwd=tmp_path, timeout=900)
+            assert out.returncode == 0, (device, runtime, out.stderr[-3000:])
+            assert "measured 4, already stored 0, failed 0 of 4" in out.stdout, out.stdout
+    again = run_cli("profile", *int8, "--device", "local-cpu", "--runtime", "tflite-int8", "--db", "s.sqlite",
+                    "--quiet", cwd=tmp_path, check=True).stdout
+    assert "measured 0, already stored 4" in again  # stored by content: resumable, skipped
+    listed = json.loads(run_cli("show", "--models", "--db", "s.sqlite", "--json", cwd=tmp_path, check=True).stdout)
+    assert len(listed) == 4 * 4
+    for row in listed:
+        assert row["macs"] == ZOO_MACS[row["model"]] and row["median_ms"] > 0
+        if row["device"] == "qemu-m7":
+            d = row["details"]
+            assert d["count_unit"] == "instructions" and d["weights"] == "generated"
+            # the per-layer counts add up to the whole network (the layers' timers bracket each layer)
+            assert sum(d["layer_counts"]) == pytest.approx(float(np.median(d["counts"])), rel=0.01)
+
+
+def test_bad_model_files_say_what_is_wrong(tmp_path, zoo):
+    (tmp_path / "x.onnx").write_bytes(b"not a model at all")
+    with pytest.raises(ConfigError, match=r"x\.onnx: not a valid ONNX model"):
+        load_model(tmp_path / "x.onnx")
+    data = open(zoo["resnet8"]["tflite-int8"], "rb").read()
+    (tmp_path / "cut.tflite").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ConfigError, match=r"cut\.tflite: "):
+        load_model(tmp_path / "cut.tflite")
+    (tmp_path / "notflite.tflite").write_bytes(b"\x00" * 64)
+    with pytest.raises(ConfigError, match=r"notflite\.tflite: not a TFLite model"):
+        load_model(tmp_path / "notflite.tflite")
+    with pytest.raises(ConfigError, match=r"--model nothing\.onnx: no such file"):
+        load_model("nothing.onnx")
+    with pytest.raises(ConfigError, match=r"give a \.onnx, \.tflite or \.pt2 file"):
+        load_model(tmp_path / "model.h5")
+    onnx = load_model(zoo["ds-cnn"]["onnx"])
+    with pytest.raises(ExportError, match=r"cannot be exported to 'blob': an ONNX file reaches onnxruntime and TVM"):
+        onnx.export("blob", tmp_path)
+    bad = run_cli("profile", "--model", zoo["ds-cnn"]["onnx"], "--device", "qemu-m7", "--runtime", "firmware",
+                  "--db", "s.sqlite", cwd=tmp_path)
+    assert bad.returncode == 2 and "cannot be exported to 'blob'" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_model_module_file_and_calibration(tmp_path):
+    (tmp_path / "net.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    torch.manual_seed(0)\n"
+        "    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),\n"
+        "                              torch.nn.Linear(4 * 6 * 6, 3))\n"
+        "    return net, torch.randn(1, 2, 8, 8)\n")
+    model = load_model(f"{tmp_path}/net.py:build")
+    assert model.kind == "torch" and model.macs == 4 * 6 * 6 * 2 * 9 + 144 * 3
+    assert model.params == 4 * 2 * 9 + 4 + 144 * 3 + 3
+    assert load_model(f"{tmp_path}/net.py:build").config_hash == model.config_hash  # reproducible by content
+    assert any("quantised on random inputs" in n for n in model.notes("tflite-int8"))
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((4, 2, 8, 8)).astype(np.float32))
+    calibrated = load_model(f"{tmp_path}/net.py:build", tmp_path / "calib.npy")
+    assert calibrated.config_hash != model.config_hash and not calibrated.notes("tflite-int8")
+    np.save(tmp_path / "wrong.npy", np.zeros((4, 3, 8, 8), dtype=np.float32))
+    with pytest.raises(ConfigError, match=r"samples of shape \[3, 8, 8\], the model's input is \[1, 2, 8, 8\]"):
+        load_model(f"{tmp_path}/net.py:build", tmp_path / "wrong.npy")
+    with pytest.raises(ConfigError, match=r"has no function 'nope'"):
+        load_model(f"{tmp_path}/net.py:nope")
+    out = run_cli("export", "--model", f"{tmp_path}/net.py:build", "--format", "onnx,tvm", "--out", "x",
+                  cwd=tmp_path, check=True).stdout
+    arts = [json.loads(line) for line in out.splitlines()]
+    assert [a["format"] for a in arts] == ["onnx", "tvm"] and all(a["max_abs_error"] < 1e-4 for a in arts)
