@@ -228,6 +228,43 @@ def profile_cmd(device, space_name, model_specs, calibration, samples, runtime, 
 
 
 @cli.command()
+@click.option("--model", "model_spec", default=None, metavar="FILE",
+              help="Your model: .onnx | .tflite | .pt2 | module.py:function | zoo:NAME.")
+@click.option("--space", "space_name", default=None, help="Or a sub-network: its space ...")
+@click.option("--config", "config_text", default=None, help="... and its config (JSON or @file.json).")
+@click.option("--device", required=True, help="Device profile name or YAML path: whose budget to check.")
+@click.option("--runtime", default=None, help="Runtime to analyse for [the profile's first].")
+@click.option("--calibration", default=None, type=click.Path(exists=True),
+              help="With --model: .npy file or folder of real inputs for int8 quantisation [random].")
+@click.option("--json", "as_json", is_flag=True)
+def analyze(model_spec, space_name, config_text, device, runtime, calibration, as_json) -> None:
+    """Without a board: MACs, parameters, peak SRAM (the firmware's arena plan), flash, per layer,
+    and whether the network fits the device and why not."""
+    from dataclasses import asdict
+
+    from hwnas_deploy.analysis import analyze as run_analysis
+
+    if bool(model_spec) == bool(space_name and config_text):
+        raise click.UsageError("give --model FILE, or --space and --config")
+    if model_spec:
+        from hwnas_deploy.models import load_model
+
+        network = load_model(model_spec, calibration)
+    else:
+        from hwnas_deploy.measurement import SubNetwork
+        from hwnas_deploy.spaces import load_config
+
+        network = SubNetwork(space_name, load_config(config_text))
+    result = run_analysis(network, device, runtime)
+    if as_json:
+        click.echo(json.dumps({**asdict(result), "fits": result.fits}, indent=2))
+        return
+    if result.layers:
+        click.echo(_table(result.layers, list(result.layers[0])))
+    click.echo(result.summary())
+
+
+@cli.command()
 @click.option("--db", default=None, help="Store: a SQLite path or database URL [$HWNAS_DB or hwnas.sqlite].")
 @click.option("--device", default=None)
 @click.option("--space", "space_name", default=None)
@@ -238,11 +275,27 @@ def profile_cmd(device, space_name, model_specs, calibration, samples, runtime, 
               help="Also write a PNG of latency vs MACs (with Kendall tau per series).")
 @click.option("--models", "list_models", is_flag=True, help="Your own models measured, per device and runtime.")
 @click.option("--model", "model_name", default=None, metavar="NAME|HASH", help="One of your models' measurements.")
-def show(db, device, space_name, runtime, rows, as_json, plot, list_models, model_name) -> None:
+@click.option("--layers", "layers_of", default=None, metavar="NAME|HASH",
+              help="Per-layer table of a network's measurement (MCU boards); with --plot a figure, --html a page.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="With --layers: an HTML page.")
+def show(db, device, space_name, runtime, rows, as_json, plot, list_models, model_name, layers_of, html_path) -> None:
     """Show what the store holds."""
     from hwnas_deploy.store import Store
 
     with Store(db) as store:
+        if layers_of:
+            from hwnas_deploy.report.layers import find_measurement, layer_rows, layers_html, plot_layers
+
+            m = find_measurement(store, layers_of, device, runtime)
+            data = layer_rows(m)
+            title = (f"{m['config'].get('name', m['space'])} {m['config_hash'][:8]} on {m['device']} "
+                     f"({m['runtime']}): {m['median_ms']:.4g} ms")
+            if plot:
+                click.echo(f"wrote {plot_layers(data, title, plot)}", err=True)
+            if html_path:
+                click.echo(f"wrote {layers_html(data, title, html_path)}", err=True)
+            click.echo(json.dumps(finite(data), indent=2) if as_json else title + "\n" + _table(data, list(data[0])))
+            return
         if list_models or model_name:
             from hwnas_deploy.models.model import stored_models
 

@@ -119,6 +119,16 @@ def test_every_zoo_network_from_the_cli_on_the_board_the_cpu_and_the_phone(zoo, 
             assert d["count_unit"] == "instructions" and d["weights"] == "generated"
             # the per-layer counts add up to the whole network (the layers' timers bracket each layer)
             assert sum(d["layer_counts"]) == pytest.approx(float(np.median(d["counts"])), rel=0.01)
+            assert sum(d["layer_macs"]) == ZOO_MACS[row["model"]]
+    shown = run_cli("show", "--layers", "ds-cnn", "--device", "qemu-m7", "--db", "s.sqlite", "--json", "--plot",
+                    "ds.png", "--html", "ds.html", cwd=tmp_path, check=True)
+    layers = json.loads(shown.stdout)
+    assert [r["op"] for r in layers][:2] == ["CONV_2D", "DEPTHWISE_CONV_2D"] and layers[-1]["op"] == "(outside the layers)"
+    assert abs(layers[-1]["share_%"]) <= 1.0 and layers[-2]["cumulative_%"] == pytest.approx(100 - layers[-1]["share_%"])
+    assert sum(r["macs"] or 0 for r in layers) == ZOO_MACS["ds-cnn"]
+    first = layers[0]  # the 10x4 conv over one channel: its instructions per MAC as the table says
+    assert first["instructions_per_mac"] == pytest.approx(first["instructions"] / first["macs"], rel=1e-3)
+    assert (tmp_path / "ds.png").stat().st_size > 10_000 and "instructions_per_mac" in (tmp_path / "ds.html").read_text()
 
 
 def test_bad_model_files_say_what_is_wrong(tmp_path, zoo):
@@ -170,3 +180,22 @@ def test_a_model_module_file_and_calibration(tmp_path):
                   cwd=tmp_path, check=True).stdout
     arts = [json.loads(line) for line in out.splitlines()]
     assert [a["format"] for a in arts] == ["onnx", "tvm"] and all(a["max_abs_error"] < 1e-4 for a in arts)
+
+
+def test_analyze_without_a_board_names_what_does_not_fit(zoo):
+    from hwnas_deploy.analysis import analyze
+    from hwnas_deploy.devices import load_profile
+    from hwnas_deploy.devices.profile import parse_profile
+
+    model = load_model(zoo["mobilenet-v1-0.25"]["tflite-int8"])
+    a = analyze(model, "qemu-m7")
+    assert a.fits and a.format == "blob" and a.macs == ZOO_MACS["mobilenet-v1-0.25"]
+    assert sum(r["macs"] for r in a.layers) == a.macs and a.peak_sram_bytes >= max(r["arena_live_bytes"]
+                                                                                    for r in a.layers)
+    data = load_profile("qemu-m7").to_dict()
+    data["hardware"] = {**data["hardware"], "sram_bytes": 40_000, "flash_bytes": 200_000}
+    small = analyze(model, parse_profile(data, "small.yaml"))
+    assert not small.fits and len(small.reasons) == 2
+    peak = small.layers[small.peak_layer]
+    assert f"SRAM: the arena needs {a.peak_sram_bytes:,} B > 40,000 B (at layer {peak['layer']}" in small.reasons[0]
+    assert small.reasons[1].startswith(f"flash: the model needs {a.flash_bytes:,} B > 200,000 B")

@@ -142,6 +142,8 @@ class McuSerialDriver(Driver):
             "clock_hz": self.clock_hz,
             "layer_counts": [self._to_count(c) for c in layers.layer_cycles],
             "layer_ops": handle.artifact.extra.get("ops", []),
+            **{f"layer_{key[3:]}": handle.artifact.extra[key] for key in ("op_shapes", "op_macs", "op_live_bytes")
+               if key in handle.artifact.extra},
             "arena_bytes": handle.load.arena_bytes,
             "blob_bytes": len(handle.blob),
             "weights": handle.weights,

@@ -67,6 +67,10 @@ class BlobInfo:
     output_quant: tuple[float, int]
     op_names: list[str] = field(default_factory=list)
     dtype: str = "int8"  # of the activations: "int8" or "float32"
+    #: per operator: output dims (NHWC), multiply-accumulates, arena bytes live while it runs
+    op_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    op_macs: list[int] = field(default_factory=list)
+    op_live_bytes: list[int] = field(default_factory=list)
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -509,6 +513,20 @@ def input_transposed(tflite_path: str | Path) -> bool:
             and list(graph.const(int(op.inputs[1]))) == [0, 2, 3, 1])
 
 
+def _op_macs(opcode: int, inputs: list[_Tensor], out: _Tensor) -> int:
+    """Multiply-accumulates of one blob operator (convolutions and fully connected layers)."""
+    if len(inputs) < 2:
+        return 0
+    w = inputs[1].dims
+    if opcode == OPCODES["CONV_2D"]:  # weights [O][KH][KW][I]
+        return math.prod(out.dims) * w[1] * w[2] * w[3]
+    if opcode == OPCODES["DEPTHWISE_CONV_2D"]:  # [1][KH][KW][C]
+        return math.prod(out.dims) * w[1] * w[2]
+    if opcode == OPCODES["FULLY_CONNECTED"]:  # [1][1][O][I]
+        return math.prod(out.dims) * w[3]
+    return 0
+
+
 def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
     """Convert a TFLite model to a blob at `blob_path`: each operator by its registered kernel's
     converter (`KERNELS`); the graph's structure (the input transpose, reshapes, folded pads) here."""
@@ -640,5 +658,9 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
         output_shape=out_shape,
         output_quant=(ot.scale, ot.zero_point),
         op_names=[o[4] for o in ops],
+        op_shapes=[tensors[o[2]].dims for o in ops],
+        op_macs=[_op_macs(o[0], [tensors[i] for i in o[1]], tensors[o[2]]) for o in ops],
+        op_live_bytes=[sum(tensors[i].nbytes for i in arena_ids if life[i][0] <= n <= life[i][1])
+                       for n in range(len(ops))],
         dtype="float32" if it.dtype == FLOAT32 else "int8",
     )
