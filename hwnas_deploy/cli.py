@@ -917,26 +917,47 @@ def front(run_dir: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(), help="A run folder of `hwnas search`.")
-@click.option("--pick", default="knee", show_default=True, help="knee | all | INDEX | CONFIG-HASH prefix")
+@click.option("--run", "run_dir", default=None, type=click.Path(), help="A run folder of `hwnas search` ...")
+@click.option("--pick", default="knee", show_default=True, help="... and which: knee | all | INDEX | CONFIG-HASH prefix")
+@click.option("--model", "model_specs", multiple=True, metavar="FILE",
+              help="Or your own model: .onnx | .tflite | .pt2 | module.py:function | zoo:NAME (repeatable).")
+@click.option("--calibration", default=None, type=click.Path(exists=True),
+              help="With --model: .npy file or folder of real inputs for int8 quantisation [random].")
 @click.option("--device", required=True)
 @click.option("--runtime", default=None, help="The device's runtime [its first].")
 @click.option("--db", default=None, help="Store: a SQLite path or database URL [$HWNAS_DB or hwnas.sqlite].")
 @click.option("--artifacts", default=None, help="Folder for the exported artifacts [RUN/artifacts].")
 @click.option("--force", is_flag=True, help="Measure again what the store already has.")
 @click.option("--quiet", is_flag=True)
-def deploy(run_dir, pick, device, runtime, db, artifacts, force, quiet) -> None:
-    """Export picked networks of a front, deploy them on the device, check and measure them."""
+def deploy(run_dir, pick, model_specs, calibration, device, runtime, db, artifacts, force, quiet) -> None:
+    """Export picked networks of a front (--run) or your own models (--model), deploy them on the
+    device with their real weights, check and measure them."""
     from hwnas_deploy.devices import load_profile
-    from hwnas_deploy.search.run_folder import deploy_picked, load_front
     from hwnas_deploy.store import Store
 
+    if bool(run_dir) == bool(model_specs):
+        raise click.UsageError("give --run (a search's front) or --model (your own), one of the two")
     runtime = runtime or load_profile(device).runtimes[0]
-    names = load_front(run_dir).names
-    with Store(db) as store:
-        rows = deploy_picked(run_dir, pick, device, runtime, store, force=force, artifacts_dir=artifacts,
-                             progress=not quiet)
-    click.echo(_table(rows, ["index", *names, "median_ms", "check", "config_hash", "error"]))
+    if model_specs:
+        from hwnas_deploy.models import load_model
+        from hwnas_deploy.profiling import deploy as deploy_networks
+        from hwnas_deploy.profiling import deployed_row
+
+        models = [load_model(spec, calibration) for spec in model_specs]
+        with Store(db) as store:
+            report = deploy_networks(device, models, runtime, store, force=force, artifacts_dir=artifacts,
+                                     progress=not quiet)
+        rows = [{"model": m.name, "config_hash": m.config_hash, **deployed_row(report.results[m.config_hash])}
+                for m in models]
+        names = ["model"]
+    else:
+        from hwnas_deploy.search.run_folder import deploy_picked, load_front
+
+        names = ["index", *load_front(run_dir).names]
+        with Store(db) as store:
+            rows = deploy_picked(run_dir, pick, device, runtime, store, force=force, artifacts_dir=artifacts,
+                                 progress=not quiet)
+    click.echo(_table(rows, [*names, "median_ms", "check", "config_hash", "error"]))
     if any("error" in r for r in rows):
         sys.exit(1)
 

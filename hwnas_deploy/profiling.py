@@ -123,3 +123,31 @@ def profile_models(
     with Measurer(prof, store, executor=lab_executor(lab), artifacts_dir=artifacts_dir, progress=progress) as m:
         return m.measure(list(models), runtime, threads=threads, batch=batch, rounds=rounds, force=force,
                          weights=weights)
+
+
+def deploy(device: str | DeviceProfile, networks: Sequence[Network], runtime: str, store: Store | None, *,
+           force: bool = False, artifacts_dir: str | Path | None = None, progress: bool = True) -> Report:
+    """Deploy `networks` as they would ship: exported for the device's runtime, uploaded with their
+    real weights, checked on the device (the Cortex-M7 firmware's output against the host build
+    of the same kernels, bit for bit) and measured into the store. A network stored before with
+    generated weights (a search's validation) is measured again with its real ones."""
+    report = profile_models(device, networks, runtime, store, force=force, artifacts_dir=artifacts_dir,
+                            progress=progress, weights="real").raise_if_interrupted()
+    again = [n for n in networks if report.results[n.config_hash].status == "stored"
+             and report.results[n.config_hash].details.get("weights") == "generated"]
+    if again:
+        redone = profile_models(device, again, runtime, store, force=True, artifacts_dir=artifacts_dir,
+                                progress=progress, weights="real").raise_if_interrupted()
+        report.results.update(redone.results)
+    return report
+
+
+def deployed_row(result) -> dict:
+    """A deployed network's line: its median latency and the device's output check, or why not."""
+    if not result.rounds_ms:
+        return {"error": result.reason or "not measured"}
+    check = result.details.get("output_check") or {}
+    row = {"median_ms": result.median_ms, "output_check": check or None}
+    if "identical_to_host_kernels" in check:  # the board's output vs the host build's, bit for bit
+        row["check"] = "bit-exact" if check["identical_to_host_kernels"] else "differs"
+    return row

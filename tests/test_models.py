@@ -53,7 +53,7 @@ def test_the_int8_zoo_becomes_blobs_bit_exact_with_litert(zoo, tmp_path):
 
 def test_a_litert_int8_model_from_outside_keeps_its_quantisation_on_the_board(tmp_path):
     """Made by the LiteRT converter and quantizer directly (channels-last input, as a TensorFlow
-    model takes it), measured on the Cortex-M7 twin with its own weights: the board's output
+    model takes it), deployed on the Cortex-M7 twin with its own weights: the board's output
     equals the host kernels' (the driver checks it) and these equal LiteRT's reference kernels
     (the export checks it), with every scale and zero point as the file has them."""
     from ai_edge_litert import schema_py_generated as schema
@@ -85,9 +85,10 @@ def test_a_litert_int8_model_from_outside_keeps_its_quantisation_on_the_board(tm
         assert data[start:start + d0 * d1 * d2 * d3] in buffers
     assert {(np.float32(r[8]), r[9]) for r in acts} <= quants
 
-    out = run_cli("profile", "--model", str(tfl), "--device", "qemu-m7", "--runtime", "firmware", "--weights",
-                  "real", "--db", "s.sqlite", "--quiet", cwd=tmp_path, timeout=600, check=True).stdout
-    assert f"direct ({model.config_hash}):" in out and "measured 1" in out
+    out = run_cli("deploy", "--model", str(tfl), "--device", "qemu-m7", "--db", "s.sqlite", "--quiet", cwd=tmp_path,
+                  timeout=600, check=True).stdout
+    (line,) = [line for line in out.splitlines() if line.startswith("direct ")]
+    assert "bit-exact" in line and model.config_hash in line
     with Store(str(tmp_path / "s.sqlite")) as s:
         (row,) = s.measurements(device="qemu-m7", space="model")
     assert row["config_hash"] == model.config_hash and row["config"]["sha256"] == model.sha256

@@ -513,9 +513,9 @@ def input_transposed(tflite_path: str | Path) -> bool:
             and list(graph.const(int(op.inputs[1]))) == [0, 2, 3, 1])
 
 
-def _op_macs(opcode: int, inputs: list[_Tensor], out: _Tensor) -> int:
+def _op_macs(opcode: int, inputs: list[_Tensor | None], out: _Tensor) -> int:
     """Multiply-accumulates of one blob operator (convolutions and fully connected layers)."""
-    if len(inputs) < 2:
+    if len(inputs) < 2 or inputs[1] is None:
         return 0
     w = inputs[1].dims
     if opcode == OPCODES["CONV_2D"]:  # weights [O][KH][KW][I]
@@ -659,7 +659,7 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
         output_quant=(ot.scale, ot.zero_point),
         op_names=[o[4] for o in ops],
         op_shapes=[tensors[o[2]].dims for o in ops],
-        op_macs=[_op_macs(o[0], [tensors[i] for i in o[1]], tensors[o[2]]) for o in ops],
+        op_macs=[_op_macs(o[0], [tensors[i] if i != NO_TENSOR else None for i in o[1]], tensors[o[2]]) for o in ops],
         op_live_bytes=[sum(tensors[i].nbytes for i in arena_ids if life[i][0] <= n <= life[i][1])
                        for n in range(len(ops))],
         dtype="float32" if it.dtype == FLOAT32 else "int8",

@@ -137,13 +137,12 @@ def export_picked(run: str | Path, how: str | int, formats: list[str], out_dir: 
 
 def deploy_picked(run: str | Path, how: str | int, device: str, runtime: str, store, *, force: bool = False,
                   artifacts_dir: str | Path | None = None, progress: bool = True) -> list[dict]:
-    """Export the picked networks for the device's runtime, deploy them with their real weights,
-    check them on the device (the Cortex-M7 firmware compares its output with the host build of
-    the same kernels) and
-    measure them into the store: `hwnas profile`'s path on the front's networks. Returns, per
-    network, its front values beside the stored measurement (or why it has none)."""
+    """`profiling.deploy` on the picked networks of a front (exported for the device's runtime,
+    uploaded with their real weights, checked on the device and measured into the store). Returns,
+    per network, its front values beside the stored measurement (or why it has none)."""
     from hwnas_deploy.devices import load_profile
-    from hwnas_deploy.profiling import profile
+    from hwnas_deploy.measurement import SubNetwork
+    from hwnas_deploy.profiling import deploy, deployed_row
     from hwnas_deploy.spaces import get_space
 
     front = load_front(run)
@@ -151,29 +150,8 @@ def deploy_picked(run: str | Path, how: str | int, device: str, runtime: str, st
     prof = load_profile(device)
     prof.require_runtime(runtime)
     indices = pick(front, how)
-    picked = [sp.validate(front.front[i]["config"]) for i in indices]
+    networks = [SubNetwork(sp, sp.validate(front.front[i]["config"])) for i in indices]
     out = Path(artifacts_dir) if artifacts_dir else front.path.parent / "artifacts"
-    report = profile(prof, sp, 0, runtime, store, configs=picked, force=force, artifacts_dir=out, progress=progress,
-                     weights="real").raise_if_interrupted()
-    # a network measured before with generated weights (a search's validation) is deployed now
-    # with its real ones, so that every picked network's check is of what would ship
-    again = [cfg for cfg in picked if report.results[sp.config_hash(cfg)].status == "stored"
-             and report.results[sp.config_hash(cfg)].details.get("weights") == "generated"]
-    if again:
-        redone = profile(prof, sp, 0, runtime, store, configs=again, force=True, artifacts_dir=out,
-                         progress=progress, weights="real").raise_if_interrupted()
-        report.results.update(redone.results)
-    rows = []
-    for i, cfg in zip(indices, picked, strict=True):
-        h = sp.config_hash(cfg)
-        row = {"index": i, "config_hash": h, **{n: front.front[i][n] for n in front.names}}
-        result = report.results[h]
-        if result.rounds_ms:
-            check = result.details.get("output_check") or {}
-            row.update(median_ms=result.median_ms, output_check=check or None)
-            if "identical_to_host_kernels" in check:  # the board's output vs the host build's, bit for bit
-                row["check"] = "bit-exact" if check["identical_to_host_kernels"] else "differs"
-        else:
-            row["error"] = result.reason or "not measured"
-        rows.append(row)
-    return rows
+    report = deploy(prof, networks, runtime, store, force=force, artifacts_dir=out, progress=progress)
+    return [{"index": i, "config_hash": net.config_hash, **{n: front.front[i][n] for n in front.names},
+             **deployed_row(report.results[net.config_hash])} for i, net in zip(indices, networks, strict=True)]
