@@ -181,7 +181,7 @@ def profile_cmd(device, space_name, model_specs, calibration, samples, runtime, 
                 artifacts, quiet, only_fitting, configs_file, rounds, lab, weights) -> None:
     """Measure sub-networks of a space, or your own models, on a device and store the results
     (resumable)."""
-    from hwnas_deploy.profiling import profile, profile_models
+    from hwnas_deploy.profiling import profile, profile_networks
     from hwnas_deploy.spaces import load_configs
     from hwnas_deploy.store import Store
 
@@ -202,7 +202,7 @@ def profile_cmd(device, space_name, model_specs, calibration, samples, runtime, 
     configs = load_configs(configs_file) if configs_file else None
     with Store(db) as store:
         if models:
-            report = profile_models(device, models, runtime, store, threads=threads, batch=batch, force=force,
+            report = profile_networks(device, models, runtime, store, threads=threads, batch=batch, force=force,
                                     artifacts_dir=artifacts, progress=not quiet, rounds=rounds, lab=lab,
                                     weights=weights)
         else:

@@ -1,4 +1,5 @@
-"""Profile sub-networks of a space on a device: sample, then the measurement layer's loop.
+"""Profile sub-networks of a space (or given networks: the user's own models) on a device, and
+deploy networks as they would ship: the measurement layer's loop, with sampling and checks.
 
 Resumable by construction: the sub-networks are drawn from `seed`, and every (device, runtime,
 config, threads, batch) already in the store is skipped (unless `force`). Each measurement is
@@ -95,9 +96,9 @@ def profile(
                          weights=weights, on_measured=callback)
 
 
-def profile_models(
+def profile_networks(
     device: str | DeviceProfile,
-    models: Sequence[Network],
+    networks: Sequence[Network],
     runtime: str,
     store: Store | None,
     *,
@@ -110,18 +111,17 @@ def profile_models(
     lab: str | Executor | None = None,
     weights: str = "generated",
 ) -> Report:
-    """Measure the user's own models (`hwnas_deploy.models.load_model`) on a device, stored
-    beside sub-networks and skipped when stored, as `profile` does. A model whose kind cannot
-    reach the runtime's format is refused before the device is opened."""
+    """Measure given networks on a device (the user's own models from
+    `hwnas_deploy.models.load_model`, or any `Network`), stored and skipped when stored, as
+    `profile` does. A network that cannot be exported for the runtime (a model's kind that does
+    not reach its format) is refused before the device is opened."""
     prof = device if isinstance(device, DeviceProfile) else load_profile(device)
     fmt = runtime_info(runtime).format
     prof.require_runtime(runtime)
-    for model in models:
-        check = getattr(model, "check_format", None)
-        if check is not None:
-            check(fmt)
+    for net in networks:
+        net.check_format(fmt)
     with Measurer(prof, store, executor=lab_executor(lab), artifacts_dir=artifacts_dir, progress=progress) as m:
-        return m.measure(list(models), runtime, threads=threads, batch=batch, rounds=rounds, force=force,
+        return m.measure(list(networks), runtime, threads=threads, batch=batch, rounds=rounds, force=force,
                          weights=weights)
 
 
@@ -131,12 +131,12 @@ def deploy(device: str | DeviceProfile, networks: Sequence[Network], runtime: st
     real weights, checked on the device (the Cortex-M7 firmware's output against the host build
     of the same kernels, bit for bit) and measured into the store. A network stored before with
     generated weights (a search's validation) is measured again with its real ones."""
-    report = profile_models(device, networks, runtime, store, force=force, artifacts_dir=artifacts_dir,
+    report = profile_networks(device, networks, runtime, store, force=force, artifacts_dir=artifacts_dir,
                             progress=progress, weights="real").raise_if_interrupted()
     again = [n for n in networks if report.results[n.config_hash].status == "stored"
              and report.results[n.config_hash].details.get("weights") == "generated"]
     if again:
-        redone = profile_models(device, again, runtime, store, force=True, artifacts_dir=artifacts_dir,
+        redone = profile_networks(device, again, runtime, store, force=True, artifacts_dir=artifacts_dir,
                                 progress=progress, weights="real").raise_if_interrupted()
         report.results.update(redone.results)
     return report

@@ -61,16 +61,16 @@ def test_profile_onnxruntime_ofa_stores_and_resumes(tmp_path):
 @pytest.mark.parametrize("runtime", ["tvm", "tflite", "tflite-int8"])
 def test_profile_other_runtimes(tmp_path, runtime):
     db = tmp_path / "m.sqlite"
-    configs = tmp_path / "small.jsonl"  # two of the space's smallest (sampling: the onnxruntime test above)
-    configs.write_text("".join(json.dumps({"ks": [k] * 20, "e": [3] * 20, "d": [2] * 5, "w": 0.35, "r": 64}) + "\n"
-                               for k in (3, 5)))
+    configs = tmp_path / "small.jsonl"  # one of the space's smallest (sampling: the onnxruntime test above)
+    configs.write_text(json.dumps({"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "w": 0.35, "r": 64}) + "\n")
     out = run_cli("profile", "--device", "local-cpu", "--space", "mcu-mbnet", "--configs", str(configs),
                   "--runtime", runtime, "--db", str(db), FAST, cwd=tmp_path, check=True)
-    assert "measured 2" in out.stdout
+    assert "measured 1, already stored 0, failed 0 of 1" in out.stdout
     with Store(str(db)) as s:
-        rows = s.measurements(runtime=runtime)
-        assert len(rows) == 2 and all(r["median_ms"] > 0 for r in rows)
-    assert len(list((tmp_path / "artifacts").glob("*.json"))) == 2
+        (row,) = s.measurements(runtime=runtime)
+        assert row["median_ms"] > 0 and row["n"] >= 20
+    (sidecar,) = (tmp_path / "artifacts").glob("*.json")
+    assert json.loads(sidecar.read_text())["format"] == runtime
 
 
 @pytest.mark.parametrize(

@@ -267,3 +267,30 @@ def test_asking_for_more_networks_than_a_space_holds_fails_at_once():
     assert time.perf_counter() - t0 < 30
     with pytest.raises(ConfigError, match=r"100,000 sub-networks asked, but the space has only 15,625 configs"):
         sp.sample_unique(100_000, 0)
+
+
+def test_a_space_of_your_own_from_a_file_is_searched_and_its_pick_profiled(tmp_path):
+    """examples/tiny_space.py: `--space FILE.py:CLASS` without editing the package; the run
+    folder remembers where the space came from, so `hwnas deploy --run` in another process
+    finds it."""
+    from .conftest import REPO, run_cli
+
+    spec = f"{REPO}/examples/tiny_space.py:TinyCNN"
+    sp = get_space(spec)
+    assert sp.name == "tiny-cnn" and get_space("tiny-cnn") is sp
+    for cfg in sp.sample_unique(5, 0):
+        model = sp.build(cfg)
+        assert sp.macs(cfg) == count_macs_by_hooks(model, sp.example_input(cfg))
+    run_cli("search", "--space", spec, "--objective", "macs", "--objective", "max:params", "--constraint",
+            "sram<=16384", "--pop", "8", "--generations", "3", "--out", "run", "--quiet", cwd=tmp_path, check=True)
+    front = json.loads((tmp_path / "run" / "front.json").read_text())
+    assert front["space"] == "tiny-cnn" and front["space_source"] == spec
+    assert front["front"] and all(r["sram"] <= 16384 for r in front["front"])
+    out = run_cli("deploy", "--run", "run", "--device", "local-cpu", "--runtime", "onnxruntime", "--db", "s.sqlite",
+                  "--quiet", cwd=tmp_path, check=True).stdout
+    assert "median_ms" in out and "error" in out.splitlines()[0] and len(out.splitlines()) == 3
+    (tmp_path / "bad.py").write_text("class NotASpace:\n    pass\n")
+    with pytest.raises(ConfigError, match=r"is not a SearchSpace subclass"):
+        get_space(f"{tmp_path}/bad.py:NotASpace")
+    with pytest.raises(ConfigError, match=r"has no class 'Nope'"):
+        get_space(f"{tmp_path}/bad.py:Nope")

@@ -35,6 +35,10 @@ class Network(ABC):
     def artifact_path(self, out_dir: Path, fmt: str, batch: int, target: str = "host") -> Path:
         return Path(out_dir) / artifact_filename(self.stem(batch), fmt, target)
 
+    def check_format(self, fmt: str) -> None:
+        """ExportError when this network cannot be exported to `fmt` (a torch network reaches every
+        format; a model file may not)."""
+
     @abstractmethod
     def export(self, fmt: str, out_dir: Path, *, batch: int = 1, target: str = "host") -> Artifact:
         """Export into `out_dir` at `artifact_path(...)`, checked against torch."""

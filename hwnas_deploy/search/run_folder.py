@@ -43,6 +43,7 @@ def run_recipe(prepared: Prepared, out_dir: str | Path, progress: bool = True) -
                         checkpoint=out / "checkpoint.json", progress=progress, warm_start=p.warm, allowed=p.allowed,
                         reference=p.reference)
     body = {"format": FRONT_FORMAT, "version": FRONT_VERSION, "space": p.space.name,
+            **({"space_source": p.space.source} if getattr(p.space, "source", None) else {}),
             "objectives": [{"name": o.name, "maximise": o.maximise, "spec": o.source, "measured": o.measured}
                            for o in p.objectives],
             "constraints": list(r.constraints), "tactic": r.tactic, "algorithm": r.algorithm,
@@ -82,6 +83,10 @@ def load_front(run: str | Path) -> RunFront:
         raise ConfigError(f"{path}: not a front.json ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FRONT_FORMAT:
         raise ConfigError(f"{path}: not a front.json of this hwnas (field 'format' must be {FRONT_FORMAT!r})")
+    if data.get("space_source"):  # a space from a file of the user's: loaded, then known by its name
+        from hwnas_deploy.spaces import get_space
+
+        get_space(data["space_source"])
     return RunFront(path, data["space"], data["objectives"], data["front"])
 
 

@@ -1,10 +1,21 @@
-"""Search spaces by name: ``get_space("ofa-mbv3-w1.0")``."""
+"""Search spaces by name: ``get_space("ofa-mbv3-w1.0")``.
+
+Besides the built-in spaces, a name is looked up among installed packages' entry points (group
+`hwnas.spaces`: ``tiny-cnn = "mypkg.spaces:TinyCNN"``), and ``FILE.py:CLASS`` loads a space from a
+file of your own (examples/tiny_space.py). Either way the class is a `SearchSpace` built without
+arguments; a space from a file is known by its `name` too for the rest of the process.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
+from pathlib import Path
 
-from hwnas_deploy.errors import UnknownNameError
+from hwnas_deploy.errors import ConfigError, UnknownNameError
 from hwnas_deploy.spaces.base import Config, Param, SearchSpace, config_to_json, load_config, load_configs
 from hwnas_deploy.spaces.blox import Blox
 from hwnas_deploy.spaces.mcu_mbnet import MCUMobileNet
@@ -22,16 +33,61 @@ _REGISTRY: dict[str, Callable[[], SearchSpace]] = {
 _CACHE: dict[str, SearchSpace] = {}
 
 
+ENTRY_POINT_GROUP = "hwnas.spaces"
+
+
 def space_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
 
 
 def get_space(name: str) -> SearchSpace:
-    if name not in _REGISTRY:
-        raise UnknownNameError("search space", name, _REGISTRY)
-    if name not in _CACHE:
-        _CACHE[name] = _REGISTRY[name]()
-    return _CACHE[name]
+    if name in _CACHE:
+        return _CACHE[name]
+    if name in _REGISTRY:
+        space = _REGISTRY[name]()
+    elif ":" in name and name.rsplit(":", 1)[0].endswith(".py"):
+        space = _from_file(name)
+        _CACHE[space.name] = space
+    else:
+        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+        if not found:
+            raise UnknownNameError("search space", name, space_names())
+        space = _instance(found[0].load, f"entry point {name!r} ({found[0].value})")
+    _CACHE[name] = space
+    return space
+
+
+def _from_file(spec: str) -> SearchSpace:
+    file, cls = spec.rsplit(":", 1)
+    path = Path(file)
+    if not path.is_file():
+        raise ConfigError(f"--space {spec}: no such file {file}")
+    module_name = f"hwnas_user_space_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+    loader = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(loader)
+    sys.modules[module_name] = module
+    try:
+        loader.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's code raises what it raises
+        raise ConfigError(f"--space {spec}: importing {file} failed: {type(exc).__name__}: {exc}") from None
+    if not hasattr(module, cls):
+        raise ConfigError(f"--space {spec}: {file} has no class {cls!r}")
+    space = _instance(lambda: getattr(module, cls), f"--space {spec}")
+    space.source = f"{path.resolve()}:{cls}"  # where a later process (a run folder's reader) finds it
+    return space
+
+
+def _instance(load: Callable[[], object], where: str) -> SearchSpace:
+    cls = load()
+    if not (isinstance(cls, type) and issubclass(cls, SearchSpace)):
+        raise ConfigError(f"{where}: {cls!r} is not a SearchSpace subclass")
+    try:
+        space = cls()
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"{where}: {cls.__name__}() failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(getattr(space, "name", None), str) or not getattr(space, "params", None):
+        raise ConfigError(f"{where}: a space needs a `name` (str) and `params` (Param, ...)")
+    return space
 
 
 __all__ = [
