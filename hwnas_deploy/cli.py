@@ -177,8 +177,11 @@ def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, 
 @click.option("--weights", type=click.Choice(["generated", "real"]), default="generated", show_default=True,
               help="generated: an MCU board makes the int8 weights up (latency only; uploads are kilobytes); "
                    "real: upload them and also check the output against the float model.")
+@click.option("--layers", "layer_timing", is_flag=True,
+              help="Also time each layer (onnxruntime's profiler here, op profiling on phones; MCU boards always "
+                   "do): `hwnas show --layers` tabulates them (--force adds them to stored networks).")
 def profile_cmd(device, space_name, model_specs, calibration, samples, runtime, db, seed, threads, batch, force,
-                artifacts, quiet, only_fitting, configs_file, rounds, lab, weights) -> None:
+                artifacts, quiet, only_fitting, configs_file, rounds, lab, weights, layer_timing) -> None:
     """Measure sub-networks of a space, or your own models, on a device and store the results
     (resumable)."""
     from hwnas_deploy.profiling import profile, profile_networks
@@ -199,6 +202,11 @@ def profile_cmd(device, space_name, model_specs, calibration, samples, runtime, 
         models = [load_model(spec, calibration) for spec in model_specs]
         for note in (n for m in models for n in m.notes(runtime_info(runtime).format)):
             click.echo(note, err=True)
+    if layer_timing:
+        from hwnas_deploy.devices import load_profile
+        from hwnas_deploy.devices.profile import with_layer_timing
+
+        device = with_layer_timing(load_profile(device))
     configs = load_configs(configs_file) if configs_file else None
     with Store(db) as store:
         if models:

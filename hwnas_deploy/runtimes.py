@@ -68,6 +68,7 @@ class OnnxRuntimeRunner(Runner):
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.artifact, self.threads = artifact, threads
         self.session = ort.InferenceSession(artifact.path, opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self._feed: dict = {}
@@ -75,6 +76,10 @@ class OnnxRuntimeRunner(Runner):
 
     def set_input(self, x: np.ndarray) -> None:
         self._feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
+
+    @property
+    def staged_input(self) -> np.ndarray:
+        return self._feed[self.input_name]
 
     def invoke(self) -> None:
         self._out = self.session.run(None, self._feed)[0]

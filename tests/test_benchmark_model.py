@@ -116,6 +116,10 @@ def test_op_profiling_tables_are_read_by_header_and_the_regular_runs_win(with_st
     assert order[0]["Name"] == "model/conv1;Relu6"
     assert order[-1]["cdf%"] == pytest.approx(100.0, abs=1e-3)
     assert ("start" in order[0]) == with_start
+    layers = r.layer_details()  # what `hwnas show --layers` tabulates for a phone
+    assert layers["layer_ops"] == [n for n, *_ in ROWS] and layers["layer_names"][0] == "model/conv1;Relu6"
+    assert layers["layer_counts"] == pytest.approx([1e6 * a for _, _, a, _ in ROWS])
+    assert layers["count_unit"] == "ns" and layers["counts"] == [pytest.approx(1000 * r.median_us)]
     summary = r.tables["Summary by node type"]
     assert summary[0] == {"Node type": "CONV_2D", "count": 2, "avg ms": 0.699, "avg %": 76.393, "cdf %": 76.393,
                           "mem KB": 0.0, "times called": 2}

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from hwnas_deploy.errors import ConfigError, ExportError
+from hwnas_deploy.graphs import tflite_facts
 from hwnas_deploy.models import load_model
-from hwnas_deploy.models.inspect import tflite_facts
 from hwnas_deploy.store import Store
 from tests.conftest import REPO, private_adb_server, run_cli
 
@@ -143,6 +143,18 @@ def test_bad_model_files_say_what_is_wrong(tmp_path, zoo):
     (tmp_path / "notflite.tflite").write_bytes(b"\x00" * 64)
     with pytest.raises(ConfigError, match=r"notflite\.tflite: not a TFLite model"):
         load_model(tmp_path / "notflite.tflite")
+    import onnx
+
+    dynamic = onnx.load(zoo["resnet8"]["onnx"])
+    dims = dynamic.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_param, dims[2].dim_param = "batch", "height"
+    onnx.save(dynamic, tmp_path / "dyn.onnx")
+    with pytest.raises(ConfigError, match=r"dyn\.onnx: tensor 'input' has a dynamic dimension 2 \('height'\)"):
+        load_model(tmp_path / "dyn.onnx")
+    dims[2].dim_value = 32  # a dynamic batch alone is taken as 1, and the user is told
+    onnx.save(dynamic, tmp_path / "batch.onnx")
+    assert load_model(tmp_path / "batch.onnx").notes("onnx") == [
+        f"{tmp_path / 'batch.onnx'}: input 'input': dynamic batch dimension taken as 1"]
     with pytest.raises(ConfigError, match=r"--model nothing\.onnx: no such file"):
         load_model("nothing.onnx")
     with pytest.raises(ConfigError, match=r"give a \.onnx, \.tflite or \.pt2 file"):
@@ -200,3 +212,20 @@ def test_analyze_without_a_board_names_what_does_not_fit(zoo):
     peak = small.layers[small.peak_layer]
     assert f"SRAM: the arena needs {a.peak_sram_bytes:,} B > 40,000 B (at layer {peak['layer']}" in small.reasons[0]
     assert small.reasons[1].startswith(f"flash: the model needs {a.flash_bytes:,} B > 200,000 B")
+
+
+def test_per_layer_times_on_the_cpu_from_onnxruntimes_profiler(zoo, tmp_path):
+    run_cli("profile", "--model", zoo["resnet8"]["onnx"], "--device", "local-cpu", "--runtime", "onnxruntime",
+            "--layers", "--db", "s.sqlite", "--quiet", cwd=tmp_path, check=True)
+    layers = json.loads(run_cli("show", "--layers", "resnet8", "--db", "s.sqlite", "--json", cwd=tmp_path,
+                                check=True).stdout)
+    convs = [r for r in layers if r["op"] == "Conv"]
+    assert len(convs) == 9 and convs[0]["output"] == "1x16x32x32"  # fused with their ReLUs and ADDs
+    assert sum(r["macs"] or 0 for r in layers) == ZOO_MACS["resnet8"]  # from the profiler's shapes
+    rest = layers[-1]
+    assert rest["op"] == "(outside the layers)" and 0 <= rest["share_%"] < 50  # the executor between nodes
+    with pytest.raises(ConfigError, match=r"--layers: rpc-local \(tvm-rpc\) gives no per-layer times"):
+        from hwnas_deploy.devices import load_profile
+        from hwnas_deploy.devices.profile import with_layer_timing
+
+        with_layer_timing(load_profile("rpc-local"))

@@ -152,6 +152,7 @@ class AndroidAdbDriver(Driver):
             "benchmark_model": [r.to_dict() for r in results],
             "command": self.command(handle, settings),
             "gpu_delegate": results[-1].gpu_delegate,
+            **results[-1].layer_details(),
             **({"temperatures_c": temps} if any(t is not None for t in temps) else {}),
         }
         return summary

@@ -77,6 +77,18 @@ class BenchmarkResult:
         """The median of the measured runs (builds without percentiles: their average)."""
         return self.runs.values.get("median", self.runs.values["avg"])
 
+    def layer_details(self) -> dict:
+        """The op profile's "Run Order" as per-layer measurement details (ns per operator, in
+        execution order; the whole run's median beside them), or {} without op profiling."""
+        order = self.tables.get("Run Order")
+        if not order:
+            return {}
+        return {"count_unit": "ns", "counts": [1000.0 * self.median_us],
+                "layer_ops": [str(r.get("node type", "?")) for r in order],
+                "layer_names": [str(r.get("Name", "")) for r in order],
+                "layer_counts": [1e6 * float(r.get("avg ms", 0.0)) for r in order],
+                "layer_source": "benchmark_model --enable_op_profiling"}
+
     def to_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k not in ("warmup", "runs", "log", "tables")}
         out["runs"] = {"count": self.runs.count, **self.runs.values}

@@ -55,4 +55,19 @@ class LocalDriver(Driver):
         return runner
 
     def measure(self, handle: Runner, settings: MeasureSettings) -> Summary:
-        return measure(handle.invoke, settings)
+        summary = measure(handle.invoke, settings)
+        if self.profile.benchmark.get("op_profiling"):
+            summary.details = {**(summary.details or {}), **self._layers(handle)}
+        return summary
+
+    @staticmethod
+    def _layers(handle: Runner) -> dict[str, Any]:
+        """Per-layer times, from a profiled second session (onnxruntime artifacts)."""
+        from hwnas_deploy.runtimes import OnnxRuntimeRunner
+
+        if not isinstance(handle, OnnxRuntimeRunner):
+            return {"layer_source": f"none: per-layer times come from onnxruntime's profiler (runtime onnxruntime), "
+                                    f"not {type(handle).__name__}"}
+        from hwnas_deploy.devices.layer_timing import onnxruntime_layers
+
+        return onnxruntime_layers(handle.artifact.path, handle.staged_input, handle.threads)

@@ -29,7 +29,7 @@ KINDS = ("server", "mcu-serial", "android-adb", "tvm-rpc")
 PROFILE_DIRS_ENV = "HWNAS_PROFILE_DIRS"
 _TOP_KEYS = {"name", "kind", "description", "runtimes", "connection", "hardware", "measurement", "benchmark"}
 BENCHMARK_KEYS: dict[str, set[str]] = {
-    "server": set(),
+    "server": {"op_profiling"},
     "mcu-serial": set(),
     "android-adb": {"binary", "cpu_mask", "use_xnnpack", "use_gpu", "op_profiling", "samples", "cooldown_s",
                     "thermal_zone", "max_temp_c", "thermal_wait_s", "min_secs", "reconnect_s"},
@@ -52,6 +52,20 @@ FIELDS: dict[tuple[str, str], Allowed] = {
     ("benchmark", "cooldown_interval_ms"): number(0, strict=False),
     ("benchmark", "use_xnnpack"): BOOLEAN, ("benchmark", "use_gpu"): BOOLEAN, ("benchmark", "op_profiling"): BOOLEAN,
 }
+
+
+def with_layer_timing(profile: DeviceProfile) -> DeviceProfile:
+    """The profile with per-layer timing switched on (`hwnas profile --layers`): onnxruntime's
+    profiler on this machine, benchmark_model's op profiling on phones; MCU boards always count
+    per layer. A kind that cannot is an error naming it."""
+    from dataclasses import replace
+
+    if profile.kind == "mcu-serial":
+        return profile
+    if "op_profiling" not in BENCHMARK_KEYS[profile.kind]:
+        raise ConfigError(f"--layers: {profile.name} ({profile.kind}) gives no per-layer times; "
+                          "local CPUs, Android phones and MCU boards do")
+    return replace(profile, benchmark={**profile.benchmark, "op_profiling": True})
 
 
 def check_fields(data: dict, where: str) -> None:

@@ -584,7 +584,8 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             # as a depthwise conv with depth multiplier M: the same sums as a conv with M filters
             name = "CONV_2D"
         if name not in KERNELS:
-            raise UnsupportedOpError("blob", name, "the MCU runtime has no kernel for it")
+            raise UnsupportedOpError("blob", name, "the MCU runtime has no kernel for it (formats that take it: "
+                                     "tflite and tflite-int8, which LiteRT runs)")
         x, y = activation(ins[0]), activation(outs[0])
         fp = tensors[x].dtype == FLOAT32
         if tensors[y].dtype != tensors[x].dtype:

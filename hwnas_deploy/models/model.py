@@ -32,8 +32,8 @@ import numpy as np
 from hwnas_deploy.artifact import Artifact, TensorSpec, sha256_file
 from hwnas_deploy.errors import ConfigError, ExportError
 from hwnas_deploy.export import BLOB_MAX_LSB, EXPORTERS, FORMATS, check_format, verify_artifact
+from hwnas_deploy.graphs import ModelFacts, onnx_facts, program_facts, random_input, tflite_facts
 from hwnas_deploy.measurement.network import Network
-from hwnas_deploy.models.inspect import ModelFacts, onnx_facts, program_facts, random_input, tflite_facts
 
 MODEL_SPACE = "model"
 

@@ -1,4 +1,4 @@
-"""What a model file holds: its input and output tensors, and per layer the operator, shapes,
+"""What a model file's graph holds: its input and output tensors, and per layer the operator, shapes,
 multiply-accumulates and parameters, read from the graph itself (ONNX, TFLite, torch.export).
 
 Every reader refuses a file it cannot use with one line naming the file and the problem (not a
