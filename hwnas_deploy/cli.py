@@ -284,7 +284,8 @@ def analyze(model_spec, space_name, config_text, device, runtime, calibration, a
 @click.option("--models", "list_models", is_flag=True, help="Your own models measured, per device and runtime.")
 @click.option("--model", "model_name", default=None, metavar="NAME|HASH", help="One of your models' measurements.")
 @click.option("--layers", "layers_of", default=None, metavar="NAME|HASH",
-              help="Per-layer table of a network's measurement (MCU boards); with --plot a figure, --html a page.")
+              help="Per-layer table of a network's measurement (MCU boards; CPUs and phones measured with profile "
+                   "--layers); with --plot a figure, --html a page.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="With --layers: an HTML page.")
 def show(db, device, space_name, runtime, rows, as_json, plot, list_models, model_name, layers_of, html_path) -> None:
     """Show what the store holds."""
@@ -307,9 +308,7 @@ def show(db, device, space_name, runtime, rows, as_json, plot, list_models, mode
         if list_models or model_name:
             from hwnas_deploy.models.model import stored_models
 
-            data = stored_models(store, model_name)
-            if device or runtime:
-                data = [r for r in data if device in (None, r["device"]) and runtime in (None, r["runtime"])]
+            data = stored_models(store, model_name, device, runtime)
             if as_json:
                 click.echo(json.dumps(finite(data), indent=2, default=str))
             elif not data:

@@ -42,6 +42,13 @@ def digits():
     return load_dataset("digits")
 
 
+@pytest.fixture(scope="module")
+def tiny_run(lut_path, digits, tmp_path_factory):
+    """One uninterrupted TINY run: the family test reads it, the resume test compares with it."""
+    return train_differentiable(DifferentiableSettings(**TINY), lut_path, tmp_path_factory.mktemp("tiny") / "run.pt",
+                                progress=False, data=digits)
+
+
 def _largest():
     return {"ks": [7] * 20, "e": [6] * 20, "d": [4] * 5, "w": W, "r": R}
 
@@ -81,9 +88,8 @@ def test_one_hot_choices_run_the_extracted_subnetwork_and_cost_what_the_lut_says
     assert costs.min_cost == registry.params_count(smallest) and costs.max_cost == registry.params_count(largest)
 
 
-def test_one_run_gives_a_family_whose_latency_falls_with_the_budget(lut_path, digits, tmp_path):
-    result = train_differentiable(DifferentiableSettings(**TINY), lut_path, tmp_path / "run.pt", progress=False,
-                                  data=digits)
+def test_one_run_gives_a_family_whose_latency_falls_with_the_budget(tiny_run, lut_path):
+    result = tiny_run
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
     assert [r["searching"] for r in result.history] == [False, True, True]
     rows = family(result.checkpoint, budgets=7)
@@ -105,9 +111,9 @@ def test_one_run_gives_a_family_whose_latency_falls_with_the_budget(lut_path, di
         family(result.checkpoint, points=[(0.5, 0.6, 0)])
 
 
-def test_a_stopped_run_resumes_exactly(lut_path, digits, tmp_path):
-    straight = train_differentiable(DifferentiableSettings(**TINY), lut_path, tmp_path / "a.pt", progress=False,
-                                    data=digits)
+def test_a_stopped_run_resumes_exactly(lut_path, digits, tiny_run, tmp_path):
+    straight = tiny_run
+
     class Killed(Exception):
         pass
 

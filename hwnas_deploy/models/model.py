@@ -17,11 +17,9 @@ config holds the name, source, SHA-256, tensors, MACs and parameters counted fro
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import re
 import shutil
-import sys
 import tempfile
 import warnings
 from dataclasses import replace
@@ -34,6 +32,7 @@ from hwnas_deploy.errors import ConfigError, ExportError
 from hwnas_deploy.export import BLOB_MAX_LSB, EXPORTERS, FORMATS, check_format, verify_artifact
 from hwnas_deploy.graphs import ModelFacts, onnx_facts, program_facts, random_input, tflite_facts
 from hwnas_deploy.measurement.network import Network
+from hwnas_deploy.userfiles import attribute, split_spec
 
 MODEL_SPACE = "model"
 
@@ -219,7 +218,7 @@ def load_model(spec: str | Path, calibration: str | Path | np.ndarray | None = N
         if text[4:] not in ZOO:
             raise ConfigError(f"--model {text}: the zoo has {', '.join('zoo:' + k for k in ZOO)}")
         return _from_module(*ZOO[text[4:]](), text, name or text[4:], calibration)
-    if ":" in text and text.rsplit(":", 1)[0].endswith(".py"):
+    if split_spec(text):
         return _from_python(text, calibration, name)
     path = Path(text)
     if path.suffix not in SUFFIXES:
@@ -265,21 +264,10 @@ def _from_program(program, name: str, source: str, calibration) -> UserModel:
 def _from_python(text: str, calibration, name: str | None) -> UserModel:
     import torch
 
-    file, function = text.rsplit(":", 1)
-    path = Path(file)
-    if not path.is_file():
-        raise ConfigError(f"--model {text}: no such file {file}")
-    mod_name = f"hwnas_user_model_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - the user's code raises what it raises
-        raise ConfigError(f"--model {text}: importing {file} failed: {type(exc).__name__}: {exc}") from None
-    fn = getattr(module, function, None)
+    file, function = split_spec(text)
+    fn = attribute(file, function, f"--model {text}")
     if not callable(fn):
-        raise ConfigError(f"--model {text}: {file} has no function {function!r}")
+        raise ConfigError(f"--model {text}: {function} in {file} is not a function")
     built = fn()
     if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], torch.nn.Module)
             and isinstance(built[1], torch.Tensor)):
@@ -333,11 +321,12 @@ def load_calibration(calibration: str | Path | np.ndarray | None, spec: TensorSp
     return out
 
 
-def stored_models(store, model: str | None = None) -> list[dict]:
+def stored_models(store, model: str | None = None, device: str | None = None,
+                  runtime: str | None = None) -> list[dict]:
     """The user models the store holds measurements of, one row per (model, device, runtime,
     threads, batch), newest measurement; `model` picks one by name or (a prefix of) its hash."""
     rows = []
-    for r in store.measurements(space=MODEL_SPACE):
+    for r in store.measurements(space=MODEL_SPACE, device=device, runtime=runtime):
         cfg = r["config"]
         if model is not None and model != cfg.get("name") and not r["config_hash"].startswith(model):
             continue

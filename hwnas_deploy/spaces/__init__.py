@@ -8,9 +8,6 @@ arguments; a space from a file is known by its `name` too for the rest of the pr
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -21,6 +18,7 @@ from hwnas_deploy.spaces.blox import Blox
 from hwnas_deploy.spaces.mcu_mbnet import MCUMobileNet
 from hwnas_deploy.spaces.nb201 import NASBench201
 from hwnas_deploy.spaces.ofa_mbv3 import OFAMobileNetV3
+from hwnas_deploy.userfiles import attribute, split_spec
 
 _REGISTRY: dict[str, Callable[[], SearchSpace]] = {
     "ofa-mbv3-w1.0": lambda: OFAMobileNetV3(1.0),
@@ -45,7 +43,7 @@ def get_space(name: str) -> SearchSpace:
         return _CACHE[name]
     if name in _REGISTRY:
         space = _REGISTRY[name]()
-    elif ":" in name and name.rsplit(":", 1)[0].endswith(".py"):
+    elif split_spec(name):
         space = _from_file(name)
         _CACHE[space.name] = space
     else:
@@ -58,22 +56,9 @@ def get_space(name: str) -> SearchSpace:
 
 
 def _from_file(spec: str) -> SearchSpace:
-    file, cls = spec.rsplit(":", 1)
-    path = Path(file)
-    if not path.is_file():
-        raise ConfigError(f"--space {spec}: no such file {file}")
-    module_name = f"hwnas_user_space_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
-    loader = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(loader)
-    sys.modules[module_name] = module
-    try:
-        loader.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - the user's code raises what it raises
-        raise ConfigError(f"--space {spec}: importing {file} failed: {type(exc).__name__}: {exc}") from None
-    if not hasattr(module, cls):
-        raise ConfigError(f"--space {spec}: {file} has no class {cls!r}")
-    space = _instance(lambda: getattr(module, cls), f"--space {spec}")
-    space.source = f"{path.resolve()}:{cls}"  # where a later process (a run folder's reader) finds it
+    file, cls = split_spec(spec)
+    space = _instance(lambda: attribute(file, cls, f"--space {spec}", "class"), f"--space {spec}")
+    space.source = f"{Path(file).resolve()}:{cls}"  # where a later process (a run folder's reader) finds it
     return space
 
 
