@@ -229,3 +229,16 @@ def test_per_layer_times_on_the_cpu_from_onnxruntimes_profiler(zoo, tmp_path):
         from hwnas_deploy.devices.profile import with_layer_timing
 
         with_layer_timing(load_profile("rpc-local"))
+
+
+def test_a_float_tflite_model_reaches_the_float_firmware(tmp_path):
+    """DS-CNN as a float TFLite file: its one-channel first convolution (LiteRT's depthwise with
+    multiplier 64) runs as a convolution in the float kernels too, within 1e-4 of LiteRT."""
+    path = load_model("zoo:ds-cnn").export("tflite", tmp_path).path
+    model = load_model(path)
+    assert model.kind == "tflite" and model.formats == {"tflite", "blob-fp32"}
+    art = model.export("blob-fp32", tmp_path / "fp32")
+    assert art.max_abs_error is not None and art.max_abs_error <= 1e-4
+    assert art.extra["ops"][:2] == ["CONV_2D", "DEPTHWISE_CONV_2D"] and sum(art.extra["op_macs"]) == ZOO_MACS["ds-cnn"]
+    with pytest.raises(ExportError, match=r"a float TFLite file reaches LiteRT \(tflite\) and the float firmware"):
+        model.export("blob", tmp_path)

@@ -570,6 +570,11 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
                 raise UnsupportedOpError("blob", "TRANSPOSE", "only the NCHW->NHWC input transpose is supported")
             input_alias = outs[0]
             continue
+        if name == "RESHAPE" and n == 0 and ins[0] == graph_input:
+            # LiteRT writes NCHW -> NHWC of a one-channel input as a RESHAPE (the same memory
+            # order): the board takes the reshaped tensor as its input, as the transposed one above
+            input_alias = outs[0]
+            continue
         if input_alias is not None and graph_input in ins and graph_input not in index_of:
             # the NCHW input is used again past the dropped transpose (a residual block alone: its
             # ADD takes the input as given): the board gets it back from the NHWC one it was sent
