@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ class Artifact:
     max_abs_error: float | None = None
     export_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: `exporter_digest()` of the code that made it (an artifacts folder is reused only while equal)
+    exporter: str | None = None
 
     @property
     def sidecar(self) -> Path:
@@ -70,3 +74,27 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+#: the package's sources an artifact depends on: what builds a network and what converts it
+EXPORTER_SOURCES = ("artifact.py", "graphs.py", "export", "mcu", "spaces", "models")
+#: and the distributions doing the conversions in this environment
+EXPORTER_DISTRIBUTIONS = ("torch", "onnx", "onnxruntime", "ai-edge-litert", "apache-tvm")
+
+
+@lru_cache(maxsize=1)
+def exporter_digest() -> str:
+    """What made an artifact: the package's exporting sources and the converters' versions. An
+    artifact written by other code (an upgrade, a fixed converter) is not reused from a folder."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in EXPORTER_SOURCES:
+        path = root / name
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    for dist in EXPORTER_DISTRIBUTIONS:
+        try:
+            h.update(f"{dist}=={metadata.version(dist)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{dist} absent".encode())
+    return h.hexdigest()[:16]

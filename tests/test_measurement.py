@@ -55,3 +55,25 @@ def test_a_users_module_is_measured_under_its_own_key_and_without_a_store_nothin
     assert loose.results[net.config_hash].status == "measured"  # no store: nothing skipped, nothing recorded
     with pytest.raises(ConfigError, match=r"rounds \(--rounds\) must be at least 1, got 0"):
         measure("local-cpu", [net], "onnxruntime", None, progress=False, rounds=0)
+
+
+def test_an_artifact_made_by_other_code_is_exported_again(tmp_path, monkeypatch):
+    """The artifacts folder is reused across runs only while the exporting code is the same: after
+    an upgrade (here: another exporter digest in the record) the network is exported again."""
+    import json
+
+    from hwnas_deploy.artifact import exporter_digest
+    from hwnas_deploy.devices import load_profile
+    from hwnas_deploy.measurement import Plan, cached_artifact
+
+    net = ModuleNetwork("test", {"net": "tiny"}, _tiny)
+    art = net.export("onnx", tmp_path)
+    assert art.exporter == exporter_digest() and cached_artifact(tmp_path / art.path.split("/")[-1]) is not None
+    record = json.loads(art.sidecar.read_text())
+    art.sidecar.write_text(json.dumps({**record, "exporter": "an-older-release"}))
+    assert cached_artifact(tmp_path / art.path.split("/")[-1]) is None
+    from hwnas_deploy.measurement.plan import Job
+
+    plan = Plan(load_profile("local-cpu"), "onnxruntime", 1, 1, tmp_path)
+    again = plan.export(Job(plan.key(net), net))
+    assert again.exporter == exporter_digest() and json.loads(art.sidecar.read_text())["exporter"] == again.exporter

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas_deploy.artifact import Artifact, TensorSpec, sha256_file
+from hwnas_deploy.artifact import Artifact, TensorSpec, exporter_digest, sha256_file
 from hwnas_deploy.errors import ExportError, UnknownNameError, UnsupportedOpError
 from hwnas_deploy.export.onnx import to_onnx
 from hwnas_deploy.export.tflite import to_tflite
@@ -215,6 +215,7 @@ def export_model(
             config=dict(config) if config is not None else None,
             export_seconds=round(seconds, 4),
             extra=written.extra,
+            exporter=exporter_digest(),
         )
         if verify:
             checked = artifact

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwnas_deploy.artifact import sha256_file
+from hwnas_deploy.artifact import exporter_digest, sha256_file
 from hwnas_deploy.devices import DeviceProfile
 from hwnas_deploy.export import Artifact
 from hwnas_deploy.measure import Summary
@@ -32,12 +32,14 @@ def default_artifacts_dir(store) -> Path:
 
 
 def cached_artifact(path: Path) -> Artifact | None:
-    """The artifact already at `path`, if its record is there and its file is intact."""
+    """The artifact already at `path`, if its record is there, its file is intact and the code
+    that made it is this one (`exporter_digest`: an upgrade or a fixed converter exports again)."""
     try:
         art = Artifact.load(path)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return art if path.exists() and sha256_file(path) == art.sha256 else None
+    fresh = art.exporter == exporter_digest()
+    return art if fresh and path.exists() and sha256_file(path) == art.sha256 else None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas_deploy.artifact import Artifact, TensorSpec, sha256_file
+from hwnas_deploy.artifact import Artifact, TensorSpec, exporter_digest, sha256_file
 from hwnas_deploy.errors import ConfigError, ExportError
 from hwnas_deploy.export import BLOB_MAX_LSB, EXPORTERS, FORMATS, check_format, verify_artifact
 from hwnas_deploy.graphs import ModelFacts, onnx_facts, program_facts, random_input, tflite_facts
@@ -140,7 +140,8 @@ class UserModel(Network):
 
     def _artifact(self, fmt: str, path: Path, target: str) -> Artifact:
         return Artifact(format=fmt, path=str(path), sha256=sha256_file(path), inputs=list(self.facts.inputs),
-                        outputs=list(self.facts.outputs), target=target, space=self.space, config=dict(self.config))
+                        outputs=list(self.facts.outputs), target=target, space=self.space, config=dict(self.config),
+                        exporter=exporter_digest())
 
     def _export_blob(self, fmt: str, source: Path, path: Path, tmp: Path, verify: bool) -> Artifact:
         from hwnas_deploy.export import blob_written, compare_blob_with_litert
@@ -159,7 +160,8 @@ class UserModel(Network):
         if fmt == "c":
             blob_to_c(blob_path, info, path.parent)
         art = Artifact(format=fmt, path=str(path), sha256=sha256_file(path), inputs=written.inputs,
-                       outputs=written.outputs, space=self.space, config=dict(self.config), extra=written.extra)
+                       outputs=written.outputs, space=self.space, config=dict(self.config), extra=written.extra,
+                       exporter=exporter_digest())
         if verify and fmt == "blob-fp32":
             x = random_input(self.input)
             ref = _run(self._artifact("tflite", source, "host"), x)
