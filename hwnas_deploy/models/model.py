@@ -50,7 +50,7 @@ REACH: dict[str, tuple[set[str], str]] = {
 
 class UserModel(Network):
     """A model from a file. `calibration` (N samples of the input's shape) quantises a torch
-    model for the int8 formats; without it random samples are used (`calibration_note` says so)."""
+    model for the int8 formats; without it random samples are used (`notes` says so)."""
 
     space = MODEL_SPACE
 
