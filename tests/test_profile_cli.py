@@ -61,9 +61,11 @@ def test_profile_onnxruntime_ofa_stores_and_resumes(tmp_path):
 @pytest.mark.parametrize("runtime", ["tvm", "tflite", "tflite-int8"])
 def test_profile_other_runtimes(tmp_path, runtime):
     db = tmp_path / "m.sqlite"
-    configs = tmp_path / "small.jsonl"  # one of the space's smallest (sampling: the onnxruntime test above)
-    configs.write_text(json.dumps({"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "w": 0.35, "r": 64}) + "\n")
-    out = run_cli("profile", "--device", "local-cpu", "--space", "mcu-mbnet", "--configs", str(configs),
+    from .conftest import small_cells
+
+    configs = tmp_path / "small.jsonl"  # a small cell, converted once for the whole run (test_lifetime's too)
+    configs.write_text(json.dumps(small_cells(1)[0]) + "\n")
+    out = run_cli("profile", "--device", "local-cpu", "--space", "nb201", "--configs", str(configs),
                   "--runtime", runtime, "--db", str(db), FAST, cwd=tmp_path, check=True)
     assert "measured 1, already stored 0, failed 0 of 1" in out.stdout
     with Store(str(db)) as s:
