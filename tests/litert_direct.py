@@ -22,7 +22,7 @@ def main(out: str) -> None:
         nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
         nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU6(),
         nn.Conv2d(8, 16, 1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4), nn.Softmax(-1),
     ).eval()
     nhwc = litert_torch.to_channel_last_io(net, args=[0])
     fp32 = out + ".fp32.tflite"

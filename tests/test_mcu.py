@@ -510,3 +510,43 @@ def test_a_blox_network_with_squeeze_excitation_runs_on_the_board(link, tmp_path
     np.testing.assert_array_equal(board, HostBlobRunner(blob).invoke(x, board.size))
     ref = model(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().numpy().ravel()  # NCHW, as the graph's output
     np.testing.assert_allclose(board, ref, atol=1e-5)
+
+
+def test_every_operator_of_user_networks_runs_on_the_board_bit_exact(link, tmp_path):
+    """Operators our spaces never use but users' networks do (depth multipliers, non-square kernels
+    and strides, an asymmetric pad, int8 hard-swish / tanh / leaky ReLU, concatenation, torch's
+    x.mean((2, 3)), softmax): the int8 blob equals LiteRT's reference kernels on every output of
+    four inputs and the board equals the host build; float32 tracks torch on the board."""
+    import torch
+
+    from hwnas_deploy.export import compare_blob_with_litert, export_model
+    from hwnas_deploy.mcu.blob import tflite_to_blob
+    from tests.operator_nets import EVERY_OPERATOR_OPS, every_operator
+
+    model, example = every_operator()
+    int8 = export_model(model, example, "tflite-int8", tmp_path / "m.int8.tflite", verify=False)
+    info = tflite_to_blob(int8.path, tmp_path / "m.hwnb")
+    assert EVERY_OPERATOR_OPS <= set(info.op_names), info.op_names
+    assert [compare_blob_with_litert(tmp_path / "m.hwnb", int8.path, seed=s) for s in range(4)] == [0] * 4
+    blob = (tmp_path / "m.hwnb").read_bytes()
+    load = link.load(blob)
+    assert load.output_bytes == 6
+    rng = np.random.default_rng(8)
+    for _ in range(2):
+        x = rng.integers(-128, 128, size=load.input_bytes, dtype=np.int8)
+        board = np.frombuffer(link.infer(x.tobytes()), dtype=np.int8)
+        np.testing.assert_array_equal(board, HostBlobRunner(blob).invoke(x, 6))
+    run = link.run(warmup=0, repeats=1, per_layer=True)
+    assert len(run.layer_cycles) == info.n_ops and all(c > 0 for c in run.layer_cycles)
+
+    f32 = export_model(model, example, "blob-fp32", tmp_path / "m.f32.hwnb")
+    assert EVERY_OPERATOR_OPS <= set(f32.extra["ops"])
+    blob = open(f32.path, "rb").read()
+    link.load(blob)
+    x = rng.standard_normal((1, 16, 16, 3)).astype(np.float32)
+    board = np.frombuffer(link.infer(x.tobytes()), dtype=np.float32)
+    # the board's newlib and the host's glibc may round expf / tanhf differently in the last bit
+    np.testing.assert_allclose(board, HostBlobRunner(blob).invoke(x, board.size), rtol=1e-6, atol=1e-7)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy().ravel()
+    np.testing.assert_allclose(board, ref, atol=1e-5)

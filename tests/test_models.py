@@ -66,6 +66,7 @@ def test_a_litert_int8_model_from_outside_keeps_its_quantisation_on_the_board(tm
     assert model.kind == "tflite-int8" and model.input.shape == (1, 24, 24, 3)  # NHWC: no transpose to drop
     blob = model.export("blob", tmp_path / "a")
     assert blob.extra["max_lsb_vs_litert_reference"] == 0
+    assert blob.extra["ops"][-1] == "SOFTMAX"  # the classifier's softmax, as a TensorFlow pipeline ends
     # nothing re-quantised: every int8 weight tensor of the blob holds bytes of the file, and every
     # int8 activation of the blob has a scale and zero point of one of the file's tensors
     from hwnas_deploy.mcu.blob import CONST, HEADER, INT8, TENSOR

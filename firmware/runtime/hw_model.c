@@ -53,6 +53,24 @@ const char *hw_model_error(int code) {
     }
 }
 
+/* Every input of a concatenation has the output's type and dimensions but along the axis,
+ * where they add up to the output's. */
+static int concatenation_fits(const hw_model_t *m, const hw_op_t *op) {
+    const hw_tensor_t *out = T(m, op->output);
+    const int axis = op->p[0];
+    if (axis < 0 || axis > 3) return 0;
+    uint32_t along = 0;
+    for (int k = 0; k < op->n_inputs; k++) {
+        if (op->inputs[k] == HW_NO_TENSOR) return 0;
+        const hw_tensor_t *t = T(m, op->inputs[k]);
+        if (t->dtype != out->dtype) return 0;
+        for (int d = 0; d < 4; d++)
+            if (d != axis && t->dims[d] != out->dims[d]) return 0;
+        along += t->dims[axis];
+    }
+    return along == out->dims[axis];
+}
+
 int hw_model_init(hw_model_t *m, const uint8_t *blob, uint32_t size, uint8_t *arena, uint32_t arena_capacity) {
     const hw_blob_header_t *h = (const hw_blob_header_t *)blob;
     if (size < sizeof(hw_blob_header_t) || h->magic != HW_BLOB_MAGIC) return HW_ERR_MAGIC;
@@ -87,8 +105,19 @@ int hw_model_init(hw_model_t *m, const uint8_t *blob, uint32_t size, uint8_t *ar
             if (op->inputs[k] != HW_NO_TENSOR && op->inputs[k] >= h->n_tensors) return HW_ERR_OPCODE;
         const uint8_t dtype = T(m, op->inputs[0])->dtype;
         if ((dtype != HW_INT8 && dtype != HW_FLOAT32) || T(m, op->output)->dtype != dtype ||
-            (op->opcode == HW_OP_HARD_SWISH && dtype != HW_FLOAT32))
+            (op->opcode == HW_OP_HARD_SWISH && dtype != HW_FLOAT32) ||
+            (op->opcode == HW_OP_LOOKUP && dtype != HW_INT8) ||
+            ((op->opcode == HW_OP_TANH || op->opcode == HW_OP_CLAMP || op->opcode == HW_OP_LEAKY_RELU) &&
+             dtype != HW_FLOAT32))
             return HW_ERR_OPCODE;
+        if ((op->opcode == HW_OP_LOOKUP || op->opcode == HW_OP_SOFTMAX) && dtype == HW_INT8 &&
+            (op->p[0] < 0 || (uint64_t)op->p[0] + (op->opcode == HW_OP_SOFTMAX ? 1024u : 256u) > h->data_size))
+            return HW_ERR_LAYOUT;
+        if (op->opcode == HW_OP_DEPTHWISE_CONV_2D &&
+            (T(m, op->inputs[0])->dims[3] == 0 || T(m, op->output)->dims[3] % T(m, op->inputs[0])->dims[3]))
+            return HW_ERR_OPCODE;
+        if (op->opcode == HW_OP_CONCATENATION && !concatenation_fits(m, op)) return HW_ERR_OPCODE;
+        if (op->opcode == HW_OP_SOFTMAX && T(m, op->output)->dims[3] == 0) return HW_ERR_OPCODE;
         if (op->opcode == HW_OP_MUL &&
             (op->n_inputs < 2 || op->inputs[1] == HW_NO_TENSOR || op->p[4] < 0 || op->p[4] > 1))
             return HW_ERR_OPCODE;
@@ -175,6 +204,18 @@ static void run_op_f32(hw_model_t *m, const hw_op_t *op) {
         case HW_OP_LOGISTIC:
             hw_logistic_f32(x, y, (int)(hw_tensor_bytes(out) / 4));
             break;
+        case HW_OP_TANH:
+            hw_tanh_f32(x, y, (int)(hw_tensor_bytes(out) / 4));
+            break;
+        case HW_OP_CLAMP:
+            hw_clamp_f32(x, y, (int)(hw_tensor_bytes(out) / 4), bits_f32(p[0]), bits_f32(p[1]));
+            break;
+        case HW_OP_LEAKY_RELU:
+            hw_leaky_relu_f32(x, y, (int)(hw_tensor_bytes(out) / 4), bits_f32(p[0]));
+            break;
+        case HW_OP_SOFTMAX:
+            hw_softmax_f32(x, y, (int)(hw_tensor_bytes(out) / 4) / out->dims[3], out->dims[3], bits_f32(p[0]));
+            break;
         case HW_OP_MUL:
             hw_mul_f32(x, (const float *)hw_tensor_data(m, op->inputs[1]), y, (int)(hw_tensor_bytes(out) / 4),
                        out->dims[3], p[4], bits_f32(p[2]), bits_f32(p[3]));
@@ -192,6 +233,17 @@ static void run_op_f32(hw_model_t *m, const hw_op_t *op) {
 }
 
 static void run_op(hw_model_t *m, const hw_op_t *op) {
+    if (op->opcode == HW_OP_CONCATENATION) { /* type-agnostic */
+        const uint8_t *ins[4];
+        const uint16_t *dims[4];
+        for (int k = 0; k < op->n_inputs; k++) {
+            ins[k] = hw_tensor_data(m, op->inputs[k]);
+            dims[k] = T(m, op->inputs[k])->dims;
+        }
+        hw_concatenation(ins, dims, op->n_inputs, hw_tensor_data(m, op->output), op->p[0],
+                         T(m, op->output)->dtype == HW_INT8 ? 1 : 4);
+        return;
+    }
     if (op->opcode == HW_OP_TRANSPOSE) { /* type-agnostic */
         const hw_tensor_t *in = T(m, op->inputs[0]);
         hw_transpose(hw_tensor_data(m, op->inputs[0]), in->dims, hw_tensor_data(m, op->output), op->p,
@@ -234,8 +286,13 @@ static void run_op(hw_model_t *m, const hw_op_t *op) {
         case HW_OP_RELU:
             hw_relu_s8(x, in->zero_point, y, out->zero_point, (int)hw_tensor_bytes(out), p[0], p[1], p[2], p[3]);
             break;
-        case HW_OP_LOGISTIC:
+        case HW_OP_LOGISTIC: /* blobs before firmware 0.7.0; now LOOKUP */
+        case HW_OP_LOOKUP:
             hw_lut_s8(x, y, (int)hw_tensor_bytes(out), (const int8_t *)(m->data + p[0]));
+            break;
+        case HW_OP_SOFTMAX:
+            hw_softmax_s8(x, y, (int)hw_tensor_bytes(out) / out->dims[3], out->dims[3],
+                          (const float *)(m->data + p[0]), bits_f32(p[1]), out->zero_point);
             break;
         case HW_OP_MUL:
             hw_mul_s8(x, in->zero_point, (const int8_t *)hw_tensor_data(m, op->inputs[1]),

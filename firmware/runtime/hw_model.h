@@ -58,6 +58,12 @@ enum {
     HW_OP_RELU = 11,
     HW_OP_LOGISTIC = 12,
     HW_OP_MUL = 13,
+    HW_OP_SOFTMAX = 14,
+    HW_OP_CONCATENATION = 15,
+    HW_OP_LOOKUP = 16,
+    HW_OP_TANH = 17,
+    HW_OP_CLAMP = 18,
+    HW_OP_LEAKY_RELU = 19,
     HW_OP_COUNT
 };
 
@@ -66,7 +72,9 @@ enum {
 /* An op runs in int8 or float32, as its input tensor says (every tensor of an op has one type).
  * Parameters by opcode (p[]); a float32 op's activation bounds are float bit patterns:
  *  CONV_2D / DEPTHWISE_CONV_2D: stride_h, stride_w, pad_top, pad_left, act_min, act_max,
- *                               mult_offset, shift_offset (int32 per output channel in data)
+ *                               mult_offset, shift_offset (int32 per output channel in data);
+ *                               a depthwise output with M times the input's channels has depth
+ *                               multiplier M (output channel c reads input channel c / M)
  *  ADD:             left_shift, in1_mult, in1_shift, in2_mult, in2_shift, out_mult, out_shift,
  *                   act_min, act_max
  *  MEAN (over H,W): mult, shift, folded (1: 1/(H*W) is in the multiplier, as LiteRT; 0: divided after)
@@ -83,6 +91,14 @@ enum {
  *                   the converter as TFLite's int8 lookup table); float32: 1 / (1 + exp(-x))
  *  MUL:             mult, shift, act_min, act_max, broadcast (0: both inputs one shape; 1: the
  *                   second is one value per channel, [1,1,1,C], over the first's H and W)
+ *  SOFTMAX:         over C; int8: exp_table_offset (256 float32 in data, LiteRT's table), out_scale
+ *                   (float bits); float32: beta (float bits)
+ *  CONCATENATION:   axis (0-3, along N, H, W or C) of up to 4 inputs (any element type; int8
+ *                   inputs have the output's scale and zero point)
+ *  LOOKUP:          int8 only: lut_offset (256 int8 outputs, indexed by input + 128): any int8
+ *                   element-wise operator, its table computed by the converter with LiteRT
+ *  TANH:            float32 only; CLAMP: lo, hi (float32 bits; RELU6, RELU_N1_TO_1);
+ *  LEAKY_RELU:      float32 only: alpha (float bits)
  * float32: CONV/DEPTHWISE p[4], p[5] = act bounds (no multipliers); FULLY_CONNECTED p[0], p[1];
  * ADD p[7], p[8]; MUL p[2], p[3] (and p[4]); MEAN no parameters. */
 typedef struct {

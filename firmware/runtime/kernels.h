@@ -15,7 +15,7 @@ int32_t hw_requantize(int32_t acc, int32_t multiplier, int32_t shift);
 int32_t hw_requantize_single(int32_t acc, int32_t multiplier, int32_t shift);
 
 /* A convolution's geometry and quantisation (NHWC activations, weights [O][KH][KW][I] for conv2d,
- * [1][KH][KW][C] for depthwise); the same for every kernel variant. */
+ * [1][KH][KW][C*M] for depthwise with depth multiplier M = os.c / is.c); the same for every kernel variant. */
 typedef struct {
     hw_shape_t is, os;
     int32_t in_zp, out_zp;
@@ -70,8 +70,16 @@ void hw_add_s8(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int
 /* TFLite's quantised ReLU: out = clamp(out_zp + requant(in - in_zp)), act_min = max(-128, out_zp) */
 void hw_relu_s8(const int8_t *in, int32_t in_zp, int8_t *out, int32_t out_zp, int n, int32_t mult,
                 int32_t shift, int act_min, int act_max);
-/* A 256-entry table from int8 input to int8 output (TFLite's int8 LOGISTIC, TANH, ...). */
+/* A 256-entry table from int8 input to int8 output (TFLite's int8 LOGISTIC, TANH, HARD_SWISH, ...). */
 void hw_lut_s8(const int8_t *in, int8_t *out, int n, const int8_t *lut);
+/* LiteRT's int8 SOFTMAX over the last dimension (`rows` of `depth`): exp_table[255 - d] =
+ * exp(-beta * in_scale * d), summed in float32 in order, out = round(exp / (sum * out_scale)) + zp. */
+void hw_softmax_s8(const int8_t *in, int8_t *out, int rows, int depth, const float *exp_table, float out_scale,
+                   int32_t out_zp);
+/* Concatenation along blob dimension `axis` (0-3) of up to four inputs of `elem`-byte elements
+ * (int8 inputs share the output's quantisation: a copy, as LiteRT requires). */
+void hw_concatenation(const uint8_t *const *in, const uint16_t *const *in_dims, int n_in, uint8_t *out, int axis,
+                      int elem);
 /* TFLite's int8 MUL: out = clamp(out_zp + requant((a - a_zp) * (b - b_zp))); with `broadcast` b
  * holds one value per channel (c of them) for every pixel of a. */
 void hw_mul_s8(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int8_t *out, int32_t out_zp, int n,
@@ -120,6 +128,10 @@ void hw_pad_f32(const float *in, hw_shape_t is, float *out, hw_shape_t os, int t
 void hw_hardswish_f32(const float *in, float *out, int n);
 void hw_relu_f32(const float *in, float *out, int n);
 void hw_logistic_f32(const float *in, float *out, int n);
+void hw_tanh_f32(const float *in, float *out, int n);
+void hw_clamp_f32(const float *in, float *out, int n, float lo, float hi);
+void hw_leaky_relu_f32(const float *in, float *out, int n, float alpha);
+void hw_softmax_f32(const float *in, float *out, int rows, int depth, float beta);
 void hw_mul_f32(const float *a, const float *b, float *out, int n, int c, int broadcast, float act_min,
                 float act_max);
 void hw_avg_pool_f32(const hw_pool_params_t *p, const float *in, float *out, float act_min, float act_max);

@@ -45,7 +45,8 @@ void hw_conv2d_f32(const hw_conv_params_f32_t *p, const float *in, const float *
 
 void hw_depthwise_conv2d_f32(const hw_conv_params_f32_t *p, const float *in, const float *w, const float *bias,
                              float *out) {
-    const int c_n = p->is.c;
+    /* output channel oc reads input channel oc / M (depth multiplier M = os.c / is.c) */
+    const int ic_n = p->is.c, oc_n = p->os.c, mult = oc_n / ic_n;
     for (int oy = 0; oy < p->os.h; oy++) {
         const int iy = oy * p->stride_h - p->pad_top;
         int y0, y1;
@@ -54,15 +55,18 @@ void hw_depthwise_conv2d_f32(const hw_conv_params_f32_t *p, const float *in, con
             const int ix = ox * p->stride_w - p->pad_left;
             int x0, x1;
             hw_valid_range(ix, p->kw, p->is.w, &x0, &x1);
-            float *y = out + (oy * p->os.w + ox) * c_n;
-            for (int c = 0; c < c_n; c++) y[c] = bias ? bias[c] : 0.f;
+            float *y = out + (oy * p->os.w + ox) * oc_n;
+            for (int c = 0; c < oc_n; c++) y[c] = bias ? bias[c] : 0.f;
             for (int ky = y0; ky < y1; ky++)
                 for (int kx = x0; kx < x1; kx++) {
-                    const float *x = in + ((iy + ky) * p->is.w + ix + kx) * c_n;
-                    const float *f = w + (ky * p->kw + kx) * c_n;
-                    for (int c = 0; c < c_n; c++) y[c] += x[c] * f[c];
+                    const float *x = in + ((iy + ky) * p->is.w + ix + kx) * ic_n;
+                    const float *f = w + (ky * p->kw + kx) * oc_n;
+                    if (mult == 1)
+                        for (int c = 0; c < oc_n; c++) y[c] += x[c] * f[c];
+                    else
+                        for (int c = 0; c < oc_n; c++) y[c] += x[c / mult] * f[c];
                 }
-            for (int c = 0; c < c_n; c++) y[c] = clampf(y[c], p->act_min, p->act_max);
+            for (int c = 0; c < oc_n; c++) y[c] = clampf(y[c], p->act_min, p->act_max);
         }
     }
 }
@@ -143,4 +147,27 @@ void hw_avg_pool_f32(const hw_pool_params_t *p, const float *in, float *out, flo
 
 void hw_max_pool_f32(const hw_pool_params_t *p, const float *in, float *out, float act_min, float act_max) {
     pool_f32(p, in, out, act_min, act_max, 1);
+}
+
+void hw_tanh_f32(const float *in, float *out, int n) {
+    for (int i = 0; i < n; i++) out[i] = tanhf(in[i]);
+}
+
+void hw_clamp_f32(const float *in, float *out, int n, float lo, float hi) {
+    for (int i = 0; i < n; i++) out[i] = clampf(in[i], lo, hi);
+}
+
+void hw_leaky_relu_f32(const float *in, float *out, int n, float alpha) {
+    for (int i = 0; i < n; i++) out[i] = in[i] > 0.f ? in[i] : in[i] * alpha;
+}
+
+void hw_softmax_f32(const float *in, float *out, int rows, int depth, float beta) {
+    for (int r = 0; r < rows; r++, in += depth, out += depth) {
+        float max = in[0], sum = 0.f;
+        for (int j = 1; j < depth; j++)
+            if (in[j] > max) max = in[j];
+        for (int j = 0; j < depth; j++) sum += out[j] = expf((in[j] - max) * beta);
+        const float inv = 1.f / sum;
+        for (int j = 0; j < depth; j++) out[j] *= inv;
+    }
 }

@@ -1,5 +1,8 @@
 /* Portable int8 reference kernels (TFLite reference semantics, gemmlowp rounding). These stay
  * the reference that optimised kernels are tested against. */
+#include <math.h>
+#include <string.h>
+
 #include "kernels.h"
 
 static int32_t srdhm(int32_t a, int32_t b) { /* SaturatingRoundingDoublingHighMul */
@@ -81,11 +84,13 @@ void hw_conv2d_s8(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, 
 
 void hw_depthwise_conv2d_s8_region(const hw_conv_params_t *p, const int8_t *in, const int8_t *w,
                                    const int32_t *bias, int8_t *out, hw_region_t r) {
-    const int c_n = p->is.c, kh = p->kh, kw = p->kw;
+    /* output channel oc reads input channel oc / M (depth multiplier M = os.c / is.c, TFLite's order) */
+    const int ic_n = p->is.c, oc_n = p->os.c, mult = oc_n / ic_n, kh = p->kh, kw = p->kw;
     for (int oy = r.y0; oy < r.y1; oy++) {
         for (int ox = r.x0; ox < r.x1; ox++) {
             const int iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
-            for (int c = 0; c < c_n; c++) {
+            for (int c = 0; c < oc_n; c++) {
+                const int ic = mult == 1 ? c : c / mult;
                 int32_t acc = 0;
                 for (int ky = 0; ky < kh; ky++) {
                     const int iy = iy0 + ky;
@@ -93,12 +98,12 @@ void hw_depthwise_conv2d_s8_region(const hw_conv_params_t *p, const int8_t *in, 
                     for (int kx = 0; kx < kw; kx++) {
                         const int ix = ix0 + kx;
                         if (ix < 0 || ix >= p->is.w) continue;
-                        acc += (int32_t)w[(ky * kw + kx) * c_n + c] *
-                               ((int32_t)in[(iy * p->is.w + ix) * c_n + c] - p->in_zp);
+                        acc += (int32_t)w[(ky * kw + kx) * oc_n + c] *
+                               ((int32_t)in[(iy * p->is.w + ix) * ic_n + ic] - p->in_zp);
                     }
                 }
                 if (bias) acc += bias[c];
-                out[(oy * p->os.w + ox) * c_n + c] =
+                out[(oy * p->os.w + ox) * oc_n + c] =
                     clamp_s8(hw_requantize(acc, p->mult[c], p->shift[c]) + p->out_zp, p->act_min, p->act_max);
             }
         }
@@ -241,10 +246,43 @@ void hw_lut_s8(const int8_t *in, int8_t *out, int n, const int8_t *lut) {
     for (int i = 0; i < n; i++) out[i] = lut[(uint8_t)(in[i] + 128)];
 }
 
+void hw_softmax_s8(const int8_t *in, int8_t *out, int rows, int depth, const float *exp_table, float out_scale,
+                   int32_t out_zp) {
+    for (int r = 0; r < rows; r++, in += depth, out += depth) {
+        int max = -128;
+        for (int j = 0; j < depth; j++)
+            if (in[j] > max) max = in[j];
+        const float *t = exp_table + 255 - max; /* t[x] = exp(beta * scale * (x - max)) */
+        float sum = 0.f;
+        for (int j = 0; j < depth; j++) sum += t[in[j]];
+        const float inv = 1.f / (sum * out_scale);
+        for (int j = 0; j < depth; j++) {
+            out[j] = clamp_s8((int32_t)roundf(t[in[j]] * inv) + out_zp, -128, 127);
+        }
+    }
+}
+
 void hw_mul_s8(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int8_t *out, int32_t out_zp, int n,
                int c, int broadcast, int32_t mult, int32_t shift, int act_min, int act_max) {
     for (int i = 0; i < n; i++) {
         const int32_t bv = (broadcast ? b[i % c] : b[i]) - b_zp;
         out[i] = clamp_s8(out_zp + hw_requantize((a[i] - a_zp) * bv, mult, shift), act_min, act_max);
     }
+}
+
+void hw_concatenation(const uint8_t *const *in, const uint16_t *const *in_dims, int n_in, uint8_t *out, int axis,
+                      int elem) {
+    /* each input contributes a contiguous run of (its dims from `axis` on) elements per outer index */
+    int outer = 1;
+    for (int d = 0; d < axis; d++) outer *= in_dims[0][d];
+    uint32_t run[4];
+    for (int k = 0; k < n_in; k++) {
+        run[k] = (uint32_t)elem;
+        for (int d = axis; d < 4; d++) run[k] *= in_dims[k][d];
+    }
+    for (int o = 0; o < outer; o++)
+        for (int k = 0; k < n_in; k++) {
+            memcpy(out, in[k] + (uint32_t)o * run[k], run[k]);
+            out += run[k];
+        }
 }

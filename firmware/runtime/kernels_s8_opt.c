@@ -832,7 +832,7 @@ void hw_depthwise_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, con
                                 int8_t *out) {
     const int c_n = p->is.c, taps = p->kh * p->kw;
     const int mode = requant_mode(p->mult, p->shift, c_n, p->out_zp, bias, taps, p->act_min, p->act_max);
-    if ((c_n & 3) || taps > MAX_DW_TAPS || mode == RQ_NONE) {
+    if ((c_n & 3) || p->os.c != c_n || taps > MAX_DW_TAPS || mode == RQ_NONE) { /* depth multiplier > 1: portable */
         hw_depthwise_conv2d_s8(p, in, w, bias, out);
         return;
     }

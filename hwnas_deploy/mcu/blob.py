@@ -33,6 +33,7 @@ ARENA, CONST = 0, 1
 OPCODES = {
     "CONV_2D": 1, "DEPTHWISE_CONV_2D": 2, "ADD": 3, "MEAN": 4, "FULLY_CONNECTED": 5, "PAD": 6, "HARD_SWISH": 7,
     "AVERAGE_POOL_2D": 8, "MAX_POOL_2D": 9, "TRANSPOSE": 10, "RELU": 11, "LOGISTIC": 12, "MUL": 13,
+    "SOFTMAX": 14, "CONCATENATION": 15, "LOOKUP": 16, "TANH": 17, "CLAMP": 18, "LEAKY_RELU": 19,
 }
 _TFLITE_FLOAT32, _TFLITE_INT32, _TFLITE_INT8 = 0, 2, 9
 FLOAT_MAX = float(np.finfo(np.float32).max)
@@ -130,39 +131,67 @@ def _float_activation_range(act: int) -> tuple[int, int]:
     return _f32_bits(lo), _f32_bits(hi)
 
 
-def _logistic_table(in_t: _Tensor, out_t: _Tensor) -> np.ndarray:
-    """The int8 LOGISTIC of these scales over all 256 inputs (-128 first), computed by LiteRT's
-    reference kernel itself (gemmlowp's fixed-point logistic) on a one-op model, so the board's
-    table lookup is bit-exact with the reference the export is checked against."""
+def _lookup_table(g: "_Graph", chain: list) -> np.ndarray:
+    """An int8 element-wise operator over all 256 inputs (-128 first), or a chain of them from an
+    int8 tensor to an int8 tensor (DEQUANTIZE, float operators, QUANTIZE), computed by LiteRT's
+    reference kernels themselves on a model of just those operators with their own options and
+    scales (LOGISTIC: gemmlowp's fixed-point logistic; HARD_SWISH: int16 fixed point), so the
+    board's table lookup is bit-exact with the reference the export is checked against."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    def tensor(name: str, t: _Tensor) -> schema.TensorT:
-        q = schema.QuantizationParametersT()
-        q.scale, q.zeroPoint = [t.scale], [t.zero_point]
+    def tensor(index: int) -> schema.TensorT:
+        source = g.g.tensors[index]
         out = schema.TensorT()
-        out.shape, out.type, out.buffer, out.name, out.quantization = [1, 256], _TFLITE_INT8, 0, name, q
+        out.shape, out.type, out.buffer, out.name = [1, 256], source.type, 0, f"t{index}"
+        out.quantization = source.quantization if source.type == _TFLITE_INT8 else None
         return out
 
-    code = schema.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.LOGISTIC
-    code.version = 2
-    op = schema.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = 0, [0], [1]
+    chain_tensors = [int(chain[0].inputs[0])] + [int(op.outputs[0]) for op in chain]
+    codes, ops = [], []
+    for n, op in enumerate(chain):
+        source = g.model.operatorCodes[op.opcodeIndex]
+        code = schema.OperatorCodeT()
+        code.builtinCode = max(source.builtinCode, source.deprecatedBuiltinCode)
+        code.deprecatedBuiltinCode = min(code.builtinCode, 127)  # 127: "see builtinCode"
+        code.version = source.version
+        one = schema.OperatorT()
+        one.opcodeIndex, one.inputs, one.outputs = n, [n], [n + 1]
+        one.builtinOptionsType, one.builtinOptions = op.builtinOptionsType, op.builtinOptions
+        codes.append(code)
+        ops.append(one)
     graph = schema.SubGraphT()
-    graph.tensors, graph.operators = [tensor("x", in_t), tensor("y", out_t)], [op]
-    graph.inputs, graph.outputs = [0], [1]
+    graph.tensors, graph.operators = [tensor(i) for i in chain_tensors], ops
+    graph.inputs, graph.outputs = [0], [len(chain)]
     model = schema.ModelT()
-    model.version, model.operatorCodes, model.subgraphs, model.buffers = 3, [code], [graph], [schema.BufferT()]
+    model.version, model.operatorCodes, model.subgraphs, model.buffers = 3, codes, [graph], [schema.BufferT()]
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    interp = Interpreter(model_content=bytes(builder.Output()),
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    interp.allocate_tensors()
-    interp.set_tensor(interp.get_input_details()[0]["index"], np.arange(-128, 128, dtype=np.int8)[None])
-    interp.invoke()
+    try:
+        interp = Interpreter(model_content=bytes(builder.Output()),
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        interp.allocate_tensors()
+        interp.set_tensor(interp.get_input_details()[0]["index"], np.arange(-128, 128, dtype=np.int8)[None])
+        interp.invoke()
+    except (RuntimeError, ValueError) as e:  # the reference kernels lack it, or refuse these scales
+        names = "+".join(g.op_name(op) for op in chain)
+        raise UnsupportedOpError("blob", names, "LiteRT's reference kernels, which the board's table is taken "
+                                 f"from, do not run it ({str(e).splitlines()[0][:120]})") from None
     return interp.get_tensor(interp.get_output_details()[0]["index"]).ravel().astype(np.int8)
+
+
+def _softmax_exp_table(in_scale: float, beta: float) -> np.ndarray:
+    """LiteRT's int8 SOFTMAX table: entry 255 - d is expf(-in_scale * beta * d) in float32, by the
+    C library's expf (the one LiteRT calls: numpy's vectorised exp differs in the last bit)."""
+    import ctypes
+    import ctypes.util
+
+    libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    libm.expf.restype, libm.expf.argtypes = ctypes.c_float, [ctypes.c_float]
+    scale = np.float32(-np.float32(in_scale) * np.float32(beta))
+    values = [libm.expf(float(np.float32(scale * np.float32(d)))) for d in range(256)]
+    return np.asarray(values[::-1], dtype=np.float32)
 
 
 def _f32_bits(x: float) -> int:
@@ -177,9 +206,6 @@ def _lowest(tensor) -> float:
 def _conv_geometry(name: str, opt, in_shape, out_dims, kh: int, kw: int, extra_top: int, extra_left: int):
     """(pad_top, pad_left) of a CONV_2D / DEPTHWISE_CONV_2D over the input it was given, after
     checking what the MCU kernels cannot do."""
-    if name == "DEPTHWISE_CONV_2D" and getattr(opt, "depthMultiplier", 1) != 1:
-        raise UnsupportedOpError("blob", name, "depth multiplier other than 1 with more than one input channel "
-                                 "(formats that take it: tflite, tflite-int8, onnx, tvm)")
     if getattr(opt, "dilationHFactor", 1) != 1 or getattr(opt, "dilationWFactor", 1) != 1:
         raise UnsupportedOpError("blob", name, "dilation")
     _, in_h, in_w, _ = (int(d) for d in in_shape)
@@ -307,6 +333,7 @@ class _Op:
     extra_top: int = 0  # padding of a PAD folded into this operator
     extra_left: int = 0
     input_is_nchw_graph_input: bool = False  # consumes the NCHW graph input as given
+    input_is_nchw_view: bool = False  # consumes an NHWC tensor whose NCHW transpose was dropped
 
     def in_t(self, g: _Graph) -> _Tensor:
         return g.tensors[self.x]
@@ -318,21 +345,30 @@ class _Op:
 @dataclass(frozen=True)
 class Kernel:
     """A firmware kernel's opcode and its converter, `convert(graph, op, fp) -> (inputs, params)`;
-    `tables`: the int8 params that point at int32 tables in the blob's data (fixed up on packing)."""
+    `tables`: the int8 params that point at tables in the blob's data (fixed up on packing);
+    `int8_opcode`: the firmware opcode of the int8 version where it is another kernel (a table
+    lookup for element-wise operators)."""
 
     opcode: int
     convert: object
     tables: tuple[int, ...] = ()
+    int8_opcode: int | None = None
+
+    def opcode_for(self, fp: bool) -> int:
+        return self.opcode if fp or self.int8_opcode is None else self.int8_opcode
 
 
 #: TFLite operator -> the firmware's kernel (TFLite Micro's registration: one converter each)
 KERNELS: dict[str, Kernel] = {}
 
 
-def kernel(*names: str, tables: tuple[int, ...] = ()):
+def kernel(*names: str, tables: tuple[int, ...] = (), opcode: str | None = None, int8_opcode: str | None = None):
+    """Register `fn` as the converter of the TFLite operators `names` (each to the firmware opcode
+    of its own name, or `opcode`)."""
     def register(fn):
         for name in names:
-            KERNELS[name] = Kernel(OPCODES[name], fn, tables)
+            KERNELS[name] = Kernel(OPCODES[opcode or name], fn, tables,
+                                   OPCODES[int8_opcode] if int8_opcode else None)
         return fn
     return register
 
@@ -347,6 +383,9 @@ def _conv(g: _Graph, op: _Op, fp: bool):
     pad_top, pad_left = _conv_geometry(op.name, op.opt, g.g.tensors[int(op.tfl.inputs[0])].shape, out_t.dims,
                                        int(w.shape[1]), int(w.shape[2]), op.extra_top, op.extra_left)
     channels = out_t.dims[3]
+    if op.name == "DEPTHWISE_CONV_2D" and channels % op.in_t(g).dims[3]:
+        raise UnsupportedOpError("blob", op.name, f"{channels} output channels from {op.in_t(g).dims[3]} input "
+                                 "channels (a depth multiplier must divide them)")
     dtype = FLOAT32 if fp else INT8
     inputs = [op.x, g.constant(w, tuple(int(d) for d in w.shape), dtype),
               g.optional_constant(op.ins, 2, (1, 1, 1, channels), FLOAT32 if fp else INT32)]
@@ -415,13 +454,6 @@ def _relu(g: _Graph, op: _Op, fp: bool):
     return [op.x], [*mult, *_activation_range(1, out_t.scale, out_t.zero_point)]
 
 
-@kernel("LOGISTIC", tables=(0,))
-def _logistic(g: _Graph, op: _Op, fp: bool):
-    if fp:
-        return [op.x], []
-    return [op.x], [g.constant(_logistic_table(op.in_t(g), op.out_t(g)), (1, 1, 1, 256), INT8)]
-
-
 @kernel("MUL")
 def _mul(g: _Graph, op: _Op, fp: bool):
     if g.stored(op.ins[1]) is not None or g.stored(op.ins[0]) is not None:
@@ -446,11 +478,55 @@ def _mul(g: _Graph, op: _Op, fp: bool):
                           broadcast]
 
 
-@kernel("HARD_SWISH")
-def _hard_swish(g: _Graph, op: _Op, fp: bool):
+#: int8 element-wise operators the board runs as a 256-entry table taken from LiteRT
+LOOKUP_OPS = ("LOGISTIC", "TANH", "HARD_SWISH", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "LEAKY_RELU", "GELU",
+              "QUANTIZE", "EXP", "ABS", "NEG", "LOG")
+
+
+def _element_wise(g: _Graph, op: _Op, fp: bool):
     if not fp:
-        raise UnsupportedOpError("blob", op.name, "int8 hard-swish has no MCU kernel yet; use --format blob-fp32")
-    return [op.x], []
+        return [op.x], [g.constant(_lookup_table(g, [op.tfl]), (1, 1, 1, 256), INT8)]
+    if op.name in ("LOGISTIC", "TANH", "HARD_SWISH"):
+        return [op.x], []
+    if op.name in ("RELU6", "RELU_N1_TO_1", "RELU_0_TO_1"):
+        lo, hi = {"RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0), "RELU_0_TO_1": (0.0, 1.0)}[op.name]
+        return [op.x], [_f32_bits(lo), _f32_bits(hi)]
+    if op.name == "LEAKY_RELU":
+        return [op.x], [_f32_bits(op.opt.alpha)]
+    raise UnsupportedOpError("blob", op.name, "float32 has no MCU kernel for it (its int8 version has: "
+                             "export blob from an int8 model)")
+
+
+_FLOAT_OPCODE = {"RELU6": "CLAMP", "RELU_N1_TO_1": "CLAMP", "RELU_0_TO_1": "CLAMP", "LOGISTIC": "LOGISTIC",
+                 "TANH": "TANH", "HARD_SWISH": "HARD_SWISH", "LEAKY_RELU": "LEAKY_RELU"}
+for _name in LOOKUP_OPS:  # float32: a kernel of its own where there is one (else refused when converted)
+    kernel(_name, tables=(0,), opcode=_FLOAT_OPCODE.get(_name, "LOOKUP"), int8_opcode="LOOKUP")(_element_wise)
+
+
+@kernel("SOFTMAX", tables=(0,))
+def _softmax(g: _Graph, op: _Op, fp: bool):
+    if fp:
+        return [op.x], [_f32_bits(op.opt.beta)]
+    table = g.constant(_softmax_exp_table(op.in_t(g).scale, op.opt.beta), (1, 1, 1, 256), FLOAT32)
+    return [op.x], [table, _f32_bits(op.out_t(g).scale)]
+
+
+@kernel("CONCATENATION")
+def _concatenation(g: _Graph, op: _Op, fp: bool):
+    if len(op.ins) > 4:
+        raise UnsupportedOpError("blob", op.name, f"{len(op.ins)} inputs (at most 4)")
+    if any(g.stored(i) is not None for i in op.ins):
+        raise UnsupportedOpError("blob", op.name, "concatenation with a constant tensor")
+    if op.opt.fusedActivationFunction:
+        raise UnsupportedOpError("blob", op.name, "fused activation")
+    out_t = op.out_t(g)
+    inputs = [op.x] + [g.activation(i) for i in op.ins[1:]]
+    if not fp and any((g.tensors[i].scale, g.tensors[i].zero_point) != (out_t.scale, out_t.zero_point)
+                      for i in inputs):
+        raise UnsupportedOpError("blob", op.name, "requantising concatenation (input and output scales differ)")
+    rank = len(g.g.tensors[op.ins[0]].shape)
+    axis = op.opt.axis + rank if op.opt.axis < 0 else op.opt.axis
+    return inputs, [axis + 4 - rank]
 
 
 @kernel("AVERAGE_POOL_2D", "MAX_POOL_2D")
@@ -474,6 +550,8 @@ def _pool(g: _Graph, op: _Op, fp: bool):
 def _mean(g: _Graph, op: _Op, fp: bool):
     in_t, out_t = op.in_t(g), op.out_t(g)
     axes = sorted(int(a) for a in g.const(op.ins[1]).ravel())
+    if axes == [2, 3] and op.input_is_nchw_view:  # the mean of NCHW over H, W is NHWC's over 1, 2
+        axes = [1, 2]
     if axes == [2, 3] and op.input_is_nchw_graph_input:
         # a head alone: the spatial mean of the NCHW input as given; the host sends NHWC
         nb, c, h, w = in_t.dims
@@ -527,6 +605,35 @@ def _op_macs(opcode: int, inputs: list[_Tensor | None], out: _Tensor) -> int:
     return 0
 
 
+#: float32 operators of one input that act element by element (a chain of them between a
+#: DEQUANTIZE and a QUANTIZE is one int8 table)
+_FLOAT_ELEMENT_WISE = {"LEAKY_RELU", "ELU", "GELU", "TANH", "LOGISTIC", "HARD_SWISH", "RELU", "RELU6", "RELU_N1_TO_1",
+                       "RELU_0_TO_1", "EXP", "ABS", "NEG", "SQUARE", "SIN", "COS"}
+
+
+def _dequantized_chain(graph: _Graph, n: int, consumer_ops: dict[int, list[int]], graph_outputs: set[int]) -> list[int]:
+    """Operator indices DEQUANTIZE, float element-wise operators, QUANTIZE from operator `n` on,
+    each the only consumer of the one before (what the quantiser leaves of an operator it has no
+    int8 kernel for), or [] where operator n does not start such a chain."""
+    g = graph.g
+    op = g.operators[n]
+    if graph.op_name(op) != "DEQUANTIZE" or g.tensors[int(op.inputs[0])].type != _TFLITE_INT8:
+        return []
+    chain = [n]
+    while True:
+        out = int(g.operators[chain[-1]].outputs[0])
+        users = consumer_ops.get(out, [])
+        if len(users) != 1 or out in graph_outputs:
+            return []
+        nxt = g.operators[users[0]]
+        name = graph.op_name(nxt)
+        if name == "QUANTIZE" and g.tensors[int(nxt.outputs[0])].type == _TFLITE_INT8:
+            return chain + [users[0]] if len(chain) > 1 else []
+        if name not in _FLOAT_ELEMENT_WISE or len(nxt.inputs) != 1:
+            return []
+        chain.append(users[0])
+
+
 def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
     """Convert a TFLite model to a blob at `blob_path`: each operator by its registered kernel's
     converter (`KERNELS`); the graph's structure (the input transpose, reshapes, folded pads) here."""
@@ -538,18 +645,41 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
     # out-of-bounds taps, which equals padding with the zero point), and so is a PADV2 with the
     # lowest value feeding max pools: no padded copy in SRAM.
     consumers: dict[int, list[str]] = {}
-    for op in g.operators:
+    consumer_ops: dict[int, list[int]] = {}
+    for n, op in enumerate(g.operators):
         for i in op.inputs:
             consumers.setdefault(int(i), []).append(graph.op_name(op))
+            consumer_ops.setdefault(int(i), []).append(n)
     folded_pads: dict[int, tuple[int, int, int]] = {}  # padded tensor -> (source, top, left)
+    nchw_views: set[int] = set()  # NHWC tensors standing in for their dropped NCHW transposes
+    skipped: set[int] = set()  # operators folded into a table lookup
+    graph_outputs = {int(o) for o in g.outputs}
 
     ops: list[tuple[int, list[int], int, list[int], str, bool]] = []
     graph_input = g.inputs[0]
     input_alias: int | None = None
     for n, op in enumerate(g.operators):
+        if n in skipped:
+            continue
         name = graph.op_name(op)
         ins, outs = [int(i) for i in op.inputs], [int(o) for o in op.outputs]
         users = set(consumers.get(outs[0], ["?"])) if outs else {"?"}
+        if (name == "TRANSPOSE" and users == {"MEAN"} and outs[0] not in graph_outputs
+                and list(graph.const(ins[1])) == [0, 3, 1, 2]
+                and all(sorted(int(a) for a in graph.const(int(g.operators[m].inputs[1])).ravel()) == [2, 3]
+                        for m in consumer_ops[outs[0]])):
+            # NHWC -> NCHW for a mean over H and W (torch's x.mean((2, 3))): the mean reads NHWC
+            index_of[outs[0]] = activation(ins[0])
+            nchw_views.add(outs[0])
+            continue
+        chain = _dequantized_chain(graph, n, consumer_ops, graph_outputs)
+        if chain:
+            x, y = activation(ins[0]), activation(int(g.operators[chain[-1]].outputs[0]))
+            table = graph.constant(_lookup_table(graph, [g.operators[m] for m in chain]), (1, 1, 1, 256), INT8)
+            label = "+".join(graph.op_name(g.operators[m]) for m in chain[1:-1])
+            ops.append((OPCODES["LOOKUP"], [x], y, [table] + [0] * 11, label, False))
+            skipped.update(chain)
+            continue
         foldable = (name == "PAD" and users <= {"CONV_2D", "DEPTHWISE_CONV_2D"}) or (
             name == "PADV2"
             and users == {"MAX_POOL_2D"}
@@ -596,9 +726,10 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
         if tensors[y].dtype != tensors[x].dtype:
             raise UnsupportedOpError("blob", name, "mixed int8/float32 operands")
         view = _Op(name, n, op, ins, op.builtinOptions, x, y, extra_top, extra_left,
-                   input_is_nchw_graph_input=ins[0] == graph_input and input_alias is None and n == 0)
+                   input_is_nchw_graph_input=ins[0] == graph_input and input_alias is None and n == 0,
+                   input_is_nchw_view=ins[0] in nchw_views)
         inputs, params = KERNELS[name].convert(graph, view, fp)
-        ops.append((KERNELS[name].opcode, inputs, y, (list(params) + [0] * 12)[:12], name, fp))
+        ops.append((KERNELS[name].opcode_for(fp), inputs, y, (list(params) + [0] * 12)[:12], name, fp))
 
     entry = input_alias if input_alias is not None else graph_input
     if entry not in index_of:
@@ -632,7 +763,7 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
     for opcode, inputs, out, p, name, fp in ops:
         p = list(p)
         if not fp:  # float32 ops carry no multiplier tables
-            for i in KERNELS[name].tables:
+            for i in KERNELS[name].tables if name in KERNELS else (0,):  # else: a folded chain's table
                 p[i] = tensors[p[i]].offset
         padded = (list(inputs) + [NO_TENSOR] * 4)[:4]
         packed_ops.append(OP.pack(opcode, len(inputs), out, *padded, *p, 0))
