@@ -73,6 +73,35 @@ def processes_with(entry: str) -> list[int]:
     return found
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_processes(run_dir: str) -> list[int]:
+    """The processes of a run: those with its marker, and the children of these (or of this
+    process) caught in the middle of an exec. A process's environment reads empty from the moment
+    its parent is told the exec succeeded until the new program's stack is set up; under load a
+    child started just before the clean-up can be seen in that window (a CI run left a `sleep`
+    alive that way)."""
+    pids = processes_with(f"{MARKER}={run_dir}")
+    parents = set(pids) | {os.getpid()}
+    for proc in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if not proc.name.isdigit() or int(proc.name) in parents:
+            continue
+        try:
+            with open(f"/proc/{proc.name}/environ", "rb") as fh:
+                blank = not fh.read(1)
+        except OSError:
+            continue
+        if blank and _parent(int(proc.name)) in parents:
+            pids.append(int(proc.name))
+    return pids
+
+
 def alive(pid: int) -> bool:
     """Whether process `pid` runs (a zombie, exited but not yet reaped, does not)."""
     try:
@@ -91,7 +120,7 @@ def alive(pid: int) -> bool:
 def clean(run_dir: str, grace_s: float = 2.0) -> None:
     """Terminate the run's processes (SIGKILL after `grace_s`), run its `on_exit` commands, and
     remove its folder. Safe to repeat."""
-    pids = processes_with(f"{MARKER}={run_dir}")
+    pids = run_processes(run_dir)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
