@@ -43,7 +43,7 @@ def test_lab_up_profile_status_down_from_the_command_line(tmp_path, lab_tmp):
                      .splitlines() if any(n in line for n in ('"gcs_server"', '"raylet"', '"ray::'))]
         hosts = {line.split()[3].rsplit(":", 1)[0] for line in listeners}
         assert listeners and hosts <= {"127.0.0.1", "[::ffff:127.0.0.1]"}, listeners
-        args = ["profile", "--lab", address, "--device", "local-cpu", "--space", "mcu-mbnet", "--samples", "4",
+        args = ["profile", "--lab", address, "--device", "local-cpu", "--space", "nb201", "--samples", "4",
                 "--runtime", "onnxruntime", "--db", "s.sqlite", "--quiet"]
         out = run_cli(*args, cwd=tmp_path, check=True).stdout
         assert out.startswith("measured 4, already stored 0, failed 0 of 4")
