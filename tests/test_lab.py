@@ -129,6 +129,22 @@ def test_local_cpu_and_the_adb_twin_each_measure_their_profile(lab, tmp_path):
     assert got == {(m.key.device, h): m.median_ms for report in (cpu, phone) for h, m in report.results.items()}
 
 
+def test_a_users_own_model_is_measured_on_the_lab(lab, tmp_path):
+    """`hwnas profile --model FILE --lab`: the model travels to the lab's worker as its content
+    (the worker's host needs no copy of the file), is measured there, and is stored under its
+    content hash in the caller's store."""
+    from hwnas_deploy.models import load_model
+    from hwnas_deploy.profiling import profile_networks
+
+    model = load_model("zoo:fc-autoencoder")
+    with Store(str(tmp_path / "lab.sqlite")) as store:
+        report = profile_networks("local-cpu", [model], "onnxruntime", store, lab=lab["address"], progress=False)
+        (row,) = store.measurements(space="model")
+    assert report.measured == [model.config_hash] and report.devices == {"host-a/local-cpu/0": 1}
+    assert row["config_hash"] == model.config_hash and row["macs"] == 264192 and row["median_ms"] > 0
+    assert row["env"]["lab"]["device"] == "host-a/local-cpu/0"
+
+
 def test_search_with_lab_measures_its_validations_on_the_lab(lab, tmp_path):
     """`hwnas search --lab`: a concurrent search's validations go to the lab's local-CPU worker,
     into the caller's store, exactly the budget."""

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hwnas_deploy.spaces.blocks import one_compute_thread
+
 SEED = 0
 
 
@@ -25,7 +27,7 @@ def _calibrated(net: nn.Module, example: torch.Tensor, batches: int = 8) -> tupl
     """Random weights (seeded), BatchNorm statistics from random inputs, eval mode."""
     gen = torch.Generator().manual_seed(SEED + 1)
     net.train()
-    with torch.no_grad():
+    with torch.no_grad(), one_compute_thread():  # the same weights, so the same hash, on every machine
         for _ in range(batches):
             net(torch.randn((16, *example.shape[1:]), generator=gen))
     return net.eval(), example

@@ -9,6 +9,7 @@ Parameters count everything trainable, BatchNorm affine parameters and biases in
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -242,6 +243,19 @@ def build_network(blocks: list[Block]) -> nn.Module:
     return model
 
 
+@contextmanager
+def one_compute_thread():
+    """Run torch on one thread inside: batch statistics are sums whose order follows the thread
+    count, and a network must get the same weights bit for bit in every process (exports are
+    cached and stored by content: one thread and two gave two files for one network)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def calibrate_batchnorm(model: nn.Module, x: torch.Tensor) -> None:
     """Set BatchNorm running statistics from one batch (as OFA re-calibrates sub-networks).
 
@@ -252,9 +266,10 @@ def calibrate_batchnorm(model: nn.Module, x: torch.Tensor) -> None:
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average: one batch sets the statistics exactly
-    model.train()
-    with torch.no_grad():
-        model(x)
+    with one_compute_thread():
+        model.train()
+        with torch.no_grad():
+            model(x)
     model.eval()
     for m, momentum in zip(bns, momenta, strict=True):
         m.momentum = momentum
