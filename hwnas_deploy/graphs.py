@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,21 @@ def _onnx_macs(node, shapes: dict, out: tuple[int, ...]) -> int:
 _TFLITE_DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 9: "int8", 7: "int16"}
 
 
+@lru_cache(maxsize=1)
+def _tflite_op_names() -> dict[int, str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {v: k for k, v in schema.BuiltinOperator.__dict__.items() if not k.startswith("_")}
+
+
+def tflite_op_name(model, op) -> str:
+    """The builtin name ("CONV_2D") of operator `op` of a TFLite `model` (flatbuffer object API);
+    the larger of the two code fields holds it (codes past 127 live only in `builtinCode`)."""
+    code = model.operatorCodes[op.opcodeIndex]
+    number = max(code.builtinCode, code.deprecatedBuiltinCode)
+    return _tflite_op_names().get(number, f"op {number}")
+
+
 def tflite_facts(data: bytes, source: Path) -> ModelFacts:
     from ai_edge_litert import schema_py_generated as schema
 
@@ -161,7 +177,6 @@ def tflite_facts(data: bytes, source: Path) -> ModelFacts:
         raise ConfigError(f"{source}: a damaged TFLite model ({type(exc).__name__}: {exc})") from None
     if len(model.subgraphs) != 1:
         raise ConfigError(f"{source}: {len(model.subgraphs)} subgraphs; hwnas measures single-subgraph models")
-    names = {v: k for k, v in schema.BuiltinOperator.__dict__.items() if not k.startswith("_")}
     notes: list[str] = []
 
     def tname(i: int) -> str:
@@ -187,8 +202,7 @@ def tflite_facts(data: bytes, source: Path) -> ModelFacts:
 
     layers = []
     for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), f"op {code.builtinCode}")
+        name = tflite_op_name(model, op)
         ins, outs = [int(i) for i in op.inputs], [int(o) for o in op.outputs]
         out = tuple(int(d) for d in graph.tensors[outs[0]].shape) if outs else ()
         weights = [i for i in ins[1:] if const(i)] if name in _WEIGHTED else []

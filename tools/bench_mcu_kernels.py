@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnas_deploy.export import artifact_filename, export_subnet
-from hwnas_deploy.mcu.blob import FLOAT32, HEADER, OP, TENSOR
+from hwnas_deploy.mcu.blob import FLOAT32, HEADER, OPCODES, TENSOR, blob_ops, op_macs
 from hwnas_deploy.mcu.link import McuLink, ticks_to_instructions
 from hwnas_deploy.sim.qemu import QemuBoard
 from hwnas_deploy.spaces import get_space
@@ -35,27 +35,19 @@ UPLOAD_REFERENCE_KIBS = 25.0
 
 
 def layer_macs(blob: bytes) -> list[tuple[str, int]]:
-    """(kind, MACs) of every op in a blob, from its tensor and op tables."""
-    h = HEADER.unpack_from(blob)
-    n_tensors, n_ops, tensors_off, ops_off = h[5], h[6], h[10], h[11]
-    tensors = [TENSOR.unpack_from(blob, tensors_off + TENSOR.size * i) for i in range(n_tensors)]
+    """(kind, MACs) of every op in a blob: convolutions by their kernel shape, the rest by name."""
+    names = {code: name.lower().replace("_", " ") for name, code in OPCODES.items()}
+    names.update({OPCODES["HARD_SWISH"]: "hard-swish", OPCODES["AVERAGE_POOL_2D"]: "average pool",
+                  OPCODES["MAX_POOL_2D"]: "max pool"})
     out = []
-    for i in range(n_ops):
-        op = OP.unpack_from(blob, ops_off + OP.size * i)
-        opcode, inputs, output = op[0], op[3:7], op[2]
-        o = tensors[output][:4]
-        if opcode == 1:  # conv
-            w = tensors[inputs[1]][:4]  # O, KH, KW, I
+    for opcode, w, o in blob_ops(blob):
+        if opcode == OPCODES["CONV_2D"]:
             kind = "pointwise" if w[1] == w[2] == 1 else f"conv{w[1]}x{w[2]} (stem)"
-            out.append((kind, o[1] * o[2] * o[3] * w[1] * w[2] * w[3]))
-        elif opcode == 2:
-            w = tensors[inputs[1]][:4]
-            out.append((f"depthwise {w[1]}x{w[2]}", o[1] * o[2] * o[3] * w[1] * w[2]))
-        elif opcode == 5:
-            w = tensors[inputs[1]][:4]
-            out.append(("fully connected", w[2] * w[3]))
+        elif opcode == OPCODES["DEPTHWISE_CONV_2D"]:
+            kind = f"depthwise {w[1]}x{w[2]}"
         else:
-            out.append(({3: "add", 4: "mean", 6: "pad", 7: "hard-swish", 8: "average pool", 9: "max pool"}[opcode], 0))
+            kind = names[opcode]
+        out.append((kind, op_macs(opcode, w, o)))
     return out
 
 

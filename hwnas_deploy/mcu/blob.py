@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnas_deploy.errors import ExportError, UnsupportedOpError
+from hwnas_deploy.graphs import tflite_op_name
 
 MAGIC = 0x424E5748  # "HWNB"
 VERSION = 1
@@ -260,13 +261,11 @@ class _Graph:
         if len(self.model.subgraphs) != 1:
             raise ExportError("blob: only single-subgraph models are supported")
         self.g = self.model.subgraphs[0]
-        self._op_names = {v: k for k, v in schema.BuiltinOperator.__dict__.items() if not k.startswith("_")}
         self.tensors: list[_Tensor] = []
         self.index_of: dict[int, int] = {}  # TFLite tensor index -> blob tensor index
 
     def op_name(self, op) -> str:
-        code = self.model.operatorCodes[op.opcodeIndex]
-        return self._op_names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+        return tflite_op_name(self.model, op)
 
     def stored(self, index: int):
         """The tensor's bytes in the model, or None for a tensor computed at run time."""
@@ -591,18 +590,34 @@ def input_transposed(tflite_path: str | Path) -> bool:
             and list(graph.const(int(op.inputs[1]))) == [0, 2, 3, 1])
 
 
-def _op_macs(opcode: int, inputs: list[_Tensor | None], out: _Tensor) -> int:
-    """Multiply-accumulates of one blob operator (convolutions and fully connected layers)."""
-    if len(inputs) < 2 or inputs[1] is None:
+def op_macs(opcode: int, weight_dims: tuple[int, ...] | None, out_dims: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one blob operator (convolutions and fully connected layers), from
+    its weights' and output's dimensions."""
+    if weight_dims is None:
         return 0
-    w = inputs[1].dims
+    w = weight_dims
     if opcode == OPCODES["CONV_2D"]:  # weights [O][KH][KW][I]
-        return math.prod(out.dims) * w[1] * w[2] * w[3]
+        return math.prod(out_dims) * w[1] * w[2] * w[3]
     if opcode == OPCODES["DEPTHWISE_CONV_2D"]:  # [1][KH][KW][C]
-        return math.prod(out.dims) * w[1] * w[2]
+        return math.prod(out_dims) * w[1] * w[2]
     if opcode == OPCODES["FULLY_CONNECTED"]:  # [1][1][O][I]
-        return math.prod(out.dims) * w[3]
+        return math.prod(out_dims) * w[3]
     return 0
+
+
+def blob_ops(blob: bytes) -> list[tuple[int, tuple[int, ...] | None, tuple[int, ...]]]:
+    """(opcode, dimensions of its second input (the weights) or None, output dimensions) of every
+    operator of a blob, read from its tables."""
+    fields = HEADER.unpack_from(blob)
+    n_tensors, n_ops, tensors_at, ops_at = fields[5], fields[6], fields[10], fields[11]
+    dims = [TENSOR.unpack_from(blob, tensors_at + TENSOR.size * i)[:4] for i in range(n_tensors)]
+    out = []
+    for i in range(n_ops):
+        op = OP.unpack_from(blob, ops_at + OP.size * i)
+        opcode, n_inputs, output, inputs = op[0], op[1], op[2], op[3:7]
+        weights = dims[inputs[1]] if n_inputs > 1 and inputs[1] != NO_TENSOR else None
+        out.append((opcode, weights, dims[output]))
+    return out
 
 
 #: float32 operators of one input that act element by element (a chain of them between a
@@ -796,7 +811,8 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
         output_quant=(ot.scale, ot.zero_point),
         op_names=[o[4] for o in ops],
         op_shapes=[tensors[o[2]].dims for o in ops],
-        op_macs=[_op_macs(o[0], [tensors[i] if i != NO_TENSOR else None for i in o[1]], tensors[o[2]]) for o in ops],
+        op_macs=[op_macs(o[0], tensors[o[1][1]].dims if len(o[1]) > 1 and o[1][1] != NO_TENSOR else None,
+                         tensors[o[2]].dims) for o in ops],
         op_live_bytes=[sum(tensors[i].nbytes for i in arena_ids if life[i][0] <= n <= life[i][1])
                        for n in range(len(ops))],
         dtype="float32" if it.dtype == FLOAT32 else "int8",
