@@ -32,7 +32,8 @@ class ModelFacts:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     layers: list[Layer] = field(default_factory=list)
-    #: "int8" for a full-integer model (int8 input and output), else "float32"
+    #: "int8" for a full-integer model (int8 input and output, or float ones quantised at the ends
+    #: of an int8 graph), else "float32"
     dtype: str = "float32"
     notes: list[str] = field(default_factory=list)
 
@@ -220,7 +221,12 @@ def tflite_facts(data: bytes, source: Path) -> ModelFacts:
                 w = tuple(int(d) for d in graph.tensors[ins[1]].shape)  # (Cout, kh, kw, Cin)
                 macs = math.prod(int(d) for d in graph.tensors[ins[2]].shape) * math.prod(w[:3])
         layers.append(Layer(name, out, macs, params, tname(outs[0]) if outs else ""))
-    return ModelFacts(inputs, outputs, layers, _dtype(inputs, outputs), notes)
+    dtype = _dtype(inputs, outputs)
+    if dtype == "float32" and len(layers) > 1 and layers[0].op == "QUANTIZE" and layers[-1].op == "DEQUANTIZE":
+        dtype = "int8"  # TensorFlow's converter keeps float input and output by default
+        notes.append("float input and output around a full-integer int8 graph: the int8 firmware takes and gives "
+                     "the int8 tensors inside (the QUANTIZE and DEQUANTIZE at its ends are the host's)")
+    return ModelFacts(inputs, outputs, layers, dtype, notes)
 
 
 _WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,6 +50,62 @@ def test_the_int8_zoo_becomes_blobs_bit_exact_with_litert(zoo, tmp_path):
         # the file's quantisation is the blob's: nothing re-quantised
         assert art.inputs[0].quantization == pytest.approx(facts.inputs[0].quantization, rel=1e-7)
         assert art.outputs[0].quantization == pytest.approx(facts.outputs[0].quantization, rel=1e-7)
+
+
+def with_float_io(int8_tflite: Path, out: Path) -> Path:
+    """The int8 model with float input and output, as TensorFlow's converter writes a full-integer
+    model by default: a QUANTIZE before its graph, a DEQUANTIZE after it."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = int8_tflite.read_bytes()
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    for b in model.buffers:  # constants stored after the flatbuffer: inline them, the file is rebuilt
+        if b.data is None and b.offset > 1:
+            b.data, b.offset, b.size = list(data[b.offset : b.offset + b.size]), 0, 0
+    g = model.subgraphs[0]
+    first, last = int(g.inputs[0]), int(g.outputs[0])
+    codes = []
+    for op in ("QUANTIZE", "DEQUANTIZE"):
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = getattr(schema.BuiltinOperator, op)
+        code.version = 1
+        codes.append(len(model.operatorCodes))
+        model.operatorCodes.append(code)
+    ends = []
+    for source in (first, last):
+        t = schema.TensorT()
+        t.name, t.shape, t.type, t.buffer = f"float_{source}".encode(), list(g.tensors[source].shape), 0, 0
+        ends.append(len(g.tensors))
+        g.tensors.append(t)
+    quantize, dequantize = schema.OperatorT(), schema.OperatorT()
+    quantize.opcodeIndex, quantize.inputs, quantize.outputs = codes[0], [ends[0]], [first]
+    dequantize.opcodeIndex, dequantize.inputs, dequantize.outputs = codes[1], [last], [ends[1]]
+    g.operators = [quantize, *g.operators, dequantize]
+    g.inputs, g.outputs = [ends[0]], [ends[1]]
+    builder = flatbuffers.Builder(1 << 20)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    out.write_bytes(bytes(builder.Output()))
+    return out
+
+
+def test_an_int8_model_with_float_input_and_output_reaches_the_firmware(zoo, tmp_path):
+    """TensorFlow's converter keeps float input and output around a full-integer graph unless
+    told otherwise: such a file is an int8 model (the user is told), its blob takes and gives the
+    int8 tensors inside, bit-exact with LiteRT running the whole file, quantisation unchanged."""
+    for name in ("fc-autoencoder", "ds-cnn"):
+        wrapped = with_float_io(Path(zoo[name]["tflite-int8"]), tmp_path / f"{name}.float-io.tflite")
+        model = load_model(wrapped)
+        assert model.kind == "tflite-int8" and model.input.dtype == "float32"
+        assert any("float input and output around a full-integer int8 graph" in n for n in model.notes("blob"))
+        art = model.export("blob", tmp_path / name)
+        assert art.extra["max_lsb_vs_litert_reference"] == 0, name
+        plain = load_model(zoo[name]["tflite-int8"]).export("blob", tmp_path / f"{name}-plain")
+        assert art.extra["ops"] == plain.extra["ops"]  # nothing of the two ends on the board
+        assert art.inputs[0].quantization == plain.inputs[0].quantization
+        from hwnas_deploy.export import compare_blob_with_litert
+
+        assert [compare_blob_with_litert(art.path, wrapped, seed=s) for s in (1, 2)] == [0, 0]
 
 
 def test_a_litert_int8_model_from_outside_keeps_its_quantisation_on_the_board(tmp_path):

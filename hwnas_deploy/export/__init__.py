@@ -255,17 +255,23 @@ def compare_blob_with_litert(blob_path: Path, int8_tflite: Path, seed: int = 0) 
     host) and LiteRT's reference int8 kernels on the same random int8 input."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from hwnas_deploy.mcu.blob import blob_input_dims, input_transposed
+    from hwnas_deploy.mcu.blob import blob_input_dims, blob_io_quantization, input_transposed
     from hwnas_deploy.mcu.host import HostBlobRunner
 
     interp = Interpreter(model_path=str(int8_tflite), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     interp.allocate_tensors()
     d = interp.get_input_details()[0]
+    blob = Path(blob_path).read_bytes()
+    (in_scale, in_zero), (out_scale, out_zero) = blob_io_quantization(blob)
     x = np.random.default_rng(seed).integers(-128, 128, size=d["shape"], dtype=np.int8)
-    interp.set_tensor(d["index"], x)
+    # a model with float input and output around its int8 graph: LiteRT gets the int8 values
+    # dequantised (its QUANTIZE gives them back exactly), its float answer is quantised back
+    fed = x if d["dtype"] == np.int8 else ((x.astype(np.float32) - in_zero) * np.float32(in_scale)).astype(d["dtype"])
+    interp.set_tensor(d["index"], fed)
     interp.invoke()
     ref = interp.get_tensor(interp.get_output_details()[0]["index"]).ravel()
-    blob = Path(blob_path).read_bytes()
+    if ref.dtype != np.int8:
+        ref = np.clip(np.round(ref / np.float32(out_scale)) + out_zero, -128, 127).astype(np.int8)
     # the board takes a 4-D NCHW input NHWC (the converter dropped its transpose, or a first
     # operator reads it so); a model's NHWC, 2-D or 3-D input goes in its own memory order
     nhwc = x.ndim == 4 and (input_transposed(int8_tflite) or (

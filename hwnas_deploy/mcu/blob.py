@@ -577,6 +577,13 @@ def blob_input_dims(blob: bytes) -> tuple[int, ...]:
     return tuple(TENSOR.unpack_from(blob, fields[10] + fields[8] * TENSOR.size)[:4])
 
 
+def blob_io_quantization(blob: bytes) -> tuple[tuple[float, int], tuple[float, int]]:
+    """((scale, zero point) of the input, the same of the output) of a blob's int8 tensors."""
+    fields = HEADER.unpack_from(blob)
+    records = [TENSOR.unpack_from(blob, fields[10] + i * TENSOR.size) for i in (fields[8], fields[9])]
+    return (records[0][8], records[0][9]), (records[1][8], records[1][9])
+
+
 def input_transposed(tflite_path: str | Path) -> bool:
     """Whether the model's blob takes the 4-D input NHWC where the model takes it NCHW: the
     converter drops a leading NCHW->NHWC TRANSPOSE of the graph input (our exports have one; a
@@ -585,8 +592,10 @@ def input_transposed(tflite_path: str | Path) -> bool:
     g = graph.g
     if not g.operators:
         return False
-    op = g.operators[0]
-    return (graph.op_name(op) == "TRANSPOSE" and int(op.inputs[0]) == int(g.inputs[0])
+    op, source = g.operators[0], int(g.inputs[0])
+    if graph.op_name(op) == "QUANTIZE" and int(op.inputs[0]) == source and len(g.operators) > 1:
+        op, source = g.operators[1], int(op.outputs[0])  # float input quantised first: the board takes that
+    return (graph.op_name(op) == "TRANSPOSE" and int(op.inputs[0]) == source
             and list(graph.const(int(op.inputs[1]))) == [0, 2, 3, 1])
 
 
@@ -671,8 +680,9 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
     graph_outputs = {int(o) for o in g.outputs}
 
     ops: list[tuple[int, list[int], int, list[int], str, bool]] = []
-    graph_input = g.inputs[0]
-    input_alias: int | None = None
+    graph_input, output = g.inputs[0], int(g.outputs[0])
+    input_alias: int | None = None  # the tensor the board takes as its input, where not the graph's
+    nchw_input: int | None = None  # the NCHW tensor whose NHWC transpose (or reshape) is the board's input
     for n, op in enumerate(g.operators):
         if n in skipped:
             continue
@@ -710,21 +720,31 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             padded = ins[0]
             ins = [folded_pads[padded][0], *ins[1:]]
             extra_top, extra_left = folded_pads[padded][1], folded_pads[padded][2]
-        if name == "TRANSPOSE" and n == 0 and ins[0] == graph_input:
+        entry = input_alias if input_alias is not None else graph_input  # what the board's input is so far
+        if (name == "QUANTIZE" and not ops and ins[0] == graph_input and input_alias is None
+                and g.tensors[ins[0]].type == _TFLITE_FLOAT32 and g.tensors[outs[0]].type == _TFLITE_INT8):
+            # an int8 model with float input: the board takes the quantised tensor (the host quantises)
+            input_alias = outs[0]
+            continue
+        if (name == "DEQUANTIZE" and outs[0] == output and g.tensors[ins[0]].type == _TFLITE_INT8
+                and n == len(g.operators) - 1):
+            output = ins[0]  # ... and float output: the board gives the int8 tensor (the host dequantises)
+            continue
+        if name == "TRANSPOSE" and not ops and ins[0] == entry and nchw_input is None:
             if list(graph.const(ins[1])) != [0, 2, 3, 1]:
                 raise UnsupportedOpError("blob", "TRANSPOSE", "only the NCHW->NHWC input transpose is supported")
-            input_alias = outs[0]
+            nchw_input, input_alias = entry, outs[0]
             continue
-        if name == "RESHAPE" and n == 0 and ins[0] == graph_input:
+        if name == "RESHAPE" and not ops and ins[0] == entry and nchw_input is None:
             # LiteRT writes NCHW -> NHWC of a one-channel input as a RESHAPE (the same memory
             # order): the board takes the reshaped tensor as its input, as the transposed one above
-            input_alias = outs[0]
+            nchw_input, input_alias = entry, outs[0]
             continue
-        if input_alias is not None and graph_input in ins and graph_input not in index_of:
+        if nchw_input is not None and nchw_input in ins and nchw_input not in index_of:
             # the NCHW input is used again past the dropped transpose (a residual block alone: its
             # ADD takes the input as given): the board gets it back from the NHWC one it was sent
             src = activation(input_alias)
-            ops.append((OPCODES["TRANSPOSE"], [src], activation(graph_input), [0, 3, 1, 2] + [0] * 8, "TRANSPOSE",
+            ops.append((OPCODES["TRANSPOSE"], [src], activation(nchw_input), [0, 3, 1, 2] + [0] * 8, "TRANSPOSE",
                         tensors[src].dtype == FLOAT32))
         if name == "RESHAPE":  # NHWC memory is already in the new shape's order: an alias
             index_of[outs[0]] = activation(ins[0])
@@ -741,7 +761,7 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
         if tensors[y].dtype != tensors[x].dtype:
             raise UnsupportedOpError("blob", name, "mixed int8/float32 operands")
         view = _Op(name, n, op, ins, op.builtinOptions, x, y, extra_top, extra_left,
-                   input_is_nchw_graph_input=ins[0] == graph_input and input_alias is None and n == 0,
+                   input_is_nchw_graph_input=ins[0] == entry and nchw_input is None and not ops,
                    input_is_nchw_view=ins[0] in nchw_views)
         inputs, params = KERNELS[name].convert(graph, view, fp)
         ops.append((KERNELS[name].opcode_for(fp), inputs, y, (list(params) + [0] * 12)[:12], name, fp))
@@ -749,7 +769,7 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
     entry = input_alias if input_alias is not None else graph_input
     if entry not in index_of:
         raise ExportError("blob: the graph input is not consumed by any supported operator")
-    blob_input, blob_output = index_of[entry], index_of[int(g.outputs[0])]
+    blob_input, blob_output = index_of[entry], index_of[output]
 
     # -- arena plan over activation lifetimes ----------------------------------------------
     arena_ids = [i for i, t in enumerate(tensors) if t.kind == ARENA]
