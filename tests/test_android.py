@@ -199,9 +199,11 @@ def test_a_gpu_profile_refuses_a_cpu_fallback(twin, artifacts, tmp_path):
 def _kill_when_benchmarking(phone: AdbTwin, restart: bool, done: threading.Event, killed: threading.Event) -> None:
     """Kill the twin while benchmark_model runs on it (the phone unplugged mid-sample); with
     `restart`, bring it back on the same port with the same storage (plugged in again)."""
-    pattern = str(phone.root / "data/local/tmp")
+    # benchmark_model running a model: not the `chmod 755 .../benchmark_model` of the driver's
+    # open(), which this once caught (the phone was then away when the network was pushed)
+    pattern = f"{phone.root / 'data/local/tmp'}/hwnas/benchmark_model --graph="
     while not done.is_set():
-        if subprocess.run(["pgrep", "-f", f"{pattern}/hwnas/benchmark_model"], capture_output=True).returncode == 0:
+        if subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
             phone.stop()
             killed.set()
             if restart:
