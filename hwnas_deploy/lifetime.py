@@ -56,21 +56,23 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def processes_with(entry: str) -> list[int]:
-    """PIDs of the processes (other than this one) started with `entry` ("NAME=value") in their
-    environment."""
-    needle = b"\0" + entry.encode() + b"\0"
-    found = []
+def _environments():
+    """(pid, environment bytes) of every process but this one that can be read."""
     for proc in os.scandir("/proc") if os.path.isdir("/proc") else ():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
             with open(f"/proc/{proc.name}/environ", "rb") as fh:
-                if needle in b"\0" + fh.read() + b"\0":
-                    found.append(int(proc.name))
+                yield int(proc.name), fh.read()
         except OSError:  # gone, or another user's
             continue
-    return found
+
+
+def processes_with(entry: str) -> list[int]:
+    """PIDs of the processes (other than this one) started with `entry` ("NAME=value") in their
+    environment."""
+    needle = b"\0" + entry.encode() + b"\0"
+    return [pid for pid, env in _environments() if needle in b"\0" + env + b"\0"]
 
 
 def _parent(pid: int) -> int | None:
@@ -87,19 +89,15 @@ def run_processes(run_dir: str) -> list[int]:
     its parent is told the exec succeeded until the new program's stack is set up; under load a
     child started just before the clean-up can be seen in that window (a CI run left a `sleep`
     alive that way)."""
-    pids = processes_with(f"{MARKER}={run_dir}")
+    needle = b"\0" + f"{MARKER}={run_dir}".encode() + b"\0"
+    pids, blank = [], []
+    for pid, env in _environments():  # one pass over /proc
+        if needle in b"\0" + env + b"\0":
+            pids.append(pid)
+        elif not env:
+            blank.append(pid)
     parents = set(pids) | {os.getpid()}
-    for proc in os.scandir("/proc") if os.path.isdir("/proc") else ():
-        if not proc.name.isdigit() or int(proc.name) in parents:
-            continue
-        try:
-            with open(f"/proc/{proc.name}/environ", "rb") as fh:
-                blank = not fh.read(1)
-        except OSError:
-            continue
-        if blank and _parent(int(proc.name)) in parents:
-            pids.append(int(proc.name))
-    return pids
+    return pids + [pid for pid in blank if _parent(pid) in parents]
 
 
 def alive(pid: int) -> bool:

@@ -571,17 +571,21 @@ def _pad(g: _Graph, op: _Op, fp: bool):
     return [op.x], [int(pads[1][0]), int(pads[1][1]), int(pads[2][0]), int(pads[2][1])]
 
 
+def _io_records(blob: bytes) -> tuple[tuple, tuple]:
+    """The tensor records (TENSOR fields) of a blob's input and output."""
+    fields = HEADER.unpack_from(blob)
+    return tuple(TENSOR.unpack_from(blob, fields[10] + i * TENSOR.size) for i in (fields[8], fields[9]))
+
+
 def blob_input_dims(blob: bytes) -> tuple[int, ...]:
     """The dimensions of a blob's input tensor (NHWC; fewer dimensions padded in front with 1s)."""
-    fields = HEADER.unpack_from(blob)
-    return tuple(TENSOR.unpack_from(blob, fields[10] + fields[8] * TENSOR.size)[:4])
+    return tuple(_io_records(blob)[0][:4])
 
 
 def blob_io_quantization(blob: bytes) -> tuple[tuple[float, int], tuple[float, int]]:
     """((scale, zero point) of the input, the same of the output) of a blob's int8 tensors."""
-    fields = HEADER.unpack_from(blob)
-    records = [TENSOR.unpack_from(blob, fields[10] + i * TENSOR.size) for i in (fields[8], fields[9])]
-    return (records[0][8], records[0][9]), (records[1][8], records[1][9])
+    inp, out = _io_records(blob)
+    return (inp[8], inp[9]), (out[8], out[9])
 
 
 def input_transposed(tflite_path: str | Path) -> bool:
@@ -668,11 +672,9 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
     # A PAD whose only consumers are convolutions is folded into them (their kernels skip
     # out-of-bounds taps, which equals padding with the zero point), and so is a PADV2 with the
     # lowest value feeding max pools: no padded copy in SRAM.
-    consumers: dict[int, list[str]] = {}
-    consumer_ops: dict[int, list[int]] = {}
+    consumer_ops: dict[int, list[int]] = {}  # tensor -> the operators that read it
     for n, op in enumerate(g.operators):
         for i in op.inputs:
-            consumers.setdefault(int(i), []).append(graph.op_name(op))
             consumer_ops.setdefault(int(i), []).append(n)
     folded_pads: dict[int, tuple[int, int, int]] = {}  # padded tensor -> (source, top, left)
     nchw_views: set[int] = set()  # NHWC tensors standing in for their dropped NCHW transposes
@@ -688,7 +690,8 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
             continue
         name = graph.op_name(op)
         ins, outs = [int(i) for i in op.inputs], [int(o) for o in op.outputs]
-        users = set(consumers.get(outs[0], ["?"])) if outs else {"?"}
+        users = {graph.op_name(g.operators[m]) for m in consumer_ops.get(outs[0], [])} if outs else set()
+        users = users or {"?"}
         if (name == "TRANSPOSE" and users == {"MEAN"} and outs[0] not in graph_outputs
                 and list(graph.const(ins[1])) == [0, 3, 1, 2]
                 and all(sorted(int(a) for a in graph.const(int(g.operators[m].inputs[1])).ravel()) == [2, 3]
