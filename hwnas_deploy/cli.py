@@ -148,6 +148,13 @@ def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, 
                                                              "export_seconds")}))
 
 
+SENTINEL_OPTION = click.option(
+    "--sentinel-every", "sentinel_every", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+    help="Measure a sentinel network this often and store its reading beside each measurement, for "
+         "`--correct-drift` [the profile's: 5 s on host CPUs, 60 s on phones and RPC boards, never on MCU "
+         "boards, which count cycles; 0: never].")
+
+
 @cli.command(name="profile")
 @click.option("--device", required=True, help="Device profile name or YAML path (see `hwnas devices`).")
 @click.option("--space", "space_name", default=None, help="Sub-networks of this space (or give --model).")
@@ -180,8 +187,13 @@ def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, 
 @click.option("--layers", "layer_timing", is_flag=True,
               help="Also time each layer (onnxruntime's profiler here, op profiling on phones; MCU boards always "
                    "do): `hwnas show --layers` tabulates them (--force adds them to stored networks).")
+@SENTINEL_OPTION
+@click.option("--select", type=click.Choice(["random", "informative"]), default="random", show_default=True,
+              help="informative: the sub-networks a transfer predictor learns most from, spread over what the "
+                   "store's other devices predict for them (`predictor fit --transfer-from`).")
 def profile_cmd(device, space_name, model_specs, calibration, samples, runtime, db, seed, threads, batch, force,
-                artifacts, quiet, only_fitting, configs_file, rounds, lab, weights, layer_timing) -> None:
+                artifacts, quiet, only_fitting, configs_file, rounds, lab, weights, layer_timing,
+                sentinel_every, select) -> None:
     """Measure sub-networks of a space, or your own models, on a device and store the results
     (resumable)."""
     from hwnas_deploy.profiling import profile, profile_networks
@@ -192,6 +204,9 @@ def profile_cmd(device, space_name, model_specs, calibration, samples, runtime, 
         raise click.UsageError("give --space (sub-networks) or --model (your own), one of the two")
     if model_specs and (configs_file or only_fitting):
         raise click.UsageError("--configs and --fit choose sub-networks of a --space, not models")
+    if select != "random" and (configs_file or model_specs):
+        raise click.UsageError("--select chooses which sub-networks of a --space to draw; --configs and --model "
+                               "name them already")
     if calibration and not model_specs:
         raise click.UsageError("--calibration goes with --model")
     models = []
@@ -212,12 +227,13 @@ def profile_cmd(device, space_name, model_specs, calibration, samples, runtime, 
         if models:
             report = profile_networks(device, models, runtime, store, threads=threads, batch=batch, force=force,
                                     artifacts_dir=artifacts, progress=not quiet, rounds=rounds, lab=lab,
-                                    weights=weights)
+                                    weights=weights, sentinel_every_s=sentinel_every)
         else:
             report = profile(
                 device, space_name, samples, runtime, store, seed=seed, threads=threads, batch=batch,
                 force=force, artifacts_dir=artifacts, progress=not quiet, only_fitting=only_fitting,
-                configs=configs, rounds=rounds, lab=lab, weights=weights,
+                configs=configs, rounds=rounds, lab=lab, weights=weights, sentinel_every_s=sentinel_every,
+                select=select,
             )
     for model in models:
         result = report.results.get(model.config_hash)
@@ -232,6 +248,41 @@ def profile_cmd(device, space_name, model_specs, calibration, samples, runtime, 
         click.echo("interrupted: finished measurements are stored; run the same command again to resume", err=True)
         sys.exit(130)
     if report.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--device", required=True, help="Device profile name or YAML path.")
+@click.option("--runtime", required=True)
+@click.option("--space", "space_name", default=None, help="Only this space's networks [any of the toolchain's].")
+@click.option("--sample", type=click.IntRange(min=1), default=10, show_default=True,
+              help="How many stored networks to measure again.")
+@click.option("--db", default=None, help="Store: a SQLite path or database URL [$HWNAS_DB or hwnas.sqlite].")
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--batch", type=click.IntRange(min=1), default=None)
+@click.option("--seed", default=0, show_default=True, help="Which stored networks are drawn.")
+@click.option("--quiet", is_flag=True)
+def revalidate(device, runtime, space_name, sample, db, threads, batch, seed, quiet) -> None:
+    """Measure a sample of stored networks again and flag the stored figures that drifted beyond
+    their confidence interval or were taken with another runtime/firmware version (exit 1 if any)."""
+    from hwnas_deploy.measurement.revalidate import revalidate as run
+    from hwnas_deploy.store import Store
+
+    with Store(db) as store:
+        found = run(device, runtime, store, sample, space=space_name, threads=threads, batch=batch, seed=seed,
+                    progress=not quiet)
+    table = [{"network": f"{r.space}/{r.config_hash}", "stored_ms": f"{r.stored_ms:.4g}", "now_ms": f"{r.now_ms:.4g}",
+              "change %": f"{100 * r.change:+.1f}", "ci % (stored/now)": f"{100 * r.stored_ci:.1f}/{100 * r.now_ci:.1f}",
+              "drifted": "yes" if r.drifted else "", "version": (f"{r.stored_version} -> {r.now_version}"
+                                                                 if r.version_changed else r.now_version)}
+             for r in found]
+    if table:
+        click.echo(_table(table, list(table[0])))
+    drifted = sum(r.drifted for r in found)
+    changed = sum(r.version_changed for r in found)
+    click.echo(f"revalidated {len(found)} of {sample}: {drifted} drifted beyond their confidence interval, "
+               f"{changed} measured with another version")
+    if drifted or changed:
         sys.exit(1)
 
 
@@ -287,7 +338,11 @@ def analyze(model_spec, space_name, config_text, device, runtime, calibration, a
               help="Per-layer table of a network's measurement (MCU boards; CPUs and phones measured with profile "
                    "--layers); with --plot a figure, --html a page.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="With --layers: an HTML page.")
-def show(db, device, space_name, runtime, rows, as_json, plot, list_models, model_name, layers_of, html_path) -> None:
+@click.option("--provenance", is_flag=True,
+              help="One row per measurement with where and how it was taken: runtime or firmware version, CPU, "
+                   "lab device, host load before-after, governor, clock, CPUs, drift sentinel's reading, weights.")
+def show(db, device, space_name, runtime, rows, as_json, plot, list_models, model_name, layers_of, html_path,
+         provenance) -> None:
     """Show what the store holds."""
     from hwnas_deploy.store import Store
 
@@ -323,7 +378,12 @@ def show(db, device, space_name, runtime, rows, as_json, plot, list_models, mode
             data = store.measurements(device=device, space=space_name, runtime=runtime)
             if data:
                 click.echo(f"wrote {latency_vs_macs(data, plot)}", err=True)
-        if rows or device or space_name or runtime:
+        if provenance:
+            from hwnas_deploy.measurement.provenance import provenance_row
+
+            data = [provenance_row(r) for r in store.measurements(device=device, space=space_name, runtime=runtime)]
+            cols = list(data[0]) if data else []
+        elif rows or device or space_name or runtime:
             data = store.measurements(device=device, space=space_name, runtime=runtime)
             for r in data:
                 r.pop("samples_ms")
@@ -339,6 +399,35 @@ def show(db, device, space_name, runtime, rows, as_json, plot, list_models, mode
             click.echo(f"{store.url}: no measurements")
         else:
             click.echo(_table(data, cols))
+
+
+@cli.group(name="store")
+def store_group() -> None:
+    """Bring measurements into the store."""
+
+
+@store_group.command("import")
+@click.option("--csv", "csv_paths", required=True, multiple=True, type=click.Path(exists=True),
+              help="CSV file(s) or folder(s) of another tool's or lab's measurements (repeatable).")
+@click.option("--device", required=True, help="A name for the device they were measured on.")
+@click.option("--space", "space_name", required=True, help="The search space of the configs.")
+@click.option("--config-column", default=None, help="The config column [config_json, config or Sub-network].")
+@click.option("--target", required=True, help="The latency column.")
+@click.option("--unit", default="ms", show_default=True, type=click.Choice(["ms", "us", "s"]))
+@click.option("--runtime", default="imported", show_default=True, help="What to call the runtime they used.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--db", default=None, help="Store: a SQLite path or database URL [$HWNAS_DB or hwnas.sqlite].")
+def store_import(csv_paths, device, space_name, config_column, target, unit, runtime, threads, batch, db) -> None:
+    """Record another tool's latencies as measurements of a named device (provenance: imported,
+    from which file), for predictors of a device only someone else measured."""
+    from hwnas_deploy.predictors.imported import import_csv
+    from hwnas_deploy.store import Store
+
+    with Store(db) as store:
+        report = import_csv(store, list(csv_paths), device, space_name, target, config_column=config_column,
+                            unit=unit, runtime=runtime, threads=threads, batch=batch)
+        click.echo(f"{report.line()}; store: {store.url}")
 
 
 @cli.group()
@@ -509,24 +598,52 @@ def _data_options(f):
         click.option("--csv", "csv_paths", multiple=True, type=click.Path(exists=True),
                      help="CSV file(s) or folder(s) with a config column instead of the store (repeatable)."),
         click.option("--target", default=None, help="With --csv: the column to predict."),
+        click.option("--correct-drift", is_flag=True,
+                     help="With --db: scale each latency by the sentinel's typical reading over the one measured "
+                          "beside it (`hwnas profile --sentinel-every`)."),
+        click.option("--transfer-from", default=None, metavar="all|DEVICE/RUNTIME,...",
+                     help="With --db: the transfer estimator, built on these other settings of the space in the "
+                          "store (all: every one with 20+ networks), for a device with few rows."),
+        click.option("--runtime-version", default=None, metavar="VERSION",
+                     help="With --db: only rows measured with this runtime or firmware version, e.g. "
+                          "'onnxruntime 1.32.0' (rows of two versions are never mixed)."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target):
+def _sources(db, space_name, device, runtime, threads, batch, transfer_from, correct_drift):
+    """Other devices' rows for the transfer estimator (None without --transfer-from)."""
+    if not transfer_from:
+        return None
+    if not db and not (device and runtime):
+        raise click.UsageError("--transfer-from goes with --db, --device and --runtime")
+    from hwnas_deploy.predictors.transfer import sources_from_store
+    from hwnas_deploy.store import Store
+
+    with Store(db) as store:
+        return sources_from_store(store, space_name, (device, runtime, threads, batch), transfer_from,
+                                  correct_drift=correct_drift)
+
+
+def _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target, correct_drift=False,
+             runtime_version=None):
     from hwnas_deploy.predictors import from_csv, from_store
     from hwnas_deploy.store import Store
 
     if csv_paths:
         if not target:
             raise click.UsageError("--csv needs --target (the column to predict)")
+        if correct_drift or runtime_version:
+            raise click.UsageError("--correct-drift and --runtime-version go with --db (the store holds the "
+                                   "sentinel's readings and the versions)")
         return from_csv(list(csv_paths), space_name, target)
     if not (device and runtime):
         raise click.UsageError("give --device and --runtime (rows from the store), or --csv and --target")
     with Store(db) as store:
-        return from_store(store, device, space_name, runtime, threads, batch)
+        return from_store(store, device, space_name, runtime, threads, batch, correct_drift=correct_drift,
+                          version=runtime_version)
 
 
 @predictor.command("fit")
@@ -539,8 +656,8 @@ def _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target)
 @click.option("--train-size", type=click.IntRange(min=1), default=None, help="Fit on this many random rows [all].")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Predictor file (JSON).")
-def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, target, estimator, params_text,
-                  lut_path, train_size, seed, out_path) -> None:
+def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, target, correct_drift, transfer_from,
+                  runtime_version, estimator, params_text, lut_path, train_size, seed, out_path) -> None:
     """Fit a predictor and save it as JSON (data, not a pickle)."""
     import numpy as np
 
@@ -548,7 +665,8 @@ def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, ta
     from hwnas_deploy.predictors import Predictor
     from hwnas_deploy.predictors.lut import LatencyLUT
 
-    data = _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target)
+    data = _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target, correct_drift,
+                    runtime_version)
     try:
         params = json.loads(params_text) if params_text else None
     except json.JSONDecodeError as exc:
@@ -558,9 +676,16 @@ def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, ta
             raise PredictorError(f"--train-size {train_size}: the data has {len(data)} rows")
         data = data.subset(np.random.default_rng(seed).permutation(len(data))[:train_size])
     lut = LatencyLUT.load(lut_path) if lut_path else None
-    pred = Predictor(estimator, params, lut=lut).fit(data.configs, data.y, data.space, data.target, data.source)
+    sources = _sources(db, space_name, device, runtime, threads, batch, transfer_from, correct_drift)
+    if sources is not None:
+        if estimator not in ("ridge", "transfer"):
+            raise click.UsageError(f"--transfer-from fits the transfer estimator, not {estimator}")
+        estimator = "transfer"
+    pred = Predictor(estimator, params, lut=lut, sources=sources).fit(data.configs, data.y, data.space, data.target,
+                                                                      data.source)
     path = pred.save(out_path)
-    click.echo(f"{estimator} predictor of {data.target} on {data.space}, fitted on {len(data)} rows: {path}")
+    click.echo(f"{estimator} predictor of {data.target} on {data.space}, fitted on {len(data)} rows"
+               + (f" and {len(sources)} source setting(s) ({', '.join(sources)})" if sources else "") + f": {path}")
 
 
 @predictor.command("eval")
@@ -577,22 +702,29 @@ def predictor_fit(space_name, db, device, runtime, threads, batch, csv_paths, ta
 @click.option("--seed", default=0, show_default=True)
 @click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
               help="Write report.json, scatter.png (and learning_curve.png) here.")
-def predictor_eval(space_name, db, device, runtime, threads, batch, csv_paths, target, estimators, lut_path,
-                   train_size, test_size, curve, trials, seed, report_dir) -> None:
+def predictor_eval(space_name, db, device, runtime, threads, batch, csv_paths, target, correct_drift, transfer_from,
+                   runtime_version, estimators, lut_path, train_size, test_size, curve, trials, seed,
+                   report_dir) -> None:
     """Held-out accuracy of each estimator on the same split (and learning curves)."""
     from hwnas_deploy.predictors.evaluation import holdout, learning_curve, markdown_table, write_report
     from hwnas_deploy.predictors.lut import LatencyLUT
 
-    data = _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target)
+    data = _dataset(space_name, db, device, runtime, threads, batch, csv_paths, target, correct_drift,
+                    runtime_version)
     names = [e.strip() for e in estimators.split(",") if e.strip()]
     lut = LatencyLUT.load(lut_path) if lut_path else None
-    evals = holdout(data, names, train_size, test_size, seed, lut=lut)
+    sources = _sources(db, space_name, device, runtime, threads, batch, transfer_from, correct_drift)
+    if sources is not None:
+        names = ["transfer", *(n for n in names if n != "transfer")]
+        click.echo(f"transfer from {len(sources)} setting(s): " + ", ".join(f"{k} ({len(v['y'])} networks)"
+                                                                          for k, v in sources.items()))
+    evals = holdout(data, names, train_size, test_size, seed, lut=lut, sources=sources)
     click.echo(f"{data.target} of {data.space} ({data.source}): {len(data)} distinct sub-networks")
     click.echo(markdown_table(evals))
     curves = None
     if curve:
         sizes = [int(v) for v in curve.split(",")]
-        curves = learning_curve(data, names, sizes, trials, test_size, seed, lut=lut)
+        curves = learning_curve(data, names, sizes, trials, test_size, seed, lut=lut, sources=sources)
         click.echo("\nlearning curve (mean +- std over %d splits): MAPE %% / Kendall tau" % trials)
         for e, by_size in curves.items():
             cells = [f"{s}: {v['mape'][0]:.2f}+-{v['mape'][1]:.2f} / {v['tau'][0]:.3f}+-{v['tau'][1]:.3f}"
@@ -713,8 +845,11 @@ def lut() -> None:
               help="generated: an MCU board makes the int8 weights up (latency only; uploads are kilobytes); "
                    "real: upload them and also check the output against the float model.")
 @click.option("--quiet", is_flag=True)
+@SENTINEL_OPTION
+@click.option("--correct-drift", is_flag=True,
+              help="Scale each block measured now by the sentinel's median reading over the one beside it.")
 def lut_build(device, space_name, runtime, samples, seed, configs_file, threads, batch, out_path, db, rounds,
-              weights, quiet) -> None:
+              weights, quiet, sentinel_every, correct_drift) -> None:
     """Measure every distinct block of the sub-networks on the device."""
     from hwnas_deploy.predictors.lut import build_lut
     from hwnas_deploy.spaces import get_space, load_configs
@@ -724,7 +859,8 @@ def lut_build(device, space_name, runtime, samples, seed, configs_file, threads,
     store = Store(db) if db else None
     try:
         table = build_lut(device, space_name, runtime, configs, out_path, threads=threads, batch=batch,
-                          store=store, rounds=rounds, weights=weights, progress=not quiet)
+                          store=store, rounds=rounds, weights=weights, progress=not quiet,
+                          sentinel_every_s=sentinel_every, correct_drift=correct_drift)
     finally:
         if store is not None:
             store.close()
@@ -739,14 +875,15 @@ def lut_build(device, space_name, runtime, samples, seed, configs_file, threads,
 @click.option("--slope", is_flag=True, help="Fit a + b * sum (least squares) instead of the offset a alone.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--save", is_flag=True, help="Keep the fitted calibration in the LUT file.")
-def lut_compare(lut_path, db, n_calibrate, slope, seed, save) -> None:
+@click.option("--correct-drift", is_flag=True, help="Correct the measured networks for drift (see predictor eval).")
+def lut_compare(lut_path, db, n_calibrate, slope, seed, save, correct_drift) -> None:
     """How far block sums (raw and calibrated) sit from whole-network measurements."""
     from hwnas_deploy.predictors.lut import LatencyLUT, calibrate_and_compare
     from hwnas_deploy.store import Store
 
     table = LatencyLUT.load(lut_path)
     with Store(db) as store:
-        report = calibrate_and_compare(table, store, n_calibrate, slope=slope, seed=seed)
+        report = calibrate_and_compare(table, store, n_calibrate, slope=slope, seed=seed, correct_drift=correct_drift)
     a, b = table.calibration
     click.echo(f"{table.space} on {table.device}/{table.runtime}: {len(table.entries)} blocks; calibrated on "
                f"{report['calibrated_on']} networks: whole = {a:.4g} ms + {b:.4f} x block sum; compared on "

@@ -9,7 +9,9 @@ same call again picks up where it stopped.
 `rounds` > 1 measures every sub-network that many times, one round over all of them after the
 other, so slow drifts of the host (clock, temperature, other load) fall on every network alike;
 predictors then take the median over rounds (`predictors.from_store`). A sub-network with fewer
-measurements than rounds is measured again on the next run.
+measurements than rounds is measured again on the next run. On devices that drift (not MCU
+boards) a sentinel network is measured every `sentinel_every_s` seconds and its reading stored
+beside each measurement (`measurement.drift`: predictors can then correct for the drift).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from hwnas_deploy.devices import DeviceProfile, load_profile
 from hwnas_deploy.errors import ConfigError
 from hwnas_deploy.measurement import Executor, Measurer, Network, Report, SubNetwork
+from hwnas_deploy.measurement.drift import sentinel_for
 from hwnas_deploy.runtimes import runtime_info
 from hwnas_deploy.spaces import SearchSpace, get_space
 from hwnas_deploy.store import Store
@@ -72,28 +75,46 @@ def profile(
     rounds: int = 1,
     lab: str | Executor | None = None,
     weights: str = "generated",
+    sentinel_every_s: float | None = None,
+    select: str = "random",
 ) -> Report:
     """Measure `samples` sub-networks of `space` (drawn from `seed`, or the given `configs`).
+    `select="informative"` draws them to spread out what the store's other devices predict for
+    them instead (`predictors.transfer.informative`: the rows a transfer predictor learns most
+    from).
 
     `only_fitting` draws only sub-networks whose estimated int8 footprint fits the device's
     `hardware.sram_bytes` / `flash_bytes` (the estimate is the space's; what the device then
     refuses is recorded as not fitting). `lab`: the address of a hardware lab (`hwnas lab up`)
     whose devices of this profile take the measurements in parallel; the store stays this one.
     `weights`: "generated" (latency only; an MCU board makes the weights up, the upload is
-    kilobytes) or "real" (uploaded, and the board's output is also compared with the float model)."""
+    kilobytes) or "real" (uploaded, and the board's output is also compared with the float model).
+    `sentinel_every_s`: how often the space's sentinel is measured (the profile's: 5 s on host
+    CPUs, a minute on phones, none on MCU boards; 0: never)."""
     prof = device if isinstance(device, DeviceProfile) else load_profile(device)
     sp = space if isinstance(space, SearchSpace) else get_space(space)
     runtime_info(runtime)  # an unknown runtime is named as such before the device's list is
     prof.require_runtime(runtime)
+    if select not in ("random", "informative"):
+        raise ConfigError(f"select (--select) {select!r}: allowed: random, informative")
     if configs is None:
         if samples < 1:
             raise ConfigError(f"samples (--samples) must be at least 1, got {samples}")
-        configs = sample_fitting(sp, prof, samples, seed) if only_fitting else sp.sample_unique(samples, seed)
+        if select == "informative":
+            if only_fitting:
+                raise ConfigError("--select informative draws from the whole space; --fit is not taken with it")
+            from hwnas_deploy.predictors.transfer import informative, sources_from_store
+
+            target = (prof.name, runtime, threads or prof.threads, batch or prof.batch)
+            configs = informative(sp.name, sources_from_store(store, sp.name, target, "all"), samples, seed)
+        else:
+            configs = sample_fitting(sp, prof, samples, seed) if only_fitting else sp.sample_unique(samples, seed)
     networks = [SubNetwork(sp, c) for c in configs]
     callback = None if on_measured is None else (lambda net, summary: on_measured(net.config_hash, summary))
     with Measurer(prof, store, executor=lab_executor(lab), artifacts_dir=artifacts_dir, progress=progress) as m:
         return m.measure(networks, runtime, threads=threads, batch=batch, rounds=rounds, force=force,
-                         weights=weights, on_measured=callback)
+                         weights=weights, on_measured=callback, sentinel=sentinel_for(sp),
+                         sentinel_every_s=sentinel_every_s)
 
 
 def profile_networks(
@@ -110,11 +131,13 @@ def profile_networks(
     rounds: int = 1,
     lab: str | Executor | None = None,
     weights: str = "generated",
+    sentinel_every_s: float | None = None,
 ) -> Report:
     """Measure given networks on a device (the user's own models from
     `hwnas_deploy.models.load_model`, or any `Network`), stored and skipped when stored, as
-    `profile` does. A network that cannot be exported for the runtime (a model's kind that does
-    not reach its format) is refused before the device is opened."""
+    `profile` does; the first network is the sentinel (`sentinel_every_s` as in `profile`). A
+    network that cannot be exported for the runtime (a model's kind that does not reach its
+    format) is refused before the device is opened."""
     prof = device if isinstance(device, DeviceProfile) else load_profile(device)
     fmt = runtime_info(runtime).format
     prof.require_runtime(runtime)
@@ -122,7 +145,8 @@ def profile_networks(
         net.check_format(fmt)
     with Measurer(prof, store, executor=lab_executor(lab), artifacts_dir=artifacts_dir, progress=progress) as m:
         return m.measure(list(networks), runtime, threads=threads, batch=batch, rounds=rounds, force=force,
-                         weights=weights)
+                         weights=weights, sentinel=networks[0] if networks else None,
+                         sentinel_every_s=sentinel_every_s)
 
 
 def deploy(device: str | DeviceProfile, networks: Sequence[Network], runtime: str, store: Store | None, *,

@@ -21,15 +21,16 @@ class RuntimeInfo:
     name: str
     format: str  # the artifact format this runtime executes
     description: str
+    package: str | None = None  # the distribution whose version says which build measured (host runtimes)
 
 
 RUNTIMES: dict[str, RuntimeInfo] = {
     r.name: r
     for r in (
-        RuntimeInfo("onnxruntime", "onnx", "onnxruntime CPU execution provider"),
-        RuntimeInfo("tflite", "tflite", "LiteRT interpreter (XNNPACK), float32 model"),
-        RuntimeInfo("tflite-int8", "tflite-int8", "LiteRT interpreter, full-integer int8 model"),
-        RuntimeInfo("tvm", "tvm", "TVM Relax VM, library compiled for this host"),
+        RuntimeInfo("onnxruntime", "onnx", "onnxruntime CPU execution provider", "onnxruntime"),
+        RuntimeInfo("tflite", "tflite", "LiteRT interpreter (XNNPACK), float32 model", "ai-edge-litert"),
+        RuntimeInfo("tflite-int8", "tflite-int8", "LiteRT interpreter, full-integer int8 model", "ai-edge-litert"),
+        RuntimeInfo("tvm", "tvm", "TVM Relax VM, library compiled for this host", "apache-tvm"),
         RuntimeInfo("firmware", "blob", "hwnas Cortex-M firmware, int8 runtime, over a serial port"),
         RuntimeInfo("firmware-fp32", "blob-fp32", "hwnas Cortex-M firmware, float32 runtime, over a serial port"),
     )

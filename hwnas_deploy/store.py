@@ -28,6 +28,7 @@ from hwnas_deploy.errors import StoreError
 SCHEMA_VERSION = 3
 DEFAULT_DB = "hwnas.sqlite"
 DB_ENV_VAR = "HWNAS_DB"
+SENTINEL_ROLE = "sentinel"  # details["role"] of a drift sentinel's readings (`measurement.drift`)
 
 metadata = sa.MetaData()
 meta_table = sa.Table(
@@ -396,8 +397,11 @@ class Store:
         batch: int | None = None,
         config_hash: str | None = None,
         latest_only: bool = True,
+        sentinels: bool = False,
     ) -> list[dict[str, Any]]:
-        """Measurements as plain dicts (newest first), with the device, space and config."""
+        """Measurements as plain dicts (newest first), with the device, space and config. A
+        sentinel's readings (`measurement.drift`: details role "sentinel") are not a network's
+        measurements and are left out unless `sentinels`."""
         m, d, s = measurements, devices, subnets
         query = (
             sa.select(
@@ -446,13 +450,15 @@ class Store:
         seen: set[tuple] = set()
         out = []
         for r in rows:
+            r["details"] = json.loads(r.pop("details_json") or "{}")
+            if not sentinels and r["details"].get("role") == SENTINEL_ROLE:
+                continue
             key = (r["device"], r["space"], r["config_hash"], r["runtime"], r["threads"], r["batch"])
             if latest_only and key in seen:
                 continue
             seen.add(key)
             r["config"] = json.loads(r.pop("config_json"))
             r["samples_ms"] = json.loads(r.pop("samples_json"))
-            r["details"] = json.loads(r.pop("details_json") or "{}")
             r["env"] = json.loads(r.pop("env_json") or "{}")  # the device's facts, runtime, lab device
             out.append(r)
         return out

@@ -17,6 +17,7 @@ from hwnas_deploy.devices import load_profile
 from hwnas_deploy.errors import ConfigError
 from hwnas_deploy.lab import DeviceSpec, connect, lab_devices, resources_for, start_devices, status
 from hwnas_deploy.lab.cluster import check_exposure
+from hwnas_deploy.measurement.drift import sentinel_for
 from hwnas_deploy.profiling import profile
 from hwnas_deploy.spaces import get_space
 from hwnas_deploy.store import Store
@@ -122,6 +123,20 @@ def test_local_cpu_and_the_adb_twin_each_measure_their_profile(lab, tmp_path):
         # seed 3: test_android's first two networks (their conversions are shared through the cache)
         phone = profile("sim-android", sp, 2, "tflite", store, seed=3, lab=lab["address"], progress=False)
         rows = store.measurements()
+        readings = store.measurements(latest_only=False, sentinels=True, config_hash=sentinel_for(sp).config_hash)
+    # local-cpu reads its drift sentinel on the lab's device before its first job (and every 5 s);
+    # the twin of a phone does not (its profile says so)
+    readings = readings[::-1]
+    assert cpu.sentinel == {"host-a/local-cpu/0": [r["median_ms"] for r in readings]} and phone.sentinel == {}
+    assert [r["details"]["n"] for r in readings] == list(range(len(readings))) and readings
+    assert {r["env"]["lab"]["device"] for r in readings} == {"host-a/local-cpu/0"}
+    for r in rows:
+        drift = r["details"].get("drift")
+        if r["device"] == "local-cpu":
+            taken = readings[drift["n"]]
+            assert (drift["ms"], drift["run"]) == (taken["median_ms"], taken["details"]["run"])
+        else:
+            assert drift is None
     assert len(cpu.measured) == 3 and cpu.devices == {"host-a/local-cpu/0": 3}
     assert len(phone.measured) == 2 and phone.devices == {"host-b/sim-android/0": 2}
     assert sorted(r["device"] for r in rows) == ["local-cpu"] * 3 + ["sim-android"] * 2

@@ -197,3 +197,163 @@ def test_rounds_measure_every_network_again_and_predictors_take_the_median(tmp_p
     for cfg, y in zip(data.configs, data.y, strict=True):
         medians = [r["median_ms"] for r in rows if r["config_hash"] == sp.config_hash(cfg)]
         assert len(medians) == 3 and y == pytest.approx(float(np.median(medians)))
+
+
+def test_another_tools_latencies_are_imported_as_a_named_devices_measurements(tmp_path):
+    """`hwnas store import`: rows of another tool's CSV become measurements of a named device,
+    with their provenance; a file is imported once; a bad row imports nothing from its file."""
+    import csv
+    import hashlib
+
+    from click.testing import CliRunner
+
+    from hwnas_deploy.cli import cli
+    from hwnas_deploy.measurement.provenance import provenance_row
+    from hwnas_deploy.spaces import get_space
+    from hwnas_deploy.store import Store
+
+    sp = get_space("ofa-mbv3-w1.0")
+    configs = sp.sample_unique(6, 31)
+    path = tmp_path / "gpu.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["Sub-network", "latency (us)", "other"])
+        for i, cfg in enumerate(configs):
+            writer.writerow([repr(dict(cfg)), 1000.0 * (i + 1) + 0.5, "x"])
+    db = str(tmp_path / "s.sqlite")
+    args = ["store", "import", "--csv", str(path), "--device", "a100", "--space", "ofa-mbv3-w1.0",
+            "--config-column", "Sub-network", "--target", "latency (us)", "--unit", "us", "--db", db]
+    runner = CliRunner()
+    out = runner.invoke(cli, args)
+    assert out.exit_code == 0 and out.output.startswith("imported 6 measurements from 1 file(s)"), out.output
+    with Store(db) as store:
+        data = from_store(store, "a100", "ofa-mbv3-w1.0", "imported")
+        rows = store.measurements(device="a100")
+    got = {sp.config_hash(c): y for c, y in zip(data.configs, data.y, strict=True)}
+    assert got == pytest.approx({sp.config_hash(c): (1000.0 * (i + 1) + 0.5) / 1000 for i, c in enumerate(configs)})
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert all(r["env"]["imported"]["sha256"] == sha and r["env"]["imported"]["unit"] == "us" for r in rows)
+    assert sorted(provenance_row(r)["imported_from"] for r in rows) == sorted(f"gpu.csv:{i}" for i in range(2, 8))
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 0 and again.output.startswith(f"imported 0 measurements from 0 file(s); already in "
+                                                            f"the store: {path}")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(path.read_text().replace("2000.5", "fast", 1))
+    refused = run_cli(*args[:2], "--csv", str(bad), *args[4:], cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.startswith(f"error: {bad}:3: cannot read the row")
+    missing = run_cli(*args[:2], "--csv", str(bad), *args[4:10], "--target", "ms", "--db", db, cwd=tmp_path)
+    assert missing.returncode == 2 and "no column 'ms'; columns are Sub-network, latency (us), other" in missing.stderr
+    with Store(db) as store:
+        assert len(store.measurements(device="a100", latest_only=False)) == 6  # nothing more
+    fitted = runner.invoke(cli, ["predictor", "fit", "--space", "ofa-mbv3-w1.0", "--db", db, "--device", "a100",
+                                 "--runtime", "imported", "--estimator", "macs", "--out", str(tmp_path / "p.json")])
+    assert fitted.exit_code == 0 and "fitted on 6 rows" in fitted.output
+
+
+@pytest.fixture(scope="module")
+def synthetic_devices(tmp_path_factory):
+    return _synthetic_devices(tmp_path_factory.mktemp("devices"))
+
+
+def _synthetic_devices(tmp_path, n: int = 320):
+    """Two devices that rank ofa-mbv3 networks alike but not as MACs do (a per-layer cost, larger
+    kernels dearer than their MACs): a source with every network, and a new one, 1.8x slower and
+    bending, imported into one store (`hwnas store import`)."""
+    import csv
+
+    from hwnas_deploy.predictors.imported import import_csv
+    from hwnas_deploy.store import Store
+
+    sp = get_space("ofa-mbv3-w1.0")
+    configs = sp.sample_unique(n, 41)
+    rng = np.random.default_rng(7)
+    src, new = [], []
+    for cfg in configs:
+        active = [i for stage, depth in enumerate(cfg["d"]) for i in range(4 * stage, 4 * stage + depth)]
+        ms = 0.004 * sp.macs(cfg) / 1e6 + 0.4 * len(active) + 0.08 * sum(cfg["ks"][i] for i in active)
+        src.append(ms * rng.lognormal(0, 0.01))
+        new.append(1.8 * ms ** 0.9 * rng.lognormal(0, 0.01))
+    db = str(tmp_path / "s.sqlite")
+    for name, ys in (("old-board", src), ("new-board", new)):
+        path = tmp_path / f"{name}.csv"
+        with open(path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["config_json", "ms"])
+            writer.writerows([json.dumps(c), y] for c, y in zip(configs, ys, strict=True))
+        with Store(db) as store:
+            import_csv(store, path, name, "ofa-mbv3-w1.0", "ms")
+    return db
+
+
+def test_a_new_device_is_predicted_from_20_rows_by_transfer_from_one_measured_before(synthetic_devices, tmp_path):
+    from click.testing import CliRunner
+
+    from hwnas_deploy.cli import cli
+    from hwnas_deploy.predictors.transfer import sources_from_store
+    from hwnas_deploy.store import Store
+
+    db = synthetic_devices
+    with Store(db) as store:
+        data = from_store(store, "new-board", "ofa-mbv3-w1.0", "imported")
+        sources = sources_from_store(store, "ofa-mbv3-w1.0", ("new-board", "imported", 1, 1), "all")
+        with pytest.raises(PredictorError, match=r"--transfer-from nope/x: the store has no measurements of "
+                                                 r"ofa-mbv3-w1.0 there \(it has: old-board/imported/1t/b1\)"):
+            sources_from_store(store, "ofa-mbv3-w1.0", ("new-board", "imported", 1, 1), "nope/x")
+    assert list(sources) == ["old-board/imported/1t/b1"] and len(sources["old-board/imported/1t/b1"]["y"]) == 320
+    evals = {e.estimator: e.metrics for e in holdout(data, ["transfer", "ridge", "gbt", "macs"], 20, 150,
+                                                      sources=sources)}
+    assert evals["transfer"]["tau"] >= 0.92 and evals["transfer"]["within10"] == 100  # as README says
+    for other in ("ridge", "gbt", "macs"):  # the new device's 20 rows alone do much worse
+        assert evals["transfer"]["tau"] > evals[other]["tau"] + 0.1, (other, evals)
+    # saved as data (the source's rows inside), reloaded in a new process: the same predictions
+    path = tmp_path / "t.json"
+    fitted = CliRunner().invoke(cli, ["predictor", "fit", "--space", "ofa-mbv3-w1.0", "--db", db, "--device",
+                                      "new-board", "--runtime", "imported", "--transfer-from", "old-board/imported",
+                                      "--train-size", "20", "--out", str(path)])
+    assert "transfer predictor of latency_ms on ofa-mbv3-w1.0, fitted on 20 rows and 1 source setting(s)" in fitted.output
+    saved = json.loads(path.read_text())
+    assert saved["estimator"] == "transfer" and len(saved["sources"]["old-board/imported/1t/b1"]["y"]) == 320
+    probe = data.configs[:25]
+    here = Predictor.load(path).predict(probe)
+    there = subprocess.run([sys.executable, "-c", "import json, sys; from hwnas_deploy.predictors import Predictor; "
+                            "print(json.dumps(Predictor.load(sys.argv[1]).predict(json.loads(sys.argv[2])).tolist()))",
+                            str(path), json.dumps(probe)], capture_output=True, text=True, check=True, cwd=REPO)
+    assert json.loads(there.stdout) == here.tolist()
+    shown = CliRunner().invoke(cli, ["predictor", "eval", "--space", "ofa-mbv3-w1.0", "--db", db, "--device",
+                                     "new-board", "--runtime", "imported", "--transfer-from", "all", "--estimators",
+                                     "macs", "--train-size", "20"]).output
+    assert "transfer from 1 setting(s): old-board/imported/1t/b1 (320 networks)" in shown
+    assert [line.split("|")[1].strip() for line in shown.splitlines() if line.startswith("| ")][1:] == [
+        "transfer", "macs"]
+
+
+def test_informative_selection_spreads_what_the_other_devices_predict_and_is_fixed_by_its_seed(synthetic_devices,
+                                                                                               tmp_path):
+    from hwnas_deploy.predictors.transfer import informative, source_models, sources_from_store
+    from hwnas_deploy.store import Store
+
+    db = synthetic_devices
+    space = "ofa-mbv3-w1.0"
+    with Store(db) as store:
+        sources = sources_from_store(store, space, ("local-cpu", "onnxruntime", 1, 1), "all")
+    assert sorted(sources) == ["new-board/imported/1t/b1", "old-board/imported/1t/b1"]
+    picks = informative(space, sources, 20, seed=3, pool=600)
+    assert picks == informative(space, sources, 20, seed=3, pool=600) != informative(space, sources, 20, seed=4,
+                                                                                      pool=600)
+    sp = get_space(space)
+    assert len({sp.config_hash(c) for c in picks}) == 20
+    old = source_models(space, sources, "gbt")["old-board/imported/1t/b1"]
+    spread = np.std(np.log(old.predict(picks)))
+    random_spread = np.std(np.log(old.predict(sp.sample_unique(20, 3))))
+    assert spread > 2.0 * random_spread  # README: twice a random draw's (the extremes and the gaps between)
+    from click.testing import CliRunner
+
+    from hwnas_deploy.cli import cli
+
+    out = CliRunner().invoke(cli, ["profile", "--device", "local-cpu", "--space", space, "--samples", "2", "--runtime",
+                                   "onnxruntime", "--select", "informative", "--seed", "3", "--db", db,
+                                   "--artifacts", str(tmp_path / "a"), "--sentinel-every", "0", "--quiet"])
+    assert "measured 2, already stored 0, failed 0 of 2" in out.output, out.output
+    with Store(db) as store:
+        measured = {r["config_hash"] for r in store.measurements(device="local-cpu")}
+    assert measured == {sp.config_hash(c) for c in informative(space, sources, 2, seed=3)}

@@ -16,6 +16,7 @@ from hwnas_deploy.store import Store
 from .conftest import run_cli
 
 FAST = "--quiet"
+NO_SENTINEL = ("--sentinel-every", "0")  # these count rows and exports: no drift readings (test_drift's)
 
 
 def count(db, locked: int = 0) -> int:
@@ -66,7 +67,7 @@ def test_profile_other_runtimes(tmp_path, runtime):
     configs = tmp_path / "small.jsonl"  # a small cell, converted once for the whole run (test_lifetime's too)
     configs.write_text(json.dumps(small_cells(1)[0]) + "\n")
     out = run_cli("profile", "--device", "local-cpu", "--space", "nb201", "--configs", str(configs),
-                  "--runtime", runtime, "--db", str(db), FAST, cwd=tmp_path, check=True)
+                  "--runtime", runtime, "--db", str(db), FAST, *NO_SENTINEL, cwd=tmp_path, check=True)
     assert "measured 1, already stored 0, failed 0 of 1" in out.stdout
     with Store(str(db)) as s:
         (row,) = s.measurements(runtime=runtime)
@@ -106,7 +107,7 @@ def test_bad_input_is_a_clear_error_without_traceback(tmp_path, args, message):
 def test_bad_input_loses_nothing_stored(tmp_path):
     db = tmp_path / "m.sqlite"
     run_cli("profile", "--device", "local-cpu", "--space", "mcu-mbnet", "--samples", "2", "--runtime",
-            "onnxruntime", "--db", str(db), FAST, cwd=tmp_path, check=True)
+            "onnxruntime", "--db", str(db), FAST, *NO_SENTINEL, cwd=tmp_path, check=True)
     bad = run_cli("profile", "--device", "local-cpu", "--space", "mcu-mbnet", "--samples", "2", "--runtime",
                   "nope", "--db", str(db), FAST, cwd=tmp_path)
     assert bad.returncode == 2 and count(db) == 2
@@ -138,7 +139,7 @@ def test_export_cli_writes_verified_artifact(tmp_path):
 def test_killed_run_keeps_measurements_and_resumes(tmp_path, sig):
     db = tmp_path / "m.sqlite"
     args = [sys.executable, "-m", "hwnas_deploy", "profile", "--device", "local-cpu", "--space", "ofa-mbv3-w1.0",
-            "--samples", "6", "--runtime", "onnxruntime", "--db", str(db), FAST]
+            "--samples", "6", "--runtime", "onnxruntime", "--db", str(db), FAST, *NO_SENTINEL]
     # Ctrl-C as in a terminal: a shell without job control starts background jobs with SIGINT
     # ignored, and the child would inherit that (Python then never raises KeyboardInterrupt)
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

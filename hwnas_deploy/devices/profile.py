@@ -5,7 +5,8 @@
     runtimes: [onnxruntime, tvm]
     connection: {url: ..., ...}      # where the device is (see parse_connection), and link settings
     hardware: {core: ..., threads: 2}
-    measurement: {threads: 1, batch: 1, warmup: 10, min_repeats: 20, ...}
+    measurement: {threads: 1, batch: 1, warmup: 10, min_repeats: 20, ...,
+                  sentinel_every_s: 5}   # drift readings (measurement.drift); the kind's default
     benchmark: {...}                 # kind-specific settings of the device-side timing
                                      # (android-adb: benchmark_model flags, cool-down; tvm-rpc:
                                      # time_evaluator number/repeat), see BENCHMARK_KEYS
@@ -35,6 +36,9 @@ BENCHMARK_KEYS: dict[str, set[str]] = {
                     "thermal_zone", "max_temp_c", "thermal_wait_s", "min_secs", "reconnect_s"},
     "tvm-rpc": {"number", "repeat", "min_repeat_ms", "cooldown_interval_ms", "samples"},
 }
+#: seconds between a device's drift-sentinel readings (`measurement.drift`), by kind: MCU boards
+#: count cycles or instructions, which do not drift
+SENTINEL_EVERY_S: dict[str, float] = {"server": 5.0, "android-adb": 60.0, "tvm-rpc": 60.0, "mcu-serial": 0.0}
 
 
 #: the typed fields of a profile's sections: (section, key) -> (check, what is allowed)
@@ -90,6 +94,11 @@ class DeviceProfile:
     settings: MeasureSettings = field(default_factory=MeasureSettings)
     benchmark: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    sentinel_every_s: float | None = None  # 0: no drift readings; None: the kind's (SENTINEL_EVERY_S)
+
+    def __post_init__(self):
+        if self.sentinel_every_s is None:
+            self.sentinel_every_s = SENTINEL_EVERY_S.get(self.kind, 0.0)
 
     def require_runtime(self, runtime: str) -> None:
         if runtime not in self.runtimes:
@@ -103,7 +112,8 @@ class DeviceProfile:
             "runtimes": list(self.runtimes),
             "connection": self.connection,
             "hardware": self.hardware,
-            "measurement": {"threads": self.threads, "batch": self.batch, **self.settings.__dict__},
+            "measurement": {"threads": self.threads, "batch": self.batch, **self.settings.__dict__,
+                            "sentinel_every_s": self.sentinel_every_s},
             **({"benchmark": self.benchmark} if self.benchmark else {}),
         }
 
@@ -226,6 +236,9 @@ def parse_profile(data: Any, where: str) -> DeviceProfile:
     threads, batch = measurement.pop("threads", 1), measurement.pop("batch", 1)
     for key, value in (("threads", threads), ("batch", batch)):
         integer(1).check(value, f"{where}: measurement.{key}")
+    sentinel_every_s = measurement.pop("sentinel_every_s", SENTINEL_EVERY_S[data["kind"]])
+    number(0, strict=False, text="seconds >= 0 (0: no drift sentinel)").check(
+        sentinel_every_s, f"{where}: measurement.sentinel_every_s")
     return DeviceProfile(
         name=str(data["name"]),
         kind=data["kind"],
@@ -238,4 +251,5 @@ def parse_profile(data: Any, where: str) -> DeviceProfile:
         settings=MeasureSettings.from_mapping(measurement, f"{where}: measurement"),
         benchmark=benchmark,
         path=where,
+        sentinel_every_s=float(sentinel_every_s),
     )

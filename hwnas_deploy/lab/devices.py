@@ -20,7 +20,9 @@ import ray
 
 from hwnas_deploy.artifact import Artifact
 from hwnas_deploy.devices import DeviceProfile, DoesNotFitError, load_profile
-from hwnas_deploy.errors import ConfigError, HwnasError
+from hwnas_deploy.errors import ConfigError, ExportError, HwnasError
+from hwnas_deploy.measurement.drift import SentinelWatch
+from hwnas_deploy.measurement.provenance import host_state
 from hwnas_deploy.sim.twins import ADDRESS_KEYS, twinned_driver
 
 NAMESPACE = "hwnas-lab"
@@ -109,6 +111,7 @@ class LabDevice:
         self.done = self.failed = 0
         self.last_error: str | None = None
         self.workdir: tempfile.TemporaryDirectory | None = None  # the blobs it is sent; until close()
+        self.watch = SentinelWatch()  # this device's drift readings (a reopened device starts anew)
 
     @ray.method(concurrency_group="device")
     def open(self) -> dict[str, Any]:
@@ -116,6 +119,7 @@ class LabDevice:
         if self.driver is not None:
             self.driver.close()
         self.driver = twinned_driver(self.profile)
+        self.watch = SentinelWatch()
         try:
             self.facts = self.driver.open()
         except BaseException:
@@ -126,11 +130,14 @@ class LabDevice:
         return self.facts
 
     @ray.method(concurrency_group="device")
-    def measure(self, plan, job, exported: tuple[Artifact, bytes]) -> dict[str, Any]:
+    def measure(self, plan, job, exported: tuple[Artifact, bytes], sentinel: list | None = None) -> dict[str, Any]:
         """Deploy and time one job. The outcome is a value, never an exception, so that the
-        scheduler can tell a device problem (retry elsewhere) from a network that does not fit."""
+        scheduler can tell a device problem (retry elsewhere) from a network that does not fit.
+        `sentinel`: [the export of the plan's sentinel] (in a list: its export failing is not the
+        job's), measured first when this device's last reading is due (`measurement.drift`)."""
         self.job = job.key.config_hash
         started = time.time()
+        reading = notes = None
         try:
             if self.driver is None or self.broken:
                 try:
@@ -138,14 +145,18 @@ class LabDevice:
                 except HwnasError as exc:
                     self.last_error = f"reconnect failed: {exc}"
                     return {"down": self.last_error}
-            artifact, data = exported
-            if self.workdir is None:
-                self.workdir = tempfile.TemporaryDirectory(prefix="hwnas-lab-")
-            path = Path(self.workdir.name) / Path(artifact.path).name
-            path.write_bytes(data)
-            summary = plan.run(self.driver, replace(artifact, path=str(path)))
+            if sentinel:
+                notes = []
+                reading, _ = self.watch.check(plan, self.driver, lambda: self._receive(ray_get(sentinel[0])),
+                                              notes.append)
+                started = time.time()
+            host = host_state()
+            summary = plan.run(self.driver, self._receive(exported))
+            stamp = self.watch.stamp(plan)
+            if stamp is not None:
+                summary.details["drift"] = stamp
         except DoesNotFitError as exc:
-            return {"unfit": exc.reason, "details": exc.details}
+            return {"unfit": exc.reason, "details": exc.details, "sentinel": reading, "notes": notes or []}
         except HwnasError as exc:
             self.broken, self.failed, self.last_error = True, self.failed + 1, str(exc)
             return {"error": str(exc)}
@@ -156,8 +167,19 @@ class LabDevice:
         finally:
             self.job = None
         self.done += 1
-        return {"summary": summary, "env": {"device": self.facts, "lab": {"device": self.device_id}},
-                "device": self.device_id, "started": started, "finished": time.time()}
+        return {"summary": summary, "env": {"device": self.facts, "lab": {"device": self.device_id},
+                                            "host": {"start": host, "end": host_state()}},
+                "device": self.device_id, "started": started, "finished": time.time(), "sentinel": reading,
+                "notes": notes or []}
+
+    def _receive(self, exported: tuple[Artifact, bytes]) -> Artifact:
+        """An artifact sent to this device, written into its folder."""
+        artifact, data = exported
+        if self.workdir is None:
+            self.workdir = tempfile.TemporaryDirectory(prefix="hwnas-lab-")
+        path = Path(self.workdir.name) / Path(artifact.path).name
+        path.write_bytes(data)
+        return replace(artifact, path=str(path))
 
     @ray.method(concurrency_group="device")
     def close(self) -> None:
@@ -181,6 +203,14 @@ class LabDevice:
         import os
 
         return [os.getpid(), *getattr(self.driver, "pids", [])]
+
+
+def ray_get(ref):
+    """An object's value; a failed task (an export) as ExportError."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        raise ExportError(str(exc.cause if exc.cause is not None else exc)) from None
 
 
 def actor_name(device_id: str) -> str:

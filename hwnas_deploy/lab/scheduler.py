@@ -71,6 +71,9 @@ class LabExecutor(Executor):
                 exports[job.name] = _export_task.remote(plan, job)
             return exports[job.name]
 
+        sentinel_job = plan.sentinel_job() if plan.sentinel_every_s > 0 else None
+        sentinel = [export_ref(sentinel_job)] if sentinel_job is not None else None  # in a list: not resolved
+
         def give_up(i: int, why: str, device: str | None = None) -> Outcome:
             note(f"{jobs[i].name}: failed: {why}")
             return Outcome(jobs[i], error=why, device=device or "lab")
@@ -90,7 +93,7 @@ class LabExecutor(Executor):
                     if settled(jobs[pick]):
                         continue
                     free.remove(dev)
-                    ref = alive[dev].measure.remote(plan, jobs[pick], export_ref(jobs[pick]))
+                    ref = alive[dev].measure.remote(plan, jobs[pick], export_ref(jobs[pick]), sentinel)
                     inflight[ref] = (pick, dev)
                 coordinator.report.remote(client, {"queued": len(queue), "running": len(inflight),
                                                    "done": done_count, "failed": failed_count,
@@ -124,14 +127,19 @@ class LabExecutor(Executor):
                         failed_count += 1
                         yield give_up(i, str(cause), dev)
                         continue
+                    for text in result.get("notes", ()):
+                        note(f"{dev}: {text}")
                     if "summary" in result or "unfit" in result:
                         free.append(dev)
                         done_count += 1
                         artifact = ray.get(exports[job.name])[0] if "summary" in result else None
+                        reading = result.get("sentinel")
                         yield Outcome(job, summary=result.get("summary"), artifact=artifact,
                                       env=result.get("env", {}), device=dev,
                                       unfit=(result["unfit"], result["details"]) if "unfit" in result else None,
-                                      started=result.get("started", 0.0), finished=result.get("finished", 0.0))
+                                      started=result.get("started", 0.0), finished=result.get("finished", 0.0),
+                                      sentinel=reading,
+                                      sentinel_artifact=ray.get(sentinel[0])[0] if reading is not None else None)
                         continue
                     # "error": retry elsewhere; "down": the device could not reconnect
                     tries[i] += 1

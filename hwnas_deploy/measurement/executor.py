@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 
 from hwnas_deploy.devices import DoesNotFitError
 from hwnas_deploy.errors import HwnasError
+from hwnas_deploy.measurement.drift import SentinelWatch
 from hwnas_deploy.measurement.plan import Job, Outcome, Plan
+from hwnas_deploy.measurement.provenance import host_state
 from hwnas_deploy.sim.twins import twinned_driver
 
 
@@ -40,6 +42,7 @@ class InProcess(Executor):
         self.driver = None
         self.device: str | None = None
         self.facts: dict = {}
+        self.watch = SentinelWatch()
 
     def _open(self, plan: Plan):
         if self.driver is not None and self.device != plan.device.name:
@@ -52,6 +55,7 @@ class InProcess(Executor):
                 driver.close()  # a twin started before the failure must not outlive it
                 raise
             self.driver, self.device = driver, plan.device.name
+            self.watch = SentinelWatch()  # a device (re)opened drifts on its own
         return self.driver
 
     def run(self, plan: Plan, jobs: list[Job], settled: Callable[[Job], bool],
@@ -60,7 +64,7 @@ class InProcess(Executor):
             if settled(job):
                 continue
             for attempt in (1, 2):
-                out = self._take(plan, job)
+                out = self._take(plan, job, note)
                 if out.error is None or out.artifact is None:  # measured, unfit, or its export failed
                     break
                 twin_exited = getattr(self.driver, "twin_exited", None)
@@ -74,14 +78,19 @@ class InProcess(Executor):
                          "again")
             yield out
 
-    def _take(self, plan: Plan, job: Job) -> Outcome:
+    def _take(self, plan: Plan, job: Job, note: Callable[[str], None]) -> Outcome:
         driver = self._open(plan)  # a device that does not open ends the run, named
         out = Outcome(job)
         try:
             out.artifact = plan.export(job)
-            out.started = time.time()
+            out.sentinel, out.sentinel_artifact = self.watch.check(
+                plan, driver, lambda: plan.export(plan.sentinel_job()), note)
+            out.started, host = time.time(), host_state()
             out.summary = plan.run(driver, out.artifact)
-            out.env = {"device": self.facts}
+            stamp = self.watch.stamp(plan)
+            if stamp is not None:
+                out.summary.details["drift"] = stamp
+            out.env = {"device": self.facts, "host": {"start": host, "end": host_state()}}
         except DoesNotFitError as exc:
             out.unfit = (exc.reason, exc.details)
         except HwnasError as exc:

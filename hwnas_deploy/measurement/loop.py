@@ -11,7 +11,8 @@ Without a store (`store=None`) nothing is skipped or recorded: the report is the
 
 `rounds` > 1 measures every network that many times, one round over all of them after the
 other, so slow drifts of the host fall on every network alike; `median_ms` is then the median
-over the rounds.
+over the rounds. A `sentinel` network measured at intervals records the drift itself beside every
+measurement instead (`measurement.drift`), at the cost of a few per cent of the run.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from hwnas_deploy.devices import DeviceProfile, load_profile
 from hwnas_deploy.errors import ConfigError
 from hwnas_deploy.export import Artifact
 from hwnas_deploy.mcu.weights import check_weights
+from hwnas_deploy.measurement.drift import spread
 from hwnas_deploy.measurement.executor import Executor, InProcess
 from hwnas_deploy.measurement.network import Network
 from hwnas_deploy.measurement.plan import Job, Outcome, Plan, default_artifacts_dir
@@ -70,6 +72,8 @@ class Report:
     devices: dict[str, int] = field(default_factory=dict)
     timeline: list[tuple[str, str, float, float]] = field(default_factory=list)
     lab_events: list[str] = field(default_factory=list)
+    #: the drift sentinel's readings taken now, in order, per device (the lab's, or the profile's)
+    sentinel: dict[str, list[float]] = field(default_factory=dict)
 
     def raise_if_interrupted(self) -> Report:
         """For callers that go on with the numbers (a search, a deploy): an interrupted
@@ -90,7 +94,13 @@ class Report:
         text += f", already stored {len(self.skipped)}, failed {len(self.failed)}"
         if self.unfit:
             text += f", does not fit {len(self.unfit)}"
-        return text + (f" of {self.planned} (interrupted)" if self.interrupted else f" of {self.planned}")
+        text += f" of {self.planned} (interrupted)" if self.interrupted else f" of {self.planned}"
+        spreads = [x for x in map(spread, self.sentinel.values()) if x is not None]
+        if spreads:
+            readings = sum(map(len, self.sentinel.values()))
+            text += (f"; drift: the sentinel's {readings} readings spread {100 * max(spreads):.1f} %"
+                     + (" (the most on one device)" if len(self.sentinel) > 1 else ""))
+        return text
 
 
 class Measurer:
@@ -108,7 +118,8 @@ class Measurer:
         self._artifacts_writable = False
 
     def plan(self, runtime: str, threads: int | None = None, batch: int | None = None,
-             weights: str = "generated") -> Plan:
+             weights: str = "generated", sentinel: Network | None = None,
+             sentinel_every_s: float | None = None) -> Plan:
         runtime_info(runtime)  # an unknown runtime is named as such before the device's list is
         self.device.require_runtime(runtime)
         try:
@@ -118,6 +129,11 @@ class Measurer:
         for name, value in (("threads", threads), ("batch", batch)):
             if value is not None:
                 integer(1, text="an integer >= 1 (or none: the profile's)").check(value, f"{name} (--{name})")
+        if sentinel_every_s is None:
+            sentinel_every_s = self.device.sentinel_every_s
+        elif not isinstance(sentinel_every_s, (int, float)) or not sentinel_every_s >= 0:
+            raise ConfigError(f"sentinel interval (--sentinel-every) {sentinel_every_s!r}: allowed: seconds >= 0 "
+                              "(0: no sentinel)")
         if not self._artifacts_writable:  # once: a search plans a measurement per generation
             try:
                 self.artifacts_dir.mkdir(parents=True, exist_ok=True)
@@ -128,17 +144,21 @@ class Measurer:
                                   f"({exc.strerror or exc})") from None
             self._artifacts_writable = True
         return Plan(self.device, runtime, threads or self.device.threads, batch or self.device.batch,
-                    self.artifacts_dir, weights)
+                    self.artifacts_dir, weights, sentinel, float(sentinel_every_s) if sentinel is not None else 0.0)
 
     def measure(self, networks: Sequence[Network], runtime: str, *, threads: int | None = None,
                 batch: int | None = None, rounds: int = 1, force: bool = False, weights: str = "generated",
-                on_measured: Callable[[Network, dict], None] | None = None) -> Report:
+                on_measured: Callable[[Network, dict], None] | None = None, sentinel: Network | None = None,
+                sentinel_every_s: float | None = None) -> Report:
         """Measure `networks` (see the module's notes). `weights="generated"` (latency only) lets
         an MCU board make the weights up instead of receiving them; "real" uploads them and
-        checks the board's output against the float model too."""
+        checks the board's output against the float model too. `sentinel`: a network measured
+        before the first job and again every `sentinel_every_s` seconds (the device kind's default:
+        5 s on host CPUs, a minute on phones, none on MCU boards; and no sooner than 10x the last
+        reading's duration), its reading stored beside each measurement."""
         if rounds < 1:
             raise ConfigError(f"rounds (--rounds) must be at least 1, got {rounds}")
-        plan = self.plan(runtime, threads, batch, weights)
+        plan = self.plan(runtime, threads, batch, weights, sentinel, sentinel_every_s)
         unique = list({n.config_hash: n for n in networks}.values())
         report = Report(planned=len(unique))
         todo = self._todo(plan, unique, report, rounds, force)
@@ -196,6 +216,8 @@ class Measurer:
 
     def _record(self, plan: Plan, out: Outcome, report: Report, bar) -> None:
         job, net = out.job, out.job.network
+        if out.sentinel is not None:
+            self._record_sentinel(plan, out, report)
         result = report.results[job.name]
         result.wall_s = out.finished - out.started
         result.artifact = out.artifact or result.artifact
@@ -226,6 +248,16 @@ class Measurer:
             report.failed[job.name] = out.error or "failed"
             if out.device is None:  # an executor with devices of its own has noted it
                 bar.write(f"{job.name}: {out.error}")
+
+    def _record_sentinel(self, plan: Plan, out: Outcome, report: Report) -> None:
+        report.sentinel.setdefault(out.device or plan.device.name, []).append(out.sentinel.median_ms)
+        if self.store is None:
+            return
+        sentinel = plan.sentinel
+        self.store.add_measurement(plan.key(sentinel), out.sentinel, device_kind=plan.device.kind,
+                                   device_profile=plan.device.to_dict(), config=sentinel.config, macs=sentinel.macs,
+                                   params=sentinel.params, artifact=out.sentinel_artifact,
+                                   env={**out.env, "runtime": plan.runtime})
 
     def close(self) -> None:
         self.executor.close()

@@ -65,6 +65,9 @@ class Outcome:
     unfit: tuple[str, dict] | None = None  # (reason, numbers)
     error: str | None = None
     device: str | None = None  # the lab device that took it
+    #: a sentinel reading taken just before this job (stored as the sentinel's own measurement)
+    sentinel: Summary | None = None
+    sentinel_artifact: Artifact | None = None
     started: float = 0.0  # deploy + measure (the export before is not counted)
     finished: float = 0.0
 
@@ -78,6 +81,10 @@ class Plan:
     artifacts_dir: Path
     #: "generated": a device behind a slow link makes the weights up (latency only), "real"
     weights: str = "real"
+    #: measured before a device's first job and whenever its last reading is this old
+    #: (`measurement.drift`); none, or 0 s: no drift readings
+    sentinel: Network | None = None
+    sentinel_every_s: float = 0.0
 
     @property
     def format(self) -> str:
@@ -97,6 +104,9 @@ class Plan:
         net = job.network
         return cached_artifact(net.artifact_path(self.artifacts_dir, self.format, self.batch, self.target)) or \
             net.export(self.format, self.artifacts_dir, batch=self.batch, target=self.target)
+
+    def sentinel_job(self) -> Job | None:
+        return None if self.sentinel is None else Job(self.key(self.sentinel), self.sentinel)
 
     def run(self, driver, artifact: Artifact) -> Summary:
         """Deploy and time one artifact on an opened driver (DoesNotFitError, HwnasError)."""

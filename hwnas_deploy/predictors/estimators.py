@@ -44,6 +44,16 @@ def _pretrained(spec: EstimatorSpec, params: dict, space: str, features: str, lo
     return Pretrained(space, spec.build(params))
 
 
+def _transfer(spec: EstimatorSpec, params: dict, space: str, features: str, log_target: bool, lut, sources=None):
+    from hwnas_deploy.predictors.models import LogTarget, OnSources, Regressor
+    from hwnas_deploy.predictors.transfer import source_models
+
+    if not log_target:
+        raise PredictorError("the transfer estimator predicts a positive latency (log_target)")
+    return LogTarget(OnSources(space, source_models(space, sources, params["base"]),
+                               Regressor(_ridge(params), linear=True)))
+
+
 @dataclass(frozen=True)
 class EstimatorSpec:
     name: str
@@ -52,6 +62,7 @@ class EstimatorSpec:
     build: Callable[[dict[str, Any]], Any]  # params -> the regressor (or pre-trained model) at its core
     features: str  # the feature set it uses by default
     needs_lut: bool = False  # built on a latency LUT of the same device (predictors/lut.py)
+    needs_sources: bool = False  # built on other devices' measurements (predictors/transfer.py)
     #: how its parts are put together: (spec, params, space, features, log_target, lut) -> model
     compose: Callable[..., Any] = _regression
     linear: bool = False  # the fitted core is a weight vector (saved as such, applied exactly)
@@ -138,6 +149,10 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
                       "log ratio measured / block sum, from the genes, MACs and the block sum",
                       {"max_iter": 300, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 5}, _gbt,
                       "onehot+macs", needs_lut=True, compose=_lut_corrected),
+        EstimatorSpec("transfer", "for a device with few rows: ridge regression on the log latencies that "
+                      "predictors of other devices (the sources, `--transfer-from`) give the same networks, and "
+                      "log MACs", {"base": "gbt", "alphas": [0.1, 1.0, 10.0, 100.0]}, None, "macs",
+                      needs_sources=True, compose=_transfer, linear=True),
         EstimatorSpec("macs", "baseline: a straight line through MACs", {}, _linear, "macs", linear=True,
                       log_target=False),
         EstimatorSpec("costs", "a plane through MACs and output elements (per-MAC and per-output work: "

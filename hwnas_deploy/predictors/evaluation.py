@@ -58,15 +58,17 @@ class Evaluation:
 
 
 def holdout(data: Dataset, estimators: Sequence[str], train_size: int, test_size: int | None = None,
-            seed: int = 0, params: dict[str, dict] | None = None, lut: LatencyLUT | None = None) -> list[Evaluation]:
+            seed: int = 0, params: dict[str, dict] | None = None, lut: LatencyLUT | None = None,
+            sources: dict | None = None) -> list[Evaluation]:
     """Every estimator trained on the same `train_size` rows and tested on the same other rows
-    (`lut`: the device's LUT, for the estimators built on one)."""
+    (`lut`: the device's LUT, for the estimators built on one; `sources`: other devices' rows, for
+    the transfer estimator)."""
     tr, te = split(len(data), train_size, test_size, seed)
     train, test = data.subset(tr), data.subset(te)
     out = []
     for name in estimators:
-        pred = Predictor(name, (params or {}).get(name), lut=lut).fit(train.configs, train.y, data.space,
-                                                                      data.target)
+        pred = Predictor(name, (params or {}).get(name), lut=lut, sources=sources).fit(
+            train.configs, train.y, data.space, data.target)
         p = pred.predict(test.configs)
         out.append(Evaluation(name, len(train), len(test), metrics(test.y, p), test.y, p))
     return out
@@ -88,8 +90,8 @@ def kfold(data: Dataset, estimator: str, k: int = 5, seed: int = 0, lut: Latency
 
 
 def learning_curve(data: Dataset, estimators: Sequence[str], sizes: Sequence[int], trials: int = 5,
-                   test_size: int | None = None, seed: int = 0,
-                   lut: LatencyLUT | None = None) -> dict[str, dict[int, dict[str, tuple[float, float]]]]:
+                   test_size: int | None = None, seed: int = 0, lut: LatencyLUT | None = None,
+                   sources: dict | None = None) -> dict[str, dict[int, dict[str, tuple[float, float]]]]:
     """estimator -> training size -> metric -> (mean, std) over `trials` random splits. The test
     set of each trial is fixed across sizes, so curves differ only by what was trained on."""
     sizes = sorted(int(s) for s in sizes)
@@ -102,7 +104,7 @@ def learning_curve(data: Dataset, estimators: Sequence[str], sizes: Sequence[int
         for size in sizes:
             train = data.subset(tr[:size])
             for e in estimators:
-                pred = Predictor(e, lut=lut).fit(train.configs, train.y, data.space, data.target)
+                pred = Predictor(e, lut=lut, sources=sources).fit(train.configs, train.y, data.space, data.target)
                 runs.setdefault((e, size), []).append(metrics(test.y, pred.predict(test.configs)))
     for (e, size), scores in runs.items():
         out[e][size] = {m: (float(np.mean([s[m] for s in scores])), float(np.std([s[m] for s in scores])))

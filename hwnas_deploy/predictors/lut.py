@@ -147,6 +147,8 @@ def build_lut(
     weights: str = "generated",
     progress: bool = True,
     on_block: Callable[[str, float], None] | None = None,
+    sentinel_every_s: float | None = None,
+    correct_drift: bool = False,
 ) -> LatencyLUT:
     """Measure every block of `configs` not yet in the table at `path` (created if absent),
     through the measurement layer; the table is saved after every measurement.
@@ -156,14 +158,21 @@ def build_lut(
     `rounds` > 1 measures every block that many times, round after round, and keeps the median
     (slow drifts of the host then fall on all blocks alike). `on_block(key, ms)` is called for every
     measurement taken now. `weights`: as `Measurer.measure` ("generated": an MCU board makes the
-    weights up)."""
+    weights up). The space's sentinel network is measured every `sentinel_every_s` seconds (the
+    device kind's default), its reading stored beside each block's measurement (`measurement.drift`);
+    `correct_drift` scales each block measured now by the sentinel's median reading in this run over
+    the reading beside it (blocks measured before stay as they are)."""
     from hwnas_deploy.measurement import Measurer
+    from hwnas_deploy.measurement.drift import sentinel_for
 
     sp = get_space(space)
     artifacts = None if store is not None else tempfile.mkdtemp(prefix="hwnas-lut-")
     try:
         with Measurer(device, store, artifacts_dir=artifacts, progress=progress) as m:
-            plan = m.plan(runtime, threads, batch, weights)
+            plan = m.plan(runtime, threads, batch, weights, sentinel_for(sp), sentinel_every_s)
+            if correct_drift and plan.sentinel_every_s <= 0:
+                raise PredictorError(f"--correct-drift: {plan.device.name} reads no drift sentinel (its "
+                                     "measurement.sentinel_every_s is 0): give --sentinel-every SECONDS")
             path = Path(path)
             if path.exists():
                 lut = LatencyLUT.load(path)
@@ -179,18 +188,20 @@ def build_lut(
             todo = [net for key, net in blocks.items() if key not in lut.entries]
             if not todo:
                 return lut
-            taken: dict[str, list[float]] = {}
+            taken: dict[str, list[tuple[float, float | None]]] = {}  # (ms, the sentinel's reading beside it)
 
             def measured(net, summary: dict) -> None:
                 key = keys[net.config_hash]
-                taken.setdefault(key, []).append(summary["median_ms"])
-                lut.entries[key] = float(np.median(taken[key]))
+                reading = (summary["details"].get("drift") or {}).get("ms")
+                taken.setdefault(key, []).append((summary["median_ms"], reading))
+                lut.entries[key] = float(np.median([ms for ms, _ in taken[key]]))
                 lut.save(path)
                 if on_block is not None:
                     on_block(key, summary["median_ms"])
 
             report = m.measure(todo, runtime, threads=plan.threads, batch=plan.batch, rounds=rounds,
-                               weights=weights, on_measured=measured)
+                               weights=weights, on_measured=measured, sentinel=sentinel_for(sp),
+                               sentinel_every_s=sentinel_every_s)
     finally:
         if artifacts is not None:
             shutil.rmtree(artifacts, ignore_errors=True)
@@ -198,6 +209,16 @@ def build_lut(
         result = report.results[net.config_hash]
         if result.rounds_ms and result.status in ("measured", "stored"):
             lut.entries[keys[net.config_hash]] = result.median_ms
+    if correct_drift:
+        all_readings = [ms for per in report.sentinel.values() for ms in per]
+        if not all_readings:
+            raise PredictorError("--correct-drift: the sentinel could not be measured in this run, so no block "
+                                 "was corrected (the run's notes say why)")
+        ref = float(np.median(all_readings))
+        for key, values in taken.items():
+            corrected = [ms * ref / reading for ms, reading in values if reading]
+            if corrected:
+                lut.entries[key] = float(np.median(corrected))
     lut.save(path)
     problems = {**report.failed, **report.unfit}
     if problems:
@@ -219,12 +240,13 @@ def compare(lut: LatencyLUT, configs: Sequence[dict], measured_ms: Sequence[floa
 
 
 def calibrate_and_compare(lut: LatencyLUT, store, n_calibrate: int = 10, *, slope: bool = False,
-                          seed: int = 0) -> dict:
+                          seed: int = 0, correct_drift: bool = False) -> dict:
     """Calibrate `lut` on `n_calibrate` of the store's whole-network measurements on its device and
-    runtime (drawn from `seed`) and `compare` on the others; the report also says how many of each."""
+    runtime (drawn from `seed`) and `compare` on the others; the report also says how many of each.
+    `correct_drift`: the networks' latencies corrected by their sentinel readings (`from_store`)."""
     from hwnas_deploy.predictors.data import from_store
 
-    data = from_store(store, lut.device, lut.space, lut.runtime, lut.threads, lut.batch)
+    data = from_store(store, lut.device, lut.space, lut.runtime, lut.threads, lut.batch, correct_drift=correct_drift)
     keep = [i for i, c in enumerate(data.configs) if not lut.missing([c])]
     if len(keep) < n_calibrate + 3:
         raise PredictorError(f"only {len(keep)} measured networks are fully covered by the LUT; need "

@@ -155,6 +155,33 @@ class KernelLevel:
         return None
 
 
+class OnSources:
+    """A regressor on other devices' latencies of the same configs: the log of each source's
+    prediction (`sources`: name -> a fitted model of that device) and the log of the MACs. What a
+    new device shares with the ones measured before is mostly their ranking of the networks; a
+    few rows of the new device then fit how it weighs each source (transfer, HELP's idea with
+    the sources' predictors as the device embedding)."""
+
+    def __init__(self, space: str, sources: dict, regressor: Regressor):
+        self.space, self.sources, self.inner = space, sources, regressor
+
+    def _x(self, configs: Sequence[dict]) -> np.ndarray:
+        sp = get_space(self.space)
+        columns = [np.log(np.maximum(model.predict(configs), 1e-12)) for model in self.sources.values()]
+        columns.append(np.log([max(sp.macs(c), 1) for c in configs]))
+        return np.column_stack(columns)
+
+    def fit(self, configs: Sequence[dict], y: np.ndarray) -> OnSources:
+        self.inner.fit(self._x(configs), np.asarray(y, dtype=np.float64))
+        return self
+
+    def predict(self, configs: Sequence[dict]) -> np.ndarray:
+        return self.inner.predict(self._x(configs))
+
+    def predict_std(self, configs: Sequence[dict]) -> None:
+        return None
+
+
 class Pretrained:
     """A model trained elsewhere (nn-Meter's): loading its files was the fit; the rows are kept."""
 

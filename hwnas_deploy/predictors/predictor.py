@@ -46,12 +46,19 @@ class Predictor:
     The model itself is the estimator's composition of `predictors.models` parts."""
 
     def __init__(self, estimator: str = "ridge", params: dict[str, Any] | None = None, features: str | None = None,
-                 log_target: bool | None = None, lut: LatencyLUT | None = None):
+                 log_target: bool | None = None, lut: LatencyLUT | None = None,
+                 sources: dict[str, Any] | None = None):
         spec = estimator_spec(estimator)
         if spec.needs_lut and lut is None:
             raise PredictorError(f"estimator {estimator!r} is built on a latency LUT of the device: pass one "
                                  "(`--lut FILE` from `hwnas lut build`)")
+        if spec.needs_sources and not sources:
+            raise PredictorError(f"estimator {estimator!r} is built on other devices' measurements: pass them "
+                                 "(`--transfer-from all` or DEVICE/RUNTIME,...)")
         self.lut = lut if spec.needs_lut else None
+        #: with the transfer estimator: source name -> its rows ({"configs": [...], "y": [...]}), kept in the file
+        self.sources = {k: {"configs": list(v["configs"]), "y": [float(x) for x in v["y"]]}
+                        for k, v in (sources or {}).items()} if spec.needs_sources else None
         self.estimator = estimator
         self.params = resolve_params(estimator, params)
         self.features = features or spec.features
@@ -80,7 +87,8 @@ class Predictor:
             raise PredictorError("log_target needs positive targets")
         if self.lut is not None and self.lut.space != sp.name:
             raise PredictorError(f"the LUT is for space {self.lut.space!r}, the rows for {sp.name!r}")
-        model = spec.compose(spec, self.params, sp.name, self.features, self.log_target, self.lut)
+        extra = {"sources": self.sources} if spec.needs_sources else {}
+        model = spec.compose(spec, self.params, sp.name, self.features, self.log_target, self.lut, **extra)
         try:
             self._model = model.fit(self.train_configs, self.train_y)
         except InvalidParameterError as exc:  # a parameter scikit-learn refuses (names it, its value, the range)
@@ -121,6 +129,7 @@ class Predictor:
             "train": {"configs": self.train_configs, "y": [float(v) for v in self.train_y]},
             **({"linear": {"w": self.weights[0], "b": self.weights[1]}} if self.weights is not None else {}),
             **({"lut": self.lut.to_dict()} if self.lut is not None else {}),
+            **({"sources": self.sources} if self.sources is not None else {}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -142,7 +151,8 @@ class Predictor:
         train = data["train"]
         try:
             lut = LatencyLUT.from_dict(data["lut"], f"{where}: lut") if "lut" in data else None
-            pred = cls(data["estimator"], data["params"], data["features"], data["log_target"], lut)
+            pred = cls(data["estimator"], data["params"], data["features"], data["log_target"], lut,
+                       data.get("sources"))
             pred.fit(train["configs"], train["y"], data["space"], data["target"], data.get("source", ""))
             reg = regressor_of(pred._model)
             if reg is not None and reg.linear:  # the saved weights, not a refit's last bits
