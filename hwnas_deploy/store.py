@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from hwnas_deploy.errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_DB = "hwnas.sqlite"
 DB_ENV_VAR = "HWNAS_DB"
 SENTINEL_ROLE = "sentinel"  # details["role"] of a drift sentinel's readings (`measurement.drift`)
@@ -126,12 +127,44 @@ scores = sa.Table(
     sa.UniqueConstraint("source", "subnet_id", "metric"),
 )
 
+#: Who is measuring what right now, so that clients sharing a store (a lab's PostgreSQL) measure
+#: each key once: a row per key being measured, its owner (host:pid:nonce) and when the claim
+#: lapses unless renewed (epoch seconds: a killed client's claims expire, nothing else is lost).
+#: (schema v4)
+claims = sa.Table(
+    "claims",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("device", sa.String(128), nullable=False),
+    sa.Column("space", sa.String(64), nullable=False),
+    sa.Column("config_hash", sa.String(32), nullable=False),
+    sa.Column("runtime", sa.String(32), nullable=False),
+    sa.Column("threads", sa.Integer, nullable=False),
+    sa.Column("batch", sa.Integer, nullable=False),
+    sa.Column("owner", sa.String(160), nullable=False),
+    sa.Column("expires", sa.Float, nullable=False),
+    sa.UniqueConstraint("device", "space", "config_hash", "runtime", "threads", "batch"),
+)
+
 #: version reached -> statements that bring a database from the previous version to it
 #: (tables that did not exist are created by create_all before these run)
 MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE measurements ADD COLUMN details_json TEXT"],
     3: [],  # the scores table (create_all)
+    4: [],  # the claims table (create_all)
 }
+
+
+def _insert_ignoring_conflict(conn: Connection, table: sa.Table, unique: list[str]):
+    """INSERT that does nothing where a row with the same `unique` columns exists (SQLite and
+    PostgreSQL; elsewhere a plain INSERT)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        return sa.insert(table)
+    return insert(table).on_conflict_do_nothing(index_elements=unique)
 
 
 def _now() -> str:
@@ -198,6 +231,8 @@ class Store:
     def _migrate(self) -> None:
         try:
             with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":  # clients opening a new lab store at once: one creates it
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(20261207)"))
                 existing = set(sa.inspect(conn).get_table_names())
                 metadata.create_all(conn)
                 row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).first()
@@ -249,9 +284,61 @@ class Store:
     def _get_or_insert(conn: Connection, table: sa.Table, match: Mapping, values: Mapping) -> int:
         where = sa.and_(*(table.c[k] == v for k, v in match.items()))
         found = conn.execute(sa.select(table.c.id).where(where)).scalar()
-        if found is not None:
-            return found
-        return conn.execute(sa.insert(table).values(**match, **values)).inserted_primary_key[0]
+        if found is None:  # another client may insert the same row meanwhile: theirs stands
+            conn.execute(_insert_ignoring_conflict(conn, table, list(match)).values(**match, **values))
+            found = conn.execute(sa.select(table.c.id).where(where)).scalar()
+        return found
+
+    # -- claims: clients sharing the store measure each key once ----------------------------
+    @property
+    def shared(self) -> bool:
+        """Whether other processes can open this store (not an in-memory SQLite)."""
+        return not (self.engine.dialect.name == "sqlite" and not self.engine.url.database)
+
+    @staticmethod
+    def _claim_where(key: MeasurementKey):
+        c = claims.c
+        return sa.and_(c.device == key.device, c.space == key.space, c.config_hash == key.config_hash,
+                       c.runtime == key.runtime, c.threads == key.threads, c.batch == key.batch)
+
+    def claim(self, key: MeasurementKey, owner: str, ttl_s: float) -> bool:
+        """Take the key for `owner` for `ttl_s` seconds: True when it had no claim, `owner`'s own,
+        or one that lapsed; False while another owner's stands."""
+        expires = time.time() + ttl_s
+        with self.transaction() as conn:
+            values = {"device": key.device, "space": key.space, "config_hash": key.config_hash,
+                      "runtime": key.runtime, "threads": key.threads, "batch": key.batch}
+            taken = conn.execute(_insert_ignoring_conflict(conn, claims, list(values))
+                                 .values(**values, owner=owner, expires=expires)).rowcount
+            if taken == 1:
+                return True
+            # a compare-and-set: of two clients taking over one lapsed claim, one updates the row
+            stolen = sa.update(claims).where(
+                self._claim_where(key), sa.or_(claims.c.owner == owner, claims.c.expires < time.time())
+            ).values(owner=owner, expires=expires)
+            return conn.execute(stolen).rowcount == 1
+
+    def renew_claims(self, owner: str, ttl_s: float) -> int:
+        """Push back the lapse of every claim `owner` holds (its heartbeat); how many it holds."""
+        with self.transaction() as conn:
+            return conn.execute(sa.update(claims).where(claims.c.owner == owner)
+                                .values(expires=time.time() + ttl_s)).rowcount
+
+    def release(self, owner: str, key: MeasurementKey | None = None) -> None:
+        """Drop `owner`'s claim on `key` (every claim it holds without one)."""
+        where = claims.c.owner == owner
+        if key is not None:
+            where = sa.and_(where, self._claim_where(key))
+        with self.transaction() as conn:
+            conn.execute(sa.delete(claims).where(where))
+
+    def claim_of(self, key: MeasurementKey) -> dict | None:
+        """The standing claim on `key` ({owner, expires_in_s}), or None (none, or lapsed)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(claims.c.owner, claims.c.expires).where(self._claim_where(key))).first()
+        if row is None or row.expires < time.time():
+            return None
+        return {"owner": row.owner, "expires_in_s": row.expires - time.time()}
 
     def _device_id(self, conn: Connection, name: str, kind: str, profile: Mapping) -> int:
         values = {"kind": kind, "profile_json": json.dumps(profile, sort_keys=True), "created": _now()}

@@ -113,7 +113,7 @@ def test_unfit_subnets_are_recorded_and_skipped(store):
 
 
 def test_version_1_database_is_migrated_in_place(tmp_path):
-    """A database written by schema v1 (no details column, no unfit or scores table) opens, keeps
+    """A database written by schema v1 (no details column, no unfit, scores or claims table) opens, keeps
     its rows, and gains the later additions."""
     path = str(tmp_path / "v1.sqlite")
     with Store(path) as s:
@@ -126,7 +126,7 @@ def test_version_1_database_is_migrated_in_place(tmp_path):
     con.commit()
     con.close()
     with Store(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 3
+        assert s.schema_version == SCHEMA_VERSION == 4
         s.add_score("supernet:abc", KEY.space, KEY.config_hash, {"a": 1}, "val_accuracy", 0.5)
         assert s.score("supernet:abc", KEY.space, KEY.config_hash, "val_accuracy") == 0.5
         assert s.latest(KEY)["median_ms"] == 4.0 and s.latest(KEY)["details"] == {}

@@ -2,7 +2,8 @@
 # Install everything hwnas-deploy needs on Debian 12 / Python 3.11, idempotently:
 #   apt: adb (the Android twin's client), iproute2 (ss: the lab tests' loopback check),
 #        the aarch64 cross compiler (TVM cross builds), the Arm embedded toolchain and QEMU
-#        (the Cortex-M7 firmware and its simulated board)
+#        (the Cortex-M7 firmware and its simulated board), PostgreSQL (a lab's shared store; the
+#        tests start a throw-away server of their own)
 #   .venv        : the package with its runtimes (torch, onnxruntime, LiteRT, TVM, ...)
 #   .venv-litert : the LiteRT converter (litert-torch), see tools/litert-converter-requirements.txt
 # A second run only re-installs what changed (stamps hash the requirement files).
@@ -13,7 +14,7 @@ command -v "$PY" >/dev/null || PY=python3
 "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
   echo "setup: Python 3.11 is required, $PY is $("$PY" --version)" >&2; exit 1; }
 
-APT_PACKAGES=(adb iproute2 gcc-aarch64-linux-gnu gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make)
+APT_PACKAGES=(adb iproute2 gcc-aarch64-linux-gnu gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make postgresql)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

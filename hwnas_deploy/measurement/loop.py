@@ -13,6 +13,10 @@ Without a store (`store=None`) nothing is skipped or recorded: the report is the
 other, so slow drifts of the host fall on every network alike; `median_ms` is then the median
 over the rounds. A `sentinel` network measured at intervals records the drift itself beside every
 measurement instead (`measurement.drift`), at the cost of a few per cent of the run.
+
+Clients sharing a store (a lab's PostgreSQL, a SQLite file) measure each network once: a job is
+claimed just before it is taken (`measurement.claims`); one another client holds waits until it
+is stored, or until that client's claim lapses (it died) and is taken over.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import math
 import statistics
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +37,15 @@ from hwnas_deploy.devices import DeviceProfile, load_profile
 from hwnas_deploy.errors import ConfigError
 from hwnas_deploy.export import Artifact
 from hwnas_deploy.mcu.weights import check_weights
+from hwnas_deploy.measurement.claims import Claims
 from hwnas_deploy.measurement.drift import spread
 from hwnas_deploy.measurement.executor import Executor, InProcess
 from hwnas_deploy.measurement.network import Network
 from hwnas_deploy.measurement.plan import Job, Outcome, Plan, default_artifacts_dir
 from hwnas_deploy.runtimes import runtime_info
 from hwnas_deploy.store import MeasurementKey, Store
+
+CLAIM_POLL_S = 1.0  # how often a client looks again at networks another client is measuring
 
 
 @dataclass
@@ -74,6 +82,8 @@ class Report:
     lab_events: list[str] = field(default_factory=list)
     #: the drift sentinel's readings taken now, in order, per device (the lab's, or the profile's)
     sentinel: dict[str, list[float]] = field(default_factory=dict)
+    #: networks another client sharing the store measured (or found unfit) while this one ran
+    by_others: list[str] = field(default_factory=list)
 
     def raise_if_interrupted(self) -> Report:
         """For callers that go on with the numbers (a search, a deploy): an interrupted
@@ -92,6 +102,8 @@ class Report:
         nets = len(set(self.measured))
         text = f"measured {nets}" + (f" ({runs} runs)" if runs != nets else "")
         text += f", already stored {len(self.skipped)}, failed {len(self.failed)}"
+        if self.by_others:
+            text += f", measured by another client {len(self.by_others)}"
         if self.unfit:
             text += f", does not fit {len(self.unfit)}"
         text += f" of {self.planned} (interrupted)" if self.interrupted else f" of {self.planned}"
@@ -116,6 +128,7 @@ class Measurer:
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir else default_artifacts_dir(store)
         self.progress = progress
         self._artifacts_writable = False
+        self._known: dict[MeasurementKey, int] = {}  # rounds the store held when last read or written here
 
     def plan(self, runtime: str, threads: int | None = None, batch: int | None = None,
              weights: str = "generated", sentinel: Network | None = None,
@@ -161,14 +174,26 @@ class Measurer:
         plan = self.plan(runtime, threads, batch, weights, sentinel, sentinel_every_s)
         unique = list({n.config_hash: n for n in networks}.values())
         report = Report(planned=len(unique))
+        self._known = {}
         todo = self._todo(plan, unique, report, rounds, force)
         if not todo:
             return report
         bar = tqdm(total=len(todo), disable=not self.progress, unit="run",
                    desc=f"{self.device.name} ({self.executor.describe()})")
+        claims = Claims(self.store) if self.store is not None and self.store.shared else None
+        deferred: list[Job] = []  # claimed by another client sharing the store
 
-        def settled(job: Job) -> bool:  # an earlier round said it does not fit or failed
-            if job.name in report.unfit or job.name in report.failed:
+        def settled(job: Job) -> bool:
+            if job.name in report.unfit or job.name in report.failed:  # an earlier round gave up on it
+                bar.update(1)
+                return True
+            if claims is None:
+                return False
+            if not claims.take(job.key):
+                deferred.append(job)
+                return True
+            if self._done_elsewhere(job, report):
+                claims.release(job.key)
                 bar.update(1)
                 return True
             return False
@@ -178,17 +203,65 @@ class Measurer:
             bar.write(text)
 
         try:
-            for out in self.executor.run(plan, todo, settled, note):
-                self._record(plan, out, report, bar)
-                if out.summary is not None and on_measured is not None:
-                    on_measured(out.job.network, out.summary.to_dict())
-                bar.set_postfix_str(out.job.name)
-                bar.update(1)
+            pending = todo
+            while pending:
+                deferred.clear()
+                for out in self.executor.run(plan, pending, settled, note):
+                    self._record(plan, out, report, bar)
+                    if claims is not None:
+                        claims.release(out.job.key)
+                    if out.summary is not None and on_measured is not None:
+                        on_measured(out.job.network, out.summary.to_dict())
+                    bar.set_postfix_str(out.job.name)
+                    bar.update(1)
+                pending = self._wait_for_others(list(deferred), claims, report, bar, note) if deferred else []
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
             bar.close()
+            if claims is not None:
+                claims.close()
         return report
+
+    def _done_elsewhere(self, job: Job, report: Report) -> bool:
+        """Whether another client sharing the store measured the network (or found it unfit)
+        since this one last read or wrote it (`_known`); `report` then carries what it stored."""
+        result = report.results[job.name]
+        unfit = self.store.unfit_record(job.key)
+        if unfit is not None:
+            result.status, result.reason, result.rounds_ms = "unfit", unfit["reason"], []
+        else:
+            rows = self.store.rounds(job.key)
+            if len(rows) <= self._known.get(job.key, 0):
+                return False
+            self._known[job.key] = len(rows)
+            result.rounds_ms = [r["median_ms"] for r in reversed(rows)]
+            result.details = rows[0]["details"]
+            if result.status != "measured":
+                result.status = "stored"
+        report.by_others.append(job.name)
+        return True
+
+    def _wait_for_others(self, waiting: list[Job], claims: Claims, report: Report, bar,
+                         note: Callable[[str], None]) -> list[Job]:
+        """Wait until the networks other clients hold are stored (nothing left to do) or their
+        claims lapse (a client that died: these are ours to measure)."""
+        note(f"{len(waiting)} network(s) are being measured by another client sharing the store: waiting for them")
+        while waiting:
+            free, held = [], []
+            for job in waiting:
+                if self._done_elsewhere(job, report):
+                    bar.update(1)
+                elif claims.holder(job.key) is None:
+                    free.append(job)
+                else:
+                    held.append(job)
+            if free:
+                return free + held
+            waiting = held
+            if waiting:
+                time.sleep(CLAIM_POLL_S)
+        return []
 
     def _todo(self, plan: Plan, networks: list[Network], report: Report, rounds: int, force: bool) -> list[Job]:
         """The jobs still to take, round after round; what the store has fills `report` first."""
@@ -211,6 +284,8 @@ class Measurer:
                     result.details = rows[0]["details"]
                 if have >= rounds:
                     report.skipped.append(key.config_hash)
+            if self.store is not None and self.store.shared:  # for `_done_elsewhere`
+                self._known[key] = self.store.measurement_count(key) if force else have
             per_key.append((Job(key, net), have))
         return [job for r in range(rounds) for job, have in per_key if have <= r]
 
@@ -230,6 +305,7 @@ class Measurer:
             if result.status != "measured":  # a forced or further round replaces nothing stored
                 result.status = "measured"
             result.rounds_ms.append(out.summary.median_ms)
+            self._known[job.key] = self._known.get(job.key, 0) + 1
             result.details = out.summary.details
             report.measured.append(job.name)
             if out.device is not None:
