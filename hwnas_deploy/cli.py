@@ -80,17 +80,62 @@ def sample(space_name: str, count: int, seed: int) -> None:
 
 @cli.command()
 def devices() -> None:
-    """List the device profiles found (./device_profiles, $HWNAS_PROFILE_DIRS, the shipped ones)."""
+    """List the device profiles found ($HWNAS_PROFILE_DIRS, ./device_profiles, the user config
+    folder's device_profiles/, the bundled ones; the first of a name wins) and where each is from."""
     from hwnas_deploy.devices import available_profiles, load_profile
 
     rows = []
-    for name, path in available_profiles().items():
+    for name, (path, origin) in available_profiles(with_origin=True).items():
         try:
             p = load_profile(path)
-            rows.append({"device": name, "kind": p.kind, "runtimes": ",".join(p.runtimes), "profile": str(path)})
+            rows.append({"device": name, "kind": p.kind, "runtimes": ",".join(p.runtimes), "from": origin,
+                         "profile": str(path)})
         except HwnasError as exc:
-            rows.append({"device": name, "kind": "INVALID", "runtimes": str(exc), "profile": str(path)})
-    click.echo(_table(rows, ["device", "kind", "runtimes", "profile"]))
+            rows.append({"device": name, "kind": "INVALID", "runtimes": str(exc), "from": origin,
+                         "profile": str(path)})
+    click.echo(_table(rows, ["device", "kind", "runtimes", "from", "profile"]))
+
+
+@cli.command()
+@click.option("--strict", is_flag=True, help="Exit 1 when any piece is missing.")
+@click.option("--json", "as_json", is_flag=True)
+def doctor(strict, as_json) -> None:
+    """Check every piece outside Python's own dependencies (compilers, QEMU, adb, the LiteRT
+    converter environment, the optional extras, the bundled firmware, profiles and recipes): what
+    each is needed for, and the command that installs a missing one."""
+    from dataclasses import asdict
+
+    from hwnas_deploy.doctor import checks
+
+    found = checks()
+    if as_json:
+        click.echo(json.dumps([asdict(c) for c in found], indent=1))
+    else:
+        rows = [{"piece": c.piece, "status": "ok" if c.ok else "MISSING", "found": c.found} for c in found]
+        click.echo(_table(rows, ["piece", "status", "found"]))
+        missing = [c for c in found if not c.ok]
+        click.echo(f"{len(found) - len(missing)} of {len(found)} pieces found")
+        for c in missing:
+            click.echo(f"  {c.piece}: needed for {c.needed_for}; install: {c.install}")
+    if strict and any(not c.ok for c in found):
+        sys.exit(1)
+
+
+@cli.group()
+def setup() -> None:
+    """Install the pieces pip cannot (`hwnas doctor` says which are missing)."""
+
+
+@setup.command("converter")
+@click.option("--into", "dest", default=None, type=click.Path(file_okay=False),
+              help="Where [the user cache folder's litert-converter].")
+def setup_converter(dest) -> None:
+    """Make the LiteRT converter's own environment (litert-torch and its pinned requirements:
+    they cannot share the main environment), which TFLite and int8 firmware exports run in."""
+    from hwnas_deploy.export.litert_env import create_converter_env
+
+    python = create_converter_env(dest, log=lambda text: click.echo(text, err=True))
+    click.echo(f"converter environment: {python}")
 
 
 @cli.command()
@@ -460,16 +505,22 @@ def cache() -> None:
 
 @cache.command("show")
 def cache_show() -> None:
-    """Where the cache is, how many conversions it holds and how large it is."""
+    """Where the cache is, how many conversions it holds and how large it is; where firmware
+    builds and the converter environment (`hwnas setup converter`) are."""
     from hwnas_deploy.export.cache import ConversionCache
+    from hwnas_deploy.export.litert_env import user_env_dir
+    from hwnas_deploy.mcu.firmware import build_root
 
     c = ConversionCache()
     if not c.enabled:
         click.echo("conversion cache: off ($HWNAS_CACHE_DIR=off)")
-        return
-    entries = c.entries()
-    click.echo(f"conversion cache: {c.root}: {len(entries)} conversions, {sum(e.bytes for e in entries) / 2**20:.1f} MB "
-               f"of {c.max_size / 2**20:.0f} MB")
+    else:
+        entries = c.entries()
+        click.echo(f"conversion cache: {c.root}: {len(entries)} conversions, "
+                   f"{sum(e.bytes for e in entries) / 2**20:.1f} MB of {c.max_size / 2**20:.0f} MB")
+    click.echo(f"firmware builds: {build_root()}")
+    if user_env_dir().is_dir():
+        click.echo(f"converter environment: {user_env_dir()} (`hwnas setup converter`)")
 
 
 @cache.command("clear")
@@ -989,12 +1040,14 @@ def differentiable_cmd(lut_path, out_dir, device, runtime, db, space_name, datas
 def search_cmd(recipe, out_dir, list_recipes, quiet, export_formats, pick, db, **options) -> None:
     """Search for the Pareto front of a RECIPE (a name from search/ or a YAML path; options override
     its fields, or make one without it). Resumable: run it again with the same --out."""
-    from hwnas_deploy.search.recipe import Recipe, prepare, recipe_names
+    from hwnas_deploy.search.recipe import Recipe, available_recipes, prepare
     from hwnas_deploy.search.run_folder import run_recipe
     from hwnas_deploy.store import Store
 
     if list_recipes:
-        click.echo("\n".join(recipe_names()))
+        found = available_recipes()
+        width = max(map(len, found), default=0)
+        click.echo("\n".join(f"{name:<{width}}  {origin:<16}  {path}" for name, (path, origin) in found.items()))
         return
     if not out_dir:
         raise click.UsageError("give --out RUN_FOLDER")

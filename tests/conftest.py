@@ -25,13 +25,13 @@ DYNAST_DIR = REPO.parent / "shared" / "data" / "dynast_ofa_mbv3"
 # one is not, and ratios between the two come out 2x off).
 GROUPS = {"test_lab": "ray", "test_lab_cli": "ray"}
 LONGEST_FIRST = ["test_lab", "test_lab_cli", "test_mcu", "test_recipes", "test_profile_cli", "test_models", "test_tvm_rpc",
-                 "test_android", "test_lab_store", "test_supernet", "test_differentiable", "test_predictors",
-                 "test_blox", "test_search", "test_lifetime"]
+                 "test_android", "test_lab_store", "test_packaging", "test_supernet", "test_differentiable",
+                 "test_predictors", "test_blox", "test_search", "test_lifetime"]
 #: modules that need a twin, train a supernet or export and measure many networks: left out of
 #: the inner loop `pytest -m "not slow"`
 SLOW = {"test_lab", "test_lab_cli", "test_mcu", "test_recipes", "test_profile_cli", "test_tvm_rpc", "test_android",
         "test_supernet", "test_differentiable", "test_predictors", "test_blox", "test_search", "test_lut",
-        "test_blob", "test_export", "test_lifetime", "test_models", "test_lab_store"}
+        "test_blob", "test_export", "test_lifetime", "test_models", "test_lab_store", "test_packaging"}
 
 
 def module_of(nodeid: str) -> str:

@@ -17,7 +17,7 @@ from hwnas_deploy.export import (
     export_subnet,
     verify_artifact,
 )
-from hwnas_deploy.export.tflite import converter_python
+from hwnas_deploy.export.litert_env import converter_python
 from hwnas_deploy.runtimes import load_runner
 from hwnas_deploy.spaces import get_space
 

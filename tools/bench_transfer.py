@@ -16,7 +16,9 @@ network of it is the test set, and these are compared on the same rows:
 - the same estimators without transfer: gbt and ridge on the k rows alone;
 - the MACs line fitted on the k rows.
 
-Kendall tau, MAPE and the share within 5 / 10 %, mean +- std over the random draws.
+Kendall tau, MAPE and the share within 5 / 10 %, mean +- std over the random draws; once on the
+latencies as measured, once drift-corrected (`--correct-drift`: host settings read a sentinel
+every 5 s; the twins' settings have none and are left as they are).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def measure(out: Path, n: int, settings: list[str]) -> Path:
     return db
 
 
-def evaluate(db: Path, settings: list[str], ks: list[int], seeds: int) -> dict:
+def evaluate(db: Path, settings: list[str], ks: list[int], seeds: int, correct_drift: bool = False) -> dict:
     from hwnas_deploy.predictors import Predictor, from_store, metrics
     from hwnas_deploy.predictors.transfer import informative, sources_from_store
     from hwnas_deploy.store import Store
@@ -69,8 +71,9 @@ def evaluate(db: Path, settings: list[str], ks: list[int], seeds: int) -> dict:
     with Store(str(db)) as store:
         for held in settings:
             device, runtime, threads = held.split("/")
-            data = from_store(store, device, SPACE, runtime, int(threads), 1)
-            sources = sources_from_store(store, SPACE, (device, runtime, int(threads), 1), "all")
+            data = from_store(store, device, SPACE, runtime, int(threads), 1, correct_drift=correct_drift)
+            sources = sources_from_store(store, SPACE, (device, runtime, int(threads), 1), "all",
+                                         correct_drift=correct_drift)
             for k in ks:
                 if k + 5 > len(data):
                     continue
@@ -132,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     db = measure(args.out, args.n, settings)
     t1 = time.perf_counter()
-    report(evaluate(db, settings, ks, args.seeds), settings, ks)
+    for correct in (False, True):
+        print(f"\n### {'Drift-corrected latencies (--correct-drift)' if correct else 'Latencies as measured'}")
+        report(evaluate(db, settings, ks, args.seeds, correct), settings, ks)
     print(f"\nmeasuring {t1 - t0:.0f} s, evaluating {time.perf_counter() - t1:.0f} s")
     return 0
 

@@ -53,3 +53,4 @@ wait "$litert_pid" || litert_status=$?
 cat "$litert_log"
 [ "$litert_status" -eq 0 ] || { echo "setup: installing .venv-litert failed (exit $litert_status)" >&2; exit 1; }
 .venv/bin/hwnas --version
+.venv/bin/hwnas doctor   # every piece outside pip's reach, and what is missing

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import yaml
 from hwnas_deploy.allowed import BOOLEAN, Allowed, integer, number
 from hwnas_deploy.errors import ConfigError, UnknownNameError
 from hwnas_deploy.measure import MeasureSettings
+from hwnas_deploy.resources import search_path
 from hwnas_deploy.runtimes import RUNTIMES
 
 KINDS = ("server", "mcu-serial", "android-adb", "tvm-rpc")
@@ -118,24 +118,20 @@ class DeviceProfile:
         }
 
 
-def profile_dirs() -> list[Path]:
-    """Where profiles are looked up: $HWNAS_PROFILE_DIRS (os.pathsep-separated), ./device_profiles,
-    then the profiles shipped beside the package."""
-    dirs = [Path(p) for p in os.environ.get(PROFILE_DIRS_ENV, "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / "device_profiles", Path(__file__).resolve().parents[2] / "device_profiles"]
-    unique: list[Path] = []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
-            unique.append(d)
-    return unique
+def profile_dirs() -> list[tuple[Path, str]]:
+    """Where profiles are looked up, first to last, and where each folder comes from:
+    $HWNAS_PROFILE_DIRS (os.pathsep-separated), ./device_profiles, the user config folder's
+    device_profiles/, the bundled ones (`hwnas_deploy.resources`)."""
+    return search_path(PROFILE_DIRS_ENV, "device_profiles")
 
 
-def available_profiles() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for d in profile_dirs():
+def available_profiles(with_origin: bool = False) -> dict[str, Path] | dict[str, tuple[Path, str]]:
+    """name -> its YAML file (the first found; with `with_origin`, (file, where it comes from))."""
+    found: dict[str, tuple[Path, str]] = {}
+    for d, origin in profile_dirs():
         for f in sorted(d.glob("*.yaml")):
-            found.setdefault(f.stem, f)
-    return found
+            found.setdefault(f.stem, (f, origin))
+    return found if with_origin else {name: f for name, (f, _) in found.items()}
 
 
 def load_profile(name_or_path: str | Path) -> DeviceProfile:

@@ -26,21 +26,17 @@ from functools import lru_cache
 from pathlib import Path
 
 from hwnas_deploy.errors import ConfigError
+from hwnas_deploy.resources import CACHE_ENV_VAR, user_cache_dir
 
-CACHE_ENV_VAR = "HWNAS_CACHE_DIR"
 MAX_MB_ENV_VAR = "HWNAS_CACHE_MAX_MB"
 DEFAULT_MAX_MB = 2048
 
 
 def cache_dir() -> Path | None:
-    """The cache folder, or None when caching is off."""
-    explicit = os.environ.get(CACHE_ENV_VAR)
-    if explicit == "off":
+    """The cache folder (`resources.user_cache_dir`), or None when caching is off."""
+    if os.environ.get(CACHE_ENV_VAR) == "off":
         return None
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "hwnas-deploy"
+    return user_cache_dir()
 
 
 def max_bytes() -> int:

@@ -5,7 +5,7 @@ while apache-tvm-ffi needs >=4.13. pip cannot install both into one environment,
 override would leave one of them running outside its declared range. Both environments install
 the same torch==2.13.0, so the ExportedProgram the main process saves loads here unchanged.
 
-Usage: python -m hwnas_deploy.export.litert_worker PROGRAM.pt2 OUT.tflite [--int8 CALIB.npy]
+Usage: python -P litert_worker.py PROGRAM.pt2 OUT.tflite [--int8 CALIB.npy]
 Prints one JSON line: {"ok": true} or {"ok": false, "error": ..., "op": ...}.
 With ``--serve`` it stays up and converts one request per stdin line ({"program", "out", "calib"}),
 answering each with a line ``RESULT_TAG + JSON`` (the converter's imports, 5-7 s, are paid once

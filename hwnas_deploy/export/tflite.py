@@ -14,7 +14,6 @@ import json
 import os
 import selectors
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,25 +27,12 @@ from hwnas_deploy.artifact import sha256_file
 from hwnas_deploy.errors import ExportError, UnsupportedOpError
 from hwnas_deploy.export import litert_worker
 from hwnas_deploy.export.cache import ConversionCache, toolchain_digest
+from hwnas_deploy.export.litert_env import converter_python
 from hwnas_deploy.export.litert_worker import RESULT_TAG
 
-CONVERTER_ENV_VAR = "HWNAS_LITERT_PYTHON"
 CONVERT_TIMEOUT_S = 900
 RECYCLE_AFTER = 200
 _TAG = RESULT_TAG.encode()  # what starts the converter's answer lines
-
-
-def converter_python() -> Path:
-    """Interpreter of the converter environment: $HWNAS_LITERT_PYTHON, else a `.venv-litert`
-    beside the active virtual environment."""
-    explicit = os.environ.get(CONVERTER_ENV_VAR)
-    candidate = Path(explicit) if explicit else Path(sys.prefix).parent / ".venv-litert" / "bin" / "python"
-    if not candidate.exists():
-        raise ExportError(
-            f"TFLite export needs the LiteRT converter environment, not found at {candidate}; "
-            f"run tools/setup.sh (it creates .venv-litert) or set {CONVERTER_ENV_VAR}"
-        )
-    return candidate
 
 
 def to_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration: np.ndarray | None = None) -> None:
@@ -95,11 +81,11 @@ class _Converter:
 
     def _start(self) -> subprocess.Popen:
         env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         self.log = tempfile.TemporaryFile()  # the converter's stderr, for the message if it dies
-        self.proc = subprocess.Popen([str(converter_python()), "-m", "hwnas_deploy.export.litert_worker", "--serve"],
+        # the worker imports nothing of ours: run as a file, -P keeps its folder (our export/onnx.py
+        # ...) off the converter's import path, and the main environment's packages stay out of it
+        self.proc = subprocess.Popen([str(converter_python()), "-P", litert_worker.__file__, "--serve"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      env=env)
         self.served = 0

@@ -1,30 +1,56 @@
 """The firmware's sources, built for a board (arm-none-eabi-gcc) and written to it.
 
-One place knows where the sources are (`FIRMWARE_DIR`); the host build of the same kernels is
-`mcu.host`'s, the QEMU board that runs the ELF is `sim.qemu`'s.
+One place knows where the sources are (`FIRMWARE_DIR`) and where they are built (`build_root`);
+the host build of the same kernels is `mcu.host`'s, the QEMU board that runs the ELF is
+`sim.qemu`'s.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import re
 import shutil
 import subprocess
+from functools import lru_cache
 from pathlib import Path
 
 from hwnas_deploy.errors import DeviceError
+from hwnas_deploy.resources import bundled, in_checkout, user_cache_dir
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
+FIRMWARE_DIR = bundled("firmware")
 QEMU_BOARD = "qemu-mps2-an500"
 
 
+def firmware_version() -> str:
+    """The version the firmware reports (FW_VERSION in app/main.c), e.g. "0.7.0"."""
+    found = re.search(r'#define FW_VERSION "hwnas-fw ([^"]+)"', (FIRMWARE_DIR / "app" / "main.c").read_text())
+    return found.group(1) if found else "unknown"
+
+
+@lru_cache(maxsize=1)
+def build_root() -> Path:
+    """Where builds go: firmware/build in a checkout (make rebuilds what changed); for an
+    installed copy, whose sources are read-only, the user cache, one folder per firmware version
+    and content of the sources (an upgrade builds afresh, two installs never share objects)."""
+    if in_checkout():
+        return FIRMWARE_DIR / "build"
+    digest = hashlib.sha256()
+    for path in sorted(p for p in FIRMWARE_DIR.rglob("*") if p.is_file() and "build" not in p.parts):
+        digest.update(str(path.relative_to(FIRMWARE_DIR)).encode() + b"\0" + path.read_bytes())
+    return user_cache_dir() / "firmware" / f"{firmware_version()}-{digest.hexdigest()[:12]}"
+
+
 def make(*targets: str) -> subprocess.CompletedProcess:
-    """`make -s -C firmware TARGETS...` under an exclusive lock on the build folder: two processes
-    building at once (two CLI runs, parallel test workers) would interleave one object file's writes."""
-    build = FIRMWARE_DIR / "build"
-    build.mkdir(exist_ok=True)
+    """`make -s -C firmware BUILD_ROOT=... TARGETS...` under an exclusive lock on the build folder:
+    two processes building at once (two CLI runs, parallel test workers) would interleave one
+    object file's writes."""
+    build = build_root()
+    build.mkdir(parents=True, exist_ok=True)
     with open(build / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), *targets], capture_output=True, text=True)
+        return subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), f"BUILD_ROOT={build}", *targets],
+                              capture_output=True, text=True)
 
 
 def build_firmware(board: str = QEMU_BOARD, model_c: str | Path | None = None) -> Path:
@@ -41,7 +67,7 @@ def build_firmware(board: str = QEMU_BOARD, model_c: str | Path | None = None) -
     proc = make(*targets)
     if proc.returncode != 0:
         raise DeviceError(f"firmware build for {board} failed:\n{proc.stderr.strip()[-3000:]}")
-    return FIRMWARE_DIR / "build" / (board + ("-builtin" if model_c else "")) / "firmware.elf"
+    return build_root() / (board + ("-builtin" if model_c else "")) / "firmware.elf"
 
 
 def flash_firmware(board: str) -> str:

@@ -13,18 +13,19 @@ from functools import lru_cache
 import numpy as np
 
 from hwnas_deploy.errors import DeviceError, ExportError
-from hwnas_deploy.mcu.firmware import FIRMWARE_DIR, make
+from hwnas_deploy.mcu.firmware import build_root, make
 
 _MODEL_STRUCT_BYTES = 128  # >= sizeof(hw_model_t) on any 64-bit host
 
 
 @lru_cache(maxsize=1)
 def host_library() -> ctypes.CDLL:
-    """Build (if out of date) and load firmware/build/host/libhwnas_runtime.so."""
+    """Build (if out of date) and load the firmware's runtime built for this host
+    (`build_root()`/host/libhwnas_runtime.so)."""
     proc = make("host-lib")
     if proc.returncode != 0:
         raise DeviceError(f"building the host runtime failed: {proc.stderr.strip()[-2000:]}")
-    lib = ctypes.CDLL(str(FIRMWARE_DIR / "build" / "host" / "libhwnas_runtime.so"))
+    lib = ctypes.CDLL(str(build_root() / "host" / "libhwnas_runtime.so"))
     lib.hw_model_init.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32]
     lib.hw_model_init.restype = ctypes.c_int
     lib.hw_model_error.argtypes = [ctypes.c_int]

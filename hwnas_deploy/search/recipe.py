@@ -34,6 +34,7 @@ import numpy as np
 import yaml
 
 from hwnas_deploy.errors import ConfigError, HwnasError
+from hwnas_deploy.resources import search_path
 from hwnas_deploy.search.objectives import COUNTS, Constraint, Objective, parse_constraint, parse_objective
 from hwnas_deploy.spaces import SearchSpace, get_space
 
@@ -176,13 +177,22 @@ def _typed(source: str, key: str, value: Any, annotation: str) -> Any:
 
 
 def recipe_dirs() -> list[Path]:
-    """Where recipe names are looked up: $HWNAS_RECIPE_DIRS, ./search, then the project's search/."""
-    dirs = [Path(p) for p in os.environ.get(RECIPE_DIRS_ENV, "").split(os.pathsep) if p]
-    return dirs + [Path("search"), Path(__file__).resolve().parents[2] / "search"]
+    """Where recipe names are looked up, first to last: $HWNAS_RECIPE_DIRS, ./search, the user
+    config folder's search/, the bundled recipes (`hwnas_deploy.resources`)."""
+    return [d for d, _ in search_path(RECIPE_DIRS_ENV, "search")]
+
+
+def available_recipes() -> dict[str, tuple[Path, str]]:
+    """name -> (its YAML file, where it comes from), the first found of each name."""
+    found: dict[str, tuple[Path, str]] = {}
+    for d, origin in search_path(RECIPE_DIRS_ENV, "search"):
+        for p in sorted(d.glob("*.yaml")):
+            found.setdefault(p.stem, (p, origin))
+    return found
 
 
 def recipe_names() -> list[str]:
-    return sorted({p.stem for d in recipe_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+    return sorted(available_recipes())
 
 
 def find_recipe(name_or_path: str | Path) -> Path:
