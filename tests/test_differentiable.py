@@ -83,8 +83,9 @@ def test_one_hot_choices_run_the_extracted_subnetwork_and_cost_what_the_lut_says
         assert float(params) == pytest.approx(registry.params_count(cfg), rel=1e-6)
     smallest = {"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "w": W, "r": R}
     largest = _largest()
-    assert costs.min_lat <= float(lut.predict([registry.canonical(smallest)])[0]) + 1e-9
-    assert costs.max_lat >= float(lut.predict([registry.canonical(largest)])[0]) - 1e-9
+    # the tables hold float32 (the relaxation's dtype): their sums round within a few 1e-8 of the LUT's float64 sum
+    assert costs.min_lat <= float(lut.predict([registry.canonical(smallest)])[0]) * (1 + 1e-6)
+    assert costs.max_lat >= float(lut.predict([registry.canonical(largest)])[0]) * (1 - 1e-6)
     assert costs.min_cost == registry.params_count(smallest) and costs.max_cost == registry.params_count(largest)
 
 

@@ -127,6 +127,7 @@ def _counts(url) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.parametrize("url", ["postgresql"], indirect=True)  # SQLite: the in-process tests above
 def test_two_clients_on_one_store_measure_every_network_once(url, tmp_path):
     cells = small_cells(8)
     a = _configs(tmp_path, "a.jsonl", cells[:6])

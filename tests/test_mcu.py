@@ -551,3 +551,54 @@ def test_every_operator_of_user_networks_runs_on_the_board_bit_exact(link, tmp_p
     with torch.no_grad():
         ref = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy().ravel()
     np.testing.assert_allclose(board, ref, atol=1e-5)
+
+
+def test_a_pipelined_run_exports_the_next_network_while_one_is_measured_and_counts_the_same(tmp_path, monkeypatch):
+    """On a device whose timing is not this host's CPU's (the twin counts instructions), the next
+    network's export runs in a thread while the current one is uploaded and run: the same
+    networks, measured with and without, execute the same instruction counts."""
+    import threading
+
+    from hwnas_deploy.measurement import Measurer, SubNetwork
+    from hwnas_deploy.measurement.executor import InProcess
+    from hwnas_deploy.measurement.plan import Plan
+
+    from .conftest import small_cells
+
+    events: list[tuple[str, str, str, float, float]] = []  # (what, network, thread, start, end)
+    real_export, real_run = Plan.export, Plan.run
+
+    def export(plan, job):
+        t0 = time.monotonic()
+        art = real_export(plan, job)
+        events.append(("export", job.name, threading.current_thread().name, t0, time.monotonic()))
+        return art
+
+    def run(plan, driver, artifact):
+        t0 = time.monotonic()
+        summary = real_run(plan, driver, artifact)
+        events.append(("run", artifact.path, threading.current_thread().name, t0, time.monotonic()))
+        return summary
+
+    monkeypatch.setattr(Plan, "export", export)
+    monkeypatch.setattr(Plan, "run", run)
+    assert load_profile("qemu-m7").pipeline and not load_profile("local-cpu").pipeline
+    assert not load_profile("sim-android").pipeline  # the phone's twin times on this host
+    nets = [SubNetwork(get_space("nb201"), c) for c in small_cells(2)]
+    medians = {}
+    for pipeline in (False, True):
+        events.clear()
+        with Measurer("qemu-m7", None, executor=InProcess(pipeline), artifacts_dir=tmp_path / str(pipeline),
+                      progress=False) as m:
+            report = m.measure(nets, "firmware")
+        medians[pipeline] = {h: r.median_ms for h, r in report.results.items()}
+        exports = [e for e in events if e[0] == "export"]
+        runs = [e for e in events if e[0] == "run"]
+        assert [e[1] for e in exports] == [n.config_hash for n in nets] and len(runs) == 2
+        if pipeline:
+            assert {e[2] for e in exports[1:]} == {"hwnas-export"}
+            for nxt, current in zip(exports[1:], runs[:-1]):  # each next export began before the run ended
+                assert nxt[3] < current[4]
+        else:
+            assert {e[2] for e in exports} == {"MainThread"}
+    assert medians[True] == medians[False] and all(np.isfinite(list(medians[True].values())))

@@ -11,6 +11,8 @@ a fresh store, exporting into a fresh artifacts folder (so each mode pays its ex
   generated, cold      `--weights generated`: the board makes the int8 weights up; an empty
                        conversion cache (every network converted)
   generated, warm      the same, with the conversions of the run before in the cache
+  ..., pipelined       the same two with the next network exported while one is measured
+                       (a new empty cache for the cold one)
 Prints, per mode, measurements per minute, seconds per measurement (export, upload, the rest),
 bytes on the serial line, and the speed-up over the first mode; and the instruction counts of
 generated against real weights for each network (the latency the two modes report).
@@ -45,15 +47,19 @@ def main() -> None:
     margin = replace(prof, hardware={**prof.hardware, **{k: int(0.85 * prof.hardware[k])
                                                          for k in ("sram_bytes", "flash_bytes")}})
     nets = [SubNetwork(sp, c) for c in sample_fitting(sp, margin, args.n, seed=args.seed)]
-    modes = [("real, no cache", "real", "off"), ("generated, cold", "generated", "cold"),
-             ("generated, warm", "generated", "warm")]
+    modes = [("real, no cache", "real", "off", False), ("generated, cold", "generated", "cold", False),
+             ("generated, warm", "generated", "warm", False), ("generated, cold, pipelined", "generated", "cold", True),
+             ("generated, warm, pipelined", "generated", "warm", True)]
     rows, medians = [], {}
     with tempfile.TemporaryDirectory(prefix="hwnas-bench-throughput-") as tmp:
         cache = Path(tmp) / "cache"
         # one twin for every mode: Measurer starts it with the first measurement and keeps it
         with Measurer(prof, None, progress=False) as m:
-            for name, weights, cache_state in modes:
+            for name, weights, cache_state, pipeline in modes:
+                if cache_state == "cold":  # an empty conversion cache, which the next warm mode reuses
+                    cache = Path(tmp) / f"cache-{len(rows)}"
                 os.environ["HWNAS_CACHE_DIR"] = "off" if cache_state == "off" else str(cache)
+                m.executor.pipeline = pipeline
                 m.artifacts_dir = Path(tmp) / f"artifacts-{len(rows)}"
                 start = time.perf_counter()
                 report = m.measure(nets, "firmware", weights=weights, force=True)
@@ -73,6 +79,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, per_min, per_meas, exp, up, kib in rows:
         print(f"| {name} | {per_min:.1f} | {per_meas:.1f} | {exp:.1f} | {up:.2f} | {kib:.0f} | {per_min / base:.1f}x |")
+    assert medians["generated, cold, pipelined"] == medians["generated, cold"], "pipelining changed a count"
     diffs = [abs(g - r) / r for g, r in zip(medians["generated, cold"], medians["real, no cache"], strict=True)]
     print(f"latency, generated vs real weights: median |diff| {statistics.median(diffs):.3%}, "
           f"max {max(diffs):.3%} over {len(diffs)} networks")

@@ -1,15 +1,20 @@
 """Executors take a plan's jobs and give back outcomes; they never touch the store.
 
 `InProcess` drives one device from this process (its driver opened on the first job and kept
-until `close`). A lab's executor (`hwnas_deploy.lab.LabExecutor`) fans the same jobs out over
+until `close`); where the device's timing is not this host's CPU's (`DeviceProfile.pipeline`) it
+exports the next network in a thread while the current one is deployed and measured, one ahead.
+A lab's executor (`hwnas_deploy.lab.LabExecutor`) fans the same jobs out over
 many devices; the loop in `measurement.loop` treats both alike.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 
 from hwnas_deploy.devices import DoesNotFitError
 from hwnas_deploy.errors import HwnasError
@@ -17,6 +22,22 @@ from hwnas_deploy.measurement.drift import SentinelWatch
 from hwnas_deploy.measurement.plan import Job, Outcome, Plan
 from hwnas_deploy.measurement.provenance import host_state
 from hwnas_deploy.sim.twins import twinned_driver
+
+
+def _in_thread(fn: Callable, *args) -> Future:
+    """`fn(*args)` in a daemon thread: an interrupted run exits without waiting for an export it
+    no longer needs (the run's clean-up ends the converter under it)."""
+    future: Future = Future()
+
+    def work() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 -- handed to whoever takes the result
+                future.set_exception(exc)
+
+    threading.Thread(target=work, name="hwnas-export", daemon=True).start()
+    return future
 
 
 class Executor(ABC):
@@ -28,6 +49,9 @@ class Executor(ABC):
     def run(self, plan: Plan, jobs: list[Job], settled: Callable[[Job], bool],
             note: Callable[[str], None]) -> Iterator[Outcome]: ...
 
+    #: told what is under way now ("measuring X, exporting Y"), for a progress bar
+    stage: Callable[[str], None] = staticmethod(lambda text: None)
+
     def close(self) -> None:
         """Release what the executor holds (a driver, a twin)."""
 
@@ -37,12 +61,6 @@ class Executor(ABC):
 
 class InProcess(Executor):
     """One device, driven from this process."""
-
-    def __init__(self):
-        self.driver = None
-        self.device: str | None = None
-        self.facts: dict = {}
-        self.watch = SentinelWatch()
 
     def _open(self, plan: Plan):
         if self.driver is not None and self.device != plan.device.name:
@@ -58,13 +76,44 @@ class InProcess(Executor):
             self.watch = SentinelWatch()  # a device (re)opened drifts on its own
         return self.driver
 
+    def __init__(self, pipeline: bool | None = None):
+        self.driver = None
+        self.device: str | None = None
+        self.facts: dict = {}
+        self.watch = SentinelWatch()
+        self.pipeline = pipeline  # None: the device profile's
+
+    def _ahead(self, plan: Plan, jobs: list[Job], settled: Callable[[Job], bool]) -> Iterator[tuple[Job, Future | None]]:
+        """The jobs to take, each with its export already under way in a thread (one ahead)
+        where the device pipelines, else with none (exported when taken)."""
+        if not (plan.device.pipeline if self.pipeline is None else self.pipeline):
+            yield from ((job, None) for job in jobs if not settled(job))
+            return
+        queue, pending = deque(jobs), deque()
+
+        def fill(current: str | None) -> None:
+            while queue and not pending:
+                if queue[0].name == current:  # its next round waits for this one's outcome (unfit, failed)
+                    return
+                job = queue.popleft()
+                if not settled(job):
+                    pending.append((job, _in_thread(plan.export, job)))
+
+        fill(None)
+        while pending:
+            job, export = pending.popleft()
+            fill(job.name)  # the next export starts before this job is measured
+            if pending:
+                self.stage(f"measuring {job.name}, exporting {pending[0][0].name}")
+            yield job, export
+            if not pending:
+                fill(None)
+
     def run(self, plan: Plan, jobs: list[Job], settled: Callable[[Job], bool],
             note: Callable[[str], None]) -> Iterator[Outcome]:
-        for job in jobs:
-            if settled(job):
-                continue
+        for job, export in self._ahead(plan, jobs, settled):
             for attempt in (1, 2):
-                out = self._take(plan, job, note)
+                out = self._take(plan, job, note, export if attempt == 1 else None)
                 if out.error is None or out.artifact is None:  # measured, unfit, or its export failed
                     break
                 twin_exited = getattr(self.driver, "twin_exited", None)
@@ -78,11 +127,11 @@ class InProcess(Executor):
                          "again")
             yield out
 
-    def _take(self, plan: Plan, job: Job, note: Callable[[str], None]) -> Outcome:
+    def _take(self, plan: Plan, job: Job, note: Callable[[str], None], export: Future | None = None) -> Outcome:
         driver = self._open(plan)  # a device that does not open ends the run, named
         out = Outcome(job)
         try:
-            out.artifact = plan.export(job)
+            out.artifact = plan.export(job) if export is None else export.result()
             out.sentinel, out.sentinel_artifact = self.watch.check(
                 plan, driver, lambda: plan.export(plan.sentinel_job()), note)
             out.started, host = time.time(), host_state()

@@ -202,6 +202,7 @@ class Measurer:
             report.lab_events.append(text)
             bar.write(text)
 
+        self.executor.stage = bar.set_postfix_str
         try:
             pending = todo
             while pending:
@@ -219,6 +220,7 @@ class Measurer:
             report.interrupted = True
         finally:
             bar.close()
+            self.executor.stage = Executor.stage
             if claims is not None:
                 claims.close()
         return report

@@ -9,6 +9,7 @@ error, never an exception, so that the loop that records them is the same for ev
 from __future__ import annotations
 
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,11 @@ from hwnas_deploy.measure import Summary
 from hwnas_deploy.measurement.network import Network
 from hwnas_deploy.runtimes import runtime_info
 from hwnas_deploy.store import MeasurementKey
+
+#: one export at a time in a process: building a network draws its weights from torch's global
+#: random generator (and sets its thread count), so two exports at once, or an export beside a
+#: pipelined one, would each get weights the other's draws interleaved with
+EXPORT_LOCK = threading.Lock()
 
 
 def default_artifacts_dir(store) -> Path:
@@ -102,8 +108,9 @@ class Plan:
     def export(self, job: Job) -> Artifact:
         """The job's artifact: the verified one already in the artifacts folder, else a new export."""
         net = job.network
-        return cached_artifact(net.artifact_path(self.artifacts_dir, self.format, self.batch, self.target)) or \
-            net.export(self.format, self.artifacts_dir, batch=self.batch, target=self.target)
+        with EXPORT_LOCK:
+            return cached_artifact(net.artifact_path(self.artifacts_dir, self.format, self.batch, self.target)) or \
+                net.export(self.format, self.artifacts_dir, batch=self.batch, target=self.target)
 
     def sentinel_job(self) -> Job | None:
         return None if self.sentinel is None else Job(self.key(self.sentinel), self.sentinel)

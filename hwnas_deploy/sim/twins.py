@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -176,10 +177,19 @@ class TwinnedDriver(Driver):
     def pids(self) -> list[int]:
         return list(self.twin.pids) if self.twin else []
 
-    def twin_exited(self) -> bool:
+    def twin_exited(self, grace_s: float = 2.0) -> bool:
         """Whether the twin this driver started has died (a device failure it cannot recover from
-        by itself: closing and opening again starts a new one)."""
-        return self.twin is not None and not self.twin.alive()
+        by itself: closing and opening again starts a new one). Asked after a job failed: a twin
+        killed under it closes its socket a moment before its process is gone, so a live one is
+        watched for up to `grace_s`."""
+        if self.twin is None:
+            return False
+        deadline = time.monotonic() + grace_s
+        while self.twin.alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def close(self) -> None:
         driver, twin = self.driver, self.twin
