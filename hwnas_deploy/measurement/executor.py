@@ -62,6 +62,13 @@ class Executor(ABC):
 class InProcess(Executor):
     """One device, driven from this process."""
 
+    def __init__(self, pipeline: bool | None = None):
+        self.driver = None
+        self.device: str | None = None
+        self.facts: dict = {}
+        self.watch = SentinelWatch()
+        self.pipeline = pipeline  # None: the device profile's
+
     def _open(self, plan: Plan):
         if self.driver is not None and self.device != plan.device.name:
             self.close()
@@ -76,14 +83,8 @@ class InProcess(Executor):
             self.watch = SentinelWatch()  # a device (re)opened drifts on its own
         return self.driver
 
-    def __init__(self, pipeline: bool | None = None):
-        self.driver = None
-        self.device: str | None = None
-        self.facts: dict = {}
-        self.watch = SentinelWatch()
-        self.pipeline = pipeline  # None: the device profile's
-
-    def _ahead(self, plan: Plan, jobs: list[Job], settled: Callable[[Job], bool]) -> Iterator[tuple[Job, Future | None]]:
+    def _ahead(self, plan: Plan, jobs: list[Job],
+               settled: Callable[[Job], bool]) -> Iterator[tuple[Job, Future | None]]:
         """The jobs to take, each with its export already under way in a thread (one ahead)
         where the device pipelines, else with none (exported when taken)."""
         if not (plan.device.pipeline if self.pipeline is None else self.pipeline):

@@ -129,6 +129,7 @@ class Measurer:
         self.progress = progress
         self._artifacts_writable = False
         self._known: dict[MeasurementKey, int] = {}  # rounds the store held when last read or written here
+        self._unfit_known: set[MeasurementKey] = set()  # recorded unfit before a forced run
 
     def plan(self, runtime: str, threads: int | None = None, batch: int | None = None,
              weights: str = "generated", sentinel: Network | None = None,
@@ -174,7 +175,7 @@ class Measurer:
         plan = self.plan(runtime, threads, batch, weights, sentinel, sentinel_every_s)
         unique = list({n.config_hash: n for n in networks}.values())
         report = Report(planned=len(unique))
-        self._known = {}
+        self._known, self._unfit_known = {}, set()
         todo = self._todo(plan, unique, report, rounds, force)
         if not todo:
             return report
@@ -229,7 +230,7 @@ class Measurer:
         """Whether another client sharing the store measured the network (or found it unfit)
         since this one last read or wrote it (`_known`); `report` then carries what it stored."""
         result = report.results[job.name]
-        unfit = self.store.unfit_record(job.key)
+        unfit = None if job.key in self._unfit_known else self.store.unfit_record(job.key)
         if unfit is not None:
             result.status, result.reason, result.rounds_ms = "unfit", unfit["reason"], []
         else:
@@ -288,6 +289,8 @@ class Measurer:
                     report.skipped.append(key.config_hash)
             if self.store is not None and self.store.shared:  # for `_done_elsewhere`
                 self._known[key] = self.store.measurement_count(key) if force else have
+                if force and self.store.unfit_record(key) is not None:
+                    self._unfit_known.add(key)
             per_key.append((Job(key, net), have))
         return [job for r in range(rounds) for job, have in per_key if have <= r]
 
