@@ -582,8 +582,7 @@ def test_a_pipelined_run_exports_the_next_network_while_one_is_measured_and_coun
 
     monkeypatch.setattr(Plan, "export", export)
     monkeypatch.setattr(Plan, "run", run)
-    assert load_profile("qemu-m7").pipeline and not load_profile("local-cpu").pipeline
-    assert not load_profile("sim-android").pipeline  # the phone's twin times on this host
+    assert not load_profile("qemu-m7").pipeline  # opt-in (measurement.pipeline), asked for here
     nets = [SubNetwork(get_space("nb201"), c) for c in small_cells(2)]
     medians = {}
     for pipeline in (False, True):

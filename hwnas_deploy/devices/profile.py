@@ -7,7 +7,7 @@
     hardware: {core: ..., threads: 2}
     measurement: {threads: 1, batch: 1, warmup: 10, min_repeats: 20, ...,
                   sentinel_every_s: 5,   # drift readings (measurement.drift); the kind's default
-                  pipeline: false}       # export the next network while this one is measured
+                  pipeline: false}       # export the next network while this one is measured (opt-in)
     benchmark: {...}                 # kind-specific settings of the device-side timing
                                      # (android-adb: benchmark_model flags, cool-down; tvm-rpc:
                                      # time_evaluator number/repeat), see BENCHMARK_KEYS
@@ -40,16 +40,6 @@ BENCHMARK_KEYS: dict[str, set[str]] = {
 #: seconds between a device's drift-sentinel readings (`measurement.drift`), by kind: MCU boards
 #: count cycles or instructions, which do not drift
 SENTINEL_EVERY_S: dict[str, float] = {"server": 5.0, "android-adb": 60.0, "tvm-rpc": 60.0, "mcu-serial": 0.0}
-
-
-def default_pipeline(kind: str, connection: dict) -> bool:
-    """Whether the next network is exported while one is measured, unless the profile says: yes
-    where the timing is not this host's CPU's (an MCU board counts cycles, a QEMU twin
-    instructions; a phone or an RPC board times itself), no for this host's CPUs and for the
-    phone and RPC twins, which time on it (an export beside them would slow what they time)."""
-    if kind == "mcu-serial":
-        return True
-    return kind in ("android-adb", "tvm-rpc") and "simulator" not in connection
 
 
 #: the typed fields of a profile's sections: (section, key) -> (check, what is allowed)
@@ -106,13 +96,14 @@ class DeviceProfile:
     benchmark: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
     sentinel_every_s: float | None = None  # 0: no drift readings; None: the kind's (SENTINEL_EVERY_S)
-    pipeline: bool | None = None  # export ahead while measuring; None: `default_pipeline`
+    #: export the next network while one is measured: for devices whose timing is not this
+    #: host's CPU's (MCU boards, real phones, RPC boards); opt-in until an interrupted pipelined
+    #: run exits as cleanly as a sequential one
+    pipeline: bool = False
 
     def __post_init__(self):
         if self.sentinel_every_s is None:
             self.sentinel_every_s = SENTINEL_EVERY_S.get(self.kind, 0.0)
-        if self.pipeline is None:
-            self.pipeline = default_pipeline(self.kind, self.connection)
 
     def require_runtime(self, runtime: str) -> None:
         if runtime not in self.runtimes:
@@ -249,9 +240,8 @@ def parse_profile(data: Any, where: str) -> DeviceProfile:
     sentinel_every_s = measurement.pop("sentinel_every_s", SENTINEL_EVERY_S[data["kind"]])
     number(0, strict=False, text="seconds >= 0 (0: no drift sentinel)").check(
         sentinel_every_s, f"{where}: measurement.sentinel_every_s")
-    pipeline = measurement.pop("pipeline", None)
-    if pipeline is not None:
-        BOOLEAN.check(pipeline, f"{where}: measurement.pipeline")
+    pipeline = measurement.pop("pipeline", False)
+    BOOLEAN.check(pipeline, f"{where}: measurement.pipeline")
     return DeviceProfile(
         name=str(data["name"]),
         kind=data["kind"],
