@@ -65,15 +65,15 @@ def _module(module: str, distribution: str, needed_for: str, extra: str) -> Chec
 
 
 def _converter() -> Check:
-    from hwnas_deploy.export.litert_env import converter_python, requirements_digest
+    from hwnas_deploy.export.litert_env import converter_python, made_from, requirements_digest
 
     try:
         python = converter_python()
     except ExportError as exc:
         return Check("LiteRT converter environment", False, str(exc).split(";")[0],
                      "TFLite exports (tflite, tflite-int8) and int8 firmware blobs", "hwnas setup converter")
-    stamp = python.parent.parent / ".hwnas-stamp"
-    stale = stamp.exists() and stamp.read_text().strip() != requirements_digest()
+    stamp = made_from(python.parent.parent)
+    stale = stamp is not None and stamp != requirements_digest()
     return Check("LiteRT converter environment", True,
                  f"{python}" + (" (made from older requirements: run `hwnas setup converter`)" if stale else ""),
                  "TFLite exports (tflite, tflite-int8) and int8 firmware blobs", "hwnas setup converter")

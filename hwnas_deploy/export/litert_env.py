@@ -56,13 +56,18 @@ def requirements_digest() -> str:
     return hashlib.sha256(bundled(REQUIREMENTS).read_bytes()).hexdigest()[:16]
 
 
+def made_from(env_dir: Path) -> str | None:
+    """The requirements digest an environment was made from (its stamp), None if unstamped."""
+    stamp = env_dir / STAMP
+    return stamp.read_text().strip() if stamp.exists() else None
+
+
 def create_converter_env(dest: str | Path | None = None, log: Callable[[str], None] = print) -> Path:
     """Make (or bring up to date) the converter environment at `dest` (default: the user cache)
     from the pinned requirements; returns its interpreter. Needs the package registry (pip)."""
     dest = Path(dest) if dest else user_env_dir()
     python = dest / "bin" / "python"
-    stamp = dest / STAMP
-    if python.exists() and stamp.exists() and stamp.read_text().strip() == requirements_digest():
+    if python.exists() and made_from(dest) == requirements_digest():
         log(f"the converter environment at {dest} is up to date")
         return python
     steps = []
@@ -76,5 +81,5 @@ def create_converter_env(dest: str | Path | None = None, log: Callable[[str], No
         if proc.returncode != 0:
             raise ExportError(f"{' '.join(cmd)} failed (exit {proc.returncode}): "
                               f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
-    stamp.write_text(requirements_digest() + "\n")
+    (dest / STAMP).write_text(requirements_digest() + "\n")
     return python
