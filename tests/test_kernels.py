@@ -150,6 +150,33 @@ def test_single_rounding_fully_connected_is_tflites_64_bit_formula(n_in, n_out, 
         np.testing.assert_array_equal(out, np.clip(want, -128, 127).astype(np.int8), err_msg=name)
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 3000), st.floats(1e-3, 1.0), st.floats(1e-3, 1.0), st.floats(2.0, 4.0),
+       st.integers(-128, 127), st.integers(-128, 127), st.booleans(), st.integers(0, 2**31))
+def test_optimised_add_is_bit_exact(n, a_scale, b_scale, out_ratio, a_zp, b_zp, relu, seed):
+    """TFLite's int8 ADD (the blob's parameters, computed as hwnas_deploy.mcu.blob does), below and
+    above the size from which the Cortex-M7 kernel rescales through tables."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, n, dtype=np.int8)
+    b = rng.integers(-128, 128, n, dtype=np.int8)
+    twice_max = 2 * max(a_scale, b_scale)
+    out_scale = max(a_scale, b_scale) * out_ratio  # calibrated outputs span about the sum's range
+    out_zp = int(np.clip(round((a_zp * a_scale + b_zp * b_scale) / out_scale), -128, 127))  # and are centred
+    (am, ash), (bm, bsh) = quantize_multiplier(a_scale / twice_max), quantize_multiplier(b_scale / twice_max)
+    om, osh = quantize_multiplier(twice_max / ((1 << 20) * out_scale))
+    act = (out_zp, 127) if relu else (-128, 127)
+    outs = []
+    for name in ("hw_add_s8", "hw_add_s8_opt"):
+        out = np.zeros(n, np.int8)
+        fn = getattr(host_library(), name)
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p,
+                       ctypes.c_int32, ctypes.c_int] + [ctypes.c_int32] * 9
+        fn(a.ctypes.data, a_zp, b.ctypes.data, b_zp, out.ctypes.data, out_zp, n, 20, am, ash, bm, bsh, om, osh, *act)
+        outs.append(out)
+    assert n < 100 or np.mean(np.abs(outs[0].astype(int)) < 127) > 0.3  # rounding is exercised, not saturation
+    np.testing.assert_array_equal(outs[1], outs[0])
+
+
 def test_requantisation_extremes_are_bit_exact():
     """Every shift the fast path takes, multipliers across [2^30, 2^31), accumulators of both signs
     spread so that outputs land inside int8 (not all saturated) and rounding ties occur."""

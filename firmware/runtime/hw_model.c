@@ -278,9 +278,9 @@ static void run_op(hw_model_t *m, const hw_op_t *op) {
         }
         case HW_OP_ADD: {
             const hw_tensor_t *b = T(m, op->inputs[1]);
-            hw_add_s8(x, in->zero_point, (const int8_t *)hw_tensor_data(m, op->inputs[1]), b->zero_point, y,
-                      out->zero_point, (int)hw_tensor_bytes(out), p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7],
-                      p[8]);
+            (m->kernels == HW_KERNELS_PORTABLE ? hw_add_s8 : hw_add_s8_opt)(
+                x, in->zero_point, (const int8_t *)hw_tensor_data(m, op->inputs[1]), b->zero_point, y,
+                out->zero_point, (int)hw_tensor_bytes(out), p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]);
             break;
         }
         case HW_OP_RELU:

@@ -62,6 +62,10 @@ void hw_fully_connected_s8_single_opt(const int8_t *in, int n_in, int32_t in_zp,
 void hw_add_s8(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int8_t *out, int32_t out_zp,
                int n, int left_shift, int32_t a_mult, int32_t a_shift, int32_t b_mult, int32_t b_shift,
                int32_t out_mult, int32_t out_shift, int act_min, int act_max);
+/* The same by two 256-entry tables of each input's rescaled values (kernels_s8_opt.c). */
+void hw_add_s8_opt(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int8_t *out, int32_t out_zp,
+                   int n, int left_shift, int32_t a_mult, int32_t a_shift, int32_t b_mult, int32_t b_shift,
+                   int32_t out_mult, int32_t out_shift, int act_min, int act_max);
 
 /* TFLite's int8 MEAN over H and W: sum of (x - in_zp), requantised by (mult, shift), plus out_zp.
  * `folded`: (mult, shift) is in_scale / (out_scale * H * W), as LiteRT's kernel computes it;

@@ -189,29 +189,64 @@ static ALWAYS_INLINE void unpack_rows(const int8_t *x0, const int8_t *x1, int gr
     }
 }
 
-static ALWAYS_INLINE void dot_2x2_q(const uint32_t *xq, const int8_t *w, int dw, int groups, int32_t *a) {
+/* Two weight rows (w0, w1) times two unpacked input rows over `groups` groups of 4: the 2 x 2
+ * block, accumulated into a[0..3] = (row 0 x w0, row 0 x w1, row 1 x w0, row 1 x w1). On the
+ * Cortex-M7 the loop is assembly: from C, GCC split each LDRD into two LDRs and kept the loop bound
+ * on the stack (21-22 instructions per group); here a group is 2 LDRD + 2 LDR + 4 SXTB16 + 8 SMLAD,
+ * and two groups share one compare and branch (17 instructions per 16 MACs). Fourteen registers
+ * are live in the loop, all a Cortex-M has; a 2 x 4 or 4 x 2 block would need eighteen. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define DOT_2X2_GROUP                                 \
+    "ldrd %[a0], %[a1], [%[xq]], #8\n\t"              \
+    "ldrd %[b0], %[b1], [%[xq]], #8\n\t"              \
+    "ldr %[v], [%[w0]], #4\n\t"                       \
+    "sxtb16 %[we], %[v]\n\t"                          \
+    "sxtb16 %[v], %[v], ror #8\n\t"                   \
+    "smlad %[s00], %[a0], %[we], %[s00]\n\t"          \
+    "smlad %[s00], %[a1], %[v], %[s00]\n\t"           \
+    "smlad %[s10], %[b0], %[we], %[s10]\n\t"          \
+    "smlad %[s10], %[b1], %[v], %[s10]\n\t"           \
+    "ldr %[v], [%[w1]], #4\n\t"                       \
+    "sxtb16 %[we], %[v]\n\t"                          \
+    "sxtb16 %[v], %[v], ror #8\n\t"                   \
+    "smlad %[s01], %[a0], %[we], %[s01]\n\t"          \
+    "smlad %[s01], %[a1], %[v], %[s01]\n\t"           \
+    "smlad %[s11], %[b0], %[we], %[s11]\n\t"          \
+    "smlad %[s11], %[b1], %[v], %[s11]\n\t"
+#define DOT_2X2_OPERANDS                                                                                      \
+    : [xq] "+r"(xq), [w0] "+r"(w0), [w1] "+r"(w1), [s00] "+r"(s00), [s01] "+r"(s01), [s10] "+r"(s10),         \
+      [s11] "+r"(s11), [a0] "=&r"(a0), [a1] "=&r"(a1), [b0] "=&r"(b0), [b1] "=&r"(b1), [v] "=&r"(v), [we] "=&r"(we)
+
+static NOINLINE void dot_2x2_q(const uint32_t *xq, const int8_t *w0, const int8_t *w1, int groups, int32_t *a) {
     int32_t s00 = a[0], s01 = a[1], s10 = a[2], s11 = a[3];
-    const uint32_t *end = xq + 4 * groups;
-    while (xq != end) {
-        uint32_t v = hw_read_s8x4(w), we = hw_sxtb16(v), wo = hw_sxtb16_ror8(v);
-        const uint32_t a0 = xq[0], a1 = xq[1];
-        s00 = hw_smlad(a0, we, s00);
-        s00 = hw_smlad(a1, wo, s00);
-        const uint32_t b0 = xq[2], b1 = xq[3];
-        s10 = hw_smlad(b0, we, s10);
-        s10 = hw_smlad(b1, wo, s10);
-        v = hw_read_s8x4(w + dw);
+    uint32_t a0, a1, b0, b1, v, we;
+    if (groups & 1) __asm__(DOT_2X2_GROUP DOT_2X2_OPERANDS : : "memory");
+    const uint32_t *end = xq + 4 * (groups & ~1);
+    if (groups > 1)
+        __asm__("1:\n\t" DOT_2X2_GROUP DOT_2X2_GROUP "cmp %[xq], %[end]\n\tbne 1b\n\t" DOT_2X2_OPERANDS
+                : [end] "r"(end) : "cc", "memory");
+    a[0] = s00, a[1] = s01, a[2] = s10, a[3] = s11;
+}
+#else
+static NOINLINE void dot_2x2_q(const uint32_t *xq, const int8_t *w0, const int8_t *w1, int groups, int32_t *a) {
+    int32_t s00 = a[0], s01 = a[1], s10 = a[2], s11 = a[3];
+    for (int g = 0; g < groups; g++, xq += 4, w0 += 4, w1 += 4) {
+        uint32_t v = hw_read_s8x4(w0), we = hw_sxtb16(v), wo = hw_sxtb16_ror8(v);
+        s00 = hw_smlad(xq[0], we, s00);
+        s00 = hw_smlad(xq[1], wo, s00);
+        s10 = hw_smlad(xq[2], we, s10);
+        s10 = hw_smlad(xq[3], wo, s10);
+        v = hw_read_s8x4(w1);
         we = hw_sxtb16(v);
         wo = hw_sxtb16_ror8(v);
-        s01 = hw_smlad(a0, we, s01);
-        s01 = hw_smlad(a1, wo, s01);
-        s11 = hw_smlad(b0, we, s11);
-        s11 = hw_smlad(b1, wo, s11);
-        xq += 4;
-        w += 4;
+        s01 = hw_smlad(xq[0], we, s01);
+        s01 = hw_smlad(xq[1], wo, s01);
+        s11 = hw_smlad(xq[2], we, s11);
+        s11 = hw_smlad(xq[3], wo, s11);
     }
     a[0] = s00, a[1] = s01, a[2] = s10, a[3] = s11;
 }
+#endif
 
 /* Every output channel pair of one row pair over unpacked inputs. */
 static ALWAYS_INLINE void rowpair_q(const uint32_t *xq, int n, const int8_t *w, int o_begin, int o_end, int o_n,
@@ -221,7 +256,7 @@ static ALWAYS_INLINE void rowpair_q(const uint32_t *xq, int n, const int8_t *w, 
         int32_t a[4];
         a[0] = a[2] = bias ? bias[o] : 0;
         a[1] = a[3] = bias ? bias[o1] : 0;
-        dot_2x2_q(xq, w + o * n, (o1 - o) * n, n / 4, a);
+        dot_2x2_q(xq, w + o * n, w + o1 * n, n / 4, a);
         const rq_t *q0 = &q[o - o_begin], *q1 = &q[o1 - o_begin];
         y[o] = rq_out(a[0], q0, lo, hi, mode);
         y[o1] = rq_out(a[1], q1, lo, hi, mode);
@@ -902,4 +937,54 @@ void hw_fully_connected_s8_single_opt(const int8_t *in, int n_in, int32_t in_zp,
             out[oc] = (int8_t)(r < act_min ? act_min : r > act_max ? act_max : r);
         }
     }
+}
+
+/* int8 ADD (TFLite's: both inputs rescaled to a common scale with 20 bits of headroom, summed,
+ * requantised). An input's rescaled value depends on its int8 value only, so each input's 256
+ * values are rescaled once, by the portable requantisation itself, into a table (2 KB on the
+ * stack); per element that leaves two loads, an addition and the output's requantisation (SMMULR,
+ * exact as in the convolutions when the sum's bound allows, else the portable one). Below
+ * ADD_TABLE_MIN elements the tables cost more than they save. */
+#define ADD_TABLE_MIN 256
+
+static ALWAYS_INLINE void add_by_table(const int8_t *a, const int8_t *b, int8_t *out, int n, const int32_t *ta,
+                                       const int32_t *tb, const rq_t *q, int lo, int hi, const int mode) {
+    for (int i = 0; i < n; i++) out[i] = rq_out(ta[a[i]] + tb[b[i]], q, lo, hi, mode);
+}
+
+MODE_VARIANTS(add_by_table, (const int8_t *a, const int8_t *b, int8_t *out, int n, const int32_t *ta,
+                             const int32_t *tb, const rq_t *q, int lo, int hi), a, b, out, n, ta, tb, q, lo, hi)
+
+void hw_add_s8_opt(const int8_t *a, int32_t a_zp, const int8_t *b, int32_t b_zp, int8_t *out, int32_t out_zp, int n,
+                   int left_shift, int32_t a_mult, int32_t a_shift, int32_t b_mult, int32_t b_shift,
+                   int32_t out_mult, int32_t out_shift, int act_min, int act_max) {
+    if (n < ADD_TABLE_MIN) {
+        hw_add_s8(a, a_zp, b, b_zp, out, out_zp, n, left_shift, a_mult, a_shift, b_mult, b_shift, out_mult,
+                  out_shift, act_min, act_max);
+        return;
+    }
+    int32_t table[2][256]; /* indexed by the int8 value + 128 */
+    int64_t bound = 0;
+    for (int k = 0; k < 2; k++) {
+        const int32_t zp = k ? b_zp : a_zp, mult = k ? b_mult : a_mult, shift = k ? b_shift : a_shift;
+        int32_t peak = 0;
+        for (int v = -128; v < 128; v++) {
+            const int32_t r = hw_requantize((v - zp) * (1 << left_shift), mult, shift);
+            table[k][v + 128] = r;
+            peak = r < 0 && -r > peak ? -r : r > peak ? r : peak;
+        }
+        bound += peak;
+    }
+    const int32_t *ta = table[0] + 128, *tb = table[1] + 128;
+    rq_t q;
+    const int sat = act_min == -128 && act_max == 127;
+    if (!rq_make(&q, out_mult, out_shift, out_zp, bound)) {
+        for (int i = 0; i < n; i++) {
+            const int32_t r = hw_requantize(ta[a[i]] + tb[b[i]], out_mult, out_shift) + out_zp;
+            out[i] = (int8_t)(r < act_min ? act_min : r > act_max ? act_max : r);
+        }
+        return;
+    }
+    const int mode = sat && q.lsh == 1 && q.e >= 1 ? RQ_SIMPLE : sat ? RQ_SAT : RQ_CLAMP;
+    CALL_BY_MODE(mode, add_by_table, a, b, out, n, ta, tb, &q, act_min, act_max);
 }
