@@ -553,6 +553,47 @@ def test_every_operator_of_user_networks_runs_on_the_board_bit_exact(link, tmp_p
     np.testing.assert_allclose(board, ref, atol=1e-5)
 
 
+def test_the_cortex_m7_assembly_loops_equal_the_portable_kernels_on_the_board(link, tmp_path):
+    """The inner loops written in assembly run on the board only (the host build runs their C
+    twin): shapes with an odd number of 4-channel groups (one group outside the two-group loop),
+    an odd pixel count, im2col of 12 and 20 channels with padding and stride 2, a residual ADD
+    through the rescaling tables, a fully connected layer of 20 inputs. The board's optimised
+    kernels equal its portable ones and the host build, on every output."""
+    import torch
+
+    from hwnas_deploy.export import export_model
+    from hwnas_deploy.mcu.blob import tflite_to_blob
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Conv2d(12, 36, 3, padding=1)  # 108 taps: 27 groups
+            self.b = torch.nn.Conv2d(36, 20, 1)  # 9 groups, 81 pixels
+            self.c = torch.nn.Conv2d(20, 20, 3, stride=2, padding=1)  # 45 groups
+            self.d = torch.nn.Conv2d(20, 20, 3, padding=1)
+            self.fc = torch.nn.Linear(20, 10)  # 5 groups
+
+        def forward(self, x):
+            y = self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+            y = torch.relu(self.d(y) + y)  # 500 elements: the table path
+            return self.fc(y.mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    int8 = export_model(model, torch.randn(1, 12, 9, 9), "tflite-int8", tmp_path / "m.int8.tflite", verify=False)
+    info = tflite_to_blob(int8.path, tmp_path / "m.hwnb")
+    assert {"CONV_2D", "ADD", "FULLY_CONNECTED"} <= set(info.op_names), info.op_names
+    blob = (tmp_path / "m.hwnb").read_bytes()
+    load = link.load(blob)
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        x = rng.integers(-128, 128, size=load.input_bytes, dtype=np.int8)
+        fast = np.frombuffer(link.infer(x.tobytes(), kernels="optimised"), dtype=np.int8)
+        assert fast.tobytes() == link.infer(x.tobytes(), kernels="portable")
+        np.testing.assert_array_equal(fast, HostBlobRunner(blob).invoke(x, fast.size))
+        assert len(set(fast.tolist())) > 1  # not a saturated constant
+
+
 def test_a_pipelined_run_exports_the_next_network_while_one_is_measured_and_counts_the_same(tmp_path, monkeypatch):
     """On a device whose timing is not this host's CPU's (the twin counts instructions), the next
     network's export runs in a thread while the current one is uploaded and run: the same

@@ -14,7 +14,7 @@
 #ifndef HW_ARENA_CAPACITY
 #define HW_ARENA_CAPACITY (320u * 1024u)
 #endif
-#define FW_VERSION "hwnas-fw 0.7.0"
+#define FW_VERSION "hwnas-fw 0.8.0"
 #define MAX_OPS 512
 
 static uint8_t blob[HW_BLOB_CAPACITY] __attribute__((aligned(16)));

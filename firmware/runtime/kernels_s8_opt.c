@@ -178,6 +178,26 @@ static ALWAYS_INLINE void dot_1x2(const int8_t *x, const int8_t *w, int dw, int 
  * per group of 4 channels, xq holds (row 0 even, row 0 odd, row 1 even, row 1 odd) int16 pairs, so
  * the inner loop is 2 LDRD + 2 LDR + 4 SXTB16 + 8 SMLAD per 16 MACs. */
 #define XQ_MAX 512 /* channels: 2 KB on the stack */
+#define FC_Q_MAX 1024 /* fully connected inputs: 2 KB on the stack */
+
+/* n int8 -> n4 / 2 words: per group of 4, (v0, v2) then (v1, v3) as int16 pairs, plus nzp. */
+static ALWAYS_INLINE void unpack_q15(const int8_t *v, int n, uint32_t nzp, uint32_t *out) {
+    int k = 0;
+#pragma GCC unroll 8
+    for (; k + 4 <= n; k += 4, out += 2) {
+        const uint32_t x = hw_read_s8x4(v + k);
+        out[0] = hw_sxtab16(nzp, x);
+        out[1] = hw_sxtab16_ror8(nzp, x);
+    }
+    if (k < n) { /* the tail group, zero-filled */
+        int8_t t[4] = {0, 0, 0, 0};
+        for (int i = 0; k + i < n; i++) t[i] = v[k + i];
+        const uint32_t x = hw_read_s8x4(t);
+        const uint32_t valid_lo = n - k > 2 ? 0xFFFFFFFFu : 0xFFFFu, valid_hi = n - k > 3 ? 0xFFFFFFFFu : 0xFFFFu;
+        out[0] = hw_sxtab16(nzp, x) & valid_lo;
+        out[1] = hw_sxtab16_ror8(nzp, x) & (n - k > 1 ? valid_hi : 0u);
+    }
+}
 
 static ALWAYS_INLINE void unpack_rows(const int8_t *x0, const int8_t *x1, int groups, uint32_t nzp, uint32_t *xq) {
     for (int g = 0; g < groups; g++, xq += 4) {
@@ -248,9 +268,55 @@ static NOINLINE void dot_2x2_q(const uint32_t *xq, const int8_t *w0, const int8_
 }
 #endif
 
-/* Every output channel pair of one row pair over unpacked inputs. */
+/* One unpacked input row (per group of 4: even, odd int16 pairs) times two weight rows: fully
+ * connected layers (13 instructions per 8 MACs, two groups per pass; from C, 15). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define DOT_1X2_GROUP                                 \
+    "ldrd %[x0], %[x1], [%[xq]], #8\n\t"              \
+    "ldr %[v], [%[w0]], #4\n\t"                       \
+    "sxtb16 %[we], %[v]\n\t"                          \
+    "sxtb16 %[v], %[v], ror #8\n\t"                   \
+    "smlad %[s0], %[x0], %[we], %[s0]\n\t"            \
+    "smlad %[s0], %[x1], %[v], %[s0]\n\t"             \
+    "ldr %[v], [%[w1]], #4\n\t"                       \
+    "sxtb16 %[we], %[v]\n\t"                          \
+    "sxtb16 %[v], %[v], ror #8\n\t"                   \
+    "smlad %[s1], %[x0], %[we], %[s1]\n\t"            \
+    "smlad %[s1], %[x1], %[v], %[s1]\n\t"
+#define DOT_1X2_OPERANDS                                                                                   \
+    : [xq] "+r"(xq), [w0] "+r"(w0), [w1] "+r"(w1), [s0] "+r"(s0), [s1] "+r"(s1), [x0] "=&r"(x0),           \
+      [x1] "=&r"(x1), [v] "=&r"(v), [we] "=&r"(we)
+
+static NOINLINE void dot_1x2_q(const uint32_t *xq, const int8_t *w0, const int8_t *w1, int groups, int32_t *a) {
+    int32_t s0 = a[0], s1 = a[1];
+    uint32_t x0, x1, v, we;
+    if (groups & 1) __asm__(DOT_1X2_GROUP DOT_1X2_OPERANDS : : "memory");
+    const uint32_t *end = xq + 2 * (groups & ~1);
+    if (groups > 1)
+        __asm__("1:\n\t" DOT_1X2_GROUP DOT_1X2_GROUP "cmp %[xq], %[end]\n\tbne 1b\n\t" DOT_1X2_OPERANDS
+                : [end] "r"(end) : "cc", "memory");
+    a[0] = s0, a[1] = s1;
+}
+#else
+static NOINLINE void dot_1x2_q(const uint32_t *xq, const int8_t *w0, const int8_t *w1, int groups, int32_t *a) {
+    int32_t s0 = a[0], s1 = a[1];
+    for (int g = 0; g < groups; g++, xq += 2, w0 += 4, w1 += 4) {
+        uint32_t v = hw_read_s8x4(w0);
+        s0 = hw_smlad(xq[0], hw_sxtb16(v), s0);
+        s0 = hw_smlad(xq[1], hw_sxtb16_ror8(v), s0);
+        v = hw_read_s8x4(w1);
+        s1 = hw_smlad(xq[0], hw_sxtb16(v), s1);
+        s1 = hw_smlad(xq[1], hw_sxtb16_ror8(v), s1);
+    }
+    a[0] = s0, a[1] = s1;
+}
+#endif
+
+/* Every output channel pair of one row pair over unpacked inputs (rows: 2, or 1 for a last odd
+ * row, whose second row is computed and not stored). */
 static ALWAYS_INLINE void rowpair_q(const uint32_t *xq, int n, const int8_t *w, int o_begin, int o_end, int o_n,
-                                   const int32_t *bias, int8_t *y, const rq_t *q, int lo, int hi, const int mode) {
+                                   const int32_t *bias, int8_t *y, const rq_t *q, int lo, int hi, int rows,
+                                   const int mode) {
     for (int o = o_begin; o < o_end; o += 2) {
         const int o1 = o + 1 < o_end ? o + 1 : o;
         int32_t a[4];
@@ -260,15 +326,17 @@ static ALWAYS_INLINE void rowpair_q(const uint32_t *xq, int n, const int8_t *w, 
         const rq_t *q0 = &q[o - o_begin], *q1 = &q[o1 - o_begin];
         y[o] = rq_out(a[0], q0, lo, hi, mode);
         y[o1] = rq_out(a[1], q1, lo, hi, mode);
-        y[o_n + o] = rq_out(a[2], q0, lo, hi, mode);
-        y[o_n + o1] = rq_out(a[3], q1, lo, hi, mode);
+        if (rows == 2) {
+            y[o_n + o] = rq_out(a[2], q0, lo, hi, mode);
+            y[o_n + o1] = rq_out(a[3], q1, lo, hi, mode);
+        }
     }
 }
 
 #define ROWPAIR_PARAMS                                                                                             \
     (const uint32_t *xq, int n, const int8_t *w, int o_begin, int o_end, int o_n, const int32_t *bias, int8_t *y, \
-     const rq_t *q, int lo, int hi)
-MODE_VARIANTS(rowpair_q, ROWPAIR_PARAMS, xq, n, w, o_begin, o_end, o_n, bias, y, q, lo, hi)
+     const rq_t *q, int lo, int hi, int rows)
+MODE_VARIANTS(rowpair_q, ROWPAIR_PARAMS, xq, n, w, o_begin, o_end, o_n, bias, y, q, lo, hi, rows)
 
 /* rows of n int8 (x, stride n) times weights [o][n] -> out[row * o_n + o]: pointwise and fully
  * connected layers, and convolutions over their im2col buffer (rows = 2). */
@@ -284,12 +352,24 @@ static ALWAYS_INLINE void matmul_s8(const int8_t *x, int rows, int n, int32_t in
         int r = 0;
         for (; r + 1 < rows; r += 2) {
             unpack_rows(x + r * n, x + (r + 1) * n, n / 4, nzp, xq);
-            CALL_BY_MODE(mode, rowpair_q, xq, n, w, o_begin, o_end, o_n, bias, out + r * o_n, q, lo, hi);
+            CALL_BY_MODE(mode, rowpair_q, xq, n, w, o_begin, o_end, o_n, bias, out + r * o_n, q, lo, hi, 2);
         }
         if (r == rows) return;
         x += r * n; /* an odd last row: below */
         out += r * o_n;
         rows = 1;
+    }
+    if (rows == 1 && (n & 3) == 0 && n <= FC_Q_MAX) { /* fully connected layers: the input unpacked once */
+        uint32_t xq[FC_Q_MAX / 2] __attribute__((aligned(8)));
+        unpack_q15(x, n, nzp, xq);
+        for (int o = o_begin; o < o_end; o += 2) {
+            const int o1 = o + 1 < o_end ? o + 1 : o;
+            int32_t a[2] = {bias ? bias[o] : 0, bias ? bias[o1] : 0};
+            dot_1x2_q(xq, w + o * n, w + o1 * n, n / 4, a);
+            out[o] = rq_out(a[0], &q[o - o_begin], lo, hi, mode);
+            out[o1] = rq_out(a[1], &q[o1 - o_begin], lo, hi, mode);
+        }
+        return;
     }
     for (int o = o_begin; o < o_end; o += 2) {
         const int o1 = o + 1 < o_end ? o + 1 : o; /* an odd last channel pairs with itself */
@@ -383,25 +463,6 @@ static void im2col(const hw_conv_params_t *p, const int8_t *in, int oy, int ox, 
  * column per pixel pair, with the zero point subtracted and padding as zeros). */
 #define SMALL_KERNEL 64
 #define SMALL_BLOCK 16 /* output channels whose unpacked weights sit on the stack at once (2 KB) */
-
-/* n int8 -> n4 / 2 words: per group of 4, (v0, v2) then (v1, v3) as int16 pairs, plus nzp. */
-static ALWAYS_INLINE void unpack_q15(const int8_t *v, int n, uint32_t nzp, uint32_t *out) {
-    int k = 0;
-#pragma GCC unroll 8
-    for (; k + 4 <= n; k += 4, out += 2) {
-        const uint32_t x = hw_read_s8x4(v + k);
-        out[0] = hw_sxtab16(nzp, x);
-        out[1] = hw_sxtab16_ror8(nzp, x);
-    }
-    if (k < n) { /* the tail group, zero-filled */
-        int8_t t[4] = {0, 0, 0, 0};
-        for (int i = 0; k + i < n; i++) t[i] = v[k + i];
-        const uint32_t x = hw_read_s8x4(t);
-        const uint32_t valid_lo = n - k > 2 ? 0xFFFFFFFFu : 0xFFFFu, valid_hi = n - k > 3 ? 0xFFFFFFFFu : 0xFFFFu;
-        out[0] = hw_sxtab16(nzp, x) & valid_lo;
-        out[1] = hw_sxtab16_ror8(nzp, x) & (n - k > 1 ? valid_hi : 0u);
-    }
-}
 
 /* One block of 4 output channels x 2 pixels over `words` unpacked words: per word, two input and
  * four weight loads feed eight SMLAD (16 MACs). x: the two pixels' columns, SMALL_KERNEL / 2
@@ -535,11 +596,69 @@ static ALWAYS_INLINE void conv_im2col(const hw_conv_params_t *p, const int8_t *i
     }
 }
 
+/* The receptive field of output pixel (oy, ox), unpacked as unpack_rows lays out one row: per
+ * group of 4 taps, (even, odd) int16 pairs with the zero point subtracted, at xq[4g], xq[4g + 1]
+ * (xq: the pixel's first word; the other pixel of the pair sits in the other two words). Padding
+ * is zero. Needs ic % 4 == 0, so that no group straddles two taps. */
+static void im2col_q15(const hw_conv_params_t *p, const int8_t *in, int oy, int ox, uint32_t nzp, uint32_t *xq) {
+    const int ic = p->is.c, row_groups = p->kw * ic / 4, tap_groups = ic / 4;
+    const int iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
+    const int inside_x = ix0 >= 0 && ix0 + p->kw <= p->is.w;
+    for (int ky = 0; ky < p->kh; ky++) {
+        const int iy = iy0 + ky;
+        if (iy < 0 || iy >= p->is.h) {
+            for (int g = 0; g < row_groups; g++, xq += 4) xq[0] = xq[1] = 0;
+            continue;
+        }
+        const int8_t *row = in + iy * p->is.w * ic;
+        for (int kx = 0; kx < p->kw; kx += inside_x ? p->kw : 1) {
+            const int ix = ix0 + kx, groups = inside_x ? row_groups : tap_groups;
+            if (ix < 0 || ix >= p->is.w) {
+                for (int g = 0; g < groups; g++, xq += 4) xq[0] = xq[1] = 0;
+                continue;
+            }
+            const int8_t *src = row + ix * ic;
+            for (int g = 0; g < groups; g++, xq += 4, src += 4) {
+                const uint32_t v = hw_read_s8x4(src);
+                xq[0] = hw_sxtab16(nzp, v);
+                xq[1] = hw_sxtab16_ror8(nzp, v);
+            }
+        }
+    }
+}
+
+/* Convolutions whose input channels are a multiple of 4 and whose kh * kw * ic <= IM2COL_Q_MAX:
+ * each pixel pair's receptive fields are unpacked once (im2col_q15) for every output channel,
+ * whose parameters sit on the stack for up to Q_BLOCK channels at once. */
+#define IM2COL_Q_MAX 576 /* 3x3x64: 2.3 KB of unpacked columns */
+#define Q_BLOCK 64       /* 1.3 KB of requantisation parameters */
+
+static ALWAYS_INLINE void conv_im2col_q(const hw_conv_params_t *p, const int8_t *in, const int8_t *w,
+                                        const int32_t *bias, int8_t *out, const int mode) {
+    const int oc_n = p->os.c, n = p->kh * p->kw * p->is.c, pixels = p->os.h * p->os.w;
+    const uint32_t nzp = hw_pack16x2(-p->in_zp);
+    uint32_t xq[IM2COL_Q_MAX] __attribute__((aligned(8)));
+    rq_t q[Q_BLOCK];
+    for (int ob = 0; ob < oc_n; ob += Q_BLOCK) {
+        const int oe = rq_block(q, ob, oc_n, Q_BLOCK, p->mult, p->shift, p->out_zp);
+        for (int px = 0; px < pixels; px += 2) {
+            const int rows = px + 1 < pixels ? 2 : 1;
+            for (int r = 0; r < 2; r++) {
+                const int pr = px + (r < rows ? r : 0); /* a last odd pixel fills both slots */
+                im2col_q15(p, in, pr / p->os.w, pr % p->os.w, nzp, xq + 2 * r);
+            }
+            CALL_BY_MODE(mode, rowpair_q, xq, n, w, ob, oe, oc_n, bias, out + px * oc_n, q, p->act_min, p->act_max,
+                         rows);
+        }
+    }
+}
+
 #define CONV_PARAMS \
     (const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias, int8_t *out)
 MODE_VARIANTS(conv_small_stem, CONV_PARAMS, p, in, w, bias, out)
 MODE_VARIANTS(conv_small_any, CONV_PARAMS, p, in, w, bias, out)
 MODE_VARIANTS(conv_im2col, CONV_PARAMS, p, in, w, bias, out)
+MODE_VARIANTS(conv_im2col_q, CONV_PARAMS, p, in, w, bias, out)
 
 void hw_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
                       int8_t *out) {
@@ -554,6 +673,8 @@ void hw_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, const int8_t 
                      mode);
     } else if (kernel_n == 27) {
         CALL_BY_MODE(mode, conv_small_stem, p, in, w, bias, out);
+    } else if ((ic & 3) == 0 && kernel_n <= IM2COL_Q_MAX) {
+        CALL_BY_MODE(mode, conv_im2col_q, p, in, w, bias, out);
     } else if (kernel_n <= SMALL_KERNEL) {
         CALL_BY_MODE(mode, conv_small_any, p, in, w, bias, out);
     } else {
@@ -921,16 +1042,23 @@ void hw_fully_connected_s8_opt(const int8_t *in, int n_in, int32_t in_zp, const 
     matmul_layer(in, 1, n_in, in_zp, w, n_out, bias, out, out_zp, mult, shift, act_min, act_max, mode);
 }
 
-/* Per-channel fully connected with TFLite's single rounding: two output channels per pass over the
- * input (SMLAD pairs), then the 64-bit requantisation (SMULL and a shift; exact for every shift). */
+/* Per-channel fully connected with TFLite's single rounding: the input unpacked once, two output
+ * channels per pass over it (SMLAD pairs), then the 64-bit requantisation (SMULL and a shift;
+ * exact for every shift). */
 void hw_fully_connected_s8_single_opt(const int8_t *in, int n_in, int32_t in_zp, const int8_t *w,
                                       const int32_t *bias, int8_t *out, int n_out, int32_t out_zp,
                                       const int32_t *mult, const int32_t *shift, int act_min, int act_max) {
     const uint32_t nzp = hw_pack16x2(-in_zp);
+    uint32_t xq[FC_Q_MAX / 2] __attribute__((aligned(8)));
+    const int unpacked = (n_in & 3) == 0 && n_in <= FC_Q_MAX;
+    if (unpacked) unpack_q15(in, n_in, nzp, xq);
     for (int o = 0; o < n_out; o += 2) {
         const int o1 = o + 1 < n_out ? o + 1 : o;
         int32_t a[2] = {bias ? bias[o] : 0, bias ? bias[o1] : 0};
-        dot_1x2(in, w + o * n_in, (o1 - o) * n_in, n_in, nzp, a);
+        if (unpacked)
+            dot_1x2_q(xq, w + o * n_in, w + o1 * n_in, n_in / 4, a);
+        else
+            dot_1x2(in, w + o * n_in, (o1 - o) * n_in, n_in, nzp, a);
         for (int k = 0; k < 2; k++) {
             const int oc = k ? o1 : o;
             int32_t r = hw_requantize_single(a[k], mult[oc], shift[oc]) + out_zp;
