@@ -29,6 +29,10 @@ class Analysis:
     params: int | None
     layers: list[dict] = field(default_factory=list)
     peak_sram_bytes: int | None = None  # the arena the firmware plans (MCU formats)
+    #: the same tensors planned as TFLite Micro's greedy-by-size planner would, and the largest
+    #: set of them alive at once (no plan of this operator order needs less)
+    tflm_greedy_sram_bytes: int | None = None
+    live_sram_bytes: int | None = None
     flash_bytes: int | None = None  # the blob: weights, tensor table, operators
     sram_budget: int | None = None
     flash_budget: int | None = None
@@ -47,7 +51,9 @@ class Analysis:
             parts.append(f"{self.params:,} parameters")
         if self.peak_sram_bytes is not None:
             parts.append(f"peak SRAM {self.peak_sram_bytes:,} B" + (
-                f" of {self.sram_budget:,}" if self.sram_budget else ""))
+                f" of {self.sram_budget:,}" if self.sram_budget else "") + (
+                f" (TFLite Micro's greedy plan: {self.tflm_greedy_sram_bytes:,} B; largest live set "
+                f"{self.live_sram_bytes:,} B)" if self.tflm_greedy_sram_bytes else ""))
         if self.flash_bytes is not None:
             parts.append(f"flash {self.flash_bytes:,} B" + (f" of {self.flash_budget:,}" if self.flash_budget else ""))
         verdict = "fits" if self.fits else "does not fit: " + "; ".join(self.reasons)
@@ -70,6 +76,8 @@ def analyze(network: Network, device: str | DeviceProfile, runtime: str | None =
             art = network.export(fmt, Path(tmp))
         extra = art.extra
         result.peak_sram_bytes, result.flash_bytes = int(extra["arena_bytes"]), int(extra["blob_bytes"])
+        result.tflm_greedy_sram_bytes = extra.get("arena_greedy_bytes")
+        result.live_sram_bytes = extra.get("arena_lower_bound")
         live = extra.get("op_live_bytes", [])
         result.layers = [{"layer": i, "op": op, "output": "x".join(map(str, shape)), "macs": macs,
                           "arena_live_bytes": b}

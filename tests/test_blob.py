@@ -13,7 +13,8 @@ from torch import nn
 
 from hwnas_deploy.errors import ExportError, UnsupportedOpError
 from hwnas_deploy.export import export_model, export_subnet
-from hwnas_deploy.mcu.blob import HEADER, TENSOR, plan_arena, quantize_multiplier
+from hwnas_deploy.mcu.arena import greedy_by_size, lower_bound, plan_arena
+from hwnas_deploy.mcu.blob import HEADER, TENSOR, quantize_multiplier
 from hwnas_deploy.mcu.host import HostBlobRunner
 from hwnas_deploy.spaces import get_space
 
@@ -54,6 +55,8 @@ def test_arena_plan_never_overlaps_live_buffers(specs):
             live_together = not (lifetimes[i][1] < lifetimes[j][0] or lifetimes[j][1] < lifetimes[i][0])
             apart = offsets[i] + sizes[i] <= offsets[j] or offsets[j] + sizes[j] <= offsets[i]
             assert apart or not live_together
+    # never larger than TFLite Micro's greedy-by-size plan, never below the largest live set
+    assert lower_bound(sizes, lifetimes) <= arena <= greedy_by_size(sizes, lifetimes)[1]
     # buffers never alive together share memory: the arena is smaller than their sum
     if len(sizes) > 1 and all(lt[0] == lt[1] for lt in lifetimes) and len({lt for lt in lifetimes}) == len(sizes):
         assert arena < sum(sizes) + 16 * len(sizes)

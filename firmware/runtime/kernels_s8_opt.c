@@ -312,23 +312,44 @@ static NOINLINE void dot_1x2_q(const uint32_t *xq, const int8_t *w0, const int8_
 }
 #endif
 
+/* Output channels o, o + 1 of a pixel pair, requantised in RQ_SAT (or RQ_SIMPLE) mode and stored:
+ * kernels_s8_m7.S on the Cortex-M7 (see there why), this C twin on the host. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+void hw_pair_2x2_q15_sat(const uint32_t *xq, const int8_t *w0, int n, int groups, const int32_t *b, const rq_t *q,
+                         int8_t *y, int o_n);
+#else
+static void hw_pair_2x2_q15_sat(const uint32_t *xq, const int8_t *w0, int n, int groups, const int32_t *b,
+                                const rq_t *q, int8_t *y, int o_n) {
+    int32_t a[4] = {b[0], b[1], b[0], b[1]};
+    dot_2x2_q(xq, w0, w0 + n, groups, a);
+    y[0] = rq_out(a[0], &q[0], -128, 127, RQ_SAT);
+    y[1] = rq_out(a[1], &q[1], -128, 127, RQ_SAT);
+    y[o_n] = rq_out(a[2], &q[0], -128, 127, RQ_SAT);
+    y[o_n + 1] = rq_out(a[3], &q[1], -128, 127, RQ_SAT);
+}
+#endif
+
 /* Every output channel pair of one row pair over unpacked inputs (rows: 2, or 1 for a last odd
  * row, whose second row is computed and not stored). */
 static ALWAYS_INLINE void rowpair_q(const uint32_t *xq, int n, const int8_t *w, int o_begin, int o_end, int o_n,
                                    const int32_t *bias, int8_t *y, const rq_t *q, int lo, int hi, int rows,
                                    const int mode) {
-    for (int o = o_begin; o < o_end; o += 2) {
+    static const int32_t no_bias[2] = {0, 0};
+    int o = o_begin;
+    if (mode != RQ_CLAMP && rows == 2)
+        for (; o + 1 < o_end; o += 2)
+            hw_pair_2x2_q15_sat(xq, w + o * n, n, n / 4, bias ? bias + o : no_bias, &q[o - o_begin], y + o, o_n);
+    for (; o < o_end; o += 2) {
         const int o1 = o + 1 < o_end ? o + 1 : o;
-        int32_t a[4];
-        a[0] = a[2] = bias ? bias[o] : 0;
-        a[1] = a[3] = bias ? bias[o1] : 0;
+        const int32_t b0 = bias ? bias[o] : 0, b1 = bias ? bias[o1] : 0;
+        int32_t a[4] = {b0, b1, b0, b1};
         dot_2x2_q(xq, w + o * n, w + o1 * n, n / 4, a);
-        const rq_t *q0 = &q[o - o_begin], *q1 = &q[o1 - o_begin];
-        y[o] = rq_out(a[0], q0, lo, hi, mode);
-        y[o1] = rq_out(a[1], q1, lo, hi, mode);
+        const rq_t q0 = q[o - o_begin], q1 = q[o1 - o_begin]; /* each loaded once for both rows */
+        y[o] = rq_out(a[0], &q0, lo, hi, mode);
+        y[o1] = rq_out(a[1], &q1, lo, hi, mode);
         if (rows == 2) {
-            y[o_n + o] = rq_out(a[2], q0, lo, hi, mode);
-            y[o_n + o1] = rq_out(a[3], q1, lo, hi, mode);
+            y[o_n + o] = rq_out(a[2], &q0, lo, hi, mode);
+            y[o_n + o1] = rq_out(a[3], &q1, lo, hi, mode);
         }
     }
 }

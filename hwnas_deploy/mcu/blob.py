@@ -2,8 +2,9 @@
 
 The blob carries the graph of the TFLite model as our runtime executes it: NHWC tensors,
 per-channel weight scales turned into fixed-point multipliers and shifts (TFLite's
-QuantizeMultiplier), fused activations as clamp ranges, and a static arena plan (greedy by size
-over tensor lifetimes, as TFLite Micro plans), so peak SRAM is known before the board runs it.
+QuantizeMultiplier), fused activations as clamp ranges, and a static arena plan over tensor
+lifetimes (hwnas_deploy.mcu.arena: never larger than TFLite Micro's greedy-by-size plan), so peak
+SRAM is known before the board runs it.
 A leading NCHW->NHWC TRANSPOSE of the graph input is dropped: the host sends NHWC input. PADs
 feeding only convolutions are folded into them (no padded copy in SRAM).
 """
@@ -20,6 +21,8 @@ import numpy as np
 
 from hwnas_deploy.errors import ExportError, UnsupportedOpError
 from hwnas_deploy.graphs import tflite_op_name
+from hwnas_deploy.mcu.arena import greedy_by_size, lower_bound, plan_arena
+from hwnas_deploy.mcu.arena import align as _align
 
 MAGIC = 0x424E5748  # "HWNB"
 VERSION = 1
@@ -27,7 +30,6 @@ HEADER = struct.Struct("<IHHIIHHIHHIIIII")  # 48 bytes
 TENSOR = struct.Struct("<4HBBHIfi")  # 24 bytes
 OP = struct.Struct("<BBH4H12iI")  # 64 bytes
 NO_TENSOR = 0xFFFF
-ALIGN = 16
 
 INT8, INT32, FLOAT32 = 1, 2, 3
 ARENA, CONST = 0, 1
@@ -73,6 +75,10 @@ class BlobInfo:
     op_shapes: list[tuple[int, ...]] = field(default_factory=list)
     op_macs: list[int] = field(default_factory=list)
     op_live_bytes: list[int] = field(default_factory=list)
+    #: the arena TFLite Micro's greedy-by-size planner would need for the same tensors and lifetimes,
+    #: and the largest set of them alive at once (no plan of this operator order is smaller)
+    arena_greedy_bytes: int = 0
+    arena_lower_bound: int = 0
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -220,33 +226,6 @@ def _same_padding(out_n: int, stride: int, k: int, in_n: int) -> int:
     """TFLite SAME padding before the first row/col."""
     return max((out_n - 1) * stride + k - in_n, 0) // 2
 
-
-def plan_arena(sizes: list[int], lifetimes: list[tuple[int, int]]) -> tuple[list[int], int]:
-    """Greedy-by-size placement: each buffer at the lowest offset that does not overlap a
-    placed buffer alive at the same time. Returns offsets and the arena size (ALIGN-ed)."""
-    order = sorted(range(len(sizes)), key=lambda i: (-sizes[i], i))
-    offsets = [0] * len(sizes)
-    placed: list[int] = []
-    for i in order:
-        first, last = lifetimes[i]
-        busy = sorted(
-            (offsets[j], offsets[j] + sizes[j])
-            for j in placed
-            if not (lifetimes[j][1] < first or last < lifetimes[j][0])
-        )
-        offset = 0
-        for start, end in busy:
-            if offset + sizes[i] <= start:
-                break
-            offset = max(offset, _align(end))
-        offsets[i] = offset
-        placed.append(i)
-    arena = max((offsets[i] + sizes[i] for i in range(len(sizes))), default=0)
-    return offsets, _align(arena)
-
-
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
 class _Graph:
@@ -786,7 +765,8 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
                 life[i][1] = max(life[i][1], n)
     life[blob_input][0] = 0
     life[blob_output][1] = len(ops)
-    offsets, arena_bytes = plan_arena([tensors[i].nbytes for i in arena_ids], [tuple(life[i]) for i in arena_ids])
+    arena_sizes, arena_lives = [tensors[i].nbytes for i in arena_ids], [tuple(life[i]) for i in arena_ids]
+    offsets, arena_bytes = plan_arena(arena_sizes, arena_lives)
     for i, off in zip(arena_ids, offsets, strict=True):
         tensors[i].offset = off
 
@@ -839,4 +819,6 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path) -> BlobInfo:
         op_live_bytes=[sum(tensors[i].nbytes for i in arena_ids if life[i][0] <= n <= life[i][1])
                        for n in range(len(ops))],
         dtype="float32" if it.dtype == FLOAT32 else "int8",
+        arena_greedy_bytes=greedy_by_size(arena_sizes, arena_lives)[1],
+        arena_lower_bound=lower_bound(arena_sizes, arena_lives),
     )
