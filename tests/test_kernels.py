@@ -44,9 +44,10 @@ def run_conv(kind: str, variant: str, x, w, bias, geometry: dict, mult, shift, z
     lib = host_library()
     (h, wd, c), (oh, ow, oc) = geometry["is"], geometry["os"]
     out = np.zeros((oh, ow, oc), np.int8)
+    kw, pad_w = geometry.get("kw", geometry["k"]), geometry.get("pad_w", geometry["pad"])
     p = ConvParams(
-        Shape(h, wd, c), Shape(oh, ow, oc), zps[0], zps[1], geometry["k"], geometry["k"], geometry["stride"],
-        geometry["stride"], geometry["pad"], geometry["pad"], ptr(mult, ctypes.c_int32), ptr(shift, ctypes.c_int32),
+        Shape(h, wd, c), Shape(oh, ow, oc), zps[0], zps[1], geometry["k"], kw, geometry["stride"],
+        geometry["stride"], geometry["pad"], pad_w, ptr(mult, ctypes.c_int32), ptr(shift, ctypes.c_int32),
         act[0], act[1],
     )
     name = {"conv": "hw_conv2d_s8", "depthwise": "hw_depthwise_conv2d_s8"}[kind] + ("_opt" if variant == "opt" else "")
@@ -63,25 +64,30 @@ conv_cases = st.fixed_dictionaries({
     "pad": st.sampled_from(["valid", "same"]), "in_zp": st.integers(-128, 127), "out_zp": st.integers(-128, 127),
     "relu6": st.booleans(), "bias": st.booleans(), "left_shift_channel": st.booleans(),
     "seed": st.integers(0, 2**31),
+    # a kernel width other than its height (DS-CNN's 10 x 4 over one channel): k * kw * c a
+    # multiple of 4 with c not one
+    "kw": st.sampled_from([None, None, 4, 2]),
 })
 
 
 def make_case(case: dict, depthwise: bool):
     rng = np.random.default_rng(case["seed"])
     h, wd, c, k, s = case["h"], case["w"], case["c"], case["k"], case["stride"]
+    kw = case.get("kw") or k
     oc = c if depthwise else case["oc"]
     pad = (k - 1) // 2 if case["pad"] == "same" else 0
-    oh, ow = (h + 2 * pad - k) // s + 1, (wd + 2 * pad - k) // s + 1
+    pad_w = (kw - 1) // 2 if case["pad"] == "same" else 0
+    oh, ow = (h + 2 * pad - k) // s + 1, (wd + 2 * pad_w - kw) // s + 1
     if oh < 1 or ow < 1:
         return None
     x = rng.integers(-128, 128, (h, wd, c), dtype=np.int8)
-    w = rng.integers(-127, 128, (1, k, k, c) if depthwise else (oc, k, k, c), dtype=np.int8)
+    w = rng.integers(-127, 128, (1, k, kw, c) if depthwise else (oc, k, kw, c), dtype=np.int8)
     bias = rng.integers(-20000, 20000, oc, dtype=np.int32) if case["bias"] else None
     mult, shift = requant_params(rng, oc, (1e-4, 0.45))
     if case["left_shift_channel"]:  # a channel with a left shift: the general requantisation modes
         mult[0], shift[0] = quantize_multiplier(1.7)
     act = (case["out_zp"], min(127, case["out_zp"] + 90)) if case["relu6"] else (-128, 127)
-    geometry = {"is": (h, wd, c), "os": (oh, ow, oc), "k": k, "stride": s, "pad": pad}
+    geometry = {"is": (h, wd, c), "os": (oh, ow, oc), "k": k, "kw": kw, "stride": s, "pad": pad, "pad_w": pad_w}
     return x, w, bias, geometry, mult, shift, (case["in_zp"], case["out_zp"]), act
 
 
@@ -216,19 +222,19 @@ def test_float32_conv_and_depthwise_match_torch(case, depthwise):
     _, _, _, geometry, _, _, _, _ = args
     rng = np.random.default_rng(case["seed"])
     (h, wd, c), (oh, ow, oc) = geometry["is"], geometry["os"]
-    k, s, pad = geometry["k"], geometry["stride"], geometry["pad"]
+    k, kw, s, pad, pad_w = geometry["k"], geometry["kw"], geometry["stride"], geometry["pad"], geometry["pad_w"]
     x = rng.standard_normal((h, wd, c)).astype(np.float32)
-    w = rng.standard_normal((1, k, k, c) if depthwise else (oc, k, k, c)).astype(np.float32)
+    w = rng.standard_normal((1, k, kw, c) if depthwise else (oc, k, kw, c)).astype(np.float32)
     bias = rng.standard_normal(oc).astype(np.float32)
     lo, hi = (0.0, 6.0) if case["relu6"] else (-3.4e38, 3.4e38)
     out = np.zeros((oh, ow, oc), np.float32)
-    p = ConvParamsF32(Shape(h, wd, c), Shape(oh, ow, oc), k, k, s, s, pad, pad, lo, hi)
+    p = ConvParamsF32(Shape(h, wd, c), Shape(oh, ow, oc), k, kw, s, s, pad, pad_w, lo, hi)
     fn = getattr(host_library(), "hw_depthwise_conv2d_f32" if depthwise else "hw_conv2d_f32")
     fn.argtypes = [ctypes.POINTER(ConvParamsF32)] + [ctypes.c_void_p] * 4
     fn(ctypes.byref(p), x.ctypes.data, w.ctypes.data, bias.ctypes.data, out.ctypes.data)
     xt = torch.from_numpy(x).permute(2, 0, 1)[None]
     wt = torch.from_numpy(w).permute(3, 0, 1, 2) if depthwise else torch.from_numpy(w).permute(0, 3, 1, 2)
     groups = c if depthwise else 1
-    ref = torch.nn.functional.conv2d(xt, wt, torch.from_numpy(bias), stride=s, padding=pad, groups=groups)
+    ref = torch.nn.functional.conv2d(xt, wt, torch.from_numpy(bias), stride=s, padding=(pad, pad_w), groups=groups)
     ref = ref[0].permute(1, 2, 0).clamp(lo, hi).numpy()
     np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-5)

@@ -649,15 +649,20 @@ static void im2col_q15(const hw_conv_params_t *p, const int8_t *in, int oy, int 
 
 /* Convolutions whose input channels are a multiple of 4 and whose kh * kw * ic <= IM2COL_Q_MAX:
  * each pixel pair's receptive fields are unpacked once (im2col_q15) for every output channel,
- * whose parameters sit on the stack for up to Q_BLOCK channels at once. */
-#define IM2COL_Q_MAX 576 /* 3x3x64: 2.3 KB of unpacked columns */
-#define Q_BLOCK 64       /* 1.3 KB of requantisation parameters */
+ * whose parameters sit on the stack for up to Q_BLOCK channels at once. Other channel counts with
+ * kh * kw * ic a multiple of 4 and <= IM2COL_Q8_MAX (DS-CNN's 10 x 4 convolution over one
+ * channel) go through an int8 column first. */
+#define IM2COL_Q_MAX 576  /* 3x3x64: 2.3 KB of unpacked columns */
+#define IM2COL_Q8_MAX 256 /* 512 B of int8 columns */
+#define Q_BLOCK 64        /* 1.3 KB of requantisation parameters */
 
 static ALWAYS_INLINE void conv_im2col_q(const hw_conv_params_t *p, const int8_t *in, const int8_t *w,
                                         const int32_t *bias, int8_t *out, const int mode) {
     const int oc_n = p->os.c, n = p->kh * p->kw * p->is.c, pixels = p->os.h * p->os.w;
+    const int direct = (p->is.c & 3) == 0;
     const uint32_t nzp = hw_pack16x2(-p->in_zp);
     uint32_t xq[IM2COL_Q_MAX] __attribute__((aligned(8)));
+    int8_t cols[2][IM2COL_Q8_MAX] __attribute__((aligned(4)));
     rq_t q[Q_BLOCK];
     for (int ob = 0; ob < oc_n; ob += Q_BLOCK) {
         const int oe = rq_block(q, ob, oc_n, Q_BLOCK, p->mult, p->shift, p->out_zp);
@@ -665,8 +670,12 @@ static ALWAYS_INLINE void conv_im2col_q(const hw_conv_params_t *p, const int8_t 
             const int rows = px + 1 < pixels ? 2 : 1;
             for (int r = 0; r < 2; r++) {
                 const int pr = px + (r < rows ? r : 0); /* a last odd pixel fills both slots */
-                im2col_q15(p, in, pr / p->os.w, pr % p->os.w, nzp, xq + 2 * r);
+                if (direct)
+                    im2col_q15(p, in, pr / p->os.w, pr % p->os.w, nzp, xq + 2 * r);
+                else
+                    im2col(p, in, pr / p->os.w, pr % p->os.w, cols[r]);
             }
+            if (!direct) unpack_rows(cols[0], cols[1], n / 4, nzp, xq);
             CALL_BY_MODE(mode, rowpair_q, xq, n, w, ob, oe, oc_n, bias, out + px * oc_n, q, p->act_min, p->act_max,
                          rows);
         }
@@ -693,7 +702,7 @@ void hw_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, const int8_t 
                      mode);
     } else if (kernel_n == 27) {
         CALL_BY_MODE(mode, conv_small_stem, p, in, w, bias, out);
-    } else if ((ic & 3) == 0 && kernel_n <= IM2COL_Q_MAX) {
+    } else if (((ic & 3) == 0 && kernel_n <= IM2COL_Q_MAX) || ((kernel_n & 3) == 0 && kernel_n <= IM2COL_Q8_MAX)) {
         CALL_BY_MODE(mode, conv_im2col_q, p, in, w, bias, out);
     } else if (kernel_n <= SMALL_KERNEL) {
         CALL_BY_MODE(mode, conv_small_any, p, in, w, bias, out);
@@ -929,10 +938,92 @@ static ALWAYS_INLINE void dw_single(const uint32_t *x, const uint32_t *wq, const
     a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3;
 }
 
+/* P output pixels (strip columns 0, s, ..., (P - 1) s) of one channel pair (h = 0: c0, c2; h = 1:
+ * c1, c3): per kernel row its k weights are loaded once into registers, then each of the
+ * (P - 1) s + k columns is read and unpacked once and feeds every pixel whose window holds it.
+ * With 2P accumulators, k weights, the strip pointer and the column, 13 registers are live:
+ * P = 4 for 3x3, 3 for 5x5, 2 for 7x7 kernels. a: (c_lo, c_hi) per pixel. */
+static ALWAYS_INLINE void dw_multi_body(const uint32_t *x, const uint32_t *wq, const int k, const int s, const int P,
+                                        const int h, const int32_t *b, int32_t *a) {
+    int32_t lo[4], hi[4];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++) lo[p] = b[h], hi[p] = b[h + 2];
+#pragma GCC unroll 7
+    for (int ky = 0; ky < k; ky++) {
+        uint32_t w[7];
+#pragma GCC unroll 7
+        for (int j = 0; j < k; j++) w[j] = wq[2 * (ky * k + j) + h];
+#pragma GCC unroll 13
+        for (int c = 0; c < (P - 1) * s + k; c++) {
+            const uint32_t v = x[ky * STRIP_PITCH + c];
+            const uint32_t u = h ? hw_sxtb16_ror8(v) : hw_sxtb16(v);
+#pragma GCC unroll 4
+            for (int p = 0; p < P; p++) {
+                const int j = c - p * s;
+                if (j >= 0 && j < k) {
+                    lo[p] = hw_smlabb(u, w[j], lo[p]);
+                    hi[p] = hw_smlatt(u, w[j], hi[p]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++) a[2 * p] = lo[p], a[2 * p + 1] = hi[p];
+}
+
+#define DW_PIXELS(k) ((k) == 3 ? 4 : (k) == 5 ? 3 : 2)
+#define DW_MULTI(k, s, h)                                                                                   \
+    static NOINLINE void dw_multi_##k##_##s##_##h(const uint32_t *x, const uint32_t *wq, const int32_t *b, \
+                                                  int32_t *a) {                                          \
+        dw_multi_body(x, wq, k, s, DW_PIXELS(k), h, b, a);                                                   \
+    }
+DW_MULTI(3, 1, 0)
+DW_MULTI(3, 1, 1)
+DW_MULTI(3, 2, 0)
+DW_MULTI(3, 2, 1)
+DW_MULTI(5, 1, 0)
+DW_MULTI(5, 1, 1)
+DW_MULTI(5, 2, 0)
+DW_MULTI(5, 2, 1)
+DW_MULTI(7, 1, 0)
+DW_MULTI(7, 1, 1)
+DW_MULTI(7, 2, 0)
+DW_MULTI(7, 2, 1)
+
+static ALWAYS_INLINE void dw_multi(const uint32_t *x, const uint32_t *wq, const int k, const int s, const int32_t *b,
+                                   int32_t *a0, int32_t *a1) {
+#define DW_MULTI_CALL(kk, ss)                 \
+    if (k == kk && s == ss) {                 \
+        dw_multi_##kk##_##ss##_0(x, wq, b, a0); \
+        dw_multi_##kk##_##ss##_1(x, wq, b, a1); \
+        return;                               \
+    }
+    DW_MULTI_CALL(3, 1)
+    DW_MULTI_CALL(3, 2)
+    DW_MULTI_CALL(5, 1)
+    DW_MULTI_CALL(5, 2)
+    DW_MULTI_CALL(7, 1)
+    DW_MULTI_CALL(7, 2)
+#undef DW_MULTI_CALL
+}
+
 static ALWAYS_INLINE void dw_strip_row(const uint32_t *strip, const uint32_t *wq, const int32_t *b, const rq_t *q,
                                        int8_t *y, int ow, int c_n, int lo, int hi, const int k, const int s,
                                        const int mode) {
     int ox = 0;
+    const int P = DW_PIXELS(k);
+    for (; ox + P <= ow; ox += P, strip += P * s, y += P * c_n) {
+        int32_t a0[8], a1[8]; /* per pixel: (c0, c2), (c1, c3) */
+        dw_multi(strip, wq, k, s, b, a0, a1);
+        const rq_t q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3]; /* loaded once for the P pixels */
+        for (int p = 0; p < P; p++) {
+            int8_t *yp = y + p * c_n;
+            yp[0] = rq_out(a0[2 * p], &q0, lo, hi, mode);
+            yp[1] = rq_out(a1[2 * p], &q1, lo, hi, mode);
+            yp[2] = rq_out(a0[2 * p + 1], &q2, lo, hi, mode);
+            yp[3] = rq_out(a1[2 * p + 1], &q3, lo, hi, mode);
+        }
+    }
     for (; ox + 1 < ow; ox += 2, strip += 2 * s, y += 2 * c_n) {
         int32_t a[8] = {b[0], b[1], b[2], b[3], b[0], b[1], b[2], b[3]};
         dw_pair(strip, wq, k, s, a);
