@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "qemu.log"
         with QemuBoard(elf=elf, extra_args=("-d", "in_asm,exec,nochain", "-D", str(log))) as board:
-            link = McuLink.open(board.url)
+            link = McuLink.open(board.url, timeout=60.0)  # logging every block slows the upload's replies
             link.hello()
             link.load(blob)
             time.sleep(0.5)  # the upload's last blocks reach the log

@@ -13,7 +13,7 @@
  *
  * Why assembly: with the loop in inline assembly and the requantisation in C, GCC spent ~135
  * instructions per block outside the loop (the accumulators through memory, every rq_t field
- * reloaded, loop state spilled around the call); here it is ~50. The loop is 2 LDRD + 2 LDR +
+ * reloaded, loop state spilled around the call); here it is ~45. The loop is 2 LDRD + 2 LDR +
  * 4 SXTB16 + 8 SMLAD per group of 4 inputs, two groups per compare and branch (17 per 16 MACs).
  * All fourteen registers are live in it; a larger block would not fit.
  *
@@ -41,15 +41,14 @@
     smlad   r11, r7, r12, r11
     .endm
 
-    .macro REQUANT acc, dst, off    @ r4 mult, r5 round, r6 e, r7 lsh, r12 neg; lr scratch
-    lsl     \acc, \acc, r7
-    smmulr  \acc, \acc, r4
+    .macro REQUANT acc, dst, off    @ r4 mult, r5 round, r6 e, r7 lsh, r12 neg; r3, lr scratch
+    lsl     r3, \acc, r7
+    smmlar  r3, r3, r4, r5          @ round + SMMULR: the sign correction takes acc's sign (rq_out)
     and     lr, r12, \acc, asr #31
-    add     \acc, \acc, lr
-    add     \acc, \acc, r5
-    asr     \acc, \acc, r6
-    ssat    \acc, #8, \acc
-    strb    \acc, [\dst, #\off]
+    add     r3, r3, lr
+    asr     r3, r3, r6
+    ssat    r3, #8, r3
+    strb    r3, [\dst, #\off]
     .endm
 
     .align  2

@@ -86,14 +86,18 @@ enum { RQ_NONE = -1, RQ_CLAMP = 0, RQ_SAT = 1, RQ_SIMPLE = 2 };
             F##_clamp(__VA_ARGS__);               \
     } while (0)
 
+/* The rounding division needs the sign of r = SMMULR(acc << lsh, mult); acc's sign serves: the
+ * multiplier is positive, so acc >= 0 gives r >= 0 and acc < 0 gives r <= 0, and for r = 0 both
+ * corrections give the same (2^(e-1) - 1 and 2^(e-1) are both below 2^e). That leaves SMMLAR to add
+ * the rounding constant and zero point with the product: five instructions in RQ_SIMPLE. */
 static ALWAYS_INLINE int8_t rq_out(int32_t acc, const rq_t *q, int lo, int hi, const int mode) {
     int32_t r;
     if (mode == RQ_SIMPLE) {
-        r = hw_smmulr(acc * 2, q->mult);
-        return (int8_t)hw_ssat8((r + (r >> 31) + q->round) >> q->e);
+        r = hw_smmlar(acc * 2, q->mult, q->round);
+        return (int8_t)hw_ssat8((r + (acc >> 31)) >> q->e);
     }
-    r = hw_smmulr((int32_t)((uint32_t)acc << q->lsh), q->mult);
-    r = (r + ((r >> 31) & q->neg) + q->round) >> q->e;
+    r = hw_smmlar((int32_t)((uint32_t)acc << q->lsh), q->mult, q->round);
+    r = (r + ((acc >> 31) & q->neg)) >> q->e;
     if (mode == RQ_SAT) return (int8_t)hw_ssat8(r);
     return (int8_t)(r < lo ? lo : r > hi ? hi : r);
 }

@@ -49,6 +49,12 @@ static inline int32_t hw_smmulr(int32_t a, int32_t b) {
     __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
     return r;
 }
+/* acc + SMMULR(a, b): the product's rounded most significant word plus acc, in one instruction */
+static inline int32_t hw_smmlar(int32_t a, int32_t b, int32_t acc) {
+    int32_t r;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
 /* saturate to int8 */
 static inline int32_t hw_ssat8(int32_t x) { return __ssat(x, 8); }
 /* two int16 additions (halves wrap independently) */
@@ -74,6 +80,9 @@ static inline int32_t hw_smlabb(uint32_t a, uint32_t b, int32_t acc) { return ac
 static inline int32_t hw_smlatt(uint32_t a, uint32_t b, int32_t acc) { return acc + hw_hi16(a) * hw_hi16(b); }
 static inline int32_t hw_smmulr(int32_t a, int32_t b) {
     return (int32_t)(((int64_t)a * (int64_t)b + 0x80000000ll) >> 32);
+}
+static inline int32_t hw_smmlar(int32_t a, int32_t b, int32_t acc) {
+    return (int32_t)((uint32_t)acc + (uint32_t)hw_smmulr(a, b));
 }
 static inline int32_t hw_ssat8(int32_t x) { return x < -128 ? -128 : x > 127 ? 127 : x; }
 static inline uint32_t hw_sadd16(uint32_t a, uint32_t b) {
