@@ -11,7 +11,8 @@ each layer to its operator kind (convolutions by kernel size: in mcu-mbnet the o
 stem; pointwise = 1x1 convolutions; depthwise by kernel size; fully connected). The portable and
 optimised int8 runs must give identical outputs. Prints instructions/MAC per kind next to issue
 23's targets (1x1 and 3x3 convolution <= 1.0, 3x3 depthwise <= 2.0, whole networks <= 1.5) as a
-ratio, and the upload throughput next to FACTS.md's ~25 KiB/s.
+ratio, the upload throughput next to FACTS.md's ~25 KiB/s, and the firmware's code size on every
+board (each must still link).
 """
 
 from __future__ import annotations
@@ -150,7 +151,31 @@ def main(argv: list[str] | None = None) -> int:
     kibs = upload_bytes / 1024 / upload_s
     print(f"upload: {upload_bytes} bytes in {upload_s:.1f} s = {kibs:.1f} KiB/s "
           f"({kibs / UPLOAD_REFERENCE_KIBS:.2f}x the ~{UPLOAD_REFERENCE_KIBS:.0f} KiB/s reference)")
+    print_code_sizes()
     return 0
+
+
+def print_code_sizes() -> None:
+    """The firmware's code size on every board (each build must link), and the int8 kernels' share."""
+    import subprocess
+
+    from hwnas_deploy.mcu.firmware import FIRMWARE_DIR, build_firmware
+
+    def text_bytes(*paths: Path) -> int:
+        out = subprocess.run(["arm-none-eabi-size", *map(str, paths)], capture_output=True, text=True,
+                             check=True).stdout.splitlines()[1:]
+        return sum(int(line.split()[0]) for line in out)
+
+    print("\n| board | firmware code (text) | data | portable int8 kernels | Cortex-M7 int8 kernels |")
+    print("|---|---:|---:|---:|---:|")
+    for board in sorted(p.name for p in (FIRMWARE_DIR / "boards").iterdir() if (p / "board.mk").exists()):
+        elf = build_firmware(board)
+        fields = subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True, text=True,
+                                check=True).stdout.splitlines()[1].split()
+        objs = elf.parent / "runtime"
+        print(f"| {board} | {int(fields[0]) / 1024:.1f} KiB | {int(fields[1])} B | "
+              f"{text_bytes(objs / 'kernels_s8.o') / 1024:.1f} KiB | "
+              f"{text_bytes(objs / 'kernels_s8_opt.o', objs / 'kernels_s8_m7.o') / 1024:.1f} KiB |")
 
 
 def link_input_bytes(blob: bytes) -> bytes:

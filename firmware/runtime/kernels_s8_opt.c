@@ -5,24 +5,33 @@
  *    (inputs: the input zero point is subtracted in the same instruction); SMLAD then does two
  *    MACs per instruction (conv, pointwise, fully connected), SMLABB/SMLATT one MAC on each of
  *    four channels (depthwise);
- *  - pointwise: blocks of 2 output channels x 2 pixels reuse every unpacked weight and input twice;
- *    with >= 32 inputs and >= 16 outputs, each pixel pair's inputs are unpacked once for all of them;
+ *  - pointwise and convolutions whose kh * kw * ic is a multiple of 4 (im2col straight into
+ *    unpacked words when ic is, through an int8 column when not): each pixel pair's inputs are
+ *    unpacked once for every output channel, and blocks of 2 output channels x 2 pixels run in
+ *    assembly (kernels_s8_m7.S: 2 LDRD + 2 LDR + 4 SXTB16 + 8 SMLAD per 16 MACs, two groups per
+ *    branch, the block's requantisation and stores included); fully connected layers unpack their
+ *    input once and run a 1 x 2 assembly loop;
  *  - small convolutions (the 3x3x3 stem): an int16 im2col of two pixels and weights unpacked once
  *    per block of 16 output channels; blocks of 4 channels x 2 pixels do six loads and eight SMLAD
  *    per 16 MACs, with the 27-tap count known at compile time (no loop);
  *  - depthwise 3x3/5x5/7x7 with stride 1 or 2: per output row, the four channels' input rows sit
  *    in a zero-point-padded strip (one word per pixel, fixed pitch: every tap is an LDR with an
  *    immediate offset, every pixel sees a whole kernel, each input row is copied once), the zero
- *    point is folded into the bias, and two output pixels share their overlapping input columns
- *    and every weight load; other depthwise layers take unrolled interior rows and border pixels
- *    that visit only their valid taps;
- *  - requantisation is SMMULR plus one shift, with the rounding constant and the output zero
- *    point folded per channel (rq_t), and SSAT when the activation range is all of int8; exact
- *    for shifts in [-20, 8] when the accumulator bound allows, which covers every layer TFLite
- *    produced for our spaces. Each kernel is compiled once per requantisation mode.
+ *    point is folded into the bias, and 4, 3 or 2 output pixels (3x3, 5x5, 7x7) are computed per
+ *    pass with each kernel row's weights in registers and each input column unpacked once; other
+ *    depthwise layers take unrolled interior rows and border pixels that visit only their valid
+ *    taps;
+ *  - ADD rescales each input through a 256-entry table made by the portable requantisation;
+ *  - requantisation is SMMLAR (product, rounding constant and output zero point in one
+ *    instruction) plus one shift, and SSAT when the activation range is all of int8; exact for
+ *    shifts in [-20, 8] when the accumulator bound allows, which covers every layer TFLite
+ *    produced for our spaces and the zoo. Each kernel is compiled once per requantisation mode.
  * A layer outside that (or a depthwise layer with channels not a multiple of 4) runs on the
  * portable kernel. No arena scratch is used (the planned arena stays the whole activation
- * story); the kernels keep at most ~4.5 KB on the stack, and the linker scripts keep >= 8 KB free. */
+ * story); the kernels keep at most ~4.5 KB on the stack, and the linker scripts keep >= 8 KB free.
+ * The floors of this design, in instructions: 17 per 16 MACs in the pointwise loop (all fourteen
+ * registers live; a larger block needs more), 6-7 per requantised output, about 1.8 per MAC in
+ * the depthwise passes (2P accumulators + k weights + the strip in thirteen registers). */
 #include <string.h>
 
 #include "kernels.h"
