@@ -21,8 +21,8 @@ import numpy as np
 
 from hwnas_deploy.errors import ExportError, UnsupportedOpError
 from hwnas_deploy.graphs import tflite_op_name
-from hwnas_deploy.mcu.arena import greedy_by_size, lower_bound, plan_arena
 from hwnas_deploy.mcu.arena import align as _align
+from hwnas_deploy.mcu.arena import greedy_by_size, lower_bound, plan_arena
 
 MAGIC = 0x424E5748  # "HWNB"
 VERSION = 1
