@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -1169,6 +1170,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             _main(argv)
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    executor = sys.modules.get("hwnas_deploy.measurement.executor")  # loaded only by commands that measure
+    if executor is not None and executor.exports_under_way():
+        # a stopped pipelined run: its clean-up is done; finalising the interpreter under the export
+        # (inside torch's C++) would abort the process
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(scope.exit_status(status))
     sys.exit(scope.exit_status(status))
 
 

@@ -191,12 +191,13 @@ class McuSerialDriver(Driver):
         from hwnas_deploy.spaces import space_names
 
         if handle.weights == "real" and art.space in space_names() and art.config is not None:
-            from hwnas_deploy.export import export_subnet
+            from hwnas_deploy.export import EXPORT_LOCK, export_subnet
             from hwnas_deploy.runtimes import load_runner
             from hwnas_deploy.spaces import get_space
 
             with tempfile.TemporaryDirectory(prefix="hwnas-check-") as tmp:
-                onnx = export_subnet(get_space(art.space), art.config, "onnx", tmp)
+                with EXPORT_LOCK:  # a pipelined export may be building the next network
+                    onnx = export_subnet(get_space(art.space), art.config, "onnx", tmp)
                 x_nchw = ((x.astype(np.float32) - in_zp) * in_scale).transpose(0, 3, 1, 2)
                 ref = load_runner(onnx)(np.ascontiguousarray(x_nchw)).ravel().astype(np.float64)
             got = (board.astype(np.float64) - out_zp) * out_scale

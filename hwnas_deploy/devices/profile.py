@@ -7,7 +7,7 @@
     hardware: {core: ..., threads: 2}
     measurement: {threads: 1, batch: 1, warmup: 10, min_repeats: 20, ...,
                   sentinel_every_s: 5,   # drift readings (measurement.drift); the kind's default
-                  pipeline: false}       # export the next network while this one is measured (opt-in)
+                  pipeline: true}        # export the next network while this one is measured (MCU boards: on)
     benchmark: {...}                 # kind-specific settings of the device-side timing
                                      # (android-adb: benchmark_model flags, cool-down; tvm-rpc:
                                      # time_evaluator number/repeat), see BENCHMARK_KEYS
@@ -40,6 +40,8 @@ BENCHMARK_KEYS: dict[str, set[str]] = {
 #: seconds between a device's drift-sentinel readings (`measurement.drift`), by kind: MCU boards
 #: count cycles or instructions, which do not drift
 SENTINEL_EVERY_S: dict[str, float] = {"server": 5.0, "android-adb": 60.0, "tvm-rpc": 60.0, "mcu-serial": 0.0}
+#: which device kinds export the next network while one is measured, unless a profile says
+PIPELINE: dict[str, bool] = {"mcu-serial": True}
 
 
 #: the typed fields of a profile's sections: (section, key) -> (check, what is allowed)
@@ -97,11 +99,13 @@ class DeviceProfile:
     path: str | None = None
     sentinel_every_s: float | None = None  # 0: no drift readings; None: the kind's (SENTINEL_EVERY_S)
     #: export the next network while one is measured: for devices whose timing is not this
-    #: host's CPU's (MCU boards, real phones, RPC boards); opt-in until an interrupted pipelined
-    #: run exits as cleanly as a sequential one
-    pipeline: bool = False
+    #: host's CPU's; None: the kind's (PIPELINE: on for MCU boards, whose measurements do not
+    #: run on this host's CPU and whose exports are most of a measurement's time)
+    pipeline: bool | None = None
 
     def __post_init__(self):
+        if self.pipeline is None:
+            self.pipeline = PIPELINE.get(self.kind, False)
         if self.sentinel_every_s is None:
             self.sentinel_every_s = SENTINEL_EVERY_S.get(self.kind, 0.0)
 
@@ -240,7 +244,7 @@ def parse_profile(data: Any, where: str) -> DeviceProfile:
     sentinel_every_s = measurement.pop("sentinel_every_s", SENTINEL_EVERY_S[data["kind"]])
     number(0, strict=False, text="seconds >= 0 (0: no drift sentinel)").check(
         sentinel_every_s, f"{where}: measurement.sentinel_every_s")
-    pipeline = measurement.pop("pipeline", False)
+    pipeline = measurement.pop("pipeline", PIPELINE.get(data["kind"], False))
     BOOLEAN.check(pipeline, f"{where}: measurement.pipeline")
     return DeviceProfile(
         name=str(data["name"]),

@@ -9,6 +9,7 @@ torch, and the export fails if the outputs differ by more than the format's tole
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -48,6 +49,12 @@ INT8 = Tolerance(min_cosine=0.6)
 #: this many quantisation steps: none (bit-exact since firmware 0.5.1; tests/test_blob.py checks
 #: other inputs than the export's own).
 BLOB_MAX_LSB = 0
+
+#: one network built and exported at a time in a process: building draws its weights from torch's
+#: global random generator (and sets its thread count), so two builds at once (a pipelined export
+#: beside a device's output check, two exports) would each get weights the other's draws
+#: interleaved with. Re-entrant: an export may build inside a held lock.
+EXPORT_LOCK = threading.RLock()
 CALIBRATION_SAMPLES = 16
 
 

@@ -23,6 +23,17 @@ from hwnas_deploy.measurement.plan import Job, Outcome, Plan
 from hwnas_deploy.measurement.provenance import host_state
 from hwnas_deploy.sim.twins import twinned_driver
 
+#: the name of the threads that export ahead of the measurement
+EXPORT_THREAD = "hwnas-export"
+
+
+def exports_under_way() -> bool:
+    """Whether an export ahead of a (stopped) run is still running in this process. Finalising
+    the interpreter under one that is inside torch's C++ aborts the process (std::terminate):
+    a command that ends with one under way leaves by os._exit once its clean-up is done (the CLI
+    does)."""
+    return any(t.name == EXPORT_THREAD and t.is_alive() for t in threading.enumerate())
+
 
 def _in_thread(fn: Callable, *args) -> Future:
     """`fn(*args)` in a daemon thread: an interrupted run exits without waiting for an export it
@@ -36,7 +47,7 @@ def _in_thread(fn: Callable, *args) -> Future:
             except BaseException as exc:  # noqa: BLE001 -- handed to whoever takes the result
                 future.set_exception(exc)
 
-    threading.Thread(target=work, name="hwnas-export", daemon=True).start()
+    threading.Thread(target=work, name=EXPORT_THREAD, daemon=True).start()
     return future
 
 

@@ -9,23 +9,17 @@ error, never an exception, so that the loop that records them is the same for ev
 from __future__ import annotations
 
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hwnas_deploy.artifact import exporter_digest, sha256_file
 from hwnas_deploy.devices import DeviceProfile
-from hwnas_deploy.export import Artifact
+from hwnas_deploy.export import EXPORT_LOCK, Artifact
 from hwnas_deploy.measure import Summary
 from hwnas_deploy.measurement.network import Network
 from hwnas_deploy.runtimes import runtime_info
 from hwnas_deploy.store import MeasurementKey
-
-#: one export at a time in a process: building a network draws its weights from torch's global
-#: random generator (and sets its thread count), so two exports at once, or an export beside a
-#: pipelined one, would each get weights the other's draws interleaved with
-EXPORT_LOCK = threading.Lock()
 
 
 def default_artifacts_dir(store) -> Path:
