@@ -282,7 +282,7 @@ static NOINLINE void dot_2x2_q(const uint32_t *xq, const int8_t *w0, const int8_
 #endif
 
 /* One unpacked input row (per group of 4: even, odd int16 pairs) times two weight rows: fully
- * connected layers (13 instructions per 8 MACs, two groups per pass; from C, 15). */
+ * connected layers (11 instructions per 8 MACs, two groups per compare and branch). */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #define DOT_1X2_GROUP                                 \
     "ldrd %[x0], %[x1], [%[xq]], #8\n\t"              \
@@ -1194,7 +1194,7 @@ void hw_fully_connected_s8_single_opt(const int8_t *in, int n_in, int32_t in_zp,
 /* int8 ADD (TFLite's: both inputs rescaled to a common scale with 20 bits of headroom, summed,
  * requantised). An input's rescaled value depends on its int8 value only, so each input's 256
  * values are rescaled once, by the portable requantisation itself, into a table (2 KB on the
- * stack); per element that leaves two loads, an addition and the output's requantisation (SMMULR,
+ * stack); per element that leaves two loads, an addition and the output's requantisation (rq_out,
  * exact as in the convolutions when the sum's bound allows, else the portable one). Below
  * ADD_TABLE_MIN elements the tables cost more than they save. */
 #define ADD_TABLE_MIN 256
