@@ -91,6 +91,8 @@ def test_local_cpu_profile_ships_and_loads():
         ({"measurement": {"threads": True}}, r"measurement.threads is True; allowed: an integer >= 1"),  # bool is no int
         ({"measurement": {"time_budget_s": float("inf")}}, r"measurement.time_budget_s is inf; allowed: a number"),
         ({"hardware": {"clock_hz": 2.16e8}}, r"hardware.clock_hz is 216000000.0; allowed: an integer >= 1"),
+        ({"measurement": {"pipeline": True}}, r"measurement.pipeline is True; allowed: false for a server"),
+        ({"measurement": {"pipeline": "yes"}}, r"measurement.pipeline is 'yes'; allowed: "),
     ],
 )
 def test_bad_profiles_name_file_field_value_and_what_is_allowed(patch, message):

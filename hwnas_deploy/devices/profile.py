@@ -7,7 +7,8 @@
     hardware: {core: ..., threads: 2}
     measurement: {threads: 1, batch: 1, warmup: 10, min_repeats: 20, ...,
                   sentinel_every_s: 5,   # drift readings (measurement.drift); the kind's default
-                  pipeline: true}        # export the next network while this one is measured (MCU boards: on)
+                  pipeline: false}       # export the next network while one is measured (the kind's
+                                         # default: on for MCU boards; never for a server)
     benchmark: {...}                 # kind-specific settings of the device-side timing
                                      # (android-adb: benchmark_model flags, cool-down; tvm-rpc:
                                      # time_evaluator number/repeat), see BENCHMARK_KEYS
@@ -246,6 +247,9 @@ def parse_profile(data: Any, where: str) -> DeviceProfile:
         sentinel_every_s, f"{where}: measurement.sentinel_every_s")
     pipeline = measurement.pop("pipeline", PIPELINE.get(data["kind"], False))
     BOOLEAN.check(pipeline, f"{where}: measurement.pipeline")
+    if pipeline and data["kind"] == "server":
+        raise ConfigError(f"{where}: measurement.pipeline is True; allowed: false for a server (an export "
+                          "ahead would share the CPU this device times)")
     return DeviceProfile(
         name=str(data["name"]),
         kind=data["kind"],
