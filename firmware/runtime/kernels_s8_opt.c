@@ -985,23 +985,18 @@ static ALWAYS_INLINE void dw_multi_body(const uint32_t *x, const uint32_t *wq, c
 }
 
 #define DW_PIXELS(k) ((k) == 3 ? 4 : (k) == 5 ? 3 : 2)
-#define DW_MULTI(k, s, h)                                                                                   \
+#define DW_MULTI_HALF(k, s, h)                                                                              \
     static NOINLINE void dw_multi_##k##_##s##_##h(const uint32_t *x, const uint32_t *wq, const int32_t *b, \
                                                   int32_t *a) {                                          \
         dw_multi_body(x, wq, k, s, DW_PIXELS(k), h, b, a);                                                   \
     }
-DW_MULTI(3, 1, 0)
-DW_MULTI(3, 1, 1)
-DW_MULTI(3, 2, 0)
-DW_MULTI(3, 2, 1)
-DW_MULTI(5, 1, 0)
-DW_MULTI(5, 1, 1)
-DW_MULTI(5, 2, 0)
-DW_MULTI(5, 2, 1)
-DW_MULTI(7, 1, 0)
-DW_MULTI(7, 1, 1)
-DW_MULTI(7, 2, 0)
-DW_MULTI(7, 2, 1)
+#define DW_MULTI(k, s) DW_MULTI_HALF(k, s, 0) DW_MULTI_HALF(k, s, 1)
+DW_MULTI(3, 1)
+DW_MULTI(3, 2)
+DW_MULTI(5, 1)
+DW_MULTI(5, 2)
+DW_MULTI(7, 1)
+DW_MULTI(7, 2)
 
 static ALWAYS_INLINE void dw_multi(const uint32_t *x, const uint32_t *wq, const int k, const int s, const int32_t *b,
                                    int32_t *a0, int32_t *a1) {
