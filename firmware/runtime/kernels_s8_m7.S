@@ -22,23 +22,21 @@
     .thumb
     .text
 
+    .macro CHANNEL w, acc0, acc1    @ four weights of one output channel against both pixels
+    ldr     r12, [\w], #4
+    sxtb16  lr, r12
+    sxtb16  r12, r12, ror #8
+    smlad   \acc0, r4, lr, \acc0     @ pixel 0: even, odd pairs in r4, r5
+    smlad   \acc0, r5, r12, \acc0
+    smlad   \acc1, r6, lr, \acc1     @ pixel 1: r6, r7
+    smlad   \acc1, r7, r12, \acc1
+    .endm
+
     .macro GROUP                    @ 16 MACs: r0 xq, r1 w0, r2 w1; accumulators r8-r11
     ldrd    r4, r5, [r0], #8        @ pixel 0: even, odd pairs
     ldrd    r6, r7, [r0], #8        @ pixel 1
-    ldr     r12, [r1], #4           @ four weights of channel o
-    sxtb16  lr, r12
-    sxtb16  r12, r12, ror #8
-    smlad   r8, r4, lr, r8
-    smlad   r8, r5, r12, r8
-    smlad   r10, r6, lr, r10
-    smlad   r10, r7, r12, r10
-    ldr     r12, [r2], #4           @ channel o + 1
-    sxtb16  lr, r12
-    sxtb16  r12, r12, ror #8
-    smlad   r9, r4, lr, r9
-    smlad   r9, r5, r12, r9
-    smlad   r11, r6, lr, r11
-    smlad   r11, r7, r12, r11
+    CHANNEL r1, r8, r10             @ channel o
+    CHANNEL r2, r9, r11             @ channel o + 1
     .endm
 
     .macro REQUANT acc, dst, off    @ r4 mult, r5 round, r6 e, r7 lsh, r12 neg; r3, lr scratch
