@@ -112,6 +112,7 @@ def _configs(tmp_path, name, cells):
 
 PROFILE = ("profile", "--device", "local-cpu", "--space", "nb201", "--runtime", "onnxruntime", "--quiet",
            "--sentinel-every", "0")
+CLAIM_TTL_S = "16"
 
 
 def _measured(output: str) -> int:
@@ -163,7 +164,9 @@ def _holds_an_unmeasured_one(url) -> bool:
 def test_a_client_killed_mid_batch_leaves_its_claims_to_lapse_and_nothing_is_lost(url, tmp_path):
     cells = small_cells(6, seed=1)
     configs = _configs(tmp_path, "c.jsonl", cells)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HWNAS_CLAIM_TTL_S="3")
+    # the claim outlives the kill by at least 3/4 of the TTL (renewed every quarter): long enough
+    # for the second client to start (torch's import on a loaded 2-core runner) and find it held
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HWNAS_CLAIM_TTL_S=CLAIM_TTL_S)
     victim = subprocess.Popen([sys.executable, "-m", "hwnas_deploy", *PROFILE, "--configs", configs, "--db", url],
                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
@@ -178,7 +181,7 @@ def test_a_client_killed_mid_batch_leaves_its_claims_to_lapse_and_nothing_is_los
     before = sum(_counts(url).values())
     assert 1 <= before < 6
     t0 = time.monotonic()
-    done = run_cli(*PROFILE, "--configs", configs, "--db", url, cwd=tmp_path, env={"HWNAS_CLAIM_TTL_S": "3"},
+    done = run_cli(*PROFILE, "--configs", configs, "--db", url, cwd=tmp_path, env={"HWNAS_CLAIM_TTL_S": CLAIM_TTL_S},
                    check=True)
     counts = _counts(url)
     assert len(counts) == 6 and set(counts.values()) == {1}, (counts, done.stdout, done.stderr)
