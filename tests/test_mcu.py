@@ -20,6 +20,7 @@ from hwnas_deploy.mcu.firmware import build_firmware
 from hwnas_deploy.mcu.host import HostBlobRunner
 from hwnas_deploy.mcu.link import (
     LOAD_BEGIN,
+    LOAD_SEGMENTS,
     BoardError,
     BoardResetError,
     FrameParser,
@@ -66,11 +67,11 @@ def loaded(link, small_blob):
 def load_generated(link, blob: bytes):
     """Load `blob` with generated weights (mcu/weights.py), as `hwnas profile` measures by default:
     a few kilobytes on the wire where the real weights take 10-80 s over the emulated UART."""
-    from hwnas_deploy.mcu.weights import WEIGHT_SEED, weight_ranges, with_generated_weights
+    from hwnas_deploy.mcu.weights import WEIGHT_SEED, made_blob, made_ranges
 
-    ranges = weight_ranges(blob)
-    made = with_generated_weights(blob, WEIGHT_SEED)
-    return made, ranges, link.load(made, generated=ranges, seed=WEIGHT_SEED)
+    ranges = made_ranges(blob)
+    made = made_blob(blob, ranges, WEIGHT_SEED)
+    return made, ranges, link.load(made, made=ranges, seed=WEIGHT_SEED)
 
 
 @pytest.fixture
@@ -80,10 +81,11 @@ def generated(link, small_blob):
 
 
 def outside_weights(ranges, size: int) -> int:
-    """An offset past the blob header that no weight range covers (a table, bias or multiplier)."""
+    """An offset past the blob header that no made range covers (the tensor or operator tables,
+    a lookup table, padding)."""
     covered = np.zeros(size, bool)
-    for start, end in ranges:
-        covered[start:end] = True
+    for m in ranges:
+        covered[m.start:m.end] = True
     return int(np.flatnonzero(~covered[16:])[-1]) + 16
 
 
@@ -118,7 +120,7 @@ def test_firmware_builds_with_arm_gcc_and_says_hello(link):
     assert elf.read_bytes()[:4] == b"\x7fELF" and int.from_bytes(elf.read_bytes()[18:20], "little") == 40  # EM_ARM
     info = link.hello()
     assert (info.board, info.core, info.timer) == ("qemu-mps2-an500", "cortex-m7", "icount")
-    assert info.clock_hz == 25_000_000 and info.protocol == 2 and info.max_payload == 4096
+    assert info.clock_hz == 25_000_000 and info.protocol == 3 and info.max_payload == 4096
 
 
 def test_board_output_equals_host_runtime_and_tracks_torch(link, loaded, small_blob):
@@ -142,29 +144,39 @@ def test_board_output_equals_host_runtime_and_tracks_torch(link, loaded, small_b
 
 
 def test_latency_only_upload_sends_kilobytes_and_times_like_the_real_weights(link, loaded):
-    """With generated weights only the tables, biases and multipliers travel (the board makes the
-    int8 weights up; LOAD_END's CRC proves it made the host's bytes); the board's output equals
-    the host build on that blob bit for bit, and the instruction count is within 0.5 % of the
-    real weights' (README's claim)."""
-    from hwnas_deploy.mcu.weights import WEIGHT_SEED, with_generated_weights
+    """With generated weights only the tensor and operator tables travel: the board makes the
+    int8 weights up and repeats each int32 array's first value (biases, multipliers, shifts), and
+    LOAD_END's CRC proves it made the host's bytes; the board's output equals the host build on
+    that blob bit for bit, on an uploaded input and on RUN's own, and the instruction count is
+    within 0.5 % of the real weights' (README's claim)."""
+    from hwnas_deploy.mcu.weights import WEIGHT_SEED, made_blob
 
     blob, load = loaded
     real = link.run(1, 3, per_layer=False).cycles
     made, ranges, gen_load = load_generated(link, blob)
-    assert sum(e - s for s, e in ranges) > 0.9 * len(blob)  # the weights are nearly all of a blob
+    arrays = [m for m in ranges if m.word is not None]
+    assert len(arrays) >= 2 * load.n_ops // 3 and all(made[m.start:m.end] == m.word * (m.size // 4) for m in arrays)
+    assert sum(m.size for m in ranges) > 0.95 * len(blob)  # the weights and arrays are nearly all of a blob
     assert made != blob and len(made) == len(blob)
-    assert gen_load.generated_bytes == sum(e - s for s, e in ranges)
-    assert gen_load.sent_bytes < 0.1 * len(blob) and (gen_load.n_ops, gen_load.arena_bytes) == (load.n_ops,
-                                                                                               load.arena_bytes)
+    assert gen_load.generated_bytes == sum(m.size for m in ranges)
+    assert gen_load.sent_bytes < 0.05 * len(blob) and (gen_load.n_ops, gen_load.arena_bytes) == (load.n_ops,
+                                                                                                load.arena_bytes)
     gen = link.run(1, 3, per_layer=False).cycles
     assert len(set(gen)) <= 2 and abs(gen[0] - real[0]) / real[0] < 0.005, (gen, real)
     x = np.random.default_rng(3).integers(-128, 128, size=load.input_bytes, dtype=np.int8)
     board = np.frombuffer(link.infer(x.tobytes()), dtype=np.int8)
-    assert np.array_equal(board, HostBlobRunner(made).invoke(x, board.size))
+    host = HostBlobRunner(made)
+    assert np.array_equal(board, host.invoke(x, board.size))
     assert not np.array_equal(board, HostBlobRunner(blob).invoke(x, board.size))  # other weights, other output
+    # INPUT_FILL: the board writes RUN's input itself; the host runtime makes the same one
+    on_board = np.frombuffer(link.infer_run_input(), dtype=np.int8)
+    run_input = host.run_input()
+    assert run_input.size == load.input_bytes and -32 <= run_input.min() < 0 < run_input.max() <= 31
+    assert np.array_equal(on_board, host.invoke(run_input, on_board.size))
+    assert not np.array_equal(on_board, board)
     # a board whose generator made other bytes than the host's: the whole-blob CRC catches it
     with pytest.raises(BoardError, match="BAD_BLOB: blob CRC-32 does not match"):
-        link.load(with_generated_weights(blob, WEIGHT_SEED + 1), generated=ranges, seed=WEIGHT_SEED)
+        link.load(made_blob(blob, ranges, WEIGHT_SEED + 1), made=ranges, seed=WEIGHT_SEED)
 
 
 def test_instruction_counts_are_deterministic(link, generated):
@@ -245,11 +257,19 @@ def test_oversized_and_malformed_blobs_are_refused(link, generated):
     blob = bytearray(made)
     blob[outside_weights(ranges, len(blob))] ^= 0x55  # the bytes arrive intact, but the blob's own CRC-32 fails
     with pytest.raises(BoardError, match="BAD_BLOB: blob CRC-32 mismatch"):
-        link.load(bytes(blob), generated=ranges, seed=WEIGHT_SEED)
+        link.load(bytes(blob), made=ranges, seed=WEIGHT_SEED)
     with pytest.raises(BoardError, match="NO_MODEL"):
         link.run(1, 1)
-    again = link.load(made, generated=ranges, seed=WEIGHT_SEED)
+    with pytest.raises(BoardError, match="BAD_LENGTH: malformed segments"):  # a literal of 100 bytes holding 10
+        link.request(LOAD_SEGMENTS, struct.pack("<III", 0, 0, 100) + bytes(10))
+    link.protocol = 2  # firmware 0.6.0-0.8.0: each generated range a LOAD_FILL, every other byte sent
+    try:
+        again = link.load(made, made=ranges, seed=WEIGHT_SEED)
+    finally:
+        link.protocol = 3
     assert not again.already_held and link.mem()["arena_bytes"] == load.arena_bytes
+    assert again.generated_bytes == sum(m.size for m in ranges if m.word is None) < load.generated_bytes
+    assert again.sent_bytes > 2 * load.sent_bytes
 
 
 # -- latency-only uploads and blobs the board already holds ---------------------------------------
@@ -267,6 +287,49 @@ def test_weight_generator_is_the_firmwares(position, n, seed):
     assert buf.raw[:n] == generated_bytes(position, n, seed).tobytes()
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_segment_requests_rebuild_the_blob_within_the_payload_limit(data):
+    """LOAD_SEGMENTS as the firmware reads it (firmware/README.md): the requests cover the blob in
+    order, each within the payload limit, and rebuild it byte for byte from bytes, the
+    generator's bytes and repeated words (zero runs among them)."""
+    from hwnas_deploy.mcu.link import ZERO_RUN, _segment_requests
+    from hwnas_deploy.mcu.weights import Made, generated_bytes
+
+    size = data.draw(st.integers(0, 3000))
+    blob = bytearray(data.draw(st.binary(min_size=size, max_size=size)))
+    for z0 in data.draw(st.lists(st.integers(0, max(size - 1, 0)), max_size=4)):  # runs of zeros
+        end = min(size, z0 + data.draw(st.integers(1, 3 * ZERO_RUN)))
+        blob[z0:end] = bytes(end - z0)
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, size), max_size=8))))
+    made = [Made(a, b, data.draw(st.one_of(st.none(), st.binary(min_size=4, max_size=4))))
+            for a, b in zip(cuts[::2], cuts[1::2]) if b > a]
+    limit, seed = data.draw(st.integers(16, 512)), data.draw(st.integers(0, 2**32 - 1))
+    got, at = bytearray(size), 0
+    for start, end, payload in _segment_requests(bytes(blob), made, seed, limit):
+        assert len(payload) <= limit and start == at == struct.unpack_from("<I", payload)[0]
+        assert struct.unpack_from("<I", payload, 4)[0] == seed
+        used = 8
+        while used < len(payload):
+            head = struct.unpack_from("<I", payload, used)[0]
+            kind, n, used = head >> 30, head & 0x3FFFFFFF, used + 4
+            if kind == 0:
+                got[at:at + n], used = payload[used:used + n], used + n
+            elif kind == 1:
+                got[at:at + n] = generated_bytes(at, n, seed).tobytes()
+            else:
+                assert kind == 2
+                got[at:at + n], used = (payload[used:used + 4] * (n // 4 + 1))[:n], used + 4
+            at += n
+        assert at == end
+    assert at == size
+    expected = bytearray(blob)
+    for m in made:
+        expected[m.start:m.end] = generated_bytes(m.start, m.size, seed).tobytes() if m.word is None else \
+            (m.word * (m.size // 4 + 1))[:m.size]
+    assert got == expected
+
+
 def test_a_blob_the_board_holds_is_not_sent_again(link, generated):
     """LOAD_BEGIN names the blob by SHA-256: the board that holds it answers "have it" (bytes on
     the wire counted), and a blob differing in one byte is uploaded again."""
@@ -274,15 +337,15 @@ def test_a_blob_the_board_holds_is_not_sent_again(link, generated):
 
     made, ranges, load = generated
     before = link.stats["bytes_sent"]
-    again = link.load(made, generated=ranges, seed=WEIGHT_SEED)
+    again = link.load(made, made=ranges, seed=WEIGHT_SEED)
     assert again.already_held and (again.n_ops, again.arena_bytes) == (load.n_ops, load.arena_bytes)
     assert again.sent_bytes == link.stats["bytes_sent"] - before < 100
     other = bytearray(made)
     other[outside_weights(ranges, len(other))] ^= 1  # a table or bias byte: still a valid model
     other[12:16] = (zlib.crc32(bytes(other[16:])) & 0xFFFFFFFF).to_bytes(4, "little")
-    changed = link.load(bytes(other), generated=ranges, seed=WEIGHT_SEED)
+    changed = link.load(bytes(other), made=ranges, seed=WEIGHT_SEED)
     assert not changed.already_held and changed.sent_bytes > 0.5 * load.sent_bytes
-    assert not link.load(made, generated=ranges, seed=WEIGHT_SEED).already_held  # and back
+    assert not link.load(made, made=ranges, seed=WEIGHT_SEED).already_held  # and back
 
 
 def test_idle_board_costs_no_host_cpu(board, link):
@@ -367,7 +430,7 @@ def test_profile_subnets_on_the_board_from_the_cli(tmp_path):
             assert d["weights"] == "generated" and d["upload"]["sent_bytes"] < 0.15 * d["blob_bytes"]
             assert d["upload"]["generated_bytes"] > 0.8 * d["blob_bytes"]
             # INFER on the board: bit-exact with the host kernels on the same (generated) weights
-            assert d["output_check"] == {"identical_to_host_kernels": True}
+            assert d["output_check"] == {"identical_to_host_kernels": True, "input": "the run's (made on the board)"}
             assert len(d["layer_counts"]) == len(d["layer_ops"]) > 20
             assert d["arena_bytes"] <= 327680 and d["blob_bytes"] <= 1048576
             # deterministic: the repeats execute exactly the same number of instructions
@@ -379,7 +442,8 @@ def test_profile_subnets_on_the_board_from_the_cli(tmp_path):
     with Store(str(real_db)) as s:
         (real,) = s.measurements(device="qemu-m7")
     d = real["details"]
-    assert d["weights"] == "real" and d["upload"]["sent_bytes"] > d["blob_bytes"]
+    # every byte travels but runs of zeros (sent as a repeated word)
+    assert d["weights"] == "real" and d["upload"]["generated_bytes"] == 0 and d["upload"]["sent_bytes"] > 0.9 * d["blob_bytes"]
     check = d["output_check"]  # the real weights: close to onnxruntime's float model
     assert check["identical_to_host_kernels"] and check["cosine_vs_onnxruntime"] > 0.85
     assert 0 < check["max_steps_vs_onnxruntime"] < 128

@@ -14,7 +14,7 @@
 #ifndef HW_ARENA_CAPACITY
 #define HW_ARENA_CAPACITY (320u * 1024u)
 #endif
-#define FW_VERSION "hwnas-fw 0.8.0"
+#define FW_VERSION "hwnas-fw 0.9.0"
 #define MAX_OPS 512
 
 static uint8_t blob[HW_BLOB_CAPACITY] __attribute__((aligned(16)));
@@ -40,21 +40,6 @@ static uint32_t get_u32(const uint8_t *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
-/* RUN measures on a fixed pseudo-random input, written before every repetition (outside the
- * timed region): the arena may reuse the input's memory once it is consumed, and repeated runs
- * still see the same data and take the same data-dependent paths. */
-static void fill_input(void) {
-    uint16_t idx = model.header->input_tensor;
-    int8_t *x = (int8_t *)hw_tensor_data(&model, idx);
-    uint32_t n = hw_tensor_bytes(&model.tensors[idx]), state = 0x9E3779B9u;
-    for (uint32_t i = 0; i < n; i++) {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        x[i] = (int8_t)(state >> 24) / 4; /* within +-32 steps of zero: a typical activation spread */
-    }
-}
-
 /* n_ops u16, arena bytes u32, input bytes u32, output bytes u32: what LOAD_END answers */
 static uint32_t put_model_facts(uint8_t *at) {
     put_u16(at, model.header->n_ops);
@@ -62,6 +47,38 @@ static uint32_t put_model_facts(uint8_t *at) {
     put_u32(at + 6, hw_tensor_bytes(&model.tensors[model.header->input_tensor]));
     put_u32(at + 10, hw_tensor_bytes(&model.tensors[model.header->output_tensor]));
     return 14;
+}
+
+/* LOAD_SEGMENTS: after offset u32 and seed u32, segments, each a u32 head (kind << 30 | length)
+ * followed by its data: kind 0 `length` bytes as they are, 1 nothing (the weight generator's
+ * bytes from seed), 2 a 4-byte word repeated over `length` bytes. The total length, or
+ * UINT32_MAX where the segments do not fill the payload exactly. */
+static uint32_t segments_length(const uint8_t *at, uint32_t len) {
+    uint32_t total = 0, used = 0;
+    while (used < len) {
+        if (len - used < 4) return UINT32_MAX;
+        const uint32_t head = get_u32(at + used), kind = head >> 30, n = head & 0x3FFFFFFFu;
+        const uint32_t data = kind == 0 ? n : kind == 2 ? 4u : 0u;
+        if (kind == 3 || data > len - used - 4u || n > UINT32_MAX - 1u - total) return UINT32_MAX;
+        used += 4u + data;
+        total += n;
+    }
+    return total;
+}
+
+static void apply_segments(uint32_t offset, uint32_t seed, const uint8_t *at, uint32_t len) {
+    for (uint32_t used = 0; used < len;) {
+        const uint32_t head = get_u32(at + used), kind = head >> 30, n = head & 0x3FFFFFFFu;
+        const uint8_t *data = at + used + 4u;
+        if (kind == 0)
+            memcpy(blob + offset, data, n);
+        else if (kind == 1)
+            hw_generate_bytes(blob + offset, offset, n, seed);
+        else
+            for (uint32_t i = 0; i < n; i++) blob[offset + i] = data[i & 3u];
+        used += 4u + (kind == 0 ? n : kind == 2 ? 4u : 0u);
+        offset += n;
+    }
 }
 
 static void send(uint8_t cmd, uint8_t seq, const uint8_t *payload, uint16_t len) {
@@ -139,10 +156,17 @@ static void handle(const hw_frame_t *f) {
             send(ok, f->seq, reply, load_named ? 1 : 0);
             return;
         case HW_LOAD_CHUNK:
-        case HW_LOAD_FILL: {
-            int fill = f->cmd == HW_LOAD_FILL;
-            if (f->len < 4 || (fill && f->len != 12)) break;
-            uint32_t offset = get_u32(p), n = fill ? get_u32(p + 4) : f->len - 4u;
+        case HW_LOAD_FILL:
+        case HW_LOAD_SEGMENTS: {
+            if (f->len < 4 || (f->cmd == HW_LOAD_FILL && f->len != 12) || (f->cmd == HW_LOAD_SEGMENTS && f->len < 8))
+                break;
+            uint32_t offset = get_u32(p), n = f->cmd == HW_LOAD_FILL ? get_u32(p + 4)
+                                             : f->cmd == HW_LOAD_SEGMENTS ? segments_length(p + 8, f->len - 8u)
+                                                                          : f->len - 4u;
+            if (n == UINT32_MAX) {
+                send_err(f->seq, HW_E_BAD_LENGTH, f->cmd, "malformed segments");
+                return;
+            }
             if (loading && n > 0 && offset + n == load_received) { /* a repeat: its reply was lost */
                 put_u32(reply, load_received);
                 send(ok, f->seq, reply, 4);
@@ -156,8 +180,10 @@ static void handle(const hw_frame_t *f) {
                 send_err(f->seq, HW_E_BAD_LENGTH, f->cmd, "chunk past the announced size");
                 return;
             }
-            if (fill)
+            if (f->cmd == HW_LOAD_FILL)
                 hw_generate_bytes(blob + offset, offset, n, get_u32(p + 8));
+            else if (f->cmd == HW_LOAD_SEGMENTS)
+                apply_segments(offset, get_u32(p + 4), p + 8, f->len - 8u);
             else
                 memcpy(blob + offset, p + 4, n);
             load_received += n;
@@ -202,13 +228,13 @@ static void handle(const hw_frame_t *f) {
                 return;
             }
             for (uint32_t i = 0; i < warmup; i++) {
-                fill_input();
+                hw_model_fill_input(&model);
                 hw_model_invoke(&model, 0, 0);
             }
             board_timer_enable(1);
             put_u16(reply, repeats);
             for (uint32_t i = 0; i < repeats; i++) {
-                fill_input();
+                hw_model_fill_input(&model);
                 uint64_t t0 = board_cycles();
                 /* per-layer counting always runs (the same work whether or not it is reported):
                  * it also polls the timer often enough to see every wrap of a 32-bit counter */
@@ -240,6 +266,16 @@ static void handle(const hw_frame_t *f) {
             send(ok, f->seq, 0, 0);
             return;
         }
+        case HW_INPUT_FILL:
+            if (f->len != 0) break;
+            if (!model_ready) {
+                send_err(f->seq, HW_E_NO_MODEL, f->cmd, "no model loaded");
+                return;
+            }
+            hw_model_fill_input(&model);
+            put_u32(reply, hw_tensor_bytes(&model.tensors[model.header->input_tensor]));
+            send(ok, f->seq, reply, 4);
+            return;
         case HW_INVOKE: {
             if (f->len > 1) break;
             if (!model_ready) {

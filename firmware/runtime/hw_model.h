@@ -155,7 +155,13 @@ uint32_t hw_tensor_bytes(const hw_tensor_t *t);
 /* Latency-only uploads: the weight bytes of a blob generated on the board instead of sent.
  * Byte i of a blob (its absolute offset) is byte (i & 3) of fmix32(seed + (i >> 2) * 0x9E3779B9)
  * (MurmurHash3's finaliser): counter-based, so any range can be filled on its own, and the host
- * (hwnas_deploy/mcu/blob.py) computes the same bytes with numpy. `dst` is blob + position. */
+ * (hwnas_deploy/mcu/weights.py) computes the same bytes with numpy. `dst` is blob + position. */
 void hw_generate_bytes(uint8_t *dst, uint32_t position, uint32_t n, uint32_t seed);
+
+/* The input RUN measures on (and INPUT_FILL writes for an output check): fixed pseudo-random
+ * int8 values within +-32 steps of zero, a typical activation spread. RUN writes it before every
+ * repetition (outside the timed region): the arena may reuse the input's memory once it is
+ * consumed, and repeated runs still see the same data and take the same data-dependent paths. */
+void hw_model_fill_input(const hw_model_t *m);
 
 #endif

@@ -25,13 +25,14 @@ from hwnas_deploy.devices.base import Driver
 from hwnas_deploy.errors import DeviceError
 from hwnas_deploy.mcu.link import (
     ICOUNT_SHIFT,
+    MADE_ARRAYS,
     BoardInfo,
     BoardResetError,
     LoadResult,
     McuLink,
     ticks_to_instructions,
 )
-from hwnas_deploy.mcu.weights import WEIGHT_SEED, check_weights, weight_ranges, with_generated_weights
+from hwnas_deploy.mcu.weights import WEIGHT_SEED, Made, check_weights, made_blob, made_ranges
 from hwnas_deploy.measure import MeasureSettings, Summary, summarize
 
 MAX_REPEATS_PER_RUN = 64
@@ -48,10 +49,10 @@ class DoesNotFitError(DeviceError):
 @dataclass
 class Deployed:
     artifact: Artifact
-    blob: bytes  # what the board holds (with generated weights: the generator's bytes in place)
+    blob: bytes  # what the board holds (with generated weights: the bytes it made in place)
     load: LoadResult
     weights: str = "real"
-    generated: list[tuple[int, int]] = field(default_factory=list)
+    made: list[Made] = field(default_factory=list)
 
 
 class McuSerialDriver(Driver):
@@ -84,7 +85,7 @@ class McuSerialDriver(Driver):
 
     def deploy(self, artifact: Artifact, threads: int, weights: str = "real") -> Deployed:
         """Upload the artifact's blob; with `weights="generated"` the board makes up the int8
-        weights (mcu/weights.py) and only the rest of the blob travels."""
+        weights and the int32 arrays (mcu/weights.py) and only the rest of the blob travels."""
         if artifact.format not in ("blob", "blob-fp32"):
             raise DeviceError(f"{self.profile.name} runs firmware model blobs, not {artifact.format!r}")
         blob = Path(artifact.path).read_bytes()
@@ -100,20 +101,20 @@ class McuSerialDriver(Driver):
             raise DoesNotFitError("; ".join(over), {"arena_bytes": arena, "blob_bytes": len(blob),
                                                     "sram_budget": self.sram_budget,
                                                     "flash_budget": self.flash_budget})
-        generated: list[tuple[int, int]] = []
+        made: list[Made] = []
         if check_weights(weights) == "generated":
-            generated = weight_ranges(blob)
-            blob = with_generated_weights(blob, WEIGHT_SEED)
-        handle = Deployed(artifact, blob, LoadResult(0, 0, 0, 0), "generated" if generated else "real", generated)
+            made = made_ranges(blob, int32=self.info.protocol >= MADE_ARRAYS)
+            blob = made_blob(blob, made, WEIGHT_SEED)
+        handle = Deployed(artifact, blob, LoadResult(0, 0, 0, 0), "generated" if made else "real", made)
         handle.load = self._load(handle)
         return handle
 
     def _load(self, handle: Deployed) -> LoadResult:
         try:
-            return self.link.load(handle.blob, generated=handle.generated, seed=WEIGHT_SEED)
+            return self.link.load(handle.blob, made=handle.made, seed=WEIGHT_SEED)
         except BoardResetError:
             self.info = self.link.hello()  # reset during upload: start the upload again, once
-            return self.link.load(handle.blob, generated=handle.generated, seed=WEIGHT_SEED)
+            return self.link.load(handle.blob, made=handle.made, seed=WEIGHT_SEED)
 
     def _count_unit(self) -> str:
         return "instructions" if self.info.timer == "icount" else "cycles"
@@ -160,7 +161,9 @@ class McuSerialDriver(Driver):
         kernels on the same blob bit for bit (else DeviceError). With real weights, how far it
         lies from onnxruntime running the float model on the same (dequantised) input is
         reported, in output units and in int8 steps: float and int8 networks differ by
-        quantisation, so that is a figure, not a check (generated weights have no float model)."""
+        quantisation, so that is a figure, not a check (generated weights have no float model).
+        With generated weights the input is RUN's own, written by the board (protocol 3): a
+        latency-only measurement uploads no input either."""
         import tempfile
 
         import numpy as np
@@ -174,19 +177,26 @@ class McuSerialDriver(Driver):
             # firmware answers INVOKE in one reply, so such an output cannot be compared here
             return {"skipped": f"the output ({out_bytes} bytes) exceeds one reply ({self.info.max_payload} bytes)"}
         (in_scale, in_zp), (out_scale, out_zp) = inp.quantization or (1.0, 0), out.quantization or (1.0, 0)
-        x_float = np.random.default_rng(seed).standard_normal(inp.shape).astype(np.float32)
-        if inp.quantization:
-            x = np.clip(np.round(x_float / in_scale) + in_zp, -128, 127).astype(np.int8)
+        host_runner = HostBlobRunner(handle.blob)
+        if handle.weights == "generated" and inp.quantization and self.info.protocol >= MADE_ARRAYS:
+            # latency only: the board writes RUN's input itself, nothing is uploaded
+            board = np.frombuffer(self.link.infer_run_input(), dtype=np.int8)
+            x, given = host_runner.run_input(), "the run's (made on the board)"
         else:
-            x = x_float
-        board = np.frombuffer(self.link.infer(x.tobytes()), dtype=x.dtype)
-        host = HostBlobRunner(handle.blob).invoke(x, board.size)
+            x_float = np.random.default_rng(seed).standard_normal(inp.shape).astype(np.float32)
+            if inp.quantization:
+                x = np.clip(np.round(x_float / in_scale) + in_zp, -128, 127).astype(np.int8)
+            else:
+                x = x_float
+            board = np.frombuffer(self.link.infer(x.tobytes()), dtype=x.dtype)
+            given = "uploaded"
+        host = host_runner.invoke(x, board.size)
         if not np.array_equal(board, host):
             raise DeviceError(
                 f"{self.profile.name}: the board's output differs from the host build of the same kernels in "
                 f"{int(np.sum(board != host))} of {board.size} values (firmware and host runtime out of step?)"
             )
-        result: dict[str, Any] = {"identical_to_host_kernels": True}
+        result: dict[str, Any] = {"identical_to_host_kernels": True, "input": given}
         art = handle.artifact
         from hwnas_deploy.spaces import space_names
 

@@ -34,6 +34,7 @@ def host_library() -> ctypes.CDLL:
     lib.hw_tensor_data.argtypes = [ctypes.c_void_p, ctypes.c_uint16]
     lib.hw_tensor_data.restype = ctypes.c_void_p
     lib.hw_model_set_kernels.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.hw_model_fill_input.argtypes = [ctypes.c_void_p]
     return lib
 
 
@@ -56,6 +57,13 @@ class HostBlobRunner:
         # the runtime checked the tables: the input tensor's record is inside the blob
         input_record = TENSOR.unpack_from(blob, fields[10] + TENSOR.size * self.input_index)
         self.dtype = np.dtype(np.float32 if input_record[4] == FLOAT32 else np.int8)
+        self.input_size = int(np.prod(input_record[:4]))
+
+    def run_input(self) -> np.ndarray:
+        """The int8 input the board's RUN measures on (and INPUT_FILL writes), flat NHWC."""
+        self.lib.hw_model_fill_input(self.model)
+        data = (ctypes.c_char * self.input_size).from_address(self.lib.hw_tensor_data(self.model, self.input_index))
+        return np.frombuffer(bytes(data), dtype=np.int8).copy()
 
     def invoke(self, x_nhwc: np.ndarray, out_size: int, kernels: str = "optimised") -> np.ndarray:
         """Run once on `x_nhwc` (int8 or float32, as the blob's input) and return `out_size`

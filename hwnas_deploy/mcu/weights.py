@@ -1,22 +1,27 @@
-"""Latency-only uploads: a blob whose weights the board generates instead of receiving them.
+"""Latency-only uploads: a blob whose constants the board makes up instead of receiving them.
 
 A board's latency depends on the shapes and the quantisation of a network's weights, not on
 their values, and the weights are nearly all of a blob (an `mcu-mbnet` network's 0.6-1.1 MB reach
-a QEMU twin at 20-40 KiB/s, a real board at 115200 baud at 11 KiB/s). With generated weights the
-host sends the blob's header, tables, biases and multipliers, and for each constant int8 tensor
-only a LOAD_FILL naming its range: the board fills it with the counter-based generator below
-(`hw_generate_bytes` in firmware/runtime/hw_model.c), and the CRC-32 checked at LOAD_END proves
-it built exactly the blob the host holds. The host runs that same blob to check the board's
-output bit for bit; a float reference has nothing to compare it with (the weights are noise).
+a QEMU twin at 16-25 KiB/s, a real board at 115200 baud at 11 KiB/s). With generated weights the
+host sends the blob's header, tensor and operator tables and lookup tables; for each constant
+int8 tensor only a LOAD_FILL naming its range, which the board fills with the counter-based
+generator below (`hw_generate_bytes` in firmware/runtime/hw_model.c), and for each int32 array
+(biases, requantisation multipliers and shifts) a LOAD_REPEAT of its first value (protocol 3):
+every value valid, and the kernels' instruction counts do not depend on them. The CRC-32 checked
+at LOAD_END proves the board built exactly the blob the host holds; the host runs that same blob
+to check the board's output bit for bit (a float reference has nothing to compare it with: the
+weights are noise).
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from hwnas_deploy.mcu.blob import CONST, HEADER, INT8, TENSOR
+from hwnas_deploy.mcu.blob import CONST, HEADER, INT8, INT32, TENSOR
 
 #: the generator's seed for every latency-only upload (recorded with each measurement)
 WEIGHT_SEED = 0x5EED
@@ -43,33 +48,54 @@ def generated_bytes(position: int, n: int, seed: int = WEIGHT_SEED) -> np.ndarra
     return (x >> ((at & np.uint64(3)) * np.uint64(8)).astype(np.uint32)).astype(np.uint8)
 
 
-def weight_ranges(blob: bytes) -> list[tuple[int, int]]:
-    """(start, end) in `blob` of the bytes of its constant int8 tensors (the weights), sorted and
-    merged where they touch. Float32 weights are left out: random bit patterns are NaNs and
-    denormals, whose timing is not a network's."""
+@dataclass(frozen=True)
+class Made:
+    """Bytes [start, end) of a blob that the board makes instead of receiving: the generator's
+    stream (`word` None), or `word` (4 bytes) repeated."""
+
+    start: int
+    end: int
+    word: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def made_ranges(blob: bytes, int32: bool = True) -> list[Made]:
+    """What a latency-only upload of `blob` has the board make, in blob order: the bytes of its
+    constant int8 tensors (the weights) from the generator, merged where they touch, and with
+    `int32` (boards speaking protocol 3) each int32 array as its first value repeated. Float32
+    constants are sent: random bit patterns are NaNs and denormals, whose timing is not a
+    network's."""
     fields = HEADER.unpack_from(blob)
     n_tensors, tensors_offset, data_offset = fields[5], fields[10], fields[12]
-    ranges = []
+    weights, arrays = [], {}  # by start: a constant stored once may back several tensors
     for i in range(n_tensors):
         d0, d1, d2, d3, dtype, kind, _, offset, _, _ = TENSOR.unpack_from(blob, tensors_offset + i * TENSOR.size)
-        if kind == CONST and dtype == INT8:
-            start = data_offset + offset
-            ranges.append((start, start + d0 * d1 * d2 * d3))
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(ranges):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        start, n = data_offset + offset, d0 * d1 * d2 * d3
+        if kind == CONST and dtype == INT8 and n:
+            weights.append((start, start + n))
+        elif kind == CONST and dtype == INT32 and n > 1 and int32:  # one value: nothing to gain
+            arrays[start] = Made(start, start + 4 * n, bytes(blob[start:start + 4]))
+    merged: list[Made] = []
+    for start, end in sorted(weights):
+        if merged and start <= merged[-1].end:
+            merged[-1] = Made(merged[-1].start, max(end, merged[-1].end))
         else:
-            merged.append((start, end))
-    return merged
+            merged.append(Made(start, end))
+    return sorted(merged + list(arrays.values()), key=lambda m: m.start)
 
 
-def with_generated_weights(blob: bytes, seed: int = WEIGHT_SEED) -> bytes:
-    """The blob a board builds from a latency-only upload of `blob`: its int8 weights replaced
-    by the generator's bytes at their positions, and its own CRC-32 (bytes 16 on) updated."""
+def made_blob(blob: bytes, made: Sequence[Made], seed: int = WEIGHT_SEED) -> bytes:
+    """The blob a board builds from a latency-only upload of `blob` (its `made` ranges made on
+    the board), with its own CRC-32 (bytes 16 on) updated."""
     out = bytearray(blob)
-    for start, end in weight_ranges(blob):
-        out[start:end] = generated_bytes(start, end - start, seed).tobytes()
+    for m in made:
+        if m.word is None:
+            out[m.start:m.end] = generated_bytes(m.start, m.size, seed).tobytes()
+        else:
+            out[m.start:m.end] = (m.word * (m.size // 4 + 1))[:m.size]
     crc_at = 12  # HEADER: magic u32, version u16, header_size u16, total_size u32, crc32 u32
     out[crc_at:crc_at + 4] = (zlib.crc32(bytes(out[16:])) & 0xFFFFFFFF).to_bytes(4, "little")
     return bytes(out)
