@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import click
 
 from hwnas_deploy.datafile import finite
-from hwnas_deploy.errors import HwnasError
+from hwnas_deploy.errors import ConfigError, HwnasError
 
 
 def _table(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -886,6 +886,9 @@ def lut() -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--configs", "configs_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Cover the blocks of these configs (JSON lines) instead.")
+@click.option("--every-block", "every_block", default=None, metavar="GENE=VALUE,...",
+              help="Cover every distinct block of the space with these scalar genes fixed, e.g. r=128,w=0.5 "
+                   "(MobileNet-style spaces) instead.")
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--batch", type=click.IntRange(min=1), default=None)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
@@ -900,14 +903,23 @@ def lut() -> None:
 @SENTINEL_OPTION
 @click.option("--correct-drift", is_flag=True,
               help="Scale each block measured now by the sentinel's median reading over the one beside it.")
-def lut_build(device, space_name, runtime, samples, seed, configs_file, threads, batch, out_path, db, rounds,
-              weights, quiet, sentinel_every, correct_drift) -> None:
+def lut_build(device, space_name, runtime, samples, seed, configs_file, every_block, threads, batch, out_path, db,
+              rounds, weights, quiet, sentinel_every, correct_drift) -> None:
     """Measure every distinct block of the sub-networks on the device."""
     from hwnas_deploy.predictors.lut import build_lut
     from hwnas_deploy.spaces import get_space, load_configs
     from hwnas_deploy.store import Store
 
-    configs = load_configs(configs_file) if configs_file else get_space(space_name).sample_unique(samples, seed)
+    if configs_file and every_block:
+        raise click.UsageError("give --configs or --every-block, not both")
+    sp = get_space(space_name)
+    if every_block:
+        if not hasattr(sp, "covering_configs"):
+            raise ConfigError(f"--every-block: space {space_name!r} cannot list its blocks; give --configs "
+                              "or --samples")
+        configs = sp.covering_configs(_gene_values(every_block, "--every-block"))
+    else:
+        configs = load_configs(configs_file) if configs_file else sp.sample_unique(samples, seed)
     store = Store(db) if db else None
     try:
         table = build_lut(device, space_name, runtime, configs, out_path, threads=threads, batch=batch,
@@ -917,6 +929,21 @@ def lut_build(device, space_name, runtime, samples, seed, configs_file, threads,
         if store is not None:
             store.close()
     click.echo(f"{len(table.entries)} blocks of {table.space} on {table.device}/{table.runtime}: {out_path}")
+
+
+def _gene_values(text: str, option: str) -> dict:
+    """"r=128,w=0.5" -> {"r": 128, "w": 0.5}; a one-line error naming the option otherwise."""
+    values = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            if not (sep and name.strip()):
+                raise ValueError
+            values[name.strip()] = json.loads(value)
+        except ValueError:
+            raise click.BadParameter(f"{part!r}: expected GENE=VALUE pairs separated by commas, e.g. r=128,w=0.5",
+                                     param_hint=option) from None
+    return values
 
 
 @lut.command("compare")

@@ -35,6 +35,7 @@ def csv_rows(*rows: str) -> str:
 
 ROW, ROW2 = '"{""ops"": [1, 2, 3, 1, 2, 3]}"', '"{""ops"": [0, 2, 3, 1, 2, 3]}"'
 PROFILE = ["profile", "--space", "nb201", "--runtime", "onnxruntime", "--samples", "1", "--db", "x.sqlite"]
+LUT = ["lut", "build", "--device", "qemu-m7", "--runtime", "firmware", "--out", "lut.json"]
 FIT = ["predictor", "fit", "--space", "nb201", "--target", "acc", "--out", "p.json"]
 
 CASES = {
@@ -84,6 +85,14 @@ CASES = {
                             "latency=measure:qemu-m7/firmware", "--constraint", "latency<=0", "--out", "run",
                             "--db", "x.sqlite"], {},
                            r"constraints\[0\] 'latency<=0' is impossible: latency is always positive"),
+    "every block: a gene left open": (LUT + ["--space", "mcu-mbnet", "--every-block", "r=128"], {},
+                                      r"mcu-mbnet: covering every block fixes exactly the scalar genes w, r \(got r\)"),
+    "every block: not pairs": (LUT + ["--space", "mcu-mbnet", "--every-block", "r128"], {},
+                               r"Invalid value for --every-block: 'r128': expected GENE=VALUE pairs"),
+    "every block: a value not allowed": (LUT + ["--space", "mcu-mbnet", "--every-block", "r=100,w=0.5"], {},
+                                         r"mcu-mbnet: r=100 is not allowed; choices: \[64, 80,"),
+    "every block: a space without a cover": (LUT + ["--space", "nb201", "--every-block", "r=1"], {},
+                                             r"--every-block: space 'nb201' cannot list its blocks"),
 }
 
 

@@ -294,3 +294,22 @@ def test_a_space_of_your_own_from_a_file_is_searched_and_its_pick_profiled(tmp_p
         get_space(f"{tmp_path}/bad.py:NotASpace")
     with pytest.raises(ConfigError, match=r"has no class 'Nope'"):
         get_space(f"{tmp_path}/bad.py:Nope")
+
+
+@pytest.mark.parametrize("name", ["mcu-mbnet", "ofa-mbv3-w1.2"])
+def test_covering_configs_hold_every_block_any_subnetwork_at_those_genes_has(name):
+    """`hwnas lut build --every-block`: 9 configs whose blocks are each distinct block of the
+    space at the fixed resolution (and width) once; 400 random sub-networks at those genes have
+    no block outside them, and every block of the cover occurs in one of them."""
+    sp = get_space(name)
+    scalars = [p for p in sp.params if not p.is_vector]
+    rng = np.random.default_rng(0)
+    fixed = {p.name: p.choices[int(rng.integers(len(p.choices)))] for p in scalars}
+    cover = sp.covering_configs(fixed)
+    keys = [b.key() for c in cover for b in sp.blocks(c)]
+    assert len(cover) == 9 and len(set(keys)) == 2 + 5 * 18 + 2
+    seen = {b.key() for c in sp.sample_unique(400, 1) for b in sp.blocks({**c, **fixed})}
+    assert seen == set(keys)
+    wrong = {"r": fixed["r"]} if len(scalars) > 1 else {"r": fixed["r"], "x": 1}
+    with pytest.raises(ConfigError, match=r"fixes exactly the scalar genes .* \(got " + ", ".join(wrong) + r"\)"):
+        sp.covering_configs(wrong)

@@ -15,7 +15,10 @@ a fresh store, exporting into a fresh artifacts folder (so each mode pays its ex
                        (a new empty cache for the cold one)
 Prints, per mode, measurements per minute, seconds per measurement (export, upload, the rest),
 bytes on the serial line, and the speed-up over the first mode; and the instruction counts of
-generated against real weights for each network (the latency the two modes report).
+generated against real weights for each network (the latency the two modes report). Last, the
+same networks on the phone's twin (`sim-android`: fp32 TFLite pushed over adb, timed by
+benchmark_model on this host, 5 warm-ups and 30 runs), with an empty and with a warm conversion
+cache.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from hwnas_deploy.devices import load_profile
 from hwnas_deploy.measurement import Measurer, SubNetwork
 from hwnas_deploy.profiling import sample_fitting
 from hwnas_deploy.spaces import get_space
+
+ANDROID_TARGET = 20  # measurements per minute (issue 22)
 
 
 def main() -> None:
@@ -73,12 +78,32 @@ def main() -> None:
                 medians[name] = [r.median_ms for r in results]
                 rows.append((name, len(nets) / seconds * 60, seconds / len(nets), export_s / len(nets),
                              upload_s / len(nets), sent / len(nets) / 1024))
+        # the phone's twin: the same networks as fp32 TFLite through adb (benchmark_model on this host)
+        android = []
+        with Measurer("sim-android", None, progress=False) as m:
+            for cache_state in ("cold", "warm"):
+                if cache_state == "cold":
+                    cache = Path(tmp) / "cache-android"
+                os.environ["HWNAS_CACHE_DIR"] = str(cache)
+                m.artifacts_dir = Path(tmp) / f"android-{cache_state}"
+                start = time.perf_counter()
+                report = m.measure(nets, "tflite", force=True)
+                seconds = time.perf_counter() - start
+                if report.failed:
+                    sys.exit(f"sim-android: {report.failed}")
+                export_s = sum(report.results[n.config_hash].artifact.export_seconds for n in nets)
+                android.append((cache_state, len(nets) / seconds * 60, seconds / len(nets), export_s / len(nets)))
     base = rows[0][1]
     print(f"{args.n} mcu-mbnet networks on qemu-m7 (one QEMU twin), {os.cpu_count()} cores")
     print("| mode | meas/min | s/meas | export s | upload s | KiB sent | speed-up |")
     print("|---|---|---|---|---|---|---|")
     for name, per_min, per_meas, exp, up, kib in rows:
         print(f"| {name} | {per_min:.1f} | {per_meas:.1f} | {exp:.1f} | {up:.2f} | {kib:.0f} | {per_min / base:.1f}x |")
+    print(f"\nthe same networks on sim-android (fp32 TFLite through the adb twin; target >= {ANDROID_TARGET}/min)")
+    print("| conversion cache | meas/min | s/meas | export s |")
+    print("|---|---|---|---|")
+    for cache_state, per_min, per_meas, exp in android:
+        print(f"| {cache_state} | {per_min:.1f} | {per_meas:.1f} | {exp:.1f} |")
     assert medians["generated, cold, pipelined"] == medians["generated, cold"], "pipelining changed a count"
     diffs = [abs(g - r) / r for g, r in zip(medians["generated, cold"], medians["real, no cache"], strict=True)]
     print(f"latency, generated vs real weights: median |diff| {statistics.median(diffs):.3%}, "
