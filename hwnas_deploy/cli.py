@@ -481,22 +481,28 @@ def firmware() -> None:
     """Build and flash the Cortex-M profiling firmware."""
 
 
+BAUD_OPTION = click.option("--baud", type=click.IntRange(1200, 12_000_000), default=921600, show_default=True,
+                           help="The board's serial line (its profile's connection.baudrate must say the same).")
+
+
 @firmware.command("build")
 @click.option("--board", default="qemu-mps2-an500", show_default=True, help="A folder of firmware/boards/.")
-def firmware_build(board: str) -> None:
+@BAUD_OPTION
+def firmware_build(board: str, baud: int) -> None:
     """Compile the firmware for a board with arm-none-eabi-gcc (an over-budget build fails to link)."""
     from hwnas_deploy.mcu.firmware import build_firmware
 
-    click.echo(str(build_firmware(board)))
+    click.echo(str(build_firmware(board, baud=baud)))
 
 
 @firmware.command("flash")
 @click.option("--board", required=True, help="stm32f746-disco | nucleo-h743zi (ST-LINK attached)")
-def firmware_flash(board: str) -> None:
+@BAUD_OPTION
+def firmware_flash(board: str, baud: int) -> None:
     """Build and write the firmware to a board over ST-LINK (st-flash or pyocd)."""
     from hwnas_deploy.mcu.firmware import flash_firmware
 
-    click.echo(flash_firmware(board))
+    click.echo(flash_firmware(board, baud))
 
 
 @cli.group()

@@ -93,6 +93,10 @@ CASES = {
                                          r"mcu-mbnet: r=100 is not allowed; choices: \[64, 80,"),
     "every block: a space without a cover": (LUT + ["--space", "nb201", "--every-block", "r=1"], {},
                                              r"--every-block: space 'nb201' cannot list its blocks"),
+    "baud rate too low": (PROFILE + ["--device", "bad.yaml"],
+                          {"bad.yaml": "name: bad\nkind: mcu-serial\nruntimes: [firmware]\nconnection:\n"
+                                       "  url: /dev/ttyACM0\n  baudrate: 300\n"},
+                          r"bad\.yaml: connection\.baudrate is 300; allowed: an integer >= 1200 and <= 12000000"),
 }
 
 

@@ -495,6 +495,15 @@ def test_stm32_boards_build_and_an_over_budget_build_fails_to_link(board, flash_
     over = subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), f"BOARD={board}", f"BUILD={tmp_path}/b",
                            f"ARENA_CAPACITY={ram_kb * 1024}"], capture_output=True, text=True)
     assert over.returncode != 0 and "region `RAM' overflowed" in over.stderr
+    # `hwnas firmware build --baud 115200`: the USART's divider is the kernel clock over that rate
+    # (the board object alone, which is all BAUD changes)
+    board_o = tmp_path / "baud" / "boards" / board / "board.o"
+    subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), f"BOARD={board}", f"BUILD={tmp_path}/baud", "BAUD=115200",
+                    str(board_o)], capture_output=True, text=True, check=True)
+    clock = {"stm32f746-disco": 108_000_000, "nucleo-h743zi": 100_000_000}[board]
+    code = subprocess.run(["arm-none-eabi-objdump", "-d", str(board_o)], capture_output=True, text=True,
+                          check=True).stdout
+    assert f"#{(clock + 57600) // 115200}\t" in code and f"#{(clock + 460800) // 921600}\t" not in code
 
 
 def test_float32_blob_with_pooling_and_hardswish_runs_on_the_board(link, tmp_path):

@@ -5,6 +5,7 @@ Profile `connection`:
     simulator: qemu-mps2-an500       (no url: `hwnas_deploy.sim` gives the url of the twin `hwnas sim
                                       start` left running, else of a private QEMU twin)
     icount_shift: 7                  (a QEMU twin's: its timer ticks -> instructions)
+    baudrate: 921600                 (a real board's serial line: the firmware's, `hwnas firmware build --baud`)
 Profile `hardware` gives the budget a sub-network must fit: `sram_bytes` (arena), `flash_bytes`
 (blob), and `clock_hz` to turn counts into milliseconds.
 
@@ -23,6 +24,7 @@ from hwnas_deploy.allowed import number
 from hwnas_deploy.artifact import Artifact
 from hwnas_deploy.devices.base import Driver
 from hwnas_deploy.errors import DeviceError
+from hwnas_deploy.mcu.firmware import DEFAULT_BAUD
 from hwnas_deploy.mcu.link import (
     ICOUNT_SHIFT,
     MADE_ARRAYS,
@@ -66,7 +68,7 @@ class McuSerialDriver(Driver):
         timeout = conn.get("timeout_s", 5.0)
         number(0, text="seconds to wait for each reply, a number > 0").check(
             timeout, f"device {self.profile.name!r}: connection.timeout_s")
-        self.link = McuLink.open(url, timeout=float(timeout))
+        self.link = McuLink.open(url, timeout=float(timeout), baudrate=int(conn.get("baudrate", DEFAULT_BAUD)))
         self.info: BoardInfo = self.link.hello()
         hw = self.profile.hardware
         self.sram_budget = int(hw.get("sram_bytes", self.info.arena_capacity))

@@ -52,6 +52,7 @@ FIELDS: dict[tuple[str, str], Allowed] = {
     ("connection", "timeout_s"): number(0), ("connection", "session_timeout_s"): number(0),
     ("connection", "port"): integer(0, 65535), ("connection", "adb_server_port"): integer(1, 65535),
     ("connection", "priority"): integer(0), ("connection", "icount_shift"): integer(0, 10),
+    ("connection", "baudrate"): integer(1200, 12_000_000),
     ("benchmark", "samples"): integer(1), ("benchmark", "cooldown_s"): number(0, strict=False),
     ("benchmark", "thermal_zone"): integer(0), ("benchmark", "max_temp_c"): number(0),
     ("benchmark", "thermal_wait_s"): number(0, strict=False), ("benchmark", "min_secs"): number(0, strict=False),

@@ -53,9 +53,16 @@ def make(*targets: str) -> subprocess.CompletedProcess:
                               capture_output=True, text=True)
 
 
-def build_firmware(board: str = QEMU_BOARD, model_c: str | Path | None = None) -> Path:
-    """make -C firmware BOARD=board [MODEL_C=...]; returns the ELF (rebuilt only when sources
-    changed). With `model_c` (from `hwnas export --format c`) the model is built in."""
+DEFAULT_BAUD = 921600  # the firmware's serial line unless built with another (the ST-LINK VCP's)
+
+
+def build_firmware(board: str = QEMU_BOARD, model_c: str | Path | None = None, baud: int = DEFAULT_BAUD) -> Path:
+    """make -C firmware BOARD=board [MODEL_C=...] [BAUD=...]; returns the ELF (rebuilt only when
+    sources changed). With `model_c` (from `hwnas export --format c`) the model is built in;
+    `baud` sets a real board's serial line (the host's profile says the same:
+    `connection.baudrate`)."""
+    if isinstance(baud, bool) or not isinstance(baud, int) or not 1200 <= baud <= 12_000_000:
+        raise DeviceError(f"baud rate {baud!r}: allowed: an integer from 1200 to 12000000")
     if shutil.which("arm-none-eabi-gcc") is None:
         raise DeviceError("building the firmware needs arm-none-eabi-gcc (run tools/setup.sh)")
     if not (FIRMWARE_DIR / "boards" / board).is_dir():
@@ -64,18 +71,21 @@ def build_firmware(board: str = QEMU_BOARD, model_c: str | Path | None = None) -
     targets = [f"BOARD={board}"]
     if model_c is not None:
         targets.append(f"MODEL_C={Path(model_c).resolve()}")
+    if baud != DEFAULT_BAUD:
+        targets.append(f"BAUD={baud}")
     proc = make(*targets)
     if proc.returncode != 0:
         raise DeviceError(f"firmware build for {board} failed:\n{proc.stderr.strip()[-3000:]}")
-    return build_root() / (board + ("-builtin" if model_c else "")) / "firmware.elf"
+    suffix = ("-builtin" if model_c else "") + (f"-baud{baud}" if baud != DEFAULT_BAUD else "")
+    return build_root() / (board + suffix) / "firmware.elf"
 
 
-def flash_firmware(board: str) -> str:
+def flash_firmware(board: str, baud: int = DEFAULT_BAUD) -> str:
     """Write the firmware to a board attached over ST-LINK (st-flash, else pyocd). QEMU boards
     are "flashed" by starting them with the ELF (`hwnas sim start`)."""
     if board == QEMU_BOARD:
         return "QEMU boards run the ELF directly: hwnas sim start qemu-m7"
-    elf = build_firmware(board)
+    elf = build_firmware(board, baud=baud)
     binary = elf.with_suffix(".bin")
     subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", str(elf), str(binary)], check=True)
     if shutil.which("st-flash"):

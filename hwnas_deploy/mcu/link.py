@@ -173,15 +173,18 @@ class McuLink:
         self.seq = 0
         self.stats = {"retries": 0, "crc_errors": 0, "bytes_sent": 0}
         self.protocol = 1  # until hello() says more
+        self.max_payload = MAX_PAYLOAD  # the board's, once hello() has said it
 
     @classmethod
-    def open(cls, url: str, *, timeout: float = 5.0, retries: int = 3, connect_timeout: float = 10.0) -> McuLink:
+    def open(cls, url: str, *, timeout: float = 5.0, retries: int = 3, connect_timeout: float = 10.0,
+             baudrate: int = 921600) -> McuLink:
+        """`baudrate`: a real serial port's (the firmware's BAUD); a socket ignores it."""
         import serial
 
         deadline = time.monotonic() + connect_timeout
         while True:
             try:
-                port = serial.serial_for_url(url, baudrate=921600, timeout=0.05)
+                port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05)
                 break
             except (serial.SerialException, OSError) as exc:
                 if time.monotonic() > deadline:
@@ -258,7 +261,7 @@ class McuLink:
             p = self.request(HELLO)
         fixed = struct.unpack_from("<HHIIIIIBB", p)
         board, core, firmware = p[26:].split(b"\0")[:3]
-        self.protocol = fixed[0]
+        self.protocol, self.max_payload = fixed[0], min(fixed[1], MAX_PAYLOAD)
         return BoardInfo(
             protocol=fixed[0], max_payload=fixed[1], clock_hz=fixed[2], sram_bytes=fixed[3],
             flash_bytes=fixed[4], arena_capacity=fixed[5], blob_capacity=fixed[6],
@@ -274,8 +277,8 @@ class McuLink:
         bytes from `seed`, or a word repeated; `blob` must already hold those bytes there, and
         the CRC at LOAD_END proves the board built the same blob. A board speaking protocol 2
         is told the blob's SHA-256 first and answers "have it" when that blob is the one loaded:
-        nothing more is sent. Protocol 3 takes the blob as segments, up to 4 KiB of them per
-        request (runs of zeros as repeated words too); protocol 2 gets the generated ranges one
+        nothing more is sent. Protocol 3 takes the blob as segments, as many per request as the
+        board's largest payload holds (4 KiB; runs of zeros as repeated words too); protocol 2 gets the generated ranges one
         request each and every other byte; older firmware every byte."""
         start_time, start_bytes = time.monotonic(), self.stats["bytes_sent"]
         named = self.protocol >= NAMED_LOADS
@@ -287,7 +290,7 @@ class McuLink:
         else:
             if self.protocol >= MADE_ARRAYS:
                 requests = ((LOAD_SEGMENTS, start, end, payload)
-                            for start, end, payload in _segment_requests(blob, made, seed, MAX_PAYLOAD))
+                            for start, end, payload in _segment_requests(blob, made, seed, self.max_payload))
             else:
                 requests = ((LOAD_CHUNK if by is None else LOAD_FILL, start, end,
                              struct.pack("<I", start) + blob[start:end] if by is None
@@ -379,6 +382,8 @@ def _segment_requests(blob: bytes, made: Sequence[Made], seed: int,
     """(start, end, payload) of the LOAD_SEGMENTS requests that build `blob`, each payload at
     most `limit` bytes: offset u32, seed u32, then segments (a u32 head, kind << 30 | length,
     and the bytes, nothing, or the word)."""
+    if limit < 16:  # the header, one head and a word, or a byte of data
+        raise DeviceError(f"LOAD_SEGMENTS: a payload limit of {limit} bytes holds no segment")
     start, at, body = 0, 0, bytearray()
     for s, e, by in _pieces(blob, made):
         while s < e:

@@ -1,6 +1,6 @@
 /* NUCLEO-H743ZI: Cortex-M7 at 400 MHz (voltage scale 1, every silicon revision) from the 8 MHz
  * ST-LINK clock (HSE bypass) (RM0433), I/D caches on, ST-LINK virtual COM port on USART3
- * (TX PD8, RX PD9, AF7) at 921600 baud, DWT->CYCCNT timing. */
+ * (TX PD8, RX PD9, AF7) at HW_BAUD (921600 unless built with BAUD=...), DWT->CYCCNT timing. */
 #include "board.h"
 #include "cortex_m7.h"
 #include "stm32_usart.h"
@@ -78,7 +78,7 @@ void board_init(void) {
     clock_400mhz();
     cm7_enable_caches();
     pins();
-    stm32_usart_init(&vcp, APB1_HZ, 921600u);
+    stm32_usart_init(&vcp, APB1_HZ, HW_BAUD);
     cm7_enable_irq(USART3_IRQ);
     cm7_enable_cycle_counter();
 }

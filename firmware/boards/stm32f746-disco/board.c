@@ -1,5 +1,5 @@
 /* STM32F746G-DISCO: Cortex-M7 at 216 MHz from the 25 MHz HSE crystal (RM0385), I/D caches on,
- * ST-LINK virtual COM port on USART1 (TX PA9, RX PB7, AF7) at 921600 baud, DWT->CYCCNT timing. */
+ * ST-LINK virtual COM port on USART1 (TX PA9, RX PB7, AF7) at HW_BAUD (921600 unless built with BAUD=...), DWT->CYCCNT timing. */
 #include "board.h"
 #include "cortex_m7.h"
 #include "stm32_usart.h"
@@ -72,7 +72,7 @@ void board_init(void) {
     clock_216mhz();
     cm7_enable_caches();
     pins();
-    stm32_usart_init(&vcp, APB2_HZ, 921600u);
+    stm32_usart_init(&vcp, APB2_HZ, HW_BAUD);
     cm7_enable_irq(USART1_IRQ);
     cm7_enable_cycle_counter();
 }
