@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -180,6 +181,60 @@ def test_one_converter_process_serves_many_conversions_and_a_dead_one_is_replace
     _CONVERTER.proc.wait()
     c = export_model(model, x, "tflite", tmp_path / "c.tflite")  # a new converter takes over
     assert _CONVERTER.proc.pid != worker and c.max_abs_error <= 1e-4
+
+
+def test_threads_exporting_at_once_convert_side_by_side_as_one_converter_would(tmp_path, monkeypatch):
+    """Exports ahead of a measurement (threads, each holding the export lock as
+    `Plan.export` does) convert in two converter processes at once: the lock is given up while a
+    conversion runs, a second converter starts only when the first is busy, and each writes the
+    bytes a converter alone writes. With $HWNAS_CONVERTERS=1 they take turns."""
+    import threading
+
+    from hwnas_deploy.export import EXPORT_LOCK
+    from hwnas_deploy.export.tflite import _CONVERTER, _CONVERTERS, _Converter, parallel_conversions
+
+    monkeypatch.setenv("HWNAS_CACHE_DIR", "off")
+    spans: list[tuple[float, float, int]] = []
+    real = _Converter.convert
+
+    def timed(self, fmt, request):
+        t0 = time.monotonic()
+        answer = real(self, fmt, request)
+        spans.append((t0, time.monotonic(), self.proc.pid))
+        return answer
+
+    monkeypatch.setattr(_Converter, "convert", timed)
+    models = [nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, 4, 1)).eval() for c in (6, 10)]
+    x = torch.randn(1, 3, 16, 16)
+
+    def export_both(tag: str) -> list[str]:
+        shas = [None, None]
+
+        def one(i: int) -> None:
+            with EXPORT_LOCK:
+                shas[i] = export_model(models[i], x, "tflite", tmp_path / f"{tag}{i}.tflite", verify=False).sha256
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return shas
+
+    monkeypatch.setenv("HWNAS_CONVERTERS", "2")
+    assert parallel_conversions() == 2
+    together = export_both("a")
+    (s0, e0, p0), (s1, e1, p1) = spans
+    assert p0 != p1 and s1 < e0 and s0 < e1  # two processes, converting at the same time
+    assert _CONVERTERS.started[0] is _CONVERTER and len(_CONVERTERS.started) >= 2
+    spans.clear()
+    monkeypatch.setenv("HWNAS_CONVERTERS", "1")
+    alone = [export_model(m, x, "tflite", tmp_path / f"b{i}.tflite", verify=False).sha256
+             for i, m in enumerate(models)]
+    assert together == alone and {p for _, _, p in spans} == {_CONVERTER.proc.pid}  # the first serves one thread
+    monkeypatch.setenv("HWNAS_CONVERTERS", "x")
+    with pytest.raises(ExportError, match=r"\$HWNAS_CONVERTERS 'x': allowed: an integer >= 1"):
+        parallel_conversions()
 
 
 def test_conversions_are_cached_by_what_goes_into_them(tmp_path, monkeypatch):

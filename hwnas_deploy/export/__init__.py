@@ -9,7 +9,6 @@ torch, and the export fails if the outputs differ by more than the format's tole
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -21,6 +20,7 @@ from torch import nn
 
 from hwnas_deploy.artifact import Artifact, TensorSpec, exporter_digest, sha256_file
 from hwnas_deploy.errors import ExportError, UnknownNameError, UnsupportedOpError
+from hwnas_deploy.export.lock import EXPORT_LOCK
 from hwnas_deploy.export.onnx import to_onnx
 from hwnas_deploy.export.tflite import to_tflite
 from hwnas_deploy.export.tvm import TARGETS, to_tvm
@@ -50,11 +50,6 @@ INT8 = Tolerance(min_cosine=0.6)
 #: other inputs than the export's own).
 BLOB_MAX_LSB = 0
 
-#: one network built and exported at a time in a process: building draws its weights from torch's
-#: global random generator (and sets its thread count), so two builds at once (a pipelined export
-#: beside a device's output check, two exports) would each get weights the other's draws
-#: interleaved with. Re-entrant: an export may build inside a held lock.
-EXPORT_LOCK = threading.RLock()
 CALIBRATION_SAMPLES = 16
 
 
@@ -328,6 +323,7 @@ def export_subnet(
 
 
 __all__ = [
+    "EXPORT_LOCK",
     "FORMATS",
     "TOLERANCE",
     "Artifact",

@@ -2,9 +2,12 @@
 
 The model crosses the process boundary as a `torch.export` program (.pt2, weights included), so
 any nn.Module the main process can export converts, not only sub-networks of a known space.
-One converter process serves every conversion of this process (`_Converter`), so the
+A converter process serves every conversion of this process (`_Converter`), so the
 converter's imports are paid once, not per model (LUT builds convert hundreds of blocks); it is
-replaced after a crash, a timeout or `RECYCLE_AFTER` conversions (bounded memory).
+replaced after a crash, a timeout or `RECYCLE_AFTER` conversions (bounded memory). Threads that
+export at once (a measurement loop exporting ahead) convert in up to `parallel_conversions()`
+such processes side by side, the export lock given up while they wait (`export.lock`): a
+conversion is single-threaded, so on a host with cores to spare that many go as fast as one.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from hwnas_deploy.export import litert_worker
 from hwnas_deploy.export.cache import ConversionCache, toolchain_digest
 from hwnas_deploy.export.litert_env import converter_python
 from hwnas_deploy.export.litert_worker import RESULT_TAG
+from hwnas_deploy.export.lock import export_lock_released
 
 CONVERT_TIMEOUT_S = 900
 RECYCLE_AFTER = 200
+CONVERTERS_ENV_VAR = "HWNAS_CONVERTERS"
 _TAG = RESULT_TAG.encode()  # what starts the converter's answer lines
 
 
@@ -58,7 +63,8 @@ def to_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration: 
                             toolchain_digest(str(converter_python()), litert_worker.__file__))
             if cache.fetch(key, ".tflite", Path(path)):
                 return
-        result = _CONVERTER.convert(fmt, {"program": str(pt2), "out": str(path), "calib": calib and str(calib)})
+        with export_lock_released():  # another thread's export may build and convert meanwhile
+            result = _CONVERTERS.convert(fmt, {"program": str(pt2), "out": str(path), "calib": calib and str(calib)})
     if result["ok"]:
         if key:
             cache.keep(key, ".tflite", Path(path))
@@ -147,3 +153,44 @@ class _Converter:
 
 
 _CONVERTER = _Converter()
+
+
+def parallel_conversions() -> int:
+    """How many conversions run side by side at most: `$HWNAS_CONVERTERS`, else one per core
+    up to 2 (each converter process holds ~1.5 GB)."""
+    text = os.environ.get(CONVERTERS_ENV_VAR)
+    if not text:
+        return max(1, min(2, os.cpu_count() or 1))
+    if not text.isdigit() or int(text) < 1:
+        raise ExportError(f"${CONVERTERS_ENV_VAR} {text!r}: allowed: an integer >= 1")
+    return int(text)
+
+
+class _Converters:
+    """Converter processes for threads converting at once: the first (`_CONVERTER`) serves a
+    single thread; another is started only when every one is busy, up to
+    `parallel_conversions()`; beyond, a thread waits for one to be free."""
+
+    def __init__(self, first: _Converter):
+        self.started = [first]
+        self.idle = [first]  # in the order started: the first is taken whenever it is free
+        self.free = threading.Condition()
+
+    def convert(self, fmt: str, request: dict) -> dict:
+        with self.free:
+            while not self.idle and len(self.started) >= parallel_conversions():
+                self.free.wait()
+            if self.idle:
+                converter = self.idle.pop(0)
+            else:
+                converter = _Converter()
+                self.started.append(converter)
+        try:
+            return converter.convert(fmt, request)
+        finally:
+            with self.free:
+                self.idle = sorted([*self.idle, converter], key=self.started.index)
+                self.free.notify()
+
+
+_CONVERTERS = _Converters(_CONVERTER)

@@ -2,7 +2,8 @@
 
 `InProcess` drives one device from this process (its driver opened on the first job and kept
 until `close`); where the device's timing is not this host's CPU's (`DeviceProfile.pipeline`) it
-exports the next network in a thread while the current one is deployed and measured, one ahead.
+exports the next networks in threads while the current one is deployed and measured, as many
+ahead as conversions run side by side.
 A lab's executor (`hwnas_deploy.lab.LabExecutor`) fans the same jobs out over
 many devices; the loop in `measurement.loop` treats both alike.
 """
@@ -18,6 +19,7 @@ from concurrent.futures import Future
 
 from hwnas_deploy.devices import DoesNotFitError
 from hwnas_deploy.errors import HwnasError
+from hwnas_deploy.export.tflite import parallel_conversions
 from hwnas_deploy.measurement.drift import SentinelWatch
 from hwnas_deploy.measurement.plan import Job, Outcome, Plan
 from hwnas_deploy.measurement.provenance import host_state
@@ -96,17 +98,18 @@ class InProcess(Executor):
 
     def _ahead(self, plan: Plan, jobs: list[Job],
                settled: Callable[[Job], bool]) -> Iterator[tuple[Job, Future | None]]:
-        """The jobs to take, each with its export already under way in a thread (one ahead)
-        where the device pipelines, else with none (exported when taken)."""
+        """The jobs to take, each with its export already under way in a thread where the device
+        pipelines (as many ahead as conversions run side by side: `parallel_conversions()`),
+        else with none (exported when taken)."""
         if not (plan.device.pipeline if self.pipeline is None else self.pipeline):
             yield from ((job, None) for job in jobs if not settled(job))
             return
-        queue, pending = deque(jobs), deque()
+        queue, pending, ahead = deque(jobs), deque(), parallel_conversions()
 
         def fill(current: str | None) -> None:
-            while queue and not pending:
-                if queue[0].name == current:  # its next round waits for this one's outcome (unfit, failed)
-                    return
+            while queue and len(pending) < ahead:
+                if queue[0].name in {current, *(j.name for j, _ in pending)}:
+                    return  # its next round waits for this one's outcome (unfit, failed)
                 job = queue.popleft()
                 if not settled(job):
                     pending.append((job, _in_thread(plan.export, job)))
@@ -114,9 +117,9 @@ class InProcess(Executor):
         fill(None)
         while pending:
             job, export = pending.popleft()
-            fill(job.name)  # the next export starts before this job is measured
+            fill(job.name)  # the next exports start before this job is measured
             if pending:
-                self.stage(f"measuring {job.name}, exporting {pending[0][0].name}")
+                self.stage(f"measuring {job.name}, exporting {', '.join(j.name for j, _ in pending)}")
             yield job, export
             if not pending:
                 fill(None)
