@@ -2,12 +2,13 @@
 
 A board's latency depends on the shapes and the quantisation of a network's weights, not on
 their values, and the weights are nearly all of a blob (an `mcu-mbnet` network's 0.6-1.1 MB reach
-a QEMU twin at 16-25 KiB/s, a real board at 115200 baud at 11 KiB/s). With generated weights the
-host sends the blob's header, tensor and operator tables and lookup tables; for each constant
-int8 tensor only a LOAD_FILL naming its range, which the board fills with the counter-based
-generator below (`hw_generate_bytes` in firmware/runtime/hw_model.c), and for each int32 array
-(biases, requantisation multipliers and shifts) a LOAD_REPEAT of its first value (protocol 3):
-every value valid, and the kernels' instruction counts do not depend on them. The CRC-32 checked
+a QEMU twin at 14-19 KiB/s, a real board at 115200 baud at 11 KiB/s). With generated weights the
+host sends the blob's header, tensor and operator tables and lookup tables; each constant int8
+tensor is only named (a segment of LOAD_SEGMENTS, or a LOAD_FILL on protocol 2 boards), and the
+board fills it with the counter-based generator below (`hw_generate_bytes` in
+firmware/runtime/hw_model.c); each int32 array (biases, requantisation multipliers and shifts)
+goes as its first value to repeat (protocol 3): every value valid, and the kernels' instruction
+counts do not depend on them. The CRC-32 checked
 at LOAD_END proves the board built exactly the blob the host holds; the host runs that same blob
 to check the board's output bit for bit (a float reference has nothing to compare it with: the
 weights are noise).
