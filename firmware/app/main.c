@@ -53,13 +53,17 @@ static uint32_t put_model_facts(uint8_t *at) {
  * followed by its data: kind 0 `length` bytes as they are, 1 nothing (the weight generator's
  * bytes from seed), 2 a 4-byte word repeated over `length` bytes. The total length, or
  * UINT32_MAX where the segments do not fill the payload exactly. */
+static uint32_t segment_data_bytes(uint32_t head) {
+    const uint32_t kind = head >> 30;
+    return kind == 0 ? head & 0x3FFFFFFFu : kind == 2 ? 4u : 0u;
+}
+
 static uint32_t segments_length(const uint8_t *at, uint32_t len) {
     uint32_t total = 0, used = 0;
     while (used < len) {
         if (len - used < 4) return UINT32_MAX;
-        const uint32_t head = get_u32(at + used), kind = head >> 30, n = head & 0x3FFFFFFFu;
-        const uint32_t data = kind == 0 ? n : kind == 2 ? 4u : 0u;
-        if (kind == 3 || data > len - used - 4u || n > UINT32_MAX - 1u - total) return UINT32_MAX;
+        const uint32_t head = get_u32(at + used), n = head & 0x3FFFFFFFu, data = segment_data_bytes(head);
+        if (head >> 30 == 3 || data > len - used - 4u || n > UINT32_MAX - 1u - total) return UINT32_MAX;
         used += 4u + data;
         total += n;
     }
@@ -76,7 +80,7 @@ static void apply_segments(uint32_t offset, uint32_t seed, const uint8_t *at, ui
             hw_generate_bytes(blob + offset, offset, n, seed);
         else
             for (uint32_t i = 0; i < n; i++) blob[offset + i] = data[i & 3u];
-        used += 4u + (kind == 0 ? n : kind == 2 ? 4u : 0u);
+        used += 4u + segment_data_bytes(head);
         offset += n;
     }
 }
