@@ -5,7 +5,8 @@ while apache-tvm-ffi needs >=4.13. pip cannot install both into one environment,
 override would leave one of them running outside its declared range. Both environments install
 the same torch==2.13.0, so the ExportedProgram the main process saves loads here unchanged.
 
-Usage: python -P litert_worker.py PROGRAM.pt2 OUT.tflite [--int8 CALIB.npy]
+Usage: python -P litert_worker.py PROGRAM.pt2|FLOAT.tflite OUT.tflite [--int8 CALIB.npy]
+(a .tflite is a float model already: only quantised)
 Prints one JSON line: {"ok": true} or {"ok": false, "error": ..., "op": ...}.
 With ``--serve`` it stays up and converts one request per stdin line ({"program", "out", "calib"}),
 answering each with a line ``RESULT_TAG + JSON`` (the converter's imports, 5-7 s, are paid once
@@ -22,16 +23,24 @@ import sys
 
 
 def convert(program: str, out: str, calib: str | None) -> None:
-    import litert_torch
     import numpy as np
-    import torch
 
-    ep = torch.export.load(program)
-    module = ep.module()
-    example = tuple(torch.zeros(a.shape, dtype=a.dtype) for a in ep.example_inputs[0])
-    float_path = out if calib is None else out + ".fp32.tflite"
-    litert_torch.convert(module, example).export(float_path)
+    if program.endswith(".tflite"):  # already a float model (export/tflite_direct.py): quantise it
+        float_path = program
+    else:
+        import litert_torch
+        import torch
+
+        ep = torch.export.load(program)
+        module = ep.module()
+        example = tuple(torch.zeros(a.shape, dtype=a.dtype) for a in ep.example_inputs[0])
+        float_path = out if calib is None else out + ".fp32.tflite"
+        litert_torch.convert(module, example).export(float_path)
     if calib is None:
+        if float_path != out:
+            import shutil
+
+            shutil.copyfile(float_path, out)
         return
 
     from ai_edge_litert.interpreter import Interpreter
@@ -44,9 +53,10 @@ def convert(program: str, out: str, calib: str | None) -> None:
     q = quantizer.Quantizer(float_path, recipe.static_wi8_ai8())
     result = q.quantize(q.calibrate({key: [{input_name: s[None]} for s in samples]}))
     result.export_model(out, overwrite=True)
-    import os
+    if float_path != program:
+        import os
 
-    os.unlink(float_path)
+        os.unlink(float_path)
 
 
 RESULT_TAG = "HWNAS-LITERT-RESULT "

@@ -1,5 +1,9 @@
 """PyTorch -> TFLite, float32 and full-integer int8, through litert-torch in its own environment.
 
+Networks of the spaces' MobileNet blocks skip litert-torch: their float graph is written directly
+(export/tflite_direct.py, the same operators and constants LiteRT writes, ~0.1 s against ~11 s),
+and only int8 quantisation runs in the converter (LiteRT's own quantiser, well under a second).
+`$HWNAS_TFLITE_DIRECT=0` converts every model with litert-torch (benchmarks compare the two).
 The model crosses the process boundary as a `torch.export` program (.pt2, weights included), so
 any nn.Module the main process can export converts, not only sub-networks of a known space.
 A converter process serves every conversion of this process (`_Converter`), so the
@@ -33,10 +37,12 @@ from hwnas_deploy.export.cache import ConversionCache, toolchain_digest
 from hwnas_deploy.export.litert_env import converter_python
 from hwnas_deploy.export.litert_worker import RESULT_TAG
 from hwnas_deploy.export.lock import export_lock_released
+from hwnas_deploy.export.tflite_direct import float_tflite
 
 CONVERT_TIMEOUT_S = 900
 RECYCLE_AFTER = 200
 CONVERTERS_ENV_VAR = "HWNAS_CONVERTERS"
+DIRECT_ENV_VAR = "HWNAS_TFLITE_DIRECT"
 _TAG = RESULT_TAG.encode()  # what starts the converter's answer lines
 
 
@@ -45,14 +51,24 @@ def to_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration: 
     A conversion of the same program, samples and converter done before (by any process) is
     taken from the conversion cache (export/cache.py)."""
     fmt = "tflite-int8" if calibration is not None else "tflite"
-    try:
-        program = torch.export.export(model, (example,))
-    except Exception as exc:  # noqa: BLE001
-        raise ExportError(f"{fmt}: torch.export could not trace the model: {exc}") from exc
+    direct = float_tflite(model, example) if os.environ.get(DIRECT_ENV_VAR, "1") != "0" else None
+    if direct is not None and calibration is None:
+        Path(path).write_bytes(direct)
+        return
+    program = None
+    if direct is None:
+        try:
+            program = torch.export.export(model, (example,))
+        except Exception as exc:  # noqa: BLE001
+            raise ExportError(f"{fmt}: torch.export could not trace the model: {exc}") from exc
     cache = ConversionCache()
     with tempfile.TemporaryDirectory(prefix="hwnas-tflite-") as tmp:
-        pt2 = Path(tmp) / "model.pt2"
-        torch.export.save(program, pt2)
+        if direct is not None:  # the worker takes a .tflite as the float model to quantise
+            pt2 = Path(tmp) / "model.fp32.tflite"
+            pt2.write_bytes(direct)
+        else:
+            pt2 = Path(tmp) / "model.pt2"
+            torch.export.save(program, pt2)
         calib = None
         if calibration is not None:
             calib = Path(tmp) / "calib.npy"
