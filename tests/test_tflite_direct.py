@@ -4,6 +4,7 @@ int8 blobs byte-identical once both are quantised by LiteRT's quantiser."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -72,24 +73,71 @@ def test_the_float_graph_is_litert_torchs_and_the_int8_blob_byte_identical(tmp_p
     assert direct_blob.extra["max_lsb_vs_litert_reference"] == 0
 
 
+def _int8_ops(path) -> list[tuple]:
+    """Per operator of a quantised model: its name and, for each input and output, the shape,
+    type, stored bytes and quantisation."""
+    from hwnas_deploy.mcu.blob import _Graph
+
+    g = _Graph(path.read_bytes())
+
+    def tensor(i: int):
+        if i < 0:
+            return None
+        t, q, data = g.g.tensors[i], g.g.tensors[i].quantization, g.stored(i)
+        quant = None if q is None or q.scale is None else (list(q.scale), list(q.zeroPoint))
+        return tuple(t.shape), t.type, None if data is None else bytes(data), repr(quant)
+
+    return [(g.op_name(op), [tensor(int(i)) for i in [*op.inputs, *op.outputs]]) for op in g.g.operators]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [11])
-def test_other_networks_give_byte_identical_int8_blobs(seed, tmp_path, monkeypatch):
-    model, x = _network(seed)
+def test_an_ofa_network_gives_litert_torchs_int8_model(tmp_path, monkeypatch):
+    """OFA MobileNetV3: h-swish, squeeze-and-excitation (its hard sigmoid), the head's hidden
+    1x1 convolution; equal constants shared as LiteRT shares them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    space = get_space("ofa-mbv3-w1.0")
+    cfg = space.sample(0)
+    model, x = space.build(cfg), space.example_input(cfg)
     assert float_tflite(model, x) is not None
-    direct = export_model(model, x, "blob", tmp_path / "direct.hwnb")
+    calib = torch.randn(4, *x.shape[1:]).numpy()
+    export_model(model, x, "tflite-int8", tmp_path / "direct.tflite", calibration=calib)
     monkeypatch.setenv("HWNAS_TFLITE_DIRECT", "0")
-    assert export_model(model, x, "blob", tmp_path / "litert.hwnb").sha256 == direct.sha256
+    export_model(model, x, "tflite-int8", tmp_path / "litert.tflite", calibration=calib)
+    ours, theirs = _int8_ops(tmp_path / "direct.tflite"), _int8_ops(tmp_path / "litert.tflite")
+    assert {"HARD_SWISH", "MUL", "MEAN", "FULLY_CONNECTED"} <= {name for name, _ in theirs}
+    assert len(ours) == len(theirs)
+    for k, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert a == b, f"operator {k} ({b[0]}) differs"
+    outputs = []
+    for name in ("direct", "litert"):
+        it = Interpreter(model_path=str(tmp_path / f"{name}.tflite"))
+        it.allocate_tensors()
+        d = it.get_input_details()[0]
+        it.set_tensor(d["index"], np.random.default_rng(0).integers(-128, 128, d["shape"]).astype(np.int8))
+        it.invoke()
+        outputs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+    assert np.array_equal(*outputs)
 
 
 def test_anything_else_is_left_to_litert():
-    ofa = get_space("ofa-mbv3-w1.0")
-    cfg = ofa.sample(0)
     x = torch.randn(1, 3, 16, 16)
-    assert float_tflite(ofa.build(cfg), ofa.example_input(cfg)) is None  # h-swish, squeeze-and-excitation
+    blox = get_space("blox-mini")
+    cfg = blox.sample(0)
+    assert float_tflite(blox.build(cfg), blox.example_input(cfg)) is None  # BLOX cells
     assert float_tflite(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval(), x) is None  # no head
     model, x = _network(3)
     assert float_tflite(model.train(), x) is None
     assert float_tflite(model.eval(), torch.cat([x, x])) is None  # a batch of two
-    dilated = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3, padding=2, dilation=2)), model[-1])
-    assert float_tflite(dilated.eval(), torch.randn(1, 3, 16, 16)) is None
+    c = model[-1].fc.in_features
+
+    def one_conv(*layers):
+        return nn.Sequential(nn.Sequential(*layers), model[-1]).eval()
+
+    assert float_tflite(one_conv(nn.Conv2d(3, c, 3, padding=1), nn.ReLU()), x) is not None  # the control
+    assert float_tflite(one_conv(nn.Conv2d(3, c, 3, padding=2, dilation=2), nn.ReLU()), x) is None
+    assert float_tflite(one_conv(nn.Conv2d(3, c, 3, padding=1), nn.SiLU()), x) is None  # not dropped
+    grouped = [nn.Conv2d(3, c, 1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1, groups=c), nn.ReLU6()]
+    assert float_tflite(one_conv(*grouped), x) is not None  # depthwise
+    grouped[2] = nn.Conv2d(c, c, 3, padding=1, groups=2)
+    assert float_tflite(one_conv(*grouped), x) is None

@@ -2,18 +2,21 @@
 
 litert-torch takes ~11 s of one core per network (torch.export, three decompositions, MLIR),
 which made the LiteRT conversion most of a measurement on an MCU twin. For the layers our
-MobileNet-style spaces are made of (spaces/blocks.py: convolution + BatchNorm + ReLU/ReLU6,
-inverted residuals, the pooled linear head) the graph LiteRT makes is small and regular, so it
+MobileNet-style spaces are made of (spaces/blocks.py: convolution + BatchNorm + ReLU/ReLU6/h-swish,
+inverted residuals with or without squeeze-and-excitation, the pooled head) the graph LiteRT makes is small and regular, so it
 is written here operator for operator as LiteRT writes it: the input's NCHW->NHWC TRANSPOSE,
-BatchNorm folded into the convolution before it, activations fused, a convolution's padding as
-SAME where TFLite's SAME pads as torch does and as an explicit PAD + VALID where it does not, a
-residual as ADD, the head as MEAN + FULLY_CONNECTED (a zero bias left out). Quantisation to int8
+BatchNorm folded into the convolution before it (a convolution without one gets a zero bias),
+ReLU and ReLU6 fused, h-swish as HARD_SWISH, a convolution's padding as SAME where TFLite's SAME
+pads as torch does and as an explicit PAD + VALID where it does not, a residual as ADD,
+squeeze-and-excitation as MEAN, two convolutions (the hard sigmoid's +3 folded into the second's
+bias, ReLU6 fused) and two MULs, the head as MEAN + [CONV_2D] + FULLY_CONNECTED (a zero bias left
+out). Quantisation to int8
 stays with LiteRT's own quantiser (export/litert_worker.py), so an int8 model made from this
 graph is LiteRT's int8 model of the same network (tests/test_tflite_direct.py compares both
 operator by operator, blob by blob and output by output).
 
 `float_tflite(model, example)` returns the model's bytes, or None for anything else (another
-layer, activation, squeeze-and-excitation, a head with a hidden layer): the caller then converts
+layer or activation, a dilated or grouped convolution, a batch of several): the caller converts
 with LiteRT as before.
 """
 
@@ -23,14 +26,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas_deploy.spaces.blocks import ClassifierHeadModule, MBConv
+from hwnas_deploy.spaces.blocks import ClassifierHeadModule, MBConv, SqueezeExcite
 
 _NONE, _RELU, _RELU6 = 0, 1, 3  # TFLite fused activations
 _SAME, _VALID = 0, 1
-_ACTIVATIONS = {nn.Identity: _NONE, nn.ReLU: _RELU, nn.ReLU6: _RELU6}
+_HARD_SWISH = "HARD_SWISH"  # not fused: an operator of its own
+_ACTIVATIONS = {nn.Identity: _NONE, nn.ReLU: _RELU, nn.ReLU6: _RELU6, nn.Hardswish: _HARD_SWISH}
 #: builtin operator -> the version LiteRT's converter writes for these float operators
+#: (FULLY_CONNECTED: 5 where it keeps the input's dimensions, 1 where it does not)
 _OPERATORS = {"ADD": 1, "TRANSPOSE": 1, "PAD": 1, "CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "MEAN": 1,
-              "FULLY_CONNECTED": 5}
+              "MUL": 1, "HARD_SWISH": 1, "FULLY_CONNECTED": 5}
 
 
 class _Unsupported(Exception):
@@ -48,8 +53,17 @@ class _Builder:
         self.buffers = [schema.BufferT()]  # buffer 0: the empty one every tensor without data uses
         self.operators: list = []
         self.codes: dict[str, int] = {}
+        self.versions: dict[str, int] = {}
+        self.constants: dict[tuple, int] = {}
 
     def tensor(self, name: str, shape, dtype=np.float32, data: np.ndarray | None = None) -> int:
+        """A new tensor; a constant equal to an earlier one (MEAN's axes, a zero bias) is that
+        one, as in LiteRT's models (its converter folds equal constants into one)."""
+        if data is not None:
+            data = np.ascontiguousarray(data, dtype=dtype)
+            key = (np.dtype(dtype).str, tuple(int(d) for d in shape), data.tobytes())
+            if key in self.constants:
+                return self.constants[key]
         t = self.s.TensorT()
         t.name = name.encode()
         t.shape = np.asarray(shape, dtype=np.int32)
@@ -57,14 +71,17 @@ class _Builder:
         t.buffer = 0
         if data is not None:
             b = self.s.BufferT()
-            b.data = np.frombuffer(np.ascontiguousarray(data, dtype=dtype).tobytes(), dtype=np.uint8)
+            b.data = np.frombuffer(data.tobytes(), dtype=np.uint8)
             self.buffers.append(b)
             t.buffer = len(self.buffers) - 1
+            self.constants[key] = len(self.tensors)
         self.tensors.append(t)
         return len(self.tensors) - 1
 
-    def op(self, name: str, inputs: list[int], outputs: list[int], options_type=None, options=None) -> None:
+    def op(self, name: str, inputs: list[int], outputs: list[int], options_type=None, options=None,
+           version: int | None = None) -> None:
         self.codes.setdefault(name, len(self.codes))
+        self.versions[name] = version or _OPERATORS[name]
         o = self.s.OperatorT()
         o.opcodeIndex = self.codes[name]
         o.inputs, o.outputs = np.asarray(inputs, dtype=np.int32), np.asarray(outputs, dtype=np.int32)
@@ -87,7 +104,7 @@ class _Builder:
             code = s.OperatorCodeT()
             code.builtinCode = getattr(s.BuiltinOperator, name)
             code.deprecatedBuiltinCode = min(code.builtinCode, 127)
-            code.version = _OPERATORS[name]
+            code.version = self.versions[name]
             m.operatorCodes[index] = code
         sig = s.SignatureDefT()
         sig.signatureKey, sig.subgraphIndex = b"serving_default", 0
@@ -126,16 +143,29 @@ class _Writer:
         self.n += 1
         return f"{what}_{self.n}"
 
-    def conv(self, x: int, hw: tuple[int, int], conv: nn.Conv2d, bn, act: int) -> tuple[int, tuple[int, int]]:
+    def shape(self, t: int) -> list[int]:
+        return [int(d) for d in self.b.tensors[t].shape]
+
+    def activation(self, y: int, act) -> int:
+        """`act` after the operator that wrote `y`: fused already, or HARD_SWISH on its own."""
+        if act != _HARD_SWISH:
+            return y
+        out = self.b.tensor(self.name("hard_swish"), self.shape(y))
+        self.b.op("HARD_SWISH", [y], [out])
+        return out
+
+    def conv(self, x: int, conv: nn.Conv2d, bn, act, bias_add: float = 0.0) -> int:
         s = self.s
         if conv.dilation != (1, 1) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise _Unsupported("convolution with dilation or non-zero padding mode")
-        cin, cout = conv.in_channels, conv.out_channels
+        _, h, w, cin = self.shape(x)
+        if cin != conv.in_channels:
+            raise _Unsupported("channel counts that do not chain")
+        cout = conv.out_channels
         depthwise = conv.groups == cin == cout and cin > 1
         if conv.groups != 1 and not depthwise:
             raise _Unsupported("grouped convolution")
         (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
-        h, w = hw
         oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         padding = _VALID
         if ph or pw:
@@ -149,6 +179,8 @@ class _Writer:
                 self.b.op("PAD", [x, self.b.tensor(self.name("paddings"), [4, 2], np.int32, pads)], [padded])
                 x = padded
         weight, bias = _folded(conv, bn)
+        if bias_add:
+            bias = (bias + np.float32(bias_add)).astype(np.float32)
         if depthwise:
             weight = weight.transpose(1, 2, 3, 0)  # [C, 1, KH, KW] -> [1, KH, KW, C]
         else:
@@ -156,86 +188,116 @@ class _Writer:
         wt = self.b.tensor(self.name("weight"), weight.shape, np.float32, weight)
         bt = self.b.tensor(self.name("bias"), [cout], np.float32, bias)
         y = self.b.tensor(self.name("conv"), [1, oh, ow, cout])
+        fused = _NONE if act == _HARD_SWISH else act
         if depthwise:
             opt = s.DepthwiseConv2DOptionsT()
             opt.padding, opt.strideH, opt.strideW, opt.depthMultiplier = padding, sh, sw, 1
-            opt.fusedActivationFunction, opt.dilationHFactor, opt.dilationWFactor = act, 1, 1
+            opt.fusedActivationFunction, opt.dilationHFactor, opt.dilationWFactor = fused, 1, 1
             self.b.op("DEPTHWISE_CONV_2D", [x, wt, bt], [y], s.BuiltinOptions.DepthwiseConv2DOptions, opt)
         else:
             opt = s.Conv2DOptionsT()
             opt.padding, opt.strideH, opt.strideW = padding, sh, sw
-            opt.fusedActivationFunction, opt.dilationHFactor, opt.dilationWFactor = act, 1, 1
+            opt.fusedActivationFunction, opt.dilationHFactor, opt.dilationWFactor = fused, 1, 1
             self.b.op("CONV_2D", [x, wt, bt], [y], s.BuiltinOptions.Conv2DOptions, opt)
-        return y, (oh, ow)
+        return self.activation(y, act)
 
-    def layers(self, x: int, hw, modules: list[nn.Module]) -> tuple[int, tuple[int, int]]:
-        """Conv2d [BatchNorm2d] [activation] runs, one fused operator each."""
+    def mean(self, x: int, keep_dims: bool) -> int:
+        channels = self.shape(x)[3]
+        pooled = self.b.tensor(self.name("mean"), [1, 1, 1, channels] if keep_dims else [1, channels])
+        axes = self.b.tensor(self.name("axes"), [2], np.int32, np.asarray([1, 2], np.int32))
+        opt = self.s.ReducerOptionsT()
+        opt.keepDims = keep_dims
+        self.b.op("MEAN", [x, axes], [pooled], self.s.BuiltinOptions.ReducerOptions, opt)
+        return pooled
+
+    def mul(self, a: int, b: int) -> int:
+        y = self.b.tensor(self.name("mul"), self.shape(a))
+        opt = self.s.MulOptionsT()
+        opt.fusedActivationFunction = _NONE
+        self.b.op("MUL", [a, b], [y], self.s.BuiltinOptions.MulOptions, opt)
+        return y
+
+    def squeeze_excite(self, x: int, se: SqueezeExcite) -> int:
+        """x * relu6(expand(relu(reduce(mean(x)))) + 3) / 6, as LiteRT writes a hard sigmoid gate."""
+        if type(se.relu) is not nn.ReLU or type(se.gate) is not nn.Hardsigmoid:
+            raise _Unsupported("squeeze-and-excitation with other activations")
+        y = self.conv(self.mean(x, keep_dims=True), se.reduce, None, _RELU)
+        y = self.conv(y, se.expand, None, _RELU6, bias_add=3.0)
+        sixth = self.b.tensor(self.name("sixth"), [], np.float32, np.asarray(1.0 / 6.0, np.float32))
+        return self.mul(x, self.mul(y, sixth))
+
+    def layers(self, x: int, modules: list[nn.Module]) -> int:
+        """Conv2d [BatchNorm2d] [activation] runs, one fused operator each (h-swish: two), and
+        squeeze-and-excitation."""
         i = 0
         while i < len(modules):
             conv = modules[i]
-            if not isinstance(conv, nn.Conv2d):
-                raise _Unsupported(type(conv).__name__)
             i += 1
+            if isinstance(conv, SqueezeExcite):
+                x = self.squeeze_excite(x, conv)
+                continue
+            if type(conv) is not nn.Conv2d:
+                raise _Unsupported(type(conv).__name__)
             bn = None
-            if i < len(modules) and isinstance(modules[i], nn.BatchNorm2d):
+            if i < len(modules) and type(modules[i]) is nn.BatchNorm2d:
                 bn, i = modules[i], i + 1
                 if bn.training or not bn.track_running_stats or not bn.affine:
                     raise _Unsupported("BatchNorm2d outside eval mode")
             act = _NONE
             if i < len(modules) and type(modules[i]) in _ACTIVATIONS:
                 act, i = _ACTIVATIONS[type(modules[i])], i + 1
-            x, hw = self.conv(x, hw, conv, bn, act)
-        return x, hw
+            x = self.conv(x, conv, bn, act)
+        return x
 
-    def head(self, x: int, hw, head: ClassifierHeadModule) -> int:
+    def head(self, x: int, head: ClassifierHeadModule) -> int:
         s = self.s
-        if not isinstance(head.mix, nn.Identity) or not isinstance(head.fc, nn.Linear):
-            raise _Unsupported("a head with a hidden layer")
-        channels = head.fc.in_features
-        pooled = self.b.tensor(self.name("mean"), [1, channels])
-        axes = self.b.tensor(self.name("axes"), [2], np.int32, np.asarray([1, 2], np.int32))
-        opt = s.ReducerOptionsT()
-        opt.keepDims = False
-        self.b.op("MEAN", [x, axes], [pooled], s.BuiltinOptions.ReducerOptions, opt)
+        if type(head.fc) is not nn.Linear:
+            raise _Unsupported("a head other than a linear classifier")
+        hidden = not isinstance(head.mix, nn.Identity)
+        x = self.mean(x, keep_dims=hidden)
+        if hidden:  # the 1x1 convolution on the pooled map stays a CONV_2D (4-D into the classifier)
+            x = self.layers(x, list(head.mix))
+        if self.shape(x)[-1] != head.fc.in_features:
+            raise _Unsupported("channel counts that do not chain")
         weight = head.fc.weight.detach().numpy().astype(np.float32)
-        inputs = [pooled, self.b.tensor(self.name("fc_weight"), weight.shape, np.float32, weight)]
+        inputs = [x, self.b.tensor(self.name("fc_weight"), weight.shape, np.float32, weight)]
         bias = head.fc.bias.detach().numpy().astype(np.float32) if head.fc.bias is not None else None
         inputs.append(self.b.tensor(self.name("fc_bias"), bias.shape, np.float32, bias)
                       if bias is not None and np.any(bias) else -1)
         y = self.b.tensor(self.name("logits"), [1, head.fc.out_features])
         opt = s.FullyConnectedOptionsT()
-        opt.fusedActivationFunction, opt.keepNumDims = _NONE, True
-        self.b.op("FULLY_CONNECTED", inputs, [y], s.BuiltinOptions.FullyConnectedOptions, opt)
+        opt.fusedActivationFunction, opt.keepNumDims = _NONE, not hidden
+        self.b.op("FULLY_CONNECTED", inputs, [y], s.BuiltinOptions.FullyConnectedOptions, opt,
+                  version=5 if opt.keepNumDims else 1)
         return y
 
     def network(self, model: nn.Module, example: torch.Tensor) -> bytes:
         s = self.s
-        if not isinstance(model, nn.Sequential) or example.dim() != 4 or example.shape[0] != 1:
+        if type(model) is not nn.Sequential or example.dim() != 4 or example.shape[0] != 1:
             raise _Unsupported("not a sequence of blocks on one NCHW image")
         _, c, h, w = (int(d) for d in example.shape)
         graph_input = self.b.tensor("serving_default_args_0", [1, c, h, w])
         perm = self.b.tensor(self.name("perm"), [4], np.int32, np.asarray([0, 2, 3, 1], np.int32))
         x = self.b.tensor(self.name("nhwc"), [1, h, w, c])
         self.b.op("TRANSPOSE", [graph_input, perm], [x])
-        hw, y = (h, w), None
+        y = None
         blocks = list(model)
         for n, block in enumerate(blocks):
-            if isinstance(block, ClassifierHeadModule):
+            if type(block) is ClassifierHeadModule:
                 if n != len(blocks) - 1:
                     raise _Unsupported("a head before the last block")
-                y = self.head(x, hw, block)
-            elif isinstance(block, MBConv):
-                out, out_hw = self.layers(x, hw, list(block.body))
+                y = self.head(x, block)
+            elif type(block) is MBConv:
+                out = self.layers(x, list(block.body))
                 if block.residual:
-                    shape = [int(d) for d in self.b.tensors[out].shape]
-                    summed = self.b.tensor(self.name("add"), shape)
+                    summed = self.b.tensor(self.name("add"), self.shape(out))
                     opt = s.AddOptionsT()
                     opt.fusedActivationFunction = _NONE
                     self.b.op("ADD", [x, out], [summed], s.BuiltinOptions.AddOptions, opt)
                     out = summed
-                x, hw = out, out_hw
-            elif isinstance(block, nn.Sequential):
-                x, hw = self.layers(x, hw, list(block))
+                x = out
+            elif type(block) is nn.Sequential:
+                x = self.layers(x, list(block))
             else:
                 raise _Unsupported(type(block).__name__)
         if y is None:
