@@ -1,24 +1,29 @@
 #!/usr/bin/env python
-"""The device loop's throughput on one Cortex-M7 twin: measurements per minute, today's path
+"""The device loop's throughput on one Cortex-M7 twin: measurements per minute, the old path
 against latency-only uploads with cold and with warm conversion caches, same networks, same run.
 
     .venv/bin/python tools/bench_throughput.py [--n 5] [--seed 5]
 
 Every mode measures the same `mcu-mbnet` networks (drawn to fit qemu-m7) on one QEMU twin into
 a fresh store, exporting into a fresh artifacts folder (so each mode pays its exports):
-  real, no cache       what every measurement cost before: LiteRT conversion, the whole blob
-                       uploaded over the emulated UART (stop-and-wait, 2 KiB chunks)
-  generated, cold      `--weights generated`: the board makes the int8 weights up; an empty
-                       conversion cache (every network converted)
-  generated, warm      the same, with the conversions of the run before in the cache
+  real, no cache, litert-torch
+                       what a measurement cost before: litert-torch's conversion, the whole blob
+                       uploaded over the emulated UART (stop-and-wait)
+  generated, cold, litert-torch, pipelined
+                       `--weights generated`: the board makes the int8 weights up; an empty
+                       conversion cache; litert-torch converts (`$HWNAS_TFLITE_DIRECT=0`), the
+                       next networks exported while one is measured (the loop of commit 90ececb)
+  generated, cold      the same, the float graph written directly (export/tflite_direct.py,
+                       LiteRT's quantiser), not pipelined
+  generated, warm      the same, with the conversions of the mode before in the cache
   ..., pipelined       the same two with the next network exported while one is measured
                        (a new empty cache for the cold one)
 Prints, per mode, measurements per minute, seconds per measurement (export, upload, the rest),
 bytes on the serial line, and the speed-up over the first mode; and the instruction counts of
 generated against real weights for each network (the latency the two modes report). Last, the
 same networks on the phone's twin (`sim-android`: fp32 TFLite pushed over adb, timed by
-benchmark_model on this host, 5 warm-ups and 30 runs), with an empty and with a warm conversion
-cache.
+benchmark_model on this host, 5 warm-ups and 30 runs), with an empty conversion cache (litert-torch,
+then the direct float graph) and with a warm one.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hwnas_deploy.devices import load_profile
+from hwnas_deploy.export.tflite import DIRECT_ENV_VAR
 from hwnas_deploy.measurement import Measurer, SubNetwork
 from hwnas_deploy.profiling import sample_fitting
 from hwnas_deploy.spaces import get_space
@@ -52,18 +58,23 @@ def main() -> None:
     margin = replace(prof, hardware={**prof.hardware, **{k: int(0.85 * prof.hardware[k])
                                                          for k in ("sram_bytes", "flash_bytes")}})
     nets = [SubNetwork(sp, c) for c in sample_fitting(sp, margin, args.n, seed=args.seed)]
-    modes = [("real, no cache", "real", "off", False), ("generated, cold", "generated", "cold", False),
-             ("generated, warm", "generated", "warm", False), ("generated, cold, pipelined", "generated", "cold", True),
-             ("generated, warm, pipelined", "generated", "warm", True)]
+    # (name, weights, conversion cache, pipelined, litert-torch converts)
+    modes = [("real, no cache, litert-torch", "real", "off", False, True),
+             ("generated, cold, litert-torch, pipelined", "generated", "cold", True, True),
+             ("generated, cold", "generated", "cold", False, False),
+             ("generated, warm", "generated", "warm", False, False),
+             ("generated, cold, pipelined", "generated", "cold", True, False),
+             ("generated, warm, pipelined", "generated", "warm", True, False)]
     rows, medians = [], {}
     with tempfile.TemporaryDirectory(prefix="hwnas-bench-throughput-") as tmp:
         cache = Path(tmp) / "cache"
         # one twin for every mode: Measurer starts it with the first measurement and keeps it
         with Measurer(prof, None, progress=False) as m:
-            for name, weights, cache_state, pipeline in modes:
+            for name, weights, cache_state, pipeline, litert in modes:
                 if cache_state == "cold":  # an empty conversion cache, which the next warm mode reuses
                     cache = Path(tmp) / f"cache-{len(rows)}"
                 os.environ["HWNAS_CACHE_DIR"] = "off" if cache_state == "off" else str(cache)
+                os.environ[DIRECT_ENV_VAR] = "0" if litert else "1"
                 m.executor.pipeline = pipeline
                 m.artifacts_dir = Path(tmp) / f"artifacts-{len(rows)}"
                 start = time.perf_counter()
@@ -81,11 +92,12 @@ def main() -> None:
         # the phone's twin: the same networks as fp32 TFLite through adb (benchmark_model on this host)
         android = []
         with Measurer("sim-android", None, progress=False) as m:
-            for cache_state in ("cold", "warm"):
-                if cache_state == "cold":
-                    cache = Path(tmp) / "cache-android"
+            for cache_state in ("cold, litert-torch", "cold", "warm"):
+                if cache_state.startswith("cold"):
+                    cache = Path(tmp) / f"cache-android-{len(android)}"
                 os.environ["HWNAS_CACHE_DIR"] = str(cache)
-                m.artifacts_dir = Path(tmp) / f"android-{cache_state}"
+                os.environ[DIRECT_ENV_VAR] = "0" if "litert" in cache_state else "1"
+                m.artifacts_dir = Path(tmp) / f"android-{len(android)}"
                 start = time.perf_counter()
                 report = m.measure(nets, "tflite", force=True)
                 seconds = time.perf_counter() - start
@@ -99,13 +111,20 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, per_min, per_meas, exp, up, kib in rows:
         print(f"| {name} | {per_min:.1f} | {per_meas:.1f} | {exp:.1f} | {up:.2f} | {kib:.0f} | {per_min / base:.1f}x |")
+    per_min = {name: rate for name, rate, *_ in rows}
+    print(f"\ncold, pipelined: the direct float graph {per_min['generated, cold, pipelined']:.1f}/min against "
+          f"litert-torch's {per_min['generated, cold, litert-torch, pipelined']:.1f}/min: "
+          f"{per_min['generated, cold, pipelined'] / per_min['generated, cold, litert-torch, pipelined']:.1f}x")
     print(f"\nthe same networks on sim-android (fp32 TFLite through the adb twin; target >= {ANDROID_TARGET}/min)")
     print("| conversion cache | meas/min | s/meas | export s |")
     print("|---|---|---|---|")
     for cache_state, per_min, per_meas, exp in android:
         print(f"| {cache_state} | {per_min:.1f} | {per_meas:.1f} | {exp:.1f} |")
     assert medians["generated, cold, pipelined"] == medians["generated, cold"], "pipelining changed a count"
-    diffs = [abs(g - r) / r for g, r in zip(medians["generated, cold"], medians["real, no cache"], strict=True)]
+    assert medians["generated, cold, litert-torch, pipelined"] == medians["generated, cold"], \
+        "the direct float graph changed a count"
+    diffs = [abs(g - r) / r for g, r in
+             zip(medians["generated, cold"], medians["real, no cache, litert-torch"], strict=True)]
     print(f"latency, generated vs real weights: median |diff| {statistics.median(diffs):.3%}, "
           f"max {max(diffs):.3%} over {len(diffs)} networks")
 
