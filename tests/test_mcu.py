@@ -120,7 +120,8 @@ def test_firmware_builds_with_arm_gcc_and_says_hello(link):
     assert elf.read_bytes()[:4] == b"\x7fELF" and int.from_bytes(elf.read_bytes()[18:20], "little") == 40  # EM_ARM
     info = link.hello()
     assert (info.board, info.core, info.timer) == ("qemu-mps2-an500", "cortex-m7", "icount")
-    assert info.clock_hz == 25_000_000 and info.protocol == 3 and info.max_payload == 4096
+    assert info.clock_hz == 25_000_000 and info.protocol == 4 and info.max_payload == 4096
+    assert info.rx_buffer == 16383  # what a windowed upload may keep on the line behind a request
 
 
 def test_board_output_equals_host_runtime_and_tracks_torch(link, loaded, small_blob):
@@ -235,6 +236,59 @@ def test_corrupted_chunk_is_rejected_and_retried(link, small_blob):
     assert link.request(0x03, struct.pack("<I", last) + small[last:]) == struct.pack("<I", len(small))
     with pytest.raises(BoardError, match="BAD_BLOB"):  # whole-blob CRC fine, but not a model
         link.request(0x04)
+
+
+def test_a_windowed_upload_survives_a_corrupted_request_and_garbage_in_another(link, small_blob):
+    """Protocol 4 keeps several LOAD requests in flight. One leaves the host with a flipped byte,
+    garbage is written into the middle of another: the board answers a CRC error, or loses the
+    frame and refuses those after it as out of sequence; the link goes back to the first request
+    not acknowledged, the upload completes, the blob's CRC holds, and the board computes what
+    the host runtime computes with that blob."""
+    blob = open(small_blob.path, "rb").read()  # real weights: ~150 requests of 4 KiB
+
+    class Meddle:
+        def __init__(self, port):
+            self.port, self.writes = port, 0
+
+        def write(self, data):
+            self.writes += 1
+            data = bytearray(data)
+            if self.writes == 3:
+                data[len(data) // 2] ^= 0xFF
+            if self.writes == 7:
+                data[100:100] = np.random.default_rng(11).integers(0, 256, 300, dtype=np.uint8).tobytes()
+            return self.port.write(bytes(data))
+
+        def __getattr__(self, name):
+            return getattr(self.port, name)
+
+    link.request(LOAD_BEGIN, struct.pack("<II", 16, 0))  # drop the model held: the next load sends all of it
+    real_port, link.port = link.port, Meddle(link.port)
+    before = dict(link.stats)
+    try:
+        load = link.load(blob)
+    finally:
+        link.port = real_port
+    assert not load.already_held and load.n_ops > 0
+    assert link.stats["crc_errors"] > before["crc_errors"] and link.stats["retries"] >= before["retries"] + 2
+    assert link.stats["most_in_flight"] >= 3
+    x = np.random.default_rng(4).integers(-128, 128, size=load.input_bytes, dtype=np.int8)
+    board = np.frombuffer(link.infer(x.tobytes()), dtype=np.int8)
+    assert np.array_equal(board, HostBlobRunner(blob).invoke(x, board.size))
+
+
+def test_a_load_request_held_already_is_acknowledged_again(link, small_blob):
+    """What lets a host go back after an error: any request the board holds (not only the last)
+    is answered with the bytes held, and one beyond them is refused."""
+    blob = open(small_blob.path, "rb").read()[:6144]
+    link.request(LOAD_BEGIN, struct.pack("<II", len(blob), zlib.crc32(blob)))
+    chunks = [struct.pack("<I", at) + blob[at:at + 2048] for at in range(0, len(blob), 2048)]
+    assert link.request(0x03, chunks[0]) == struct.pack("<I", 2048)
+    assert link.request(0x03, chunks[1]) == struct.pack("<I", 4096)
+    assert link.request(0x03, chunks[0]) == struct.pack("<I", 4096)  # the first again: held, not rewritten
+    with pytest.raises(BoardError, match="SEQUENCE"):
+        link.request(0x03, struct.pack("<I", 6144) + b"x")
+    assert link.request(0x03, chunks[2]) == struct.pack("<I", 6144)
 
 
 def test_garbage_between_frames_does_not_hang_either_side(link):

@@ -14,7 +14,7 @@
 #ifndef HW_ARENA_CAPACITY
 #define HW_ARENA_CAPACITY (320u * 1024u)
 #endif
-#define FW_VERSION "hwnas-fw 0.9.0"
+#define FW_VERSION "hwnas-fw 0.10.0"
 #define MAX_OPS 512
 
 static uint8_t blob[HW_BLOB_CAPACITY] __attribute__((aligned(16)));
@@ -132,7 +132,8 @@ static void handle(const hw_frame_t *f) {
             uint16_t n = put_str(26, b->board);
             n = put_str(n, b->core);
             n = put_str(n, FW_VERSION);
-            send(ok, f->seq, reply, n);
+            put_u32(reply + n, b->rx_buffer_bytes); /* after the strings: older hosts stop before it */
+            send(ok, f->seq, reply, (uint16_t)(n + 4u));
             return;
         }
         case HW_LOAD_BEGIN:
@@ -171,7 +172,9 @@ static void handle(const hw_frame_t *f) {
                 send_err(f->seq, HW_E_BAD_LENGTH, f->cmd, "malformed segments");
                 return;
             }
-            if (loading && n > 0 && offset + n == load_received) { /* a repeat: its reply was lost */
+            /* a request held already (its reply was lost, or a windowed host went back to an
+             * earlier one): acknowledged again with what the board holds, nothing rewritten */
+            if (loading && n > 0 && offset + n <= load_received) {
                 put_u32(reply, load_received);
                 send(ok, f->seq, reply, 4);
                 return;

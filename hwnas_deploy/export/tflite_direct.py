@@ -2,9 +2,10 @@
 
 litert-torch takes ~11 s of one core per network (torch.export, three decompositions, MLIR),
 which made the LiteRT conversion most of a measurement on an MCU twin. For the layers our
-MobileNet-style spaces are made of (spaces/blocks.py: convolution + BatchNorm + ReLU/ReLU6/h-swish,
-inverted residuals with or without squeeze-and-excitation, the pooled head) the graph LiteRT makes is small and regular, so it
-is written here operator for operator as LiteRT writes it: the input's NCHW->NHWC TRANSPOSE,
+MobileNet-style spaces are made of (spaces/blocks.py: convolution + BatchNorm +
+ReLU/ReLU6/h-swish, inverted residuals with or without squeeze-and-excitation, the pooled head)
+the graph LiteRT makes is small and regular, so it is written here operator for operator as
+LiteRT writes it: the input's NCHW->NHWC TRANSPOSE,
 BatchNorm folded into the convolution before it (a convolution without one gets a zero bias),
 ReLU and ReLU6 fused, h-swish as HARD_SWISH, a convolution's padding as SAME where TFLite's SAME
 pads as torch does and as an explicit PAD + VALID where it does not, a residual as ADD,
@@ -128,7 +129,8 @@ def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[np.ndarray, np.
          else np.zeros(w.shape[0], np.float32))
     if bn is None:
         return w, b
-    scale = (bn.weight.detach().numpy() / np.sqrt(bn.running_var.detach().numpy() + np.float32(bn.eps))).astype(np.float32)
+    var = bn.running_var.detach().numpy()
+    scale = (bn.weight.detach().numpy() / np.sqrt(var + np.float32(bn.eps))).astype(np.float32)
     shift = (bn.bias.detach().numpy() - bn.running_mean.detach().numpy() * scale).astype(np.float32)
     return (w * scale[:, None, None, None]).astype(np.float32), (b * scale + shift).astype(np.float32)
 

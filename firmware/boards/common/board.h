@@ -12,6 +12,9 @@ typedef struct {
     uint32_t sram_bytes;    /* SRAM budget models must fit */
     uint32_t flash_bytes;   /* flash budget models must fit */
     uint8_t timer_kind;     /* HW_TIMER_* */
+    uint32_t rx_buffer_bytes; /* what the serial receive buffer holds while the firmware is busy:
+                               * a host keeps no more than this in flight behind the request
+                               * being served (a windowed upload) */
 } board_info_t;
 
 enum {

@@ -15,7 +15,8 @@
 #define USART_RDR(b) REG32((b) + 0x24u)
 #define USART_TDR(b) REG32((b) + 0x28u)
 
-#define STM32_RX_BUF 1024u
+/* requests of up to half of it follow the one being served (a windowed upload) */
+#define STM32_RX_BUF 4096u
 
 typedef struct {
     uint32_t base;

@@ -37,6 +37,7 @@ static const board_info_t info = {
     .sram_bytes = 512u * 1024u, /* AXI SRAM, where the firmware keeps its buffers */
     .flash_bytes = 2048u * 1024u,
     .timer_kind = HW_TIMER_DWT_CYCCNT,
+    .rx_buffer_bytes = STM32_RX_BUF - 1u,
 };
 
 static void clock_400mhz(void) {

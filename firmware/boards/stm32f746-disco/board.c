@@ -33,6 +33,7 @@ static const board_info_t info = {
     .sram_bytes = 320u * 1024u,
     .flash_bytes = 1024u * 1024u,
     .timer_kind = HW_TIMER_DWT_CYCCNT,
+    .rx_buffer_bytes = STM32_RX_BUF - 1u,
 };
 
 static void clock_216mhz(void) {
