@@ -402,6 +402,31 @@ def test_a_blob_the_board_holds_is_not_sent_again(link, generated):
     assert not link.load(made, made=ranges, seed=WEIGHT_SEED).already_held  # and back
 
 
+def test_the_blob_loaded_survives_a_reset_and_is_not_sent_again(link, generated):
+    """Protocol 4: the blob buffer and what it holds are not cleared at start-up, so after a
+    reset the board still has the last blob it loaded (checked by CRC), says so in HELLO, and a
+    LOAD_BEGIN naming it is answered "have it"; one begun but not finished leaves nothing. The
+    QEMU board has no flash slot: `keep` is answered "not kept", without an error."""
+    from hwnas_deploy.mcu.weights import WEIGHT_SEED
+
+    made, ranges, load = generated
+    before = link.run(0, 2, per_layer=False).cycles
+    link.reset()
+    with pytest.raises(BoardResetError):  # it did restart
+        link.mem()
+    info = link.hello()
+    assert info.model_loaded and info.flash_slot == 0
+    again = link.load(made, made=ranges, seed=WEIGHT_SEED, keep=True)
+    assert again.already_held and again.sent_bytes < 100 and not again.kept
+    assert link.run(0, 2, per_layer=False).cycles == before
+    link.request(LOAD_BEGIN, struct.pack("<II", 16, 0))  # another blob begun: the buffer is changing
+    link.reset()
+    with pytest.raises(BoardResetError):
+        link.mem()
+    assert not link.hello().model_loaded
+    assert not link.load(made, made=ranges, seed=WEIGHT_SEED, keep=True).kept  # uploaded, and loaded again
+
+
 def test_idle_board_costs_no_host_cpu(board, link):
     link.hello()
     stat = f"/proc/{board.process.pid}/stat"
@@ -541,7 +566,10 @@ def test_stm32_boards_build_and_an_over_budget_build_fails_to_link(board, flash_
     sections = {line.split()[0]: (int(line.split()[1]), int(line.split()[2])) for line in sizes.splitlines()
                 if line.startswith(".") and len(line.split()) == 3}
     assert sections[".isr_vector"][1] == 0x08000000
-    ram_end = sections[".bss"][1] + sections[".bss"][0]
+    # the flash slot (where LOAD_END's keep flag writes a blob) lies past the code
+    slot = {"stm32f746-disco": 0x080C0000, "nucleo-h743zi": 0x081A0000}[board]
+    assert sections[".text"][1] + sections[".text"][0] <= slot < 0x08000000 + flash_kb * 1024
+    ram_end = max(start + size for name, (size, start) in sections.items() if name in (".bss", ".noinit"))
     ram_origin = 0x20000000 if board.startswith("stm32f7") else 0x24000000
     assert ram_end <= ram_origin + ram_kb * 1024
     from hwnas_deploy.mcu.firmware import FIRMWARE_DIR

@@ -1,4 +1,5 @@
 /* Profiling firmware: answers the host's framed requests (protocol/protocol.h) forever. */
+#include <stddef.h>
 #include <string.h>
 
 #include "board.h"
@@ -17,7 +18,20 @@
 #define FW_VERSION "hwnas-fw 0.10.0"
 #define MAX_OPS 512
 
-static uint8_t blob[HW_BLOB_CAPACITY] __attribute__((aligned(16)));
+/* The blob and what it is (`held`) are not zeroed at start-up: after a reset the board still
+ * holds the last blob it loaded (checked by CRC) and a LOAD_BEGIN naming it is answered "have
+ * it". LOAD_END's keep flag also writes both to the board's flash slot, if it has one, so the
+ * blob survives a power cycle. */
+typedef struct {
+    uint32_t magic, size, crc, named;
+    uint8_t sha[32];
+    uint32_t reserved[3];
+    uint32_t check; /* CRC-32 of the fields before it */
+} held_t;
+_Static_assert(sizeof(held_t) == 64, "a flash slot's header is 64 bytes: two 256-bit flash words");
+#define HELD_MAGIC 0x444C4548u /* "HELD" */
+static uint8_t blob[HW_BLOB_CAPACITY] __attribute__((aligned(32), section(".noinit.blob")));
+static held_t held __attribute__((aligned(32), section(".noinit.held")));
 static uint8_t arena[HW_ARENA_CAPACITY] __attribute__((aligned(16)));
 static uint8_t tx[HW_MAX_PAYLOAD + 10];
 static uint8_t reply[HW_MAX_PAYLOAD];
@@ -38,6 +52,50 @@ static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] =
 static uint32_t get_u16(const uint8_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
 static uint32_t get_u32(const uint8_t *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static uint32_t held_check(const held_t *h) { return hw_crc32(0, (const uint8_t *)h, offsetof(held_t, check)); }
+
+static int held_valid(const held_t *h, const uint8_t *data, uint32_t capacity) {
+    return h->magic == HELD_MAGIC && h->check == held_check(h) && h->size <= capacity &&
+           hw_crc32(0, data, h->size) == h->crc;
+}
+
+/* The blob held before a reset: in RAM (a reset keeps it there), else in the flash slot. */
+static void restore_held_blob(void) {
+    if (!held_valid(&held, blob, HW_BLOB_CAPACITY)) {
+        const uint8_t *slot;
+        uint32_t slot_bytes = board_flash_slot(&slot);
+        if (slot_bytes <= sizeof(held_t)) return;
+        const held_t *kept = (const held_t *)slot;
+        uint32_t room = slot_bytes - (uint32_t)sizeof(held_t);
+        if (!held_valid(kept, slot + sizeof(held_t), room < HW_BLOB_CAPACITY ? room : HW_BLOB_CAPACITY)) return;
+        memcpy(blob, slot + sizeof(held_t), kept->size); /* run from RAM, as an uploaded blob */
+        held = *kept;
+    }
+    int rc = hw_model_init(&model, blob, held.size, arena, HW_ARENA_CAPACITY);
+    if (rc != HW_OK || model.header->n_ops > MAX_OPS) {
+        held.magic = 0;
+        return;
+    }
+    model_ready = 1;
+    model_named = (int)held.named;
+    memcpy(model_sha, held.sha, 32);
+    load_size = held.size;
+    load_crc = held.crc;
+}
+
+/* Blob and header into the flash slot, the header last (a write cut short leaves none valid):
+ * 1 kept, 0 the board has no slot (or the blob does not fit it), 2 the flash refused. */
+static uint8_t keep_in_flash(void) {
+    const uint8_t *slot;
+    uint32_t slot_bytes = board_flash_slot(&slot);
+    uint32_t padded = (held.size + 31u) & ~31u; /* whole flash words; the buffer's capacity is one */
+    if (slot_bytes < sizeof(held_t) + padded || padded > HW_BLOB_CAPACITY) return 0;
+    if (board_flash_slot_erase((uint32_t)sizeof(held_t) + padded) != 0) return 2;
+    if (board_flash_slot_program((uint32_t)sizeof(held_t), blob, padded) != 0) return 2;
+    if (board_flash_slot_program(0, (const uint8_t *)&held, (uint32_t)sizeof(held_t)) != 0) return 2;
+    return held_valid((const held_t *)slot, slot + sizeof(held_t), slot_bytes - (uint32_t)sizeof(held_t)) ? 1 : 2;
 }
 
 /* n_ops u16, arena bytes u32, input bytes u32, output bytes u32: what LOAD_END answers */
@@ -132,8 +190,11 @@ static void handle(const hw_frame_t *f) {
             uint16_t n = put_str(26, b->board);
             n = put_str(n, b->core);
             n = put_str(n, FW_VERSION);
-            put_u32(reply + n, b->rx_buffer_bytes); /* after the strings: older hosts stop before it */
-            send(ok, f->seq, reply, (uint16_t)(n + 4u));
+            /* after the strings (older hosts stop before them): the receive buffer, the flash slot */
+            const uint8_t *slot;
+            put_u32(reply + n, b->rx_buffer_bytes);
+            put_u32(reply + n + 4u, board_flash_slot(&slot));
+            send(ok, f->seq, reply, (uint16_t)(n + 8u));
             return;
         }
         case HW_LOAD_BEGIN:
@@ -151,6 +212,7 @@ static void handle(const hw_frame_t *f) {
             }
             model_ready = 0;
             loading = 0;
+            held.magic = 0; /* the blob buffer is about to change */
             if (load_size > HW_BLOB_CAPACITY) {
                 send_err(f->seq, HW_E_TOO_BIG, f->cmd, "blob larger than the board's blob capacity");
                 return;
@@ -217,7 +279,12 @@ static void handle(const hw_frame_t *f) {
             model_ready = 1;
             model_named = load_named;
             memcpy(model_sha, load_sha, 32);
-            send(ok, f->seq, reply, (uint16_t)put_model_facts(reply));
+            held = (held_t){.magic = HELD_MAGIC, .size = load_size, .crc = load_crc, .named = (uint32_t)load_named};
+            memcpy(held.sha, load_sha, 32);
+            held.check = held_check(&held);
+            uint32_t n = put_model_facts(reply);
+            if (f->len >= 1) reply[n++] = (p[0] & 1u) ? keep_in_flash() : 0; /* keep u8 (protocol 4) */
+            send(ok, f->seq, reply, (uint16_t)n);
             return;
         }
         case HW_RUN: {
@@ -325,6 +392,8 @@ int main(void) {
         model_ready = 1;
         load_size = HWNAS_MODEL_BLOB_BYTES;
     }
+#else
+    restore_held_blob();
 #endif
     hw_parser_reset(&parser);
     send(HW_BOOT, 0, (const uint8_t *)FW_VERSION, (uint16_t)(sizeof(FW_VERSION) - 1));

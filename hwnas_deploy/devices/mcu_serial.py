@@ -112,11 +112,14 @@ class McuSerialDriver(Driver):
         return handle
 
     def _load(self, handle: Deployed) -> LoadResult:
+        # a blob with its real weights is worth keeping in a board's flash slot (its upload takes
+        # minutes at 115200 baud; it is a model deployed): after a power cycle it is still there
+        keep = handle.weights == "real" and self.info.flash_slot > 0
         try:
-            return self.link.load(handle.blob, made=handle.made, seed=WEIGHT_SEED)
+            return self.link.load(handle.blob, made=handle.made, seed=WEIGHT_SEED, keep=keep)
         except BoardResetError:
             self.info = self.link.hello()  # reset during upload: start the upload again, once
-            return self.link.load(handle.blob, made=handle.made, seed=WEIGHT_SEED)
+            return self.link.load(handle.blob, made=handle.made, seed=WEIGHT_SEED, keep=keep)
 
     def _count_unit(self) -> str:
         return "instructions" if self.info.timer == "icount" else "cycles"
@@ -152,7 +155,8 @@ class McuSerialDriver(Driver):
             "weights": handle.weights,
             **({"weights_seed": WEIGHT_SEED} if handle.weights == "generated" else {}),
             "upload": {"sent_bytes": handle.load.sent_bytes, "generated_bytes": handle.load.generated_bytes,
-                       "already_held": handle.load.already_held, "seconds": round(handle.load.seconds, 3)},
+                       "already_held": handle.load.already_held, "seconds": round(handle.load.seconds, 3),
+                       "kept_in_flash": handle.load.kept},
             "board": self.info.board,
             "output_check": check,
         }

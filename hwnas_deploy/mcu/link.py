@@ -54,7 +54,8 @@ NAMED_LOADS = 2
 #: INPUT_FILL (RUN's input written by the board)
 MADE_ARRAYS = 3
 #: protocol 4: any LOAD request held already is acknowledged again (windowed uploads); HELLO
-#: says the board's receive buffer size
+#: says the board's receive buffer size and flash slot; a blob loaded survives a reset, and one
+#: LOAD_END asks to keep survives a power cycle (in the flash slot)
 WINDOWED = 4
 #: LOAD_SEGMENTS' kinds (the top two bits of a segment's u32 head) and the shortest run of zero
 #: bytes worth a segment of its own (8 bytes on the wire)
@@ -152,6 +153,7 @@ class BoardInfo:
     core: str
     firmware: str
     rx_buffer: int = 0  # protocol 4: what the board's receive buffer holds while it is busy
+    flash_slot: int = 0  # protocol 4: bytes of flash a blob can be kept in (0: none)
 
 
 @dataclass
@@ -170,6 +172,7 @@ class LoadResult:
     generated_bytes: int = 0  # made by the board (generated, or a word repeated) instead of sent
     already_held: bool = False  # the board had this blob: nothing was sent
     seconds: float = 0.0
+    kept: bool = False  # written to the board's flash slot (load(keep=True))
 
 
 class McuLink:
@@ -182,7 +185,7 @@ class McuLink:
         self.stats = {"retries": 0, "crc_errors": 0, "bytes_sent": 0, "most_in_flight": 0}
         self.protocol = 1  # until hello() says more
         self.max_payload = MAX_PAYLOAD  # the board's, once hello() has said it
-        self.rx_buffer = 0  # likewise (protocol 4)
+        self.rx_buffer = self.flash_slot = 0  # likewise (protocol 4)
         self.pending: list[Frame] = []  # frames read but not yet taken (windowed uploads)
 
     @classmethod
@@ -272,17 +275,18 @@ class McuLink:
         fixed = struct.unpack_from("<HHIIIIIBB", p)
         board, core, firmware, tail = (p[26:].split(b"\0", 3) + [b""])[:4]
         self.protocol, self.max_payload = fixed[0], min(fixed[1], MAX_PAYLOAD)
-        windowed = self.protocol >= WINDOWED and len(tail) >= 4
-        self.rx_buffer = struct.unpack_from("<I", tail)[0] if windowed else 0
+        windowed = self.protocol >= WINDOWED and len(tail) >= 8
+        self.rx_buffer, self.flash_slot = struct.unpack_from("<II", tail) if windowed else (0, 0)
         return BoardInfo(
             protocol=fixed[0], max_payload=fixed[1], clock_hz=fixed[2], sram_bytes=fixed[3],
             flash_bytes=fixed[4], arena_capacity=fixed[5], blob_capacity=fixed[6],
             timer=TIMER_KINDS.get(fixed[7], str(fixed[7])), model_loaded=bool(fixed[8]),
             board=board.decode(), core=core.decode(), firmware=firmware.decode(), rx_buffer=self.rx_buffer,
+            flash_slot=self.flash_slot,
         )
 
     def load(self, blob: bytes, chunk: int = 2048, progress=None, *, made: Sequence[Made] = (),
-             seed: int = 0, windowed: bool = True) -> LoadResult:
+             seed: int = 0, windowed: bool = True, keep: bool = False) -> LoadResult:
         """Upload a blob in CRC-checked requests; the board checks the whole blob's CRC at the end.
 
         `made` ranges (mcu/weights.py) are made by the board instead of sent: the generator's
@@ -291,8 +295,11 @@ class McuLink:
         is told the blob's SHA-256 first and answers "have it" when that blob is the one loaded:
         nothing more is sent. Protocol 3 takes the blob as segments, as many per request as the
         board's largest payload holds (4 KiB; runs of zeros as repeated words too); protocol 2
-        gets the generated ranges one request each and every other byte; older firmware every byte. Protocol 4 keeps several
-        requests in flight (`windowed=False`: one at a time, as before)."""
+        gets the generated ranges one request each and every other byte; older firmware every
+        byte. Protocol 4 keeps several requests in flight (`windowed=False`: one at a time, as
+        before); `keep` writes the blob to the board's flash slot, where it survives a power
+        cycle (without one, a protocol-4 board keeps it in RAM across resets: `LoadResult.kept`
+        says which)."""
         start_time, start_bytes = time.monotonic(), self.stats["bytes_sent"]
         named = self.protocol >= NAMED_LOADS
         made = [m for m in made if named and (m.word is None or self.protocol >= MADE_ARRAYS)]
@@ -320,8 +327,13 @@ class McuLink:
                     raise DeviceError(f"{COMMAND_NAMES[cmd]}: board holds {got} bytes, expected {end}")
                 if progress is not None:
                     progress(end - start)
-            result = LoadResult(*struct.unpack("<HIII", self.request(LOAD_END)),
-                                generated_bytes=sum(m.size for m in made))
+            keep = keep and self.protocol >= WINDOWED
+            end = self.request(LOAD_END, b"\x01" if keep else b"")
+            result = LoadResult(*struct.unpack_from("<HIII", end), generated_bytes=sum(m.size for m in made))
+            if keep and end[14:15] == b"\x02":
+                raise DeviceError("LOAD_END: the board's flash refused the blob (erasing or programming "
+                                  "its slot failed); the blob is loaded, but not kept")
+            result.kept = keep and end[14:15] == b"\x01"
         result.sent_bytes = self.stats["bytes_sent"] - start_bytes
         result.seconds = time.monotonic() - start_time
         return result

@@ -37,4 +37,12 @@ uint64_t board_cycles(void);
 
 void board_reset(void) __attribute__((noreturn));
 
+/* A flash slot where LOAD_END's keep flag stores the blob (after a header), so it survives a
+ * power cycle: its size in bytes (0: the board has none) and address. */
+uint32_t board_flash_slot(const uint8_t **base);
+/* Erase the sectors holding the slot's first `len` bytes; program `len` bytes at `offset`
+ * (both multiples of 32: the largest flash word of our boards). 0 on success. */
+int board_flash_slot_erase(uint32_t len);
+int board_flash_slot_program(uint32_t offset, const uint8_t *data, uint32_t len);
+
 #endif

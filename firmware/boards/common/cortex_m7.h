@@ -12,6 +12,7 @@
 #define SCB_CSSELR REG32(0xE000ED84u)
 #define SCB_ICIALLU REG32(0xE000EF50u)
 #define SCB_DCISW REG32(0xE000EF60u)
+#define SCB_DCIMVAC REG32(0xE000EF5Cu)
 #define DEMCR REG32(0xE000EDFCu)
 #define DWT_CTRL REG32(0xE0001000u)
 #define DWT_CYCCNT REG32(0xE0001004u)
@@ -39,6 +40,14 @@ static inline void cm7_enable_caches(void) {
     } while (sets-- != 0u);
     cm7_dsb_isb();
     SCB_CCR |= 1u << 16;
+    cm7_dsb_isb();
+}
+
+/* Drop the data cache's lines over [addr, addr + len) (memory changed behind the cache: flash
+ * erased and programmed). */
+static inline void cm7_dcache_invalidate(uint32_t addr, uint32_t len) {
+    cm7_dsb_isb();
+    for (uint32_t a = addr & ~31u; a < addr + len; a += 32u) SCB_DCIMVAC = a;
     cm7_dsb_isb();
 }
 

@@ -84,4 +84,70 @@ void board_init(void) {
     cm7_enable_cycle_counter();
 }
 
+/* The flash slot: bank 2's sectors 5-7, the last 384 KB (RM0433 4.3: 8 sectors of 128 KB per
+ * bank), outside the linker's FLASH region. Bank 2's own registers; programmed in 256-bit flash
+ * words (8 words written, then the controller programs them). */
+#define FLASH_KEYR2 REG32(0x52002104u)
+#define FLASH_CR2 REG32(0x5200210Cu)
+#define FLASH_SR2 REG32(0x52002110u)
+#define FLASH_CCR2 REG32(0x52002114u)
+#define SLOT_BASE 0x081A0000u
+#define SLOT_BYTES (384u * 1024u)
+#define SLOT_FIRST_SECTOR 5u
+#define SECTOR_BYTES (128u * 1024u)
+#define FLASH_ERRORS 0x07EE0000u /* WRPERR PGSERR STRBERR INCERR OPERR RDPERR RDSERR SNECCERR DBECCERR */
+
+uint32_t board_flash_slot(const uint8_t **base) {
+    *base = (const uint8_t *)SLOT_BASE;
+    return SLOT_BYTES;
+}
+
+static int flash_done(void) {
+    while (FLASH_SR2 & 5u) { /* BSY, QW */
+    }
+    uint32_t errors = FLASH_SR2 & FLASH_ERRORS;
+    FLASH_CCR2 = errors | (1u << 16); /* and EOP */
+    return errors ? -1 : 0;
+}
+
+static void flash_unlock(void) {
+    if (FLASH_CR2 & 1u) { /* LOCK */
+        FLASH_KEYR2 = 0x45670123u;
+        FLASH_KEYR2 = 0xCDEF89ABu;
+    }
+}
+
+int board_flash_slot_erase(uint32_t len) {
+    if (len > SLOT_BYTES) return -1;
+    flash_unlock();
+    int rc = flash_done();
+    for (uint32_t s = 0; s * SECTOR_BYTES < len && rc == 0; s++) {
+        FLASH_CR2 = (2u << 4) | ((SLOT_FIRST_SECTOR + s) << 8) | (1u << 2); /* PSIZE x32, SNB, SER */
+        FLASH_CR2 |= 1u << 7;                                               /* START */
+        rc = flash_done();
+    }
+    FLASH_CR2 = 1u; /* LOCK */
+    cm7_dcache_invalidate(SLOT_BASE, len);
+    return rc;
+}
+
+int board_flash_slot_program(uint32_t offset, const uint8_t *data, uint32_t len) {
+    if (offset % 32u || len % 32u || offset + len > SLOT_BYTES) return -1;
+    flash_unlock();
+    FLASH_CR2 = (2u << 4) | (1u << 1); /* PSIZE x32, PG */
+    volatile uint32_t *to = (volatile uint32_t *)(SLOT_BASE + offset);
+    int rc = 0;
+    for (uint32_t i = 0; i < len / 4u && rc == 0; i++) {
+        const uint8_t *b = data + 4u * i;
+        to[i] = (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
+        if (i % 8u == 7u) { /* a whole flash word written: it programs */
+            cm7_dsb_isb();
+            rc = flash_done();
+        }
+    }
+    FLASH_CR2 = 1u;
+    cm7_dcache_invalidate(SLOT_BASE + offset, len);
+    return rc;
+}
+
 #include "stm32_common.c.inc"

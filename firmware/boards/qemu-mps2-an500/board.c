@@ -115,6 +115,24 @@ uint64_t board_cycles(void) {
     return timer_high + (0xFFFFFFFFu - v);
 }
 
+/* No flash to keep a blob in: the blob buffer itself survives a reset (app/main.c). */
+uint32_t board_flash_slot(const uint8_t **base) {
+    *base = 0;
+    return 0;
+}
+
+int board_flash_slot_erase(uint32_t len) {
+    (void)len;
+    return -1;
+}
+
+int board_flash_slot_program(uint32_t offset, const uint8_t *data, uint32_t len) {
+    (void)offset;
+    (void)data;
+    (void)len;
+    return -1;
+}
+
 void board_reset(void) {
     AIRCR = (0x5FAu << 16) | (1u << 2); /* SYSRESETREQ */
     for (;;) {

@@ -78,4 +78,59 @@ void board_init(void) {
     cm7_enable_cycle_counter();
 }
 
+/* The flash slot: sector 7, the last 256 KB (RM0385 3.3: sectors 0-3 32 KB, 4 128 KB, 5-7 256 KB),
+ * outside the linker's FLASH region. Programmed 32 bits at a time (PSIZE x32, 2.7-3.6 V). */
+#define FLASH_KEYR REG32(0x40023C04u)
+#define FLASH_SR REG32(0x40023C0Cu)
+#define FLASH_CR REG32(0x40023C10u)
+#define SLOT_BASE 0x080C0000u
+#define SLOT_BYTES (256u * 1024u)
+#define SLOT_SECTOR 7u
+
+uint32_t board_flash_slot(const uint8_t **base) {
+    *base = (const uint8_t *)SLOT_BASE;
+    return SLOT_BYTES;
+}
+
+static int flash_done(void) {
+    while (FLASH_SR & (1u << 16)) { /* BSY */
+    }
+    uint32_t errors = FLASH_SR & 0xF2u; /* ERSERR, PGPERR, PGAERR, WRPERR, OPERR */
+    FLASH_SR = errors | 1u;             /* cleared by writing 1 (and EOP) */
+    return errors ? -1 : 0;
+}
+
+int board_flash_slot_erase(uint32_t len) {
+    if (len > SLOT_BYTES) return -1;
+    if (FLASH_CR & (1u << 31)) { /* LOCK */
+        FLASH_KEYR = 0x45670123u;
+        FLASH_KEYR = 0xCDEF89ABu;
+    }
+    int rc = flash_done();
+    FLASH_CR = (2u << 8) | (SLOT_SECTOR << 3) | (1u << 1); /* PSIZE x32, SNB, SER */
+    FLASH_CR |= 1u << 16;                                  /* STRT */
+    rc |= flash_done();
+    FLASH_CR = 1u << 31;
+    cm7_dcache_invalidate(SLOT_BASE, len);
+    return rc;
+}
+
+int board_flash_slot_program(uint32_t offset, const uint8_t *data, uint32_t len) {
+    if (offset % 32u || len % 32u || offset + len > SLOT_BYTES) return -1;
+    FLASH_KEYR = 0x45670123u;
+    FLASH_KEYR = 0xCDEF89ABu;
+    FLASH_CR = (2u << 8) | 1u; /* PSIZE x32, PG */
+    volatile uint32_t *to = (volatile uint32_t *)(SLOT_BASE + offset);
+    int rc = 0;
+    for (uint32_t i = 0; i < len / 4u && rc == 0; i++) {
+        const uint8_t *b = data + 4u * i;
+        to[i] = (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
+        cm7_dsb_isb();
+        rc = flash_done();
+    }
+    FLASH_CR = 1u << 31;
+    cm7_dcache_invalidate(SLOT_BASE + offset, len);
+    return rc;
+}
+
 #include "stm32_common.c.inc"
