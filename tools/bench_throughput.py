@@ -46,6 +46,15 @@ from hwnas_deploy.spaces import get_space
 ANDROID_TARGET = 20  # measurements per minute (issue 22)
 
 
+def fitting_configs(n: int, seed: int) -> list[dict]:
+    """`n` mcu-mbnet configs drawn to fit 85 % of qemu-m7's budgets: the space's footprint is an
+    estimate, and a network the board refuses would time an export without a measurement."""
+    sp, prof = get_space("mcu-mbnet"), load_profile("qemu-m7")
+    margin = replace(prof, hardware={**prof.hardware, **{k: int(0.85 * prof.hardware[k])
+                                                         for k in ("sram_bytes", "flash_bytes")}})
+    return sample_fitting(sp, margin, n, seed=seed)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=5, help="networks per mode")
@@ -53,11 +62,7 @@ def main() -> None:
     args = ap.parse_args()
 
     sp, prof = get_space("mcu-mbnet"), load_profile("qemu-m7")
-    # drawn to fit 85 % of the board's budgets: the space's footprint is an estimate, and a
-    # network the board refuses would time an export without a measurement
-    margin = replace(prof, hardware={**prof.hardware, **{k: int(0.85 * prof.hardware[k])
-                                                         for k in ("sram_bytes", "flash_bytes")}})
-    nets = [SubNetwork(sp, c) for c in sample_fitting(sp, margin, args.n, seed=args.seed)]
+    nets = [SubNetwork(sp, c) for c in fitting_configs(args.n, args.seed)]
     # (name, weights, conversion cache, pipelined, litert-torch converts)
     modes = [("real, no cache, litert-torch", "real", "off", False, True),
              ("generated, cold, litert-torch, pipelined", "generated", "cold", True, True),

@@ -4,7 +4,7 @@ stop-and-wait (one request, one reply), on one Cortex-M7 twin, same blobs, same 
 
     .venv/bin/python tools/bench_upload.py [--n 3] [--rounds 2]
 
-`--n` `mcu-mbnet` networks drawn to fit qemu-m7 (seed 5, as bench_throughput) are exported as
+`--n` `mcu-mbnet` networks drawn to fit qemu-m7 (seed 5, bench_throughput's draw) are exported as
 int8 blobs; each is uploaded with its real weights (every byte sent) and latency-only (weights
 generated on the board), `--rounds` times in each mode, the two modes alternating; before each
 upload a LOAD_BEGIN for another blob makes the board drop the one it holds, so every upload
@@ -19,14 +19,13 @@ import math
 import struct
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from hwnas_deploy.devices import load_profile
+from bench_throughput import fitting_configs
+
 from hwnas_deploy.export import export_subnet
 from hwnas_deploy.mcu.link import LOAD_BEGIN, McuLink
 from hwnas_deploy.mcu.weights import WEIGHT_SEED, made_blob, made_ranges
-from hwnas_deploy.profiling import sample_fitting
 from hwnas_deploy.sim.qemu import QemuBoard
 from hwnas_deploy.spaces import get_space
 
@@ -38,10 +37,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=5)
     args = ap.parse_args()
 
-    sp, prof = get_space("mcu-mbnet"), load_profile("qemu-m7")
-    margin = replace(prof, hardware={**prof.hardware, **{k: int(0.85 * prof.hardware[k])
-                                                         for k in ("sram_bytes", "flash_bytes")}})
-    configs = sample_fitting(sp, margin, args.n, seed=args.seed)
+    sp = get_space("mcu-mbnet")
+    configs = fitting_configs(args.n, args.seed)
     times: dict[tuple[str, bool], list[tuple[float, int]]] = {}
     with tempfile.TemporaryDirectory(prefix="hwnas-bench-upload-") as tmp, QemuBoard() as board:
         link = McuLink.open(board.url)
