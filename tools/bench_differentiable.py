@@ -85,10 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         best = best_within(r["lut_ms"])
         # no NSGA-II network as fast: the family reaches latencies the front does not
-        best_text, gap = ("none as fast", "-") if math.isnan(best) else (f"{best:.2f}", f"{best - r['accuracy']:+.2f}")
+        best_text, gap = "none as fast", "-"
+        if not math.isnan(best):
+            best_text, gap = f"{best:.2f}", f"{best - r['accuracy']:+.2f}"
         print(f"| {r['budget']['latency']:.3f} | {r['config']['d']} | {r['params']:,} | {r['lut_ms']:.3f} | "
-              f"{r['measured_ms']:.3f} | {r['measured_ms'] / r['lut_ms']:.3f} | {r['accuracy']:.2f} | {best_text} | "
-              f"{gap} |")
+              f"{r['measured_ms']:.3f} | {r['measured_ms'] / r['lut_ms']:.3f} | {r['accuracy']:.2f} | "
+              f"{best_text} | {gap} |")
     measured = [r["measured_ms"] for r in rows]
     t = [r["budget"]["latency"] for r in rows]
     slower = sum(1 for a, b in zip(measured, measured[1:], strict=False) if b > a * 1.0005)

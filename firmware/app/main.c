@@ -54,7 +54,9 @@ static uint32_t get_u32(const uint8_t *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
-static uint32_t held_check(const held_t *h) { return hw_crc32(0, (const uint8_t *)h, offsetof(held_t, check)); }
+static uint32_t held_check(const held_t *h) {
+    return hw_crc32(0, (const uint8_t *)h, offsetof(held_t, check));
+}
 
 static int held_valid(const held_t *h, const uint8_t *data, uint32_t capacity) {
     return h->magic == HELD_MAGIC && h->check == held_check(h) && h->size <= capacity &&
@@ -69,7 +71,8 @@ static void restore_held_blob(void) {
         if (slot_bytes <= sizeof(held_t)) return;
         const held_t *kept = (const held_t *)slot;
         uint32_t room = slot_bytes - (uint32_t)sizeof(held_t);
-        if (!held_valid(kept, slot + sizeof(held_t), room < HW_BLOB_CAPACITY ? room : HW_BLOB_CAPACITY)) return;
+        if (room > HW_BLOB_CAPACITY) room = HW_BLOB_CAPACITY;
+        if (!held_valid(kept, slot + sizeof(held_t), room)) return;
         memcpy(blob, slot + sizeof(held_t), kept->size); /* run from RAM, as an uploaded blob */
         held = *kept;
     }
@@ -95,7 +98,8 @@ static uint8_t keep_in_flash(void) {
     if (board_flash_slot_erase((uint32_t)sizeof(held_t) + padded) != 0) return 2;
     if (board_flash_slot_program((uint32_t)sizeof(held_t), blob, padded) != 0) return 2;
     if (board_flash_slot_program(0, (const uint8_t *)&held, (uint32_t)sizeof(held_t)) != 0) return 2;
-    return held_valid((const held_t *)slot, slot + sizeof(held_t), slot_bytes - (uint32_t)sizeof(held_t)) ? 1 : 2;
+    const held_t *kept = (const held_t *)slot;
+    return held_valid(kept, slot + sizeof(held_t), slot_bytes - (uint32_t)sizeof(held_t)) ? 1 : 2;
 }
 
 /* n_ops u16, arena bytes u32, input bytes u32, output bytes u32: what LOAD_END answers */
@@ -279,7 +283,8 @@ static void handle(const hw_frame_t *f) {
             model_ready = 1;
             model_named = load_named;
             memcpy(model_sha, load_sha, 32);
-            held = (held_t){.magic = HELD_MAGIC, .size = load_size, .crc = load_crc, .named = (uint32_t)load_named};
+            held = (held_t){.magic = HELD_MAGIC, .size = load_size, .crc = load_crc,
+                            .named = (uint32_t)load_named};
             memcpy(held.sha, load_sha, 32);
             held.check = held_check(&held);
             uint32_t n = put_model_facts(reply);

@@ -311,7 +311,9 @@ class McuLink:
             windowed = windowed and self.protocol >= WINDOWED and self.rx_buffer > 0
             if self.protocol >= MADE_ARRAYS:
                 # behind the request being served, two of them fit the board's receive buffer
-                limit = min(self.max_payload, max(64, self.rx_buffer // 2 - 10)) if windowed else self.max_payload
+                limit = self.max_payload
+                if windowed:
+                    limit = min(limit, max(64, self.rx_buffer // 2 - 10))
                 requests = ((LOAD_SEGMENTS, start, end, payload)
                             for start, end, payload in _segment_requests(blob, made, seed, limit))
             else:
@@ -364,7 +366,8 @@ class McuLink:
             while base < len(requests):
                 while sent < len(requests):
                     frame = encode_frame(requests[sent][0], (self.seq + 1) & 0xFF, requests[sent][3])
-                    if in_flight and sum(n for _, _, n in in_flight) - in_flight[0][2] + len(frame) > self.rx_buffer:
+                    behind_oldest = sum(n for _, _, n in in_flight) - (in_flight[0][2] if in_flight else 0)
+                    if in_flight and behind_oldest + len(frame) > self.rx_buffer:
                         break
                     self.seq = (self.seq + 1) & 0xFF
                     self.port.write(frame)
@@ -383,7 +386,8 @@ class McuLink:
                     name = COMMAND_NAMES.get(requests[base][0], "LOAD")
                     raise DeviceError(f"{name}: {problem} after {self.retries + 1} attempts")
                 held = self._drain(in_flight)  # the replies still due: stale from now on
-                acknowledge(next((i for i in range(base, len(requests)) if requests[i][2] > held), len(requests)))
+                acknowledge(next((i for i in range(base, len(requests)) if requests[i][2] > held),
+                                 len(requests)))
                 in_flight.clear()
                 sent = base
         except (serial.SerialException, OSError) as exc:
