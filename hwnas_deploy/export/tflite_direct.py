@@ -315,5 +315,5 @@ def float_tflite(model: nn.Module, example: torch.Tensor) -> bytes | None:
         return None
     try:
         return _Writer().network(model, example)
-    except _Unsupported:
+    except (_Unsupported, ImportError):  # ImportError: no ai-edge-litert here (the `litert` extra)
         return None
