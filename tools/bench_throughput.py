@@ -116,8 +116,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, per_min, per_meas, exp, up, kib in rows:
         print(f"| {name} | {per_min:.1f} | {per_meas:.1f} | {exp:.1f} | {up:.2f} | {kib:.0f} | {per_min / base:.1f}x |")
-    per_min = {name: rate for name, rate, *_ in rows}
-    direct, litert = per_min["generated, cold, pipelined"], per_min["generated, cold, litert-torch, pipelined"]
+    rates = {name: rate for name, rate, *_ in rows}
+    direct, litert = rates["generated, cold, pipelined"], rates["generated, cold, litert-torch, pipelined"]
     print(f"\ncold, pipelined: the direct float graph {direct:.1f}/min against litert-torch's "
           f"{litert:.1f}/min: {direct / litert:.1f}x")
     print(f"\nthe same networks on sim-android (fp32 TFLite through the adb twin; target >= {ANDROID_TARGET}/min)")
