@@ -48,8 +48,10 @@ _TAG = RESULT_TAG.encode()  # what starts the converter's answer lines
 
 def to_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration: np.ndarray | None = None) -> None:
     """Write `path`. With `calibration` (N x C x H x W samples), quantise to full-integer int8.
-    A conversion of the same program, samples and converter done before (by any process) is
-    taken from the conversion cache (export/cache.py)."""
+    A network of the spaces' blocks skips litert-torch (export/tflite_direct.py: its float graph
+    written here, only quantised by the converter). A conversion of the same program or float
+    model, samples and converter done before (by any process) is taken from the conversion cache
+    (export/cache.py)."""
     fmt = "tflite-int8" if calibration is not None else "tflite"
     direct = float_tflite(model, example) if os.environ.get(DIRECT_ENV_VAR, "1") != "0" else None
     if direct is not None and calibration is None:
@@ -63,24 +65,25 @@ def to_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration: 
             raise ExportError(f"{fmt}: torch.export could not trace the model: {exc}") from exc
     cache = ConversionCache()
     with tempfile.TemporaryDirectory(prefix="hwnas-tflite-") as tmp:
-        if direct is not None:  # the worker takes a .tflite as the float model to quantise
-            pt2 = Path(tmp) / "model.fp32.tflite"
-            pt2.write_bytes(direct)
+        # what the converter takes: the traced program, or (a .tflite) the float model to quantise
+        source = Path(tmp) / ("model.fp32.tflite" if direct is not None else "model.pt2")
+        if direct is not None:
+            source.write_bytes(direct)
         else:
-            pt2 = Path(tmp) / "model.pt2"
-            torch.export.save(program, pt2)
+            torch.export.save(program, source)
         calib = None
         if calibration is not None:
             calib = Path(tmp) / "calib.npy"
             np.save(calib, np.asarray(calibration, dtype=np.float32))
         key = ""
         if cache.enabled:
-            key = cache.key(fmt, sha256_file(pt2), sha256_file(calib) if calib else "-",
+            key = cache.key(fmt, sha256_file(source), sha256_file(calib) if calib else "-",
                             toolchain_digest(str(converter_python()), litert_worker.__file__))
             if cache.fetch(key, ".tflite", Path(path)):
                 return
         with export_lock_released():  # another thread's export may build and convert meanwhile
-            result = _CONVERTERS.convert(fmt, {"program": str(pt2), "out": str(path), "calib": calib and str(calib)})
+            result = _CONVERTERS.convert(fmt, {"program": str(source), "out": str(path),
+                                               "calib": calib and str(calib)})
     if result["ok"]:
         if key:
             cache.keep(key, ".tflite", Path(path))
