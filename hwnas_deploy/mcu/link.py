@@ -186,7 +186,7 @@ class McuLink:
         self.protocol = 1  # until hello() says more
         self.max_payload = MAX_PAYLOAD  # the board's, once hello() has said it
         self.rx_buffer = self.flash_slot = 0  # likewise (protocol 4)
-        self.pending: list[Frame] = []  # frames read but not yet taken (windowed uploads)
+        self.pending: list[Frame] = []  # frames read but not yet taken (_next_frame)
 
     @classmethod
     def open(cls, url: str, *, timeout: float = 5.0, retries: int = 3, connect_timeout: float = 10.0,
@@ -252,16 +252,11 @@ class McuLink:
         raise DeviceError(f"{name}: {last_problem} after {self.retries + 1} attempts")
 
     def _await_reply(self, seq: int, timeout: float) -> Frame:
+        """The reply to request `seq` (or any frame that failed its CRC); others are skipped."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            chunk = self.port.read(max(1, self.port.in_waiting))
-            if not chunk:
-                continue
-            for frame in self.parser.feed(chunk):
-                if frame.cmd == BOOT and frame.crc_ok:
-                    raise BoardResetError(f"the board restarted ({frame.payload.decode(errors='replace')})")
-                if frame.seq == seq or not frame.crc_ok:
-                    return frame
+        while (frame := self._next_frame(deadline)) is not None:
+            if frame.seq == seq or not frame.crc_ok:
+                return frame
         raise TimeoutError
 
     # -- commands ------------------------------------------------------------------------------
