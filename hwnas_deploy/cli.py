@@ -139,6 +139,12 @@ def setup_converter(dest) -> None:
     click.echo(f"converter environment: {python}")
 
 
+TUNING_DB_OPTION = click.option(
+    "--tuning-db", "tuning_db", default="auto", show_default=True, metavar="FOLDER|auto|none",
+    help="TVM's tuning database (`hwnas tune`): auto is $HWNAS_TUNING_DB, else tvm-tuning/ beside the store, "
+         "used when it holds records for the target; none builds untuned.")
+
+
 @cli.command()
 @click.option("--space", "space_name", default=None, help="With --config: the sub-network's space.")
 @click.option("--config", "config_text", default=None,
@@ -156,14 +162,24 @@ def setup_converter(dest) -> None:
               help="Or: your own model, .onnx | .tflite | .pt2 | module.py:function | zoo:NAME.")
 @click.option("--calibration", default=None, type=click.Path(exists=True),
               help="With --model: .npy file or folder of real inputs for int8 quantisation [random].")
+@TUNING_DB_OPTION
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="tvm with a tuning database: the thread count the library is tuned for.")
 def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, no_verify, model_spec,
-           calibration) -> None:
+           calibration, tuning_db, threads) -> None:
     """Export a sub-network (--space/--config), networks of a search's front (--run/--pick) or
     your own model (--model) to deployable artifacts, each checked against its source."""
     from hwnas_deploy.export import export_subnet
     from hwnas_deploy.spaces import get_space, load_config
 
     formats = [f.strip() for f in fmt.split(",") if f.strip()]
+    tuning = None
+    if "tvm" in formats:
+        from hwnas_deploy.export.tvm_tuning import Tuning, open_database
+
+        database = open_database(tuning_db)
+        if database is not None and database.records(Tuning(database, threads).target(target)):
+            tuning = Tuning(database, threads)
     if model_spec:
         if space_name or config_text or run_dir or not out_dir:
             raise click.UsageError("--model takes --format and --out (not --space, --config or --run)")
@@ -174,7 +190,8 @@ def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, 
             model.check_format(f)
         for note in dict.fromkeys(n for f in formats for n in model.notes(f)):
             click.echo(note, err=True)
-        arts = [model.export(f, out_dir, target=target, batch=batch, verify=not no_verify) for f in formats]
+        arts = [model.export(f, out_dir, target=target, batch=batch, verify=not no_verify,
+                             tuning=tuning if f == "tvm" else None) for f in formats]
     elif calibration:
         raise click.UsageError("--calibration goes with --model")
     elif run_dir:
@@ -188,10 +205,68 @@ def export(space_name, config_text, run_dir, pick, fmt, out_dir, target, batch, 
             raise click.UsageError("give --space, --config and --out (or --run and --pick)")
         sp = get_space(space_name)
         arts = [export_subnet(sp, load_config(config_text), f, out_dir, target=target, batch=batch,
-                              verify=not no_verify) for f in formats]
+                              verify=not no_verify, tuning=tuning if f == "tvm" else None) for f in formats]
     for art in arts:
-        click.echo(json.dumps({k: art.to_dict()[k] for k in ("format", "path", "sha256", "target", "max_abs_error",
-                                                             "export_seconds")}))
+        line = {k: art.to_dict()[k] for k in ("format", "path", "sha256", "target", "max_abs_error", "export_seconds")}
+        used = art.extra.get("tvm_tuning")
+        if used:
+            line["tuned_workloads"] = f"{used['tuned_workloads']}/{used['workloads']}"
+            line["tuning_db"] = used["database"]
+        click.echo(json.dumps(line))
+
+
+@cli.command()
+@click.option("--device", required=True, help="A device that runs TVM libraries: local-cpu, rpc-local, your "
+              "board's profile (kind server or tvm-rpc).")
+@click.option("--space", "space_name", default=None, help="Tune the workloads of this space's sub-networks ...")
+@click.option("--samples", type=click.IntRange(min=1), default=20, show_default=True,
+              help="... of this many of them, drawn from --seed ...")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--configs", "configs_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="... or of these configs (JSON lines).")
+@click.option("--model", "model_specs", multiple=True, metavar="FILE",
+              help="Or of your own model: .onnx | .pt2 | module.py:function | zoo:NAME (repeatable).")
+@click.option("--trials", type=click.IntRange(min=1), default=64, show_default=True,
+              help="meta-schedule trials (measured candidates) per workload; tuning again tops workloads up to it.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="The thread count to tune for [the profile's]; code for 1 and 2 threads is tuned apart.")
+@TUNING_DB_OPTION
+@click.option("--db", default=None, help="The store whose side the tuning database sits by [$HWNAS_DB or "
+              "hwnas.sqlite].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def tune(device, space_name, samples, seed, configs_file, model_specs, trials, threads, tuning_db, db,
+         quiet) -> None:
+    """Tune the TVM workloads of a space's sub-networks (or of your models) on a device, once:
+    every later `export --format tvm` and `profile --runtime tvm` builds from the records
+    (resumable: stop it any time, run it again)."""
+    from hwnas_deploy.tuning import tune_networks, tune_space
+
+    if bool(space_name) == bool(model_specs):
+        raise click.UsageError("give --space (sub-networks) or --model (your own), one of the two")
+    if tuning_db == "none":
+        raise click.UsageError("--tuning-db none: tuning needs a database to write to (a folder, or leave it out)")
+    options = {"trials": trials, "threads": threads, "tuning_db": None if tuning_db == "auto" else tuning_db,
+               "store_url": db, "progress": not quiet}
+    if model_specs:
+        from hwnas_deploy.models import load_model
+
+        run = tune_networks(device, [load_model(spec) for spec in model_specs], **options)
+    else:
+        from hwnas_deploy.spaces import load_configs
+
+        configs = load_configs(configs_file) if configs_file else None
+        run = tune_space(device, space_name, samples=samples, seed=seed, configs=configs, **options)
+    report = run.report
+    for w in report.per_workload:
+        best = f"{w['best_us']:.1f} us" if w["best_us"] is not None else "no valid candidate"
+        click.echo(f"  {w['name']}: {w['trials']} trials, best {best} ({w['seconds']:.0f} s)")
+    shares = [n.tuned / n.workloads for n in run.networks if n.workloads]
+    click.echo(report.line() + f"; database {report.database} (target {json.dumps(report.target, sort_keys=True)})")
+    if shares:
+        click.echo(f"networks: {len(run.networks)}, share of their workloads tuned: "
+                   f"{100 * min(shares):.0f}-{100 * max(shares):.0f} %")
+    if report.interrupted:
+        sys.exit(130)
 
 
 SENTINEL_OPTION = click.option(
@@ -237,9 +312,10 @@ SENTINEL_OPTION = click.option(
 @click.option("--select", type=click.Choice(["random", "informative"]), default="random", show_default=True,
               help="informative: the sub-networks a transfer predictor learns most from, spread over what the "
                    "store's other devices predict for them (`predictor fit --transfer-from`).")
+@TUNING_DB_OPTION
 def profile_cmd(device, space_name, model_specs, calibration, samples, runtime, db, seed, threads, batch, force,
                 artifacts, quiet, only_fitting, configs_file, rounds, lab, weights, layer_timing,
-                sentinel_every, select) -> None:
+                sentinel_every, select, tuning_db) -> None:
     """Measure sub-networks of a space, or your own models, on a device and store the results
     (resumable)."""
     from hwnas_deploy.profiling import profile, profile_networks
@@ -273,13 +349,13 @@ def profile_cmd(device, space_name, model_specs, calibration, samples, runtime, 
         if models:
             report = profile_networks(device, models, runtime, store, threads=threads, batch=batch, force=force,
                                     artifacts_dir=artifacts, progress=not quiet, rounds=rounds, lab=lab,
-                                    weights=weights, sentinel_every_s=sentinel_every)
+                                    weights=weights, sentinel_every_s=sentinel_every, tuning=tuning_db)
         else:
             report = profile(
                 device, space_name, samples, runtime, store, seed=seed, threads=threads, batch=batch,
                 force=force, artifacts_dir=artifacts, progress=not quiet, only_fitting=only_fitting,
                 configs=configs, rounds=rounds, lab=lab, weights=weights, sentinel_every_s=sentinel_every,
-                select=select,
+                select=select, tuning=tuning_db,
             )
     for model in models:
         result = report.results.get(model.config_hash)
@@ -287,6 +363,14 @@ def profile_cmd(device, space_name, model_specs, calibration, samples, runtime, 
             click.echo(f"{model.name} ({model.config_hash}): {result.median_ms:.4g} ms")
     for config_hash, reason in report.unfit.items():
         click.echo(f"{config_hash}: does not fit: {reason}", err=True)
+    tuned = {h: r.artifact.extra["tvm_tuning"] for h, r in report.results.items()
+             if r.artifact is not None and r.artifact.extra.get("tvm_tuning")}
+    for config_hash, used in tuned.items():
+        click.echo(f"{config_hash}: {used['tuned_workloads']}/{used['workloads']} workloads tuned "
+                   f"({report.results[config_hash].median_ms:.4g} ms)")
+    if tuned:
+        used = next(iter(tuned.values()))
+        click.echo(f"TVM built with tuning database {used['database']}: stored as runtime tvm@{used['id']}")
     click.echo(report.line() + f"; store: {store.url}")
     if report.devices:
         click.echo("per device: " + ", ".join(f"{d} {n}" for d, n in report.devices.items()))

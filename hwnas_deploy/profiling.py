@@ -77,6 +77,7 @@ def profile(
     weights: str = "generated",
     sentinel_every_s: float | None = None,
     select: str = "random",
+    tuning: str | Path | None = "auto",
 ) -> Report:
     """Measure `samples` sub-networks of `space` (drawn from `seed`, or the given `configs`).
     `select="informative"` draws them to spread out what the store's other devices predict for
@@ -90,7 +91,9 @@ def profile(
     `weights`: "generated" (latency only; an MCU board makes the weights up, the upload is
     kilobytes) or "real" (uploaded, and the board's output is also compared with the float model).
     `sentinel_every_s`: how often the space's sentinel is measured (the profile's: 5 s on host
-    CPUs, a minute on phones, none on MCU boards; 0: never)."""
+    CPUs, a minute on phones, none on MCU boards; 0: never). `tuning` (runtime tvm): the tuning
+    database its libraries are built from ("auto": the one beside the store, if it holds records
+    for the device's target; "none": untuned); tuned latencies are stored as runtime `tvm@<id>`."""
     prof = device if isinstance(device, DeviceProfile) else load_profile(device)
     sp = space if isinstance(space, SearchSpace) else get_space(space)
     runtime_info(runtime)  # an unknown runtime is named as such before the device's list is
@@ -111,7 +114,8 @@ def profile(
             configs = sample_fitting(sp, prof, samples, seed) if only_fitting else sp.sample_unique(samples, seed)
     networks = [SubNetwork(sp, c) for c in configs]
     callback = None if on_measured is None else (lambda net, summary: on_measured(net.config_hash, summary))
-    with Measurer(prof, store, executor=lab_executor(lab), artifacts_dir=artifacts_dir, progress=progress) as m:
+    with Measurer(prof, store, executor=lab_executor(lab), artifacts_dir=artifacts_dir, progress=progress,
+                  tuning=tuning) as m:
         return m.measure(networks, runtime, threads=threads, batch=batch, rounds=rounds, force=force,
                          weights=weights, on_measured=callback, sentinel=sentinel_for(sp),
                          sentinel_every_s=sentinel_every_s)
@@ -132,6 +136,7 @@ def profile_networks(
     lab: str | Executor | None = None,
     weights: str = "generated",
     sentinel_every_s: float | None = None,
+    tuning: str | Path | None = "auto",
 ) -> Report:
     """Measure given networks on a device (the user's own models from
     `hwnas_deploy.models.load_model`, or any `Network`), stored and skipped when stored, as
@@ -143,7 +148,8 @@ def profile_networks(
     prof.require_runtime(runtime)
     for net in networks:
         net.check_format(fmt)
-    with Measurer(prof, store, executor=lab_executor(lab), artifacts_dir=artifacts_dir, progress=progress) as m:
+    with Measurer(prof, store, executor=lab_executor(lab), artifacts_dir=artifacts_dir, progress=progress,
+                  tuning=tuning) as m:
         return m.measure(list(networks), runtime, threads=threads, batch=batch, rounds=rounds, force=force,
                          weights=weights, sentinel=networks[0] if networks else None,
                          sentinel_every_s=sentinel_every_s)

@@ -38,9 +38,12 @@ RUNTIMES: dict[str, RuntimeInfo] = {
 
 
 def runtime_info(name: str) -> RuntimeInfo:
-    if name not in RUNTIMES:
-        raise UnknownNameError("runtime", name, RUNTIMES)
-    return RUNTIMES[name]
+    """A runtime by name; `tvm@ID` (TVM libraries built with tuning database ID, as the store
+    names them) is TVM's."""
+    base, at, tag = name.partition("@")
+    if base not in RUNTIMES or (at and (base != "tvm" or not tag)):
+        raise UnknownNameError("runtime", name, [*RUNTIMES, "tvm@<tuning database id>"])
+    return RUNTIMES[base]
 
 
 class Runner(ABC):

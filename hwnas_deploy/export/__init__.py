@@ -75,6 +75,7 @@ class Exporter:
     write: Callable[..., Written]
     calibrated: bool = False  # full-integer: quantised on calibration samples
     cross: bool = False  # takes a cross-compilation target
+    tuned: bool = False  # builds from a tuning database (`write(..., tuning=)`)
 
 
 def _onnx(model, example, path, tmp, target, calibration, verify) -> Written:
@@ -132,26 +133,27 @@ def _c(model, example, path, tmp, target, calibration, verify) -> Written:
     return written
 
 
-def _tvm(model, example, path, tmp, target, calibration, verify) -> Written:
+def _tvm(model, example, path, tmp, target, calibration, verify, tuning=None) -> Written:
     onnx_path = tmp / "model.onnx"
     try:
         to_onnx(model, example, onnx_path)
     except UnsupportedOpError as exc:  # TVM imports through ONNX: report it as TVM's gap
         raise UnsupportedOpError("tvm", exc.op, f"TVM imports models through ONNX: {exc}") from None
-    to_tvm(onnx_path, tuple(example.shape), path, target)
+    used = to_tvm(onnx_path, tuple(example.shape), path, target, tuning)
+    extra = {"tvm_tuning": used} if used else {}
     if not verify or target == "host":
-        return Written()
+        return Written(extra=extra)
     # a cross-compiled library cannot run here: check the host build of the same Relax module
     twin = tmp / "host-twin.so"
     to_tvm(onnx_path, tuple(example.shape), twin, "host")
-    return Written(check_path=twin, check_format="tvm")
+    return Written(check_path=twin, check_format="tvm", extra=extra)
 
 
 EXPORTERS: dict[str, Exporter] = {
     "onnx": Exporter(".onnx", FLOAT, _onnx),
     "tflite": Exporter(".tflite", FLOAT, _tflite),
     "tflite-int8": Exporter(".int8.tflite", INT8, _tflite, calibrated=True),
-    "tvm": Exporter(".so", FLOAT, _tvm, cross=True),
+    "tvm": Exporter(".so", FLOAT, _tvm, cross=True, tuned=True),
     # int8 model blob for the Cortex-M firmware (firmware/runtime)
     "blob": Exporter(".hwnb", INT8, _blob, calibrated=True),
     # float32 model blob for the same firmware (boards with an FPU)
@@ -185,9 +187,13 @@ def export_model(
     verify: bool = True,
     space: str | None = None,
     config: Mapping | None = None,
+    tuning=None,
 ) -> Artifact:
-    """Export `model` at the shape of `example` to `path` and return its verified record."""
+    """Export `model` at the shape of `example` to `path` and return its verified record.
+    `tuning` (`tvm_tuning.Tuning`, TVM only): build from a tuning database's records."""
     exporter = EXPORTERS[check_format(fmt)]
+    if tuning is not None and not exporter.tuned:
+        raise ExportError(f"format {fmt!r} is not built from a tuning database; only 'tvm' is")
     if target not in TARGETS:
         raise UnknownNameError("target", target, TARGETS)
     if target != "host" and not exporter.cross:
@@ -202,7 +208,8 @@ def export_model(
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hwnas-export-") as tmp:
         written = exporter.write(model, example, path, Path(tmp), target,
-                                 calibration if exporter.calibrated else None, verify)
+                                 calibration if exporter.calibrated else None, verify,
+                                 **({"tuning": tuning} if tuning is not None else {}))
         seconds = time.perf_counter() - start
 
         with torch.no_grad():
@@ -312,6 +319,7 @@ def export_subnet(
     batch: int = 1,
     seed: int = 0,
     verify: bool = True,
+    tuning=None,
 ) -> Artifact:
     """Build a sub-network of `space` and export it into `out_dir`, named by its config hash."""
     cfg = space.canonical(config)
@@ -319,7 +327,8 @@ def export_subnet(
     example = space.example_input(cfg, batch=batch, seed=seed)
     stem = f"{space.name}-{space.config_hash(cfg)}-b{batch}"
     path = Path(out_dir) / artifact_filename(stem, fmt, target)
-    return export_model(model, example, fmt, path, target=target, verify=verify, space=space.name, config=cfg)
+    return export_model(model, example, fmt, path, target=target, verify=verify, space=space.name, config=cfg,
+                        tuning=tuning)
 
 
 __all__ = [

@@ -43,42 +43,73 @@ def target_spec(target: str) -> dict:
     return CROSS_TARGETS[target]["target"]
 
 
-def compile_onnx(onnx_path: Path, input_shape: tuple[int, ...], target: str = "host"):
-    """Import an ONNX file into Relax and compile it; returns the TVM executable."""
+def relax_module(onnx_path: Path, input_shape: tuple[int, ...]):
+    """The ONNX file as a Relax module (weights bound as constants)."""
     import onnx
-    import tvm
     import tvm.relax.frontend.onnx as relax_onnx
 
-    spec = target_spec(target)
     try:
-        mod = relax_onnx.from_onnx(onnx.load(str(onnx_path)), shape_dict={INPUT_NAME: list(input_shape)})
+        return relax_onnx.from_onnx(onnx.load(str(onnx_path)), shape_dict={INPUT_NAME: list(input_shape)})
     except Exception as exc:  # noqa: BLE001
         match = re.search(r"not supported[^:]*:\s*([\w, ]+)", str(exc))
         if match:
             raise UnsupportedOpError("tvm", match.group(1).strip(), str(exc).splitlines()[0]) from None
         raise ExportError(f"tvm: importing {onnx_path} into Relax failed: {exc}") from exc
-    return tvm.compile(mod, target=tvm.target.Target(spec))
 
 
-def to_tvm(onnx_path: Path, input_shape: tuple[int, ...], path: Path, target: str = "host") -> None:
+def compile_onnx(onnx_path: Path, input_shape: tuple[int, ...], target: str = "host", tuning=None):
+    """Import an ONNX file into Relax and compile it; returns the TVM executable. With `tuning`
+    (`tvm_tuning.Tuning`), each workload the database holds a record for is built from its best
+    record, the others as without."""
+    import tvm
+
+    mod = relax_module(onnx_path, input_shape)
+    if tuning is None:
+        return tvm.compile(mod, target=tvm.target.Target(target_spec(target)))
+    from tvm.s_tir import meta_schedule as ms
+
+    spec = tuning.target(target)
+    return ms.relax_integration.compile_relax(tuning.database.database(spec), mod, tvm.target.Target(spec), None)
+
+
+def to_tvm(onnx_path: Path, input_shape: tuple[int, ...], path: Path, target: str = "host",
+           tuning=None) -> dict | None:
     """Write the library `path`. A build of the same ONNX file for the same shape, target and TVM
-    done before (by any process) is taken from the conversion cache (export/cache.py)."""
+    done before (by any process) is taken from the conversion cache (export/cache.py).
+
+    With `tuning` (`tvm_tuning.Tuning`) the workloads the database holds records for are built
+    from them; returns what the build took from it: the database's path and id, the target, how
+    many of the network's workloads were tuned, and the database's record count then."""
     path = Path(path)
     spec = target_spec(target)
+    used = None
+    parts = [sha256_file(onnx_path), json.dumps(list(input_shape)), json.dumps(spec, sort_keys=True)]
+    if tuning is not None:
+        from hwnas_deploy.export.tvm_tuning import applied, workloads
+
+        spec = tuning.target(target)
+        found = workloads(relax_module(onnx_path, input_shape), spec)
+        tuned, digest = applied(found, tuning.database, spec)
+        used = {"database": str(tuning.database.path), "id": tuning.database.id, "target": spec,
+                "workloads": len(found), "tuned_workloads": tuned, "records": tuning.database.records(spec)}
+        if tuned:
+            parts += ["tuned", json.dumps(spec, sort_keys=True), digest]
+        else:  # nothing of it tuned: the untuned build, as without the database
+            tuning = None
     cache = ConversionCache()
     key = ""
     if cache.enabled:
-        key = cache.key("tvm", sha256_file(onnx_path), json.dumps(list(input_shape)), json.dumps(spec, sort_keys=True),
-                        toolchain_digest(sys.executable, __file__))
+        key = cache.key("tvm", *parts, toolchain_digest(sys.executable, __file__))
         if cache.fetch(key, path.suffix, path):
-            return
-    _build(onnx_path, input_shape, path, target)
+            return used
+    _build(onnx_path, input_shape, path, target, tuning)
     if key:
         cache.keep(key, path.suffix, path)
+    return used
 
 
-def _build(onnx_path: Path, input_shape: tuple[int, ...], path: Path, target: str) -> None:
-    executable = compile_onnx(onnx_path, input_shape, target)
+def _build(onnx_path: Path, input_shape: tuple[int, ...], path: Path, target: str, tuning=None) -> None:
+    executable = compile_onnx(onnx_path, input_shape, target, tuning)
     if target == "host":
         executable.export_library(str(path))
         return

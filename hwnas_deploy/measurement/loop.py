@@ -36,6 +36,7 @@ from hwnas_deploy.allowed import integer
 from hwnas_deploy.devices import DeviceProfile, load_profile
 from hwnas_deploy.errors import ConfigError
 from hwnas_deploy.export import Artifact
+from hwnas_deploy.export.tvm_tuning import Tuning, TuningDatabase, open_database
 from hwnas_deploy.mcu.weights import check_weights
 from hwnas_deploy.measurement.claims import Claims
 from hwnas_deploy.measurement.drift import spread
@@ -121,9 +122,12 @@ class Measurer:
 
     def __init__(self, device: str | DeviceProfile, store: Store | None = None, *,
                  executor: Executor | None = None, artifacts_dir: str | Path | None = None,
-                 progress: bool = True):
+                 progress: bool = True, tuning: str | Path | TuningDatabase | None = "auto"):
         self.device = device if isinstance(device, DeviceProfile) else load_profile(device)
         self.store = store
+        #: TVM's tuning database ("auto": the one beside the store if there is one; None or "none":
+        #: untuned), opened when a TVM plan is made
+        self.tuning = tuning
         self.executor = executor or InProcess()
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir else default_artifacts_dir(store)
         self.progress = progress
@@ -157,8 +161,21 @@ class Measurer:
                 raise ConfigError(f"artifacts folder (--artifacts) {self.artifacts_dir}: cannot write there "
                                   f"({exc.strerror or exc})") from None
             self._artifacts_writable = True
-        return Plan(self.device, runtime, threads or self.device.threads, batch or self.device.batch,
-                    self.artifacts_dir, weights, sentinel, float(sentinel_every_s) if sentinel is not None else 0.0)
+        threads = threads or self.device.threads
+        return Plan(self.device, runtime, threads, batch or self.device.batch,
+                    self.artifacts_dir, weights, sentinel, float(sentinel_every_s) if sentinel is not None else 0.0,
+                    self._tuning(runtime, threads))
+
+    def _tuning(self, runtime: str, threads: int) -> Tuning | None:
+        """TVM builds from the tuning database when it holds records for this target and thread
+        count; otherwise (or for other runtimes) none."""
+        if runtime_info(runtime).format != "tvm" or self.tuning is None:
+            return None
+        database = open_database(self.tuning, self.store.url if self.store is not None else None)
+        if database is None:
+            return None
+        tuning = Tuning(database, threads)
+        return tuning if database.records(tuning.target(str(self.device.hardware.get("target", "host")))) else None
 
     def measure(self, networks: Sequence[Network], runtime: str, *, threads: int | None = None,
                 batch: int | None = None, rounds: int = 1, force: bool = False, weights: str = "generated",
@@ -304,6 +321,8 @@ class Measurer:
         if out.summary is not None:
             if self.store is not None:
                 env = {**out.env, "runtime": plan.runtime}
+                if out.artifact is not None and out.artifact.extra.get("tvm_tuning"):
+                    env["tvm_tuning"] = out.artifact.extra["tvm_tuning"]  # which records built it
                 self.store.add_measurement(job.key, out.summary, device_kind=plan.device.kind,
                                            device_profile=plan.device.to_dict(), config=net.config, macs=net.macs,
                                            params=net.params, artifact=out.artifact, env=env)
@@ -352,7 +371,8 @@ class Measurer:
 
 def measure(device: str | DeviceProfile, networks: Sequence[Network], runtime: str, store: Store | None = None,
             *, executor: Executor | None = None, artifacts_dir: str | Path | None = None, progress: bool = True,
-            **options) -> Report:
+            tuning: str | Path | TuningDatabase | None = "auto", **options) -> Report:
     """One call: open the device, measure `networks`, release it (see `Measurer.measure`)."""
-    with Measurer(device, store, executor=executor, artifacts_dir=artifacts_dir, progress=progress) as m:
+    with Measurer(device, store, executor=executor, artifacts_dir=artifacts_dir, progress=progress,
+                  tuning=tuning) as m:
         return m.measure(networks, runtime, **options)

@@ -40,8 +40,9 @@ class Network(ABC):
         format; a model file may not)."""
 
     @abstractmethod
-    def export(self, fmt: str, out_dir: Path, *, batch: int = 1, target: str = "host") -> Artifact:
-        """Export into `out_dir` at `artifact_path(...)`, checked against torch."""
+    def export(self, fmt: str, out_dir: Path, *, batch: int = 1, target: str = "host", tuning=None) -> Artifact:
+        """Export into `out_dir` at `artifact_path(...)`, checked against torch (`tuning`: a TVM
+        library built from a tuning database, `export.tvm_tuning.Tuning`)."""
 
 
 class SubNetwork(Network):
@@ -57,8 +58,8 @@ class SubNetwork(Network):
         self.macs = self.search_space.macs(self.config)
         self.params = self.search_space.params_count(self.config)
 
-    def export(self, fmt: str, out_dir: Path, *, batch: int = 1, target: str = "host") -> Artifact:
-        return export_subnet(self.search_space, self.config, fmt, out_dir, batch=batch, target=target)
+    def export(self, fmt: str, out_dir: Path, *, batch: int = 1, target: str = "host", tuning=None) -> Artifact:
+        return export_subnet(self.search_space, self.config, fmt, out_dir, batch=batch, target=target, tuning=tuning)
 
     def __repr__(self) -> str:
         return f"SubNetwork({self.space!r}, {self.config_hash})"
@@ -82,9 +83,9 @@ class ModuleNetwork(Network):
         text = json.dumps(self.config, sort_keys=True, separators=(",", ":"))
         self.config_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def export(self, fmt: str, out_dir: Path, *, batch: int = 1, target: str = "host") -> Artifact:
+    def export(self, fmt: str, out_dir: Path, *, batch: int = 1, target: str = "host", tuning=None) -> Artifact:
         model, example = self.build()
         if batch != example.shape[0]:
             example = example[:1].expand(batch, *example.shape[1:]).contiguous()
         return export_model(model, example, fmt, self.artifact_path(out_dir, fmt, batch, target), target=target,
-                            space=self.space, config=self.config)
+                            space=self.space, config=self.config, tuning=tuning)

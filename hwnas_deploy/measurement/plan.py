@@ -85,10 +85,18 @@ class Plan:
     #: (`measurement.drift`); none, or 0 s: no drift readings
     sentinel: Network | None = None
     sentinel_every_s: float = 0.0
+    #: TVM libraries built from a tuning database (`export.tvm_tuning.Tuning`); stored under the
+    #: runtime `tvm@<database id>`, so tuned and untuned latencies never mix
+    tuning: Any = None
 
     @property
     def format(self) -> str:
         return runtime_info(self.runtime).format
+
+    @property
+    def stored_runtime(self) -> str:
+        """The runtime in the store's key: `tvm@<id>` for libraries built with a tuning database."""
+        return self.runtime if self.tuning is None else f"{self.runtime}@{self.tuning.database.id}"
 
     @property
     def target(self) -> str:
@@ -96,15 +104,23 @@ class Plan:
         return str(self.device.hardware.get("target", "host")) if self.format == "tvm" else "host"
 
     def key(self, network: Network) -> MeasurementKey:
-        return MeasurementKey(self.device.name, network.space, network.config_hash, self.runtime, self.threads,
-                              self.batch)
+        return MeasurementKey(self.device.name, network.space, network.config_hash, self.stored_runtime,
+                              self.threads, self.batch)
 
     def export(self, job: Job) -> Artifact:
-        """The job's artifact: the verified one already in the artifacts folder, else a new export."""
+        """The job's artifact: the verified one already in the artifacts folder, else a new export
+        (a tuned library also when the tuning database has gained records since it was built)."""
         net = job.network
+        folder = self.artifacts_dir
+        if self.tuning is not None:
+            folder = folder / f"tvm-tuned-{self.tuning.database.id}-t{self.threads}"
         with EXPORT_LOCK:
-            return cached_artifact(net.artifact_path(self.artifacts_dir, self.format, self.batch, self.target)) or \
-                net.export(self.format, self.artifacts_dir, batch=self.batch, target=self.target)
+            art = cached_artifact(net.artifact_path(folder, self.format, self.batch, self.target))
+            if art is not None and self.tuning is not None:
+                used = art.extra.get("tvm_tuning") or {}
+                if used.get("records") != self.tuning.database.records(self.tuning.target(self.target)):
+                    art = None
+            return art or net.export(self.format, folder, batch=self.batch, target=self.target, tuning=self.tuning)
 
     def sentinel_job(self) -> Job | None:
         return None if self.sentinel is None else Job(self.key(self.sentinel), self.sentinel)

@@ -53,12 +53,21 @@ def _cpus(affinity: list[int] | None) -> str:
     return ",".join(runs)
 
 
+def _tuned(used: dict | None) -> str:
+    """'41/57 workloads, database 1a2b3c4d (312 records)' for a TVM library built with tuning."""
+    if not used:
+        return ""
+    return (f"{used.get('tuned_workloads')}/{used.get('workloads')} workloads, database {used.get('id')} "
+            f"({used.get('records')} records)")
+
+
 def provenance_row(row: dict[str, Any]) -> dict[str, Any]:
     """A stored measurement (a `Store.measurements` row) as one flat row of its provenance."""
     env, details = row.get("env") or {}, row.get("details") or {}
     device = env.get("device") or {}
     runtime = row.get("runtime", "")
-    package = RUNTIMES[runtime].package if runtime in RUNTIMES else None  # "imported": another tool's
+    base = runtime.partition("@")[0]  # tvm@ID: TVM built with a tuning database
+    package = RUNTIMES[base].package if base in RUNTIMES else None  # "imported": another tool's
     version = f"{package} {device[package]}" if package and device.get(package) else device.get("firmware", "")
     imported = env.get("imported")  # another tool's figure (`hwnas store import`): its version is not known
     source = f"{Path(imported['file']).name}:{details.get('imported', {}).get('line', '?')}" if imported else ""
@@ -74,5 +83,5 @@ def provenance_row(row: dict[str, Any]) -> dict[str, Any]:
         "load": load, "governor": start.get("governor", ""), "freq_mhz": start.get("freq_mhz", ""),
         "cpus": _cpus(start.get("affinity")),
         "sentinel_ms": drift.get("ms", ""), "weights": details.get("weights", ""),
-        "imported_from": source, "created": row.get("created"),
+        "imported_from": source, "tvm_tuned": _tuned(env.get("tvm_tuning")), "created": row.get("created"),
     }

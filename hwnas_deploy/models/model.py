@@ -100,7 +100,8 @@ class UserModel(Network):
         if fmt not in self.formats:
             raise ExportError(f"{self.source}: cannot be exported to {fmt!r}: {REACH[self.kind][1]}")
 
-    def export(self, fmt: str, out_dir: Path, *, batch: int = 1, target: str = "host", verify: bool = True) -> Artifact:
+    def export(self, fmt: str, out_dir: Path, *, batch: int = 1, target: str = "host", verify: bool = True,
+               tuning=None) -> Artifact:
         self.check_format(fmt)
         if batch != 1 and self.kind != "torch":
             raise ExportError(f"{self.source}: a {self.kind} file has the fixed batch of its input "
@@ -108,7 +109,7 @@ class UserModel(Network):
         path = self.artifact_path(Path(out_dir), fmt, batch, target)
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.kind == "torch":
-            return self._export_torch(fmt, path, batch, target, verify)
+            return self._export_torch(fmt, path, batch, target, verify, tuning)
         if target != "host" and fmt != "tvm":
             raise ExportError(f"format {fmt!r} has no cross target; only 'tvm' takes --target {target}")
         with tempfile.TemporaryDirectory(prefix="hwnas-model-") as tmp:
@@ -122,8 +123,10 @@ class UserModel(Network):
             elif fmt == "tvm":
                 from hwnas_deploy.export.tvm import to_tvm
 
-                to_tvm(source, self.input.shape, path, target)
+                used = to_tvm(source, self.input.shape, path, target, tuning)
                 art = self._artifact(fmt, path, target)
+                if used:
+                    art.extra["tvm_tuning"] = used
                 if verify:
                     checked = art
                     if target != "host":
@@ -168,7 +171,7 @@ class UserModel(Network):
             art.max_abs_error = verify_artifact(art, x, ref)
         return art
 
-    def _export_torch(self, fmt: str, path: Path, batch: int, target: str, verify: bool) -> Artifact:
+    def _export_torch(self, fmt: str, path: Path, batch: int, target: str, verify: bool, tuning=None) -> Artifact:
         import torch
 
         from hwnas_deploy.export import export_model
@@ -184,7 +187,7 @@ class UserModel(Network):
         with warnings.catch_warnings():  # the ONNX tracer notes the program's own input-shape guards
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             return export_model(module, example, fmt, path, target=target, calibration=self.calibration,
-                                verify=verify, space=self.space, config=self.config)
+                                verify=verify, space=self.space, config=self.config, tuning=tuning)
 
 
 def _spec_dict(t: TensorSpec) -> dict:
