@@ -88,6 +88,7 @@ def to_tvm(onnx_path: Path, input_shape: tuple[int, ...], path: Path, target: st
         from hwnas_deploy.export.tvm_tuning import applied, workloads
 
         spec = tuning.target(target)
+        tuning.database.database(spec)  # refused by name when its folder is not on this host
         found = workloads(relax_module(onnx_path, input_shape), spec)
         tuned, digest = applied(found, tuning.database, spec)
         used = {"database": str(tuning.database.path), "id": tuning.database.id, "target": spec,

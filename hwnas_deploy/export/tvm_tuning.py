@@ -110,6 +110,10 @@ class TuningDatabase:
         if digest not in self._databases:
             from tvm.s_tir import meta_schedule as ms
 
+            if not (self.path / META).exists():  # e.g. a plan sent to a lab host that lacks the folder
+                raise TuningError(f"tuning database {self.path} (id {self.id}) is not on this host: give every "
+                                  "host the same folder (--tuning-db on shared storage)")
+
             folder = self.path / digest
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "target.json").write_text(json.dumps(spec, sort_keys=True) + "\n")
