@@ -120,7 +120,8 @@ class Plan:
                 used = art.extra.get("tvm_tuning") or {}
                 if used.get("records") != self.tuning.database.records(self.tuning.target(self.target)):
                     art = None
-            return art or net.export(self.format, folder, batch=self.batch, target=self.target, tuning=self.tuning)
+            tuned = {"tuning": self.tuning} if self.tuning is not None else {}  # a Network of older code takes none
+            return art or net.export(self.format, folder, batch=self.batch, target=self.target, **tuned)
 
     def sentinel_job(self) -> Job | None:
         return None if self.sentinel is None else Job(self.key(self.sentinel), self.sentinel)
