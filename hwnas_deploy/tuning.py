@@ -66,7 +66,7 @@ def tune_networks(device: str | DeviceProfile, networks: Sequence[Network], *, t
     database = TuningDatabase(tuning_db or default_path(store_url), create=True)
     tuning = Tuning(database, threads or prof.threads)
     spec = tuning.target(target)
-    groups = _workloads(networks, spec, progress)
+    groups = network_workloads(networks, spec, progress)
     found = distinct([g for _, g in groups])
     cross_cc = CROSS_TARGETS[target]["cc"] if target != "host" else None
     if prof.kind == "tvm-rpc":
@@ -103,8 +103,8 @@ def tune_space(device: str | DeviceProfile, space: str, *, samples: int = 20, se
     return tune_networks(device, [SubNetwork(sp, c) for c in configs], **options)
 
 
-def _workloads(networks: Sequence[Network], spec: dict, progress: bool) -> list[tuple[str, list]]:
-    """(name, workloads) per network, through its ONNX export."""
+def network_workloads(networks: Sequence[Network], spec: dict, progress: bool = True) -> list[tuple[str, list]]:
+    """(name, workloads for target `spec`) per network, through its ONNX export."""
     from tqdm import tqdm
 
     from hwnas_deploy.export.tvm import relax_module

@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from hwnas_deploy.devices import load_profile
-from hwnas_deploy.export.tvm import relax_module
-from hwnas_deploy.export.tvm_tuning import Tuning, TuningDatabase, distinct, workloads
+from hwnas_deploy.export.tvm_tuning import Tuning, TuningDatabase, distinct
 from hwnas_deploy.measurement import Measurer, SubNetwork
 from hwnas_deploy.spaces import get_space
 from hwnas_deploy.store import Store
-from hwnas_deploy.tuning import tune_networks
+from hwnas_deploy.tuning import network_workloads, tune_networks
 
 
 def geo(ratios: list[float]) -> float:
@@ -66,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = Tuning(TuningDatabase(db_path, create=True), prof.threads).target("host")
 
         # 1. workloads of 1..n networks
-        groups = []
-        for net in nets:
-            art = net.export("onnx", Path(tmp) / "onnx")
-            groups.append(workloads(relax_module(Path(art.path), tuple(art.inputs[0].shape)), spec))
+        groups = [found for _, found in network_workloads(nets, spec, progress=False)]
         at = f" at resolution {args.resolution}" if args.resolution else ""
         print(f"\n{args.space}, {len(nets)} sub-networks{at} (seed {args.seed}); target {spec}\n")
         print("| networks | their tasks | distinct workloads | tuning jobs saved |")
