@@ -57,13 +57,13 @@ def relax_module(onnx_path: Path, input_shape: tuple[int, ...]):
         raise ExportError(f"tvm: importing {onnx_path} into Relax failed: {exc}") from exc
 
 
-def compile_onnx(onnx_path: Path, input_shape: tuple[int, ...], target: str = "host", tuning=None):
+def compile_onnx(onnx_path: Path, input_shape: tuple[int, ...], target: str = "host", tuning=None, mod=None):
     """Import an ONNX file into Relax and compile it; returns the TVM executable. With `tuning`
     (`tvm_tuning.Tuning`), each workload the database holds a record for is built from its best
-    record, the others as without."""
+    record, the others as without. `mod`: the file's Relax module when the caller imported it."""
     import tvm
 
-    mod = relax_module(onnx_path, input_shape)
+    mod = mod if mod is not None else relax_module(onnx_path, input_shape)
     if tuning is None:
         return tvm.compile(mod, target=tvm.target.Target(target_spec(target)))
     from tvm.s_tir import meta_schedule as ms
@@ -82,14 +82,15 @@ def to_tvm(onnx_path: Path, input_shape: tuple[int, ...], path: Path, target: st
     many of the network's workloads were tuned, and the database's record count then."""
     path = Path(path)
     spec = target_spec(target)
-    used = None
+    used = mod = None
     parts = [sha256_file(onnx_path), json.dumps(list(input_shape)), json.dumps(spec, sort_keys=True)]
     if tuning is not None:
         from hwnas_deploy.export.tvm_tuning import applied, workloads
 
         spec = tuning.target(target)
         tuning.database.database(spec)  # refused by name when its folder is not on this host
-        found = workloads(relax_module(onnx_path, input_shape), spec)
+        mod = relax_module(onnx_path, input_shape)
+        found = workloads(mod, spec)
         tuned, digest = applied(found, tuning.database, spec)
         used = {"database": str(tuning.database.path), "id": tuning.database.id, "target": spec,
                 "workloads": len(found), "tuned_workloads": tuned, "records": tuning.database.records(spec)}
@@ -103,14 +104,14 @@ def to_tvm(onnx_path: Path, input_shape: tuple[int, ...], path: Path, target: st
         key = cache.key("tvm", *parts, toolchain_digest(sys.executable, __file__))
         if cache.fetch(key, path.suffix, path):
             return used
-    _build(onnx_path, input_shape, path, target, tuning)
+    _build(onnx_path, input_shape, path, target, tuning, mod)
     if key:
         cache.keep(key, path.suffix, path)
     return used
 
 
-def _build(onnx_path: Path, input_shape: tuple[int, ...], path: Path, target: str, tuning=None) -> None:
-    executable = compile_onnx(onnx_path, input_shape, target, tuning)
+def _build(onnx_path: Path, input_shape: tuple[int, ...], path: Path, target: str, tuning=None, mod=None) -> None:
+    executable = compile_onnx(onnx_path, input_shape, target, tuning, mod)
     if target == "host":
         executable.export_library(str(path))
         return
