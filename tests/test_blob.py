@@ -67,7 +67,9 @@ def test_blob_export_is_verified_and_planned(tmp_path):
     art = export_subnet(sp, SMALL, "blob", tmp_path)
     blob = open(art.path, "rb").read()
     fields = HEADER.unpack_from(blob)
-    assert blob[:4] == b"HWNB" and fields[1] == 1 and fields[3] == len(blob) == art.extra["blob_bytes"]
+    # v2: the convolutions whose MACs pay for it store their weights unpacked (module doc)
+    assert blob[:4] == b"HWNB" and fields[1] == 2 and fields[3] == len(blob) == art.extra["blob_bytes"]
+    assert art.extra["unpacked_layers"] > 0 and art.extra["unpacked_extra_bytes"] > 0
     # bit-exact with LiteRT's reference kernels (README), on inputs the export's check never saw
     assert art.extra["max_lsb_vs_litert_reference"] == 0
     assert steps_from_litert(sp.build(sp.canonical(SMALL)), sp.example_input(SMALL), art.path, tmp_path) == 0
@@ -96,6 +98,67 @@ def test_host_runtime_refuses_a_corrupted_blob(tmp_path):
     with pytest.raises(ExportError, match="size does not match"):
         HostBlobRunner(truncated)
     assert struct.unpack_from("<I", blob, 8)[0] == len(blob)
+
+
+def test_unpacked_weights_hold_the_int8_ones_within_the_flash_budget_and_compute_the_same(tmp_path):
+    """Blob v2 stores the weights of the convolutions whose outputs have >= 16 pixels as int16 in
+    the Cortex-M7 loop's order: the values are the TFLite model's int8 weights, a flash budget
+    takes the layers with the most pixels first, both kernel sets give what the int8 blob gives,
+    and a blob of a newer version than the runtime's is refused by name."""
+    from hwnas_deploy.mcu.blob import (
+        CONST,
+        INT8,
+        INT8_Q15,
+        MIN_UNPACKED_PIXELS,
+        fit_flash,
+        pack_q15,
+        tflite_to_blob,
+        unpacked_layers,
+    )
+
+    sp = get_space("mcu-mbnet")
+    int8 = export_subnet(sp, SMALL, "tflite-int8", tmp_path)
+    plain = tflite_to_blob(int8.path, tmp_path / "v1.hwnb", unpacked=False)
+    full = tflite_to_blob(int8.path, tmp_path / "v2.hwnb")
+    v1, v2 = (tmp_path / "v1.hwnb").read_bytes(), (tmp_path / "v2.hwnb").read_bytes()
+    assert HEADER.unpack_from(v1)[1] == 1 and plain.unpacked_layers == 0
+    assert HEADER.unpack_from(v2)[1] == 2 and full.unpacked_layers > 0
+    assert full.size == plain.size + full.unpacked_extra_bytes
+    # every unpacked tensor holds the int8 weights the v1 blob holds (the same tensor table)
+    def tensors(blob):
+        fields = HEADER.unpack_from(blob)
+        for i in range(fields[5]):
+            d0, d1, d2, d3, dtype, kind, _, offset, _, _ = TENSOR.unpack_from(blob, fields[10] + i * TENSOR.size)
+            n, start = d0 * d1 * d2 * d3, fields[12] + offset
+            yield dtype, kind, (d0, d1, d2, d3), blob[start:start + n * (2 if dtype == INT8_Q15 else 1)]
+
+    pairs = [(a, b) for a, b in zip(tensors(v1), tensors(v2), strict=True) if b[1] == CONST and b[0] == INT8_Q15]
+    assert len(pairs) == full.unpacked_layers
+    for (dtype, _, dims, data8), (_, _, _, data16) in pairs:
+        w = np.frombuffer(data16, dtype="<i2").reshape(dims)
+        assert dtype == INT8 and w.min() >= -127 and w.max() <= 127 and w.std() > 10
+        assert pack_q15(w).tobytes() == data8
+    assert any(t[0] == INT8 and t[1] == CONST for t in tensors(v2))  # small late layers stay int8
+    x = np.random.default_rng(5).integers(-128, 128, int(np.prod(plain.input_shape)), dtype=np.int8)
+    out = HostBlobRunner(v1).invoke(x, 10, "portable")
+    for kernels in ("portable", "optimised"):
+        np.testing.assert_array_equal(HostBlobRunner(v2).invoke(x, 10, kernels), out)
+    # a budget between the two sizes: the layers with the most pixels first, the blob within it
+    budget = plain.size + full.unpacked_extra_bytes // 2
+    part = tflite_to_blob(int8.path, tmp_path / "part.hwnb", flash_budget=budget)
+    assert 0 < part.unpacked_layers < full.unpacked_layers and part.size <= budget
+    assert tflite_to_blob(int8.path, tmp_path / "none.hwnb", flash_budget=plain.size).unpacked_layers == 0
+    # a board with less flash than the export assumed gets the blob that budget would have made, byte for byte
+    assert fit_flash(v2, budget) == (tmp_path / "part.hwnb").read_bytes()
+    assert fit_flash(v2, plain.size) == v1 and fit_flash(v2, plain.size - 1) == v1
+    assert fit_flash(v2, full.size) == v2 and fit_flash(v1, 1) == v1
+    picked = unpacked_layers([(0, 64, 100), (1, 4096, 300), (2, 256, 200), (3, MIN_UNPACKED_PIXELS - 1, 1)],
+                             1000, 1500)
+    assert picked == {1, 2}  # 4096 then 256 pixels fit; 64 would overflow; 15 pixels never pay
+    newer = bytearray(v2)
+    newer[4:6] = (3).to_bytes(2, "little")
+    with pytest.raises(ExportError, match="unsupported blob version"):
+        HostBlobRunner(bytes(newer))
 
 
 class PoolNet(nn.Module):

@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwnas_deploy.mcu.blob import quantize_multiplier
+from hwnas_deploy.mcu.blob import pack_q15, quantize_multiplier, unpack_q15
 from hwnas_deploy.mcu.host import host_library
 
 
@@ -26,7 +26,7 @@ class ConvParams(ctypes.Structure):
         ("kh", ctypes.c_int), ("kw", ctypes.c_int), ("stride_h", ctypes.c_int), ("stride_w", ctypes.c_int),
         ("pad_top", ctypes.c_int), ("pad_left", ctypes.c_int),
         ("mult", ctypes.POINTER(ctypes.c_int32)), ("shift", ctypes.POINTER(ctypes.c_int32)),
-        ("act_min", ctypes.c_int), ("act_max", ctypes.c_int),
+        ("act_min", ctypes.c_int), ("act_max", ctypes.c_int), ("w_q15", ctypes.c_int),
     ]
 
 
@@ -40,15 +40,19 @@ def requant_params(rng: np.random.Generator, n: int, scale_range=(1e-4, 0.45)) -
     return np.array([q for q, _ in pairs], np.int32), np.array([s for _, s in pairs], np.int32)
 
 
-def run_conv(kind: str, variant: str, x, w, bias, geometry: dict, mult, shift, zps, act) -> np.ndarray:
+def run_conv(kind: str, variant: str, x, w, bias, geometry: dict, mult, shift, zps, act,
+             unpacked: bool = False) -> np.ndarray:
+    """`unpacked`: the conv2d weights in the blob's INT8_Q15 layout (int16, groups of 4 reordered)."""
     lib = host_library()
+    if unpacked:
+        w = unpack_q15(w)
     (h, wd, c), (oh, ow, oc) = geometry["is"], geometry["os"]
     out = np.zeros((oh, ow, oc), np.int8)
     kw, pad_w = geometry.get("kw", geometry["k"]), geometry.get("pad_w", geometry["pad"])
     p = ConvParams(
         Shape(h, wd, c), Shape(oh, ow, oc), zps[0], zps[1], geometry["k"], kw, geometry["stride"],
         geometry["stride"], geometry["pad"], pad_w, ptr(mult, ctypes.c_int32), ptr(shift, ctypes.c_int32),
-        act[0], act[1],
+        act[0], act[1], int(unpacked),
     )
     name = {"conv": "hw_conv2d_s8", "depthwise": "hw_depthwise_conv2d_s8"}[kind] + ("_opt" if variant == "opt" else "")
     fn = getattr(lib, name)
@@ -97,7 +101,12 @@ def test_optimised_conv_is_bit_exact(case):
     args = make_case(case, depthwise=False)
     if args is None:
         return
-    np.testing.assert_array_equal(run_conv("conv", "opt", *args), run_conv("conv", "portable", *args))
+    reference = run_conv("conv", "portable", *args)
+    np.testing.assert_array_equal(run_conv("conv", "opt", *args), reference)
+    if args[1][0].size % 4 == 0:  # weights stored unpacked (blob v2): both kernel sets read them
+        np.testing.assert_array_equal(pack_q15(unpack_q15(args[1])), args[1])
+        np.testing.assert_array_equal(run_conv("conv", "opt", *args, unpacked=True), reference)
+        np.testing.assert_array_equal(run_conv("conv", "portable", *args, unpacked=True), reference)
 
 
 @settings(max_examples=300, deadline=None)

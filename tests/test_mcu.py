@@ -120,7 +120,7 @@ def test_firmware_builds_with_arm_gcc_and_says_hello(link):
     assert elf.read_bytes()[:4] == b"\x7fELF" and int.from_bytes(elf.read_bytes()[18:20], "little") == 40  # EM_ARM
     info = link.hello()
     assert (info.board, info.core, info.timer) == ("qemu-mps2-an500", "cortex-m7", "icount")
-    assert info.clock_hz == 25_000_000 and info.protocol == 4 and info.max_payload == 4096
+    assert info.clock_hz == 25_000_000 and info.protocol == 5 and info.max_payload == 4096
     assert info.rx_buffer == 16383  # what a windowed upload may keep on the line behind a request
 
 
@@ -324,13 +324,13 @@ def test_oversized_and_malformed_blobs_are_refused(link, generated):
         link.run(1, 1)
     with pytest.raises(BoardError, match="BAD_LENGTH: malformed segments"):  # a literal of 100 bytes holding 10
         link.request(LOAD_SEGMENTS, struct.pack("<III", 0, 0, 100) + bytes(10))
-    link.protocol = 2  # firmware 0.6.0-0.8.0: each generated range a LOAD_FILL, every other byte sent
+    protocol, link.protocol = link.protocol, 2  # firmware 0.6.0-0.8.0: each generated range a LOAD_FILL
     try:
         again = link.load(made, made=ranges, seed=WEIGHT_SEED)
     finally:
-        link.protocol = 3
+        link.protocol = protocol
     assert not again.already_held and link.mem()["arena_bytes"] == load.arena_bytes
-    assert again.generated_bytes == sum(m.size for m in ranges if m.word is None) < load.generated_bytes
+    assert again.generated_bytes == sum(m.size for m in ranges if m.word is None and not m.q15) < load.generated_bytes
     assert again.sent_bytes > 2 * load.sent_bytes
 
 
@@ -342,11 +342,18 @@ def test_weight_generator_is_the_firmwares(position, n, seed):
     import ctypes
 
     from hwnas_deploy.mcu.host import host_library
-    from hwnas_deploy.mcu.weights import generated_bytes
+    from hwnas_deploy.mcu.weights import generated_bytes, generated_q15
 
     buf = ctypes.create_string_buffer(max(n, 1))
     host_library().hw_generate_bytes(buf, ctypes.c_uint32(position), ctypes.c_uint32(n), ctypes.c_uint32(seed))
     assert buf.raw[:n] == generated_bytes(position, n, seed).tobytes()
+    # unpacked weights (blob v2): valid int8 values as int16, whatever the offset a request starts at
+    host_library().hw_generate_q15(buf, ctypes.c_uint32(position), ctypes.c_uint32(n), ctypes.c_uint32(seed))
+    assert buf.raw[:n] == generated_q15(position, n, seed).tobytes()
+    start = position & ~1
+    whole = generated_q15(start, 2 * (n // 2 + 2), seed).view("<i2")
+    assert whole.min() >= -127 and whole.max() <= 127
+    assert generated_q15(position, n, seed).tobytes() == whole.tobytes()[position - start:position - start + n]
 
 
 @settings(max_examples=200, deadline=None)
@@ -356,7 +363,7 @@ def test_segment_requests_rebuild_the_blob_within_the_payload_limit(data):
     order, each within the payload limit, and rebuild it byte for byte from bytes, the
     generator's bytes and repeated words (zero runs among them)."""
     from hwnas_deploy.mcu.link import ZERO_RUN, _segment_requests
-    from hwnas_deploy.mcu.weights import Made, generated_bytes
+    from hwnas_deploy.mcu.weights import Made, generated_bytes, generated_q15
 
     size = data.draw(st.integers(0, 3000))
     blob = bytearray(data.draw(st.binary(min_size=size, max_size=size)))
@@ -364,8 +371,9 @@ def test_segment_requests_rebuild_the_blob_within_the_payload_limit(data):
         end = min(size, z0 + data.draw(st.integers(1, 3 * ZERO_RUN)))
         blob[z0:end] = bytes(end - z0)
     cuts = sorted(set(data.draw(st.lists(st.integers(0, size), max_size=8))))
-    made = [Made(a, b, data.draw(st.one_of(st.none(), st.binary(min_size=4, max_size=4))))
-            for a, b in zip(cuts[::2], cuts[1::2]) if b > a]
+    made = [Made(a, b, word, q15=word is None and data.draw(st.booleans()))
+            for a, b in zip(cuts[::2], cuts[1::2]) if b > a
+            for word in [data.draw(st.one_of(st.none(), st.binary(min_size=4, max_size=4)))]]
     limit, seed = data.draw(st.integers(16, 512)), data.draw(st.integers(0, 2**32 - 1))
     got, at = bytearray(size), 0
     for start, end, payload in _segment_requests(bytes(blob), made, seed, limit):
@@ -379,6 +387,8 @@ def test_segment_requests_rebuild_the_blob_within_the_payload_limit(data):
                 got[at:at + n], used = payload[used:used + n], used + n
             elif kind == 1:
                 got[at:at + n] = generated_bytes(at, n, seed).tobytes()
+            elif kind == 3:  # protocol 5: unpacked weights
+                got[at:at + n] = generated_q15(at, n, seed).tobytes()
             else:
                 assert kind == 2
                 got[at:at + n], used = (payload[used:used + 4] * (n // 4 + 1))[:n], used + 4
@@ -387,8 +397,8 @@ def test_segment_requests_rebuild_the_blob_within_the_payload_limit(data):
     assert at == size
     expected = bytearray(blob)
     for m in made:
-        expected[m.start:m.end] = generated_bytes(m.start, m.size, seed).tobytes() if m.word is None else \
-            (m.word * (m.size // 4 + 1))[:m.size]
+        expected[m.start:m.end] = (generated_q15 if m.q15 else generated_bytes)(m.start, m.size, seed).tobytes() \
+            if m.word is None else (m.word * (m.size // 4 + 1))[:m.size]
     assert got == expected
 
 
@@ -465,6 +475,38 @@ def test_reset_mid_run_is_detected_and_the_driver_resumes(small_blob):
         again = driver.measure(handle, driver.profile.settings)
         assert abs(again.median_ms - first.median_ms) / first.median_ms < 1e-4
         assert again.details["count_unit"] == "instructions"
+    finally:
+        driver.close()
+
+
+def test_a_blob_over_the_boards_flash_hands_unpacked_layers_back_and_each_one_kept_saves_instructions(small_blob):
+    """The export stores some weights unpacked (blob v2, more flash); a board whose flash is
+    smaller gets layers handed back to int8 at deploy, fewest pixels first, until the blob fits,
+    rather than refusing a network whose int8 blob fits. Each layer kept unpacked saves
+    instructions on the board (latency-only uploads: the weights generated, the board's output
+    checked against the host build of the blob it holds)."""
+    from hwnas_deploy.devices.mcu_serial import DoesNotFitError
+    from hwnas_deploy.mcu.blob import fit_flash
+
+    v2 = open(small_blob.path, "rb").read()
+    v1 = fit_flash(v2, 1)
+    assert len(v1) < len(v2) and small_blob.extra["unpacked_layers"] > 2
+    driver = twinned_driver(load_profile("qemu-m7"))
+    driver.open()
+    try:
+        seen = []
+        for budget in (len(v2), (len(v1) + len(v2)) // 2, len(v1)):
+            driver.driver.flash_budget = budget  # the twin's driver: as a profile's hardware.flash_bytes sets it
+            handle = driver.deploy(small_blob, threads=1, weights="generated")
+            assert len(handle.blob) <= budget
+            summary = driver.measure(handle, driver.profile.settings)
+            seen.append((summary.details["unpacked_layers"], summary.details["counts"][0]))
+        (n2, c2), (nm, cm), (n1, c1) = seen
+        assert n2 == small_blob.extra["unpacked_layers"] > nm > n1 == 0
+        assert c2 < cm < c1
+        driver.driver.flash_budget = len(v1) - 1
+        with pytest.raises(DoesNotFitError, match="flash budget"):
+            driver.deploy(small_blob, threads=1, weights="generated")
     finally:
         driver.close()
 
@@ -720,8 +762,10 @@ def test_the_cortex_m7_assembly_loops_equal_the_portable_kernels_on_the_board(li
     """The inner loops written in assembly run on the board only (the host build runs their C
     twin): shapes with an odd number of 4-channel groups (one group outside the two-group loop),
     an odd pixel count, im2col of 12 and 20 channels with padding and stride 2, a residual ADD
-    through the rescaling tables, a fully connected layer of 20 inputs. The board's optimised
-    kernels equal its portable ones and the host build, on every output."""
+    through the rescaling tables, a fully connected layer of 20 inputs; each convolution once with
+    int8 weights (blob v1) and once with its weights unpacked (v2, the loop without SXTB16). The
+    board's optimised kernels equal its portable ones and the host build, on every output, and
+    both blobs compute the same."""
     import torch
 
     from hwnas_deploy.export import export_model
@@ -744,17 +788,22 @@ def test_the_cortex_m7_assembly_loops_equal_the_portable_kernels_on_the_board(li
     torch.manual_seed(0)
     model = Net().eval()
     int8 = export_model(model, torch.randn(1, 12, 9, 9), "tflite-int8", tmp_path / "m.int8.tflite", verify=False)
-    info = tflite_to_blob(int8.path, tmp_path / "m.hwnb")
-    assert {"CONV_2D", "ADD", "FULLY_CONNECTED"} <= set(info.op_names), info.op_names
-    blob = (tmp_path / "m.hwnb").read_bytes()
-    load = link.load(blob)
-    rng = np.random.default_rng(11)
-    for _ in range(3):
-        x = rng.integers(-128, 128, size=load.input_bytes, dtype=np.int8)
-        fast = np.frombuffer(link.infer(x.tobytes(), kernels="optimised"), dtype=np.int8)
-        assert fast.tobytes() == link.infer(x.tobytes(), kernels="portable")
-        np.testing.assert_array_equal(fast, HostBlobRunner(blob).invoke(x, fast.size))
-        assert len(set(fast.tolist())) > 1  # not a saturated constant
+    outputs = {}
+    for unpacked in (False, True):
+        info = tflite_to_blob(int8.path, tmp_path / "m.hwnb", unpacked=unpacked)
+        assert {"CONV_2D", "ADD", "FULLY_CONNECTED"} <= set(info.op_names), info.op_names
+        assert info.unpacked_layers == (4 if unpacked else 0)  # every conv: outputs of 81 and 25 pixels
+        blob = (tmp_path / "m.hwnb").read_bytes()
+        load = link.load(blob)
+        rng = np.random.default_rng(11)
+        for i in range(3):
+            x = rng.integers(-128, 128, size=load.input_bytes, dtype=np.int8)
+            fast = np.frombuffer(link.infer(x.tobytes(), kernels="optimised"), dtype=np.int8)
+            assert fast.tobytes() == link.infer(x.tobytes(), kernels="portable")
+            np.testing.assert_array_equal(fast, HostBlobRunner(blob).invoke(x, fast.size))
+            assert len(set(fast.tolist())) > 1  # not a saturated constant
+            outputs.setdefault(i, set()).add(fast.tobytes())
+    assert all(len(o) == 1 for o in outputs.values())
 
 
 def test_a_pipelined_run_exports_the_next_network_while_one_is_measured_and_counts_the_same(tmp_path, monkeypatch):

@@ -126,7 +126,7 @@ def test_a_litert_int8_model_from_outside_keeps_its_quantisation_on_the_board(tm
     assert blob.extra["ops"][-1] == "SOFTMAX"  # the classifier's softmax, as a TensorFlow pipeline ends
     # nothing re-quantised: every int8 weight tensor of the blob holds bytes of the file, and every
     # int8 activation of the blob has a scale and zero point of one of the file's tensors
-    from hwnas_deploy.mcu.blob import CONST, HEADER, INT8, TENSOR
+    from hwnas_deploy.mcu.blob import CONST, HEADER, INT8, INT8_Q15, TENSOR, pack_q15
 
     data = open(blob.path, "rb").read()
     fields = HEADER.unpack_from(data)
@@ -135,12 +135,16 @@ def test_a_litert_int8_model_from_outside_keeps_its_quantisation_on_the_board(tm
     buffers = [bytes(b.data) for b in model_t.buffers if b.data is not None]
     quants = {(np.float32(t.quantization.scale[0]), int(t.quantization.zeroPoint[0]))
               for t in model_t.subgraphs[0].tensors if t.quantization is not None and t.quantization.scale is not None}
-    weights = [r for r in rows if r[5] == CONST and r[4] == INT8]
+    weights = [r for r in rows if r[5] == CONST and r[4] in (INT8, INT8_Q15)]
     acts = [r for r in rows if r[5] != CONST and r[4] == INT8]
     assert len(weights) == 4 and len(acts) >= 5
-    for d0, d1, d2, d3, _, _, _, offset, _, _ in weights:
-        start = fields[12] + offset
-        assert data[start:start + d0 * d1 * d2 * d3] in buffers
+    for d0, d1, d2, d3, dtype, _, _, offset, _, _ in weights:
+        start, n = fields[12] + offset, d0 * d1 * d2 * d3
+        if dtype == INT8_Q15:  # stored unpacked for the Cortex-M7 loop (blob v2): the same int8 values
+            stored = pack_q15(np.frombuffer(data[start:start + 2 * n], "<i2").reshape(d0, -1)).tobytes()
+        else:
+            stored = data[start:start + n]
+        assert stored in buffers
     assert {(np.float32(r[8]), r[9]) for r in acts} <= quants
 
     out = run_cli("deploy", "--model", str(tfl), "--device", "qemu-m7", "--db", "s.sqlite", "--quiet", cwd=tmp_path,

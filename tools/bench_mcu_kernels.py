@@ -8,11 +8,15 @@ Exports `mcu-mbnet` sub-networks that fit the qemu-m7 budget to int8 model blobs
 ones to float32 blobs), uploads each to the firmware in QEMU (-icount shift=7: exact instruction
 counts), runs it with per-layer counting under each kernel set and attributes the instructions of
 each layer to its operator kind (convolutions by kernel size: in mcu-mbnet the only 3x3 one is the
-stem; pointwise = 1x1 convolutions; depthwise by kernel size; fully connected). The portable and
-optimised int8 runs must give identical outputs. Prints instructions/MAC per kind next to issue
-23's targets (1x1 and 3x3 convolution <= 1.0, 3x3 depthwise <= 2.0, whole networks <= 1.5) as a
-ratio, the upload throughput next to FACTS.md's ~25 KiB/s, and the firmware's code size on every
-board (each must still link).
+stem; pointwise = 1x1 convolutions; depthwise by kernel size; fully connected). Each int8 network
+runs three ways: the portable kernels and the optimised ones on its blob with int8 weights (v1,
+`fit_flash` of the export down to no unpacked layer: the same bytes an export with `unpacked=False`
+writes), and the optimised kernels on the blob the export makes (v2: weights of the layers with
+>= 16 output pixels stored unpacked); all three must give identical outputs. Prints
+instructions/MAC per kind next to issue 23's targets (1x1 and 3x3 convolution <= 1.0, 3x3
+depthwise <= 2.0, whole networks <= 1.5) as a ratio, the flash of both blobs, the upload
+throughput next to FACTS.md's ~25 KiB/s, and the firmware's code size on every board (each must
+still link).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnas_deploy.export import artifact_filename, export_subnet
-from hwnas_deploy.mcu.blob import FLOAT32, HEADER, OPCODES, TENSOR, blob_ops, op_macs
+from hwnas_deploy.mcu.blob import FLOAT32, HEADER, OPCODES, TENSOR, blob_ops, fit_flash, op_macs
 from hwnas_deploy.mcu.link import McuLink, ticks_to_instructions
 from hwnas_deploy.sim.qemu import QemuBoard
 from hwnas_deploy.spaces import get_space
@@ -55,13 +59,19 @@ def layer_macs(blob: bytes) -> list[tuple[str, int]]:
     return out
 
 
-def measure(link: McuLink, board: QemuBoard, blob: bytes, kernel_sets: tuple[str, ...], per_kind: dict,
-            totals: dict) -> list[str]:
-    """Run one uploaded blob with each kernel set; add its per-operator counts to `per_kind`."""
-    kinds = layer_macs(blob)
-    macs_total = sum(m for _, m in kinds)
-    outputs, line = {}, [f"{macs_total / 1e6:.1f} M MACs"]
-    for kset in kernel_sets:
+def measure(link: McuLink, board: QemuBoard, blobs: dict[str, bytes], per_kind: dict,
+            totals: dict) -> tuple[list[str], int, float]:
+    """Upload and run each kernel set's blob; add its per-operator counts to `per_kind`. Returns the
+    line to print and the bytes uploaded and seconds it took."""
+    outputs, line, loaded, sent, seconds = {}, [], None, 0, 0.0
+    for kset, blob in blobs.items():
+        if blob != loaded:
+            t0 = time.perf_counter()
+            link.load(blob)
+            seconds += time.perf_counter() - t0
+            sent, loaded = sent + len(blob), blob
+        kinds = layer_macs(blob)
+        macs_total = sum(m for _, m in kinds)
         run = link.run(warmup=0, repeats=1, per_layer=True, kernels="portable" if kset == "portable" else "optimised")
         layers = [ticks_to_instructions(c, board.shift) for c in run.layer_cycles]
         for (kind, macs), instr in zip(kinds, layers, strict=True):
@@ -77,7 +87,7 @@ def measure(link: McuLink, board: QemuBoard, blob: bytes, kernel_sets: tuple[str
         outputs[kset] = link.infer(link_input_bytes(blob), kernels="portable" if kset == "portable" else "optimised")
     if len(set(outputs.values())) != 1:
         raise SystemExit("the optimised kernels disagree with the portable ones")
-    return line
+    return [f"{macs_total / 1e6:.1f} M MACs"] + line, sent, seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sp = get_space("mcu-mbnet")
     prof = load_profile("qemu-m7")
-    jobs = [(cfg, "blob", ("portable", "optimised")) for cfg in sample_fitting(sp, prof, args.n, args.seed)]
+    jobs = [(cfg, "blob", ("portable", "int8 weights", "optimised"))
+            for cfg in sample_fitting(sp, prof, args.n, args.seed)]
     # float32 blobs must fit the QEMU firmware's buffers (2.5 MB blob, 1.25 MB arena): a quarter
     # of those as the int8 estimate
     small = replace(prof, hardware={**prof.hardware, "sram_bytes": 300_000, "flash_bytes": 600_000})
@@ -101,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     per_kind: dict[str, dict[str, list[float]]] = {}  # kind -> kernel set -> [instructions, MACs]
     totals: dict[str, list[float]] = {}
     upload_bytes, upload_s = 0, 0.0
+    flash = [0, 0]  # int8 blobs: bytes with int8 weights, as exported
     with tempfile.TemporaryDirectory() as tmp, QemuBoard() as board:
         blob_dir = args.blobs or Path(tmp)
         blob_dir.mkdir(parents=True, exist_ok=True)
@@ -111,19 +123,22 @@ def main(argv: list[str] | None = None) -> int:
             if not path.exists():
                 path.write_bytes(Path(export_subnet(sp, cfg, fmt, tmp).path).read_bytes())
             blob = path.read_bytes()
-            t0 = time.perf_counter()
-            link.load(blob)
-            upload_s += time.perf_counter() - t0
-            upload_bytes += len(blob)
-            line = measure(link, board, blob, kernel_sets, per_kind, totals)
+            int8_weights = fit_flash(blob, 1)  # every weight back to int8: the v1 blob
+            blobs = {k: int8_weights if k in ("portable", "int8 weights") else blob for k in kernel_sets}
+            line, sent, seconds = measure(link, board, blobs, per_kind, totals)
+            upload_bytes, upload_s = upload_bytes + sent, upload_s + seconds
+            if fmt == "blob":
+                flash[0], flash[1] = flash[0] + len(int8_weights), flash[1] + len(blob)
+                line.append(f"flash {len(int8_weights) / 1024:.1f} KiB with int8 weights, {len(blob) / 1024:.1f} KiB "
+                            "as exported")
             print(f"{sp.config_hash(cfg)} ({fmt}): " + ", ".join(line), file=sys.stderr, flush=True)
         link.close()
 
     print(f"\nmcu-mbnet on QEMU mps2-an500 (-icount shift=7): {args.n} int8 sub-networks fitting qemu-m7 "
           f"(seed {args.seed}), {args.n_fp32} float32 (seed {args.seed + 1})\n")
-    print("| operator | int8 MACs | int8 portable | int8 optimised | speed-up | target | optimised / target "
-          "| fp32 MACs | fp32 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| operator | int8 MACs | int8 portable | int8 optimised, int8 weights | int8 optimised (export) | "
+          "speed-up | target | optimised / target | fp32 MACs | fp32 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
     def per_mac(cells: dict, kset: str) -> str:
         instr, macs = cells.get(kset, (0.0, 0.0))
@@ -139,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         speed = f"{p_i / o_i:.2f}x" if o_i else "-"
         tcell = f"{target:.1f} | {o_i / macs / target:.2f}x" if target and macs else "- | -"
         f_macs = cells.get("fp32", (0, 0))[1]
-        print(f"| {kind} | {int(macs) or '-'} | {per_mac(cells, 'portable')} | {per_mac(cells, 'optimised')} "
-              f"| {speed} | {tcell} | {int(f_macs) or '-'} | {per_mac(cells, 'fp32')} |")
+        print(f"| {kind} | {int(macs) or '-'} | {per_mac(cells, 'portable')} | {per_mac(cells, 'int8 weights')} | "
+              f"{per_mac(cells, 'optimised')} | {speed} | {tcell} | {int(f_macs) or '-'} | {per_mac(cells, 'fp32')} |")
     print()
     for kset, (instr, macs) in totals.items():
         target = f" (target {WHOLE_TARGET}: {instr / macs / WHOLE_TARGET:.2f}x)" if kset == "optimised" else ""
@@ -148,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     if "portable" in totals and "optimised" in totals:
         print(f"optimised int8 kernels: {totals['portable'][0] / totals['optimised'][0]:.2f}x fewer instructions "
               "than the portable ones")
+    if flash[0]:
+        print(f"flash of the int8 blobs: {flash[0] / 1024:.1f} KiB with int8 weights, {flash[1] / 1024:.1f} KiB as "
+              f"exported ({flash[1] / flash[0]:.2f}x)")
     kibs = upload_bytes / 1024 / upload_s
     print(f"upload: {upload_bytes} bytes in {upload_s:.1f} s = {kibs:.1f} KiB/s "
           f"({kibs / UPLOAD_REFERENCE_KIBS:.2f}x the ~{UPLOAD_REFERENCE_KIBS:.0f} KiB/s reference)")

@@ -8,9 +8,12 @@ the published results of commercial engines on real Cortex-M7 boards for the sam
 Each network is exported from torch to a full-integer int8 TFLite model (random weights,
 BatchNorm calibrated on random inputs; 16 random calibration samples) and from there to a
 firmware blob, checked bit-exact against LiteRT's reference kernels, uploaded to the firmware in
-QEMU (mps2-an500, -icount shift=7: exact instruction counts) and run once per kernel set with
-per-layer counting; both kernel sets must give the same output. The peer measured in the same
-run is our portable (reference) kernels. The published figures are cycles on real boards (ms x
+QEMU (mps2-an500, -icount shift=7: exact instruction counts) and run with per-layer counting
+three ways: the portable (reference) kernels and the Cortex-M7 kernels on a blob with int8
+weights (v1, what firmware before 0.11.0 reads), and the Cortex-M7 kernels on the blob the export
+makes (v2: the convolutions that gain store their weights unpacked, at more flash); all three
+must give the same output. The peers measured in the same run are the portable kernels and the
+int8-weight blob. The published figures are cycles on real boards (ms x
 clock / MACs, FACTS.md): a different unit on different hardware, shown for scale, never as a
 same-run ratio; QEMU counts instructions, not cycles (no stalls, no cache misses, no dual issue).
 Per operator kind, instructions per MAC of both kernel sets over the four networks; beside each
@@ -25,6 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from hwnas_deploy.mcu.blob import tflite_to_blob
 from hwnas_deploy.mcu.link import McuLink, ticks_to_instructions
 from hwnas_deploy.models import load_model
 from hwnas_deploy.models.zoo import ZOO
@@ -51,55 +55,61 @@ def main() -> int:
         link.hello()
         for name in ZOO:
             model = load_model(f"zoo:{name}")
-            art = model.export("blob", Path(tmp))
-            blob = Path(art.path).read_bytes()
-            link.load(blob)
+            art = model.export("blob", Path(tmp) / name)
+            # the same network with int8 weights: conversion and calibration are deterministic
+            int8_blob = Path(tmp) / name / "int8-weights.hwnb"
+            tflite_to_blob(model.export("tflite-int8", Path(tmp) / name).path, int8_blob, unpacked=False)
             counts, outputs = {}, {}
-            kinds = layer_macs(blob)
-            for kset in ("portable", "optimised"):
-                run = link.run(warmup=0, repeats=1, per_layer=True, kernels=kset)
+            for kset, which in (("portable", int8_blob), ("int8 weights", int8_blob), ("optimised", art.path)):
+                data = Path(which).read_bytes()
+                link.load(data)
+                kernels = "portable" if kset == "portable" else "optimised"
+                run = link.run(warmup=0, repeats=1, per_layer=True, kernels=kernels)
                 counts[kset] = ticks_to_instructions(run.cycles[0], board.shift)
-                for (kind, kind_macs), cycles in zip(kinds, run.layer_cycles, strict=True):
+                for (kind, kind_macs), cycles in zip(layer_macs(data), run.layer_cycles, strict=True):
                     cell = per_kind.setdefault(kind, {}).setdefault(kset, [0.0, 0.0])
                     cell[0] += ticks_to_instructions(cycles, board.shift)
                     cell[1] += kind_macs
-                outputs[kset] = link.infer(link_input_bytes(blob), kernels=kset)
-            if outputs["portable"] != outputs["optimised"]:
+                outputs[kset] = link.infer(link_input_bytes(data), kernels=kernels)
+            if len(set(outputs.values())) != 1:
                 raise SystemExit(f"{name}: the optimised kernels disagree with the portable ones")
             macs = sum(art.extra["op_macs"])
             assert macs == model.macs, (name, macs, model.macs)
             rows.append((name, macs, counts, art.extra["arena_bytes"], art.extra["arena_greedy_bytes"],
-                         art.extra["arena_lower_bound"], art.extra["blob_bytes"],
-                         art.extra["max_lsb_vs_litert_reference"]))
+                         art.extra["arena_lower_bound"], art.extra["blob_bytes"], int8_blob.stat().st_size,
+                         art.extra["max_lsb_vs_litert_reference"], art.extra["unpacked_layers"]))
             print(f"{name}: {counts['optimised'] / macs:.2f} instructions/MAC", file=sys.stderr, flush=True)
         link.close()
 
     print("\nMLPerf Tiny reference networks on QEMU mps2-an500 (-icount shift=7), int8, random weights\n")
-    print("| task | network | MACs | portable instr/MAC | optimised instr/MAC | speed-up (same run) | target | "
-          "peak SRAM (our plan) | TFLite Micro's greedy plan | largest live set | flash | vs LiteRT ref | "
+    print("| task | network | MACs | portable instr/MAC | optimised, int8 weights | optimised (export) | "
+          "speed-up over portable (same run) | target | peak SRAM (our plan) | TFLite Micro's greedy plan | "
+          "largest live set | flash (int8 weights) | flash (export; unpacked layers) | vs LiteRT ref | "
           "X-CUBE-AI 9.0, H7A3 (cycles/MAC, published) | Plumerai, F746 (published) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, macs, counts, arena, greedy, live, flash, lsb in rows:
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, macs, counts, arena, greedy, live, flash, flash8, lsb, unpacked in rows:
         xcube, plumerai = PUBLISHED[name]
         target = f"{TARGETS[name]:.1f}" if name in TARGETS else "-"
         print(f"| {TASKS[name]} | {name} | {macs / 1e6:.3f} M | {counts['portable'] / macs:.2f} | "
-              f"{counts['optimised'] / macs:.2f} | {counts['portable'] / counts['optimised']:.2f}x | {target} | "
-              f"{arena / 1024:.1f} KiB | {greedy / 1024:.1f} KiB | {live / 1024:.1f} KiB | {flash / 1024:.1f} KiB | "
-              f"{lsb} LSB | {xcube:.2f} | "
-              f"{plumerai:.2f} |")
+              f"{counts['int8 weights'] / macs:.2f} | {counts['optimised'] / macs:.2f} | "
+              f"{counts['portable'] / counts['optimised']:.2f}x | {target} | "
+              f"{arena / 1024:.1f} KiB | {greedy / 1024:.1f} KiB | {live / 1024:.1f} KiB | {flash8 / 1024:.1f} KiB | "
+              f"{flash / 1024:.1f} KiB; {unpacked} | {lsb} LSB | {xcube:.2f} | {plumerai:.2f} |")
     total_macs = sum(r[1] for r in rows)
-    for kset in ("portable", "optimised"):
+    for kset in ("portable", "int8 weights", "optimised"):
         print(f"all four, {kset}: {sum(r[2][kset] for r in rows) / total_macs:.2f} instructions/MAC")
     total = sum(r[2]["optimised"] for r in rows)
     print("\nPer operator kind, all four networks (instructions per MAC; element-wise operators: instructions)\n")
-    print("| operator | MACs | portable | optimised | speed-up | share of optimised instructions |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| operator | MACs | portable | optimised, int8 weights | optimised (export) | speed-up over portable | "
+          "share of optimised instructions |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for kind, cells in sorted(per_kind.items(), key=lambda kv: -kv[1]["optimised"][0]):
-        (p_instr, kind_macs), (o_instr, _) = cells["portable"], cells["optimised"]
+        (p_instr, kind_macs), (i_instr, _), (o_instr, _) = (cells[k] for k in ("portable", "int8 weights",
+                                                                              "optimised"))
         if kind_macs:
-            figures = f"{kind_macs:.0f} | {p_instr / kind_macs:.2f} | {o_instr / kind_macs:.2f}"
+            figures = f"{kind_macs:.0f} | {p_instr / kind_macs:.2f} | {i_instr / kind_macs:.2f} | {o_instr / kind_macs:.2f}"
         else:
-            figures = f"- | {p_instr:.0f} instr | {o_instr:.0f} instr"
+            figures = f"- | {p_instr:.0f} instr | {i_instr:.0f} instr | {o_instr:.0f} instr"
         print(f"| {kind} | {figures} | {p_instr / o_instr:.2f}x | {100 * o_instr / total:.1f} % |")
     return 0
 

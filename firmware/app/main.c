@@ -15,7 +15,7 @@
 #ifndef HW_ARENA_CAPACITY
 #define HW_ARENA_CAPACITY (320u * 1024u)
 #endif
-#define FW_VERSION "hwnas-fw 0.10.0"
+#define FW_VERSION "hwnas-fw 0.11.0"
 #define MAX_OPS 512
 
 /* The blob and what it is (`held`) are not zeroed at start-up: after a reset the board still
@@ -113,7 +113,8 @@ static uint32_t put_model_facts(uint8_t *at) {
 
 /* LOAD_SEGMENTS: after offset u32 and seed u32, segments, each a u32 head (kind << 30 | length)
  * followed by its data: kind 0 `length` bytes as they are, 1 nothing (the weight generator's
- * bytes from seed), 2 a 4-byte word repeated over `length` bytes. The total length, or
+ * bytes from seed), 2 a 4-byte word repeated over `length` bytes, 3 nothing (protocol 5: the
+ * generator's bytes as unpacked int16 weights, hw_generate_q15). The total length, or
  * UINT32_MAX where the segments do not fill the payload exactly. */
 static uint32_t segment_data_bytes(uint32_t head) {
     const uint32_t kind = head >> 30;
@@ -125,7 +126,7 @@ static uint32_t segments_length(const uint8_t *at, uint32_t len) {
     while (used < len) {
         if (len - used < 4) return UINT32_MAX;
         const uint32_t head = get_u32(at + used), n = head & 0x3FFFFFFFu, data = segment_data_bytes(head);
-        if (head >> 30 == 3 || data > len - used - 4u || n > UINT32_MAX - 1u - total) return UINT32_MAX;
+        if (data > len - used - 4u || n > UINT32_MAX - 1u - total) return UINT32_MAX;
         used += 4u + data;
         total += n;
     }
@@ -140,6 +141,8 @@ static void apply_segments(uint32_t offset, uint32_t seed, const uint8_t *at, ui
             memcpy(blob + offset, data, n);
         else if (kind == 1)
             hw_generate_bytes(blob + offset, offset, n, seed);
+        else if (kind == 3)
+            hw_generate_q15(blob + offset, offset, n, seed);
         else
             for (uint32_t i = 0; i < n; i++) blob[offset + i] = data[i & 3u];
         used += 4u + segment_data_bytes(head);

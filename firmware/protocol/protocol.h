@@ -21,7 +21,8 @@
 /* 4: a LOAD request held already (any, not only the last) is acknowledged again, so a host may
  * keep several in flight and go back to the first unacknowledged one after an error (windowed
  * upload); HELLO's reply ends with the board's receive buffer size (u32 after the strings) */
-#define HW_PROTOCOL_VERSION 4u
+/* 5 (firmware 0.11.0): LOAD_SEGMENTS kind 3 generates unpacked (int16) weights of blob v2 */
+#define HW_PROTOCOL_VERSION 5u
 
 enum hw_cmd {
     HW_HELLO = 0x01,

@@ -9,7 +9,7 @@ static const hw_tensor_t *T(const hw_model_t *m, uint16_t i) { return &m->tensor
 
 uint32_t hw_tensor_bytes(const hw_tensor_t *t) {
     uint32_t n = (uint32_t)t->dims[0] * t->dims[1] * t->dims[2] * t->dims[3];
-    return t->dtype == HW_INT8 ? n : 4u * n;
+    return t->dtype == HW_INT8 ? n : t->dtype == HW_INT8_Q15 ? 2u * n : 4u * n;
 }
 
 uint8_t *hw_tensor_data(const hw_model_t *m, uint16_t index) {
@@ -31,6 +31,16 @@ void hw_generate_bytes(uint8_t *dst, uint32_t position, uint32_t n, uint32_t see
     for (uint32_t i = 0; i < n; i++) {
         uint32_t at = position + i;
         dst[i] = (uint8_t)(fmix32(seed + (at >> 2) * 0x9E3779B9u) >> (8u * (at & 3u)));
+    }
+}
+
+void hw_generate_q15(uint8_t *dst, uint32_t position, uint32_t n, uint32_t seed) {
+    for (uint32_t i = 0; i < n; i++) {
+        const uint32_t at = position + i;
+        uint8_t lo;
+        hw_generate_bytes(&lo, at & ~1u, 1, seed);
+        if (lo == 0x80u) lo = 0x81u; /* -128 -> -127: a weight TFLite could have written */
+        dst[i] = (at & 1u) ? (uint8_t)((lo & 0x80u) ? 0xFFu : 0x00u) : lo;
     }
 }
 
@@ -86,7 +96,8 @@ static int concatenation_fits(const hw_model_t *m, const hw_op_t *op) {
 int hw_model_init(hw_model_t *m, const uint8_t *blob, uint32_t size, uint8_t *arena, uint32_t arena_capacity) {
     const hw_blob_header_t *h = (const hw_blob_header_t *)blob;
     if (size < sizeof(hw_blob_header_t) || h->magic != HW_BLOB_MAGIC) return HW_ERR_MAGIC;
-    if (h->version != HW_BLOB_VERSION || h->header_size != sizeof(hw_blob_header_t)) return HW_ERR_VERSION;
+    if (h->version < 1 || h->version > HW_BLOB_VERSION || h->header_size != sizeof(hw_blob_header_t))
+        return HW_ERR_VERSION;
     if (h->total_size != size) return HW_ERR_SIZE;
     if (hw_crc32(0, blob + 16, size - 16) != h->crc32) return HW_ERR_CRC;
     if ((uint64_t)h->tensors_offset + (uint64_t)h->n_tensors * sizeof(hw_tensor_t) > size ||
@@ -107,6 +118,8 @@ int hw_model_init(hw_model_t *m, const uint8_t *blob, uint32_t size, uint8_t *ar
         const hw_tensor_t *t = T(m, i);
         uint64_t end = (uint64_t)t->offset + hw_tensor_bytes(t);
         if (t->kind == HW_TENSOR_CONST ? end > h->data_size : end > h->arena_size) return HW_ERR_LAYOUT;
+        if (t->dtype == HW_INT8_Q15 && ((t->offset & 3u) || t->kind != HW_TENSOR_CONST)) /* read by LDRD */
+            return HW_ERR_LAYOUT;
     }
     for (uint16_t i = 0; i < h->n_ops; i++) {
         const hw_op_t *op = &m->ops[i];
@@ -129,6 +142,13 @@ int hw_model_init(hw_model_t *m, const uint8_t *blob, uint32_t size, uint8_t *ar
             (T(m, op->inputs[0])->dims[3] == 0 || T(m, op->output)->dims[3] % T(m, op->inputs[0])->dims[3]))
             return HW_ERR_OPCODE;
         if (op->opcode == HW_OP_CONCATENATION && !concatenation_fits(m, op)) return HW_ERR_OPCODE;
+        for (int k = 1; k < op->n_inputs; k++) { /* unpacked weights: a v2 int8 conv2d's, rows of 4k */
+            if (op->inputs[k] == HW_NO_TENSOR || T(m, op->inputs[k])->dtype != HW_INT8_Q15) continue;
+            const hw_tensor_t *w = T(m, op->inputs[k]);
+            if (k != 1 || h->version < 2 || op->opcode != HW_OP_CONV_2D || dtype != HW_INT8 ||
+                ((uint32_t)w->dims[1] * w->dims[2] * w->dims[3]) % 4u)
+                return HW_ERR_OPCODE;
+        }
         if (op->opcode == HW_OP_SOFTMAX && T(m, op->output)->dims[3] == 0) return HW_ERR_OPCODE;
         if (op->opcode == HW_OP_MUL &&
             (op->n_inputs < 2 || op->inputs[1] == HW_NO_TENSOR || op->p[4] < 0 || op->p[4] > 1))
@@ -280,7 +300,8 @@ static void run_op(hw_model_t *m, const hw_op_t *op) {
             const int8_t *wd = (const int8_t *)hw_tensor_data(m, op->inputs[1]);
             const hw_conv_params_t cp = {shape(in), shape(out), in->zero_point, out->zero_point,
                                          w->dims[1], w->dims[2], p[0], p[1], p[2], p[3],
-                                         data_i32(m, p[6]), data_i32(m, p[7]), p[4], p[5]};
+                                         data_i32(m, p[6]), data_i32(m, p[7]), p[4], p[5],
+                                         w->dtype == HW_INT8_Q15};
             const int portable = m->kernels == HW_KERNELS_PORTABLE;
             if (op->opcode == HW_OP_CONV_2D)
                 (portable ? hw_conv2d_s8 : hw_conv2d_s8_opt)(&cp, x, wd, bias, y);

@@ -1,6 +1,7 @@
 /* The model blob and the interpreter that runs it (portable C99, no allocation).
  *
- * Blob v1 (little endian, written by hwnas_deploy/mcu/blob.py):
+ * Blob v1/v2 (little endian, written by hwnas_deploy/mcu/blob.py; v2: some conv2d weights are
+ * HW_INT8_Q15, which firmware before 0.11.0 does not know and refuses by version):
  *   header (48 B) | tensors (24 B each) | ops (64 B each) | data (weights, biases, multipliers)
  * The CRC-32 covers every byte after the first 16. Activations live in one arena whose layout
  * the host planned (offsets per tensor), so the peak SRAM is known before anything runs. */
@@ -11,7 +12,7 @@
 #include <stdint.h>
 
 #define HW_BLOB_MAGIC 0x424E5748u /* "HWNB" */
-#define HW_BLOB_VERSION 1u
+#define HW_BLOB_VERSION 2u /* the newest this firmware reads; it reads every one from 1 */
 
 typedef struct {
     uint32_t magic;
@@ -31,7 +32,9 @@ typedef struct {
     uint32_t reserved;
 } hw_blob_header_t;
 
-enum { HW_INT8 = 1, HW_INT32 = 2, HW_FLOAT32 = 3 };
+/* HW_INT8_Q15: int8 weights of a CONV_2D stored as int16, each group of four in the order 0, 2, 1, 3
+ * (hw_q15_index in kernels.h): the Cortex-M7 kernels' inner loop reads them without unpacking. */
+enum { HW_INT8 = 1, HW_INT32 = 2, HW_FLOAT32 = 3, HW_INT8_Q15 = 4 };
 enum { HW_TENSOR_ARENA = 0, HW_TENSOR_CONST = 1 };
 
 typedef struct {
@@ -157,6 +160,9 @@ uint32_t hw_tensor_bytes(const hw_tensor_t *t);
  * (MurmurHash3's finaliser): counter-based, so any range can be filled on its own, and the host
  * (hwnas_deploy/mcu/weights.py) computes the same bytes with numpy. `dst` is blob + position. */
 void hw_generate_bytes(uint8_t *dst, uint32_t position, uint32_t n, uint32_t seed);
+/* The same for unpacked (HW_INT8_Q15) weights: each little-endian int16 at an even position p is
+ * the generator's byte p as an int8 (-128 made -127), sign-extended: valid int8 weights. */
+void hw_generate_q15(uint8_t *dst, uint32_t position, uint32_t n, uint32_t seed);
 
 /* The input RUN measures on (and INPUT_FILL writes for an output check): fixed pseudo-random
  * int8 values within +-32 steps of zero, a typical activation spread. RUN writes it before every

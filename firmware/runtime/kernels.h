@@ -22,7 +22,31 @@ typedef struct {
     int kh, kw, stride_h, stride_w, pad_top, pad_left;
     const int32_t *mult, *shift; /* per output channel */
     int act_min, act_max;
+    int w_q15; /* conv2d weights stored unpacked (blob dtype HW_INT8_Q15): see hw_q15_index */
 } hw_conv_params_t;
+
+/* Where weight i of a conv2d's [O][KH][KW][I] weights sits when the blob stores them unpacked (w_q15:
+ * what the Cortex-M7 kernels' inner loop reads without unpacking): int16, each group of four in
+ * the order 0, 2, 1, 3 (the even pair, then the odd pair, as SXTB16 splits a word); a row's length
+ * is a multiple of 4 there. */
+static inline int hw_q15_index(int i) { return (i & ~3) | ((i & 1) << 1) | ((i >> 1) & 1); }
+
+/* sum over t < n of weight (f + t) * (x[t] - in_zp), int8 or unpacked: the portable kernels' inner
+ * loop, with the layout test hoisted out of it */
+static inline __attribute__((always_inline)) int32_t hw_conv_taps_layout(const hw_conv_params_t *p, const int8_t *w,
+                                                                         int f, const int8_t *x, int n,
+                                                                         const int q15) {
+    int32_t acc = 0;
+    for (int t = 0; t < n; t++) {
+        const int32_t wi = q15 ? ((const int16_t *)(const void *)w)[hw_q15_index(f + t)] : w[f + t];
+        acc += wi * ((int32_t)x[t] - p->in_zp);
+    }
+    return acc;
+}
+
+static inline int32_t hw_conv_taps(const hw_conv_params_t *p, const int8_t *w, int f, const int8_t *x, int n) {
+    return p->w_q15 ? hw_conv_taps_layout(p, w, f, x, n, 1) : hw_conv_taps_layout(p, w, f, x, n, 0);
+}
 
 /* The taps [*t0, *t1) of a window of k starting at input position `start` that lie in [0, n). */
 static inline void hw_valid_range(int start, int k, int n, int *t0, int *t1) {

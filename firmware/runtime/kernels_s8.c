@@ -38,9 +38,7 @@ static void pointwise_s8(const hw_conv_params_t *p, const int8_t *in, const int8
     for (int px = 0; px < pixels; px++) {
         const int8_t *x = in + px * ic_n;
         for (int oc = 0; oc < oc_n; oc++) {
-            const int8_t *f = w + oc * ic_n;
-            int32_t acc = 0;
-            for (int ic = 0; ic < ic_n; ic++) acc += (int32_t)f[ic] * ((int32_t)x[ic] - p->in_zp);
+            int32_t acc = hw_conv_taps(p, w, oc * ic_n, x, ic_n);
             if (bias) acc += bias[oc];
             out[px * oc_n + oc] =
                 clamp_s8(hw_requantize(acc, p->mult[oc], p->shift[oc]) + p->out_zp, p->act_min, p->act_max);
@@ -63,8 +61,7 @@ void hw_conv2d_s8_region(const hw_conv_params_t *p, const int8_t *in, const int8
                         const int ix = ix0 + kx;
                         if (ix < 0 || ix >= p->is.w) continue;
                         const int8_t *x = in + (iy * p->is.w + ix) * ic_n;
-                        const int8_t *f = w + ((oc * kh + ky) * kw + kx) * ic_n;
-                        for (int ic = 0; ic < ic_n; ic++) acc += (int32_t)f[ic] * ((int32_t)x[ic] - p->in_zp);
+                        acc += hw_conv_taps(p, w, ((oc * kh + ky) * kw + kx) * ic_n, x, ic_n);
                     }
                 }
                 if (bias) acc += bias[oc];

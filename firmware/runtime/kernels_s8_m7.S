@@ -81,3 +81,58 @@ hw_pair_2x2_q15_sat:
     REQUANT r11, r2, 1
     pop     {r4-r11, pc}
     .size   hw_pair_2x2_q15_sat, . - hw_pair_2x2_q15_sat
+
+/* void hw_pair_2x2_w16_sat(const uint32_t *xq, const int16_t *w0, int n, int groups,
+ *                          const int32_t *b, const rq_t *q, int8_t *y, int o_n);
+ *
+ * hw_pair_2x2_q15_sat over weights the blob stores unpacked (HW_INT8_Q15: n int16 per row, per group
+ * of 4 the even pair then the odd pair): 4 LDRD + 8 SMLAD per group, two groups per compare and
+ * branch (13 instructions per 16 MACs). Fourteen registers again: r4, r5 hold one pixel's pairs at
+ * a time, r6, r7 channel o's weights, r12, lr channel o + 1's. */
+    .macro GROUP16                  @ 16 MACs: r0 xq, r1 w0, r2 w1; accumulators r8-r11
+    ldrd    r4, r5, [r0], #8        @ pixel 0: even, odd pairs
+    ldrd    r6, r7, [r1], #8        @ channel o
+    ldrd    r12, lr, [r2], #8       @ channel o + 1
+    smlad   r8, r4, r6, r8
+    smlad   r8, r5, r7, r8
+    smlad   r9, r4, r12, r9
+    smlad   r9, r5, lr, r9
+    ldrd    r4, r5, [r0], #8        @ pixel 1
+    smlad   r10, r4, r6, r10
+    smlad   r10, r5, r7, r10
+    smlad   r11, r4, r12, r11
+    smlad   r11, r5, lr, r11
+    .endm
+
+    .align  2
+    .global hw_pair_2x2_w16_sat
+    .type   hw_pair_2x2_w16_sat, %function
+    .thumb_func
+hw_pair_2x2_w16_sat:
+    push    {r4-r11, lr}            @ the stack arguments now start at sp + 36
+    ldr     r4, [sp, #36]           @ b
+    ldrd    r8, r9, [r4]            @ pixel 0: channels o, o + 1
+    mov     r10, r8                 @ pixel 1
+    mov     r11, r9
+    add     r2, r1, r2, lsl #1      @ w1 = w0 + n int16
+    lsls    r12, r3, #31            @ Z clear when the group count is odd
+    add     r3, r0, r3, lsl #4      @ end of xq
+    beq     1f
+    GROUP16                         @ the odd group
+1:  cmp     r0, r3
+    beq     3f
+2:  GROUP16
+    GROUP16
+    cmp     r0, r3
+    bne     2b
+3:  ldrd    r0, r1, [sp, #40]       @ q, y
+    ldr     r2, [sp, #48]           @ o_n
+    add     r2, r1, r2              @ pixel 1's outputs
+    ldm     r0!, {r4, r5, r6, r7, r12}
+    REQUANT r8, r1, 0
+    REQUANT r10, r2, 0
+    ldm     r0, {r4, r5, r6, r7, r12}
+    REQUANT r9, r1, 1
+    REQUANT r11, r2, 1
+    pop     {r4-r11, pc}
+    .size   hw_pair_2x2_w16_sat, . - hw_pair_2x2_w16_sat

@@ -11,6 +11,9 @@
  *    assembly (kernels_s8_m7.S: 2 LDRD + 2 LDR + 4 SXTB16 + 8 SMLAD per 16 MACs, two groups per
  *    branch, the block's requantisation and stores included); fully connected layers unpack their
  *    input once and run a 1 x 2 assembly loop;
+ *  - weights the blob stores unpacked (HW_INT8_Q15, blob v2: the exporter does so for the layers
+ *    with >= 16 output pixels, within the board's flash) skip the weights' SXTB16: 4 LDRD + 8 SMLAD
+ *    per 16 MACs (13 per 16 with the loop's compare and branch, against 17);
  *  - small convolutions (the 3x3x3 stem): an int16 im2col of two pixels and weights unpacked once
  *    per block of 16 output channels; blocks of 4 channels x 2 pixels do six loads and eight SMLAD
  *    per 16 MACs, with the 27-tap count known at compile time (no loop);
@@ -29,9 +32,10 @@
  * A layer outside that (or a depthwise layer with channels not a multiple of 4) runs on the
  * portable kernel. No arena scratch is used (the planned arena stays the whole activation
  * story); the kernels keep at most ~4.5 KB on the stack, and the linker scripts keep >= 8 KB free.
- * The floors of this design, in instructions: 17 per 16 MACs in the pointwise loop (all fourteen
- * registers live; a larger block needs more), 6-7 per requantised output, about 1.8 per MAC in
- * the depthwise passes (2P accumulators + k weights + the strip in thirteen registers). */
+ * The floors of this design, in instructions: 17 per 16 MACs in the pointwise loop, 13 with
+ * unpacked weights (all fourteen registers live; a larger block needs more), 6-7 per requantised
+ * output, about 1.8 per MAC in the depthwise passes (2P accumulators + k weights + the strip in
+ * thirteen registers). */
 #include <string.h>
 
 #include "kernels.h"
@@ -367,6 +371,104 @@ static ALWAYS_INLINE void rowpair_q(const uint32_t *xq, int n, const int8_t *w, 
     }
 }
 
+/* Weights the blob stores unpacked (HW_INT8_Q15: int16, per group of 4 the even then the odd pair):
+ * the same 2 x 2 block without unpacking them, 4 LDRD + 8 SMLAD per 16 MACs (two groups per compare
+ * and branch: 13 instructions per 16 MACs against 17). The flash they take doubles; the exporter
+ * stores unpacked only the layers whose MACs pay for it (hwnas_deploy/mcu/blob.py). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define DOT_2X2_W16_GROUP                             \
+    "ldrd %[a0], %[a1], [%[xq]], #8\n\t"              \
+    "ldrd %[c0], %[c1], [%[w0]], #8\n\t"              \
+    "ldrd %[d0], %[d1], [%[w1]], #8\n\t"              \
+    "smlad %[s00], %[a0], %[c0], %[s00]\n\t"          \
+    "smlad %[s00], %[a1], %[c1], %[s00]\n\t"          \
+    "smlad %[s01], %[a0], %[d0], %[s01]\n\t"          \
+    "smlad %[s01], %[a1], %[d1], %[s01]\n\t"          \
+    "ldrd %[a0], %[a1], [%[xq]], #8\n\t"              \
+    "smlad %[s10], %[a0], %[c0], %[s10]\n\t"          \
+    "smlad %[s10], %[a1], %[c1], %[s10]\n\t"          \
+    "smlad %[s11], %[a0], %[d0], %[s11]\n\t"          \
+    "smlad %[s11], %[a1], %[d1], %[s11]\n\t"
+#define DOT_2X2_W16_OPERANDS                                                                                  \
+    : [xq] "+r"(xq), [w0] "+r"(w0), [w1] "+r"(w1), [s00] "+r"(s00), [s01] "+r"(s01), [s10] "+r"(s10),         \
+      [s11] "+r"(s11), [a0] "=&r"(a0), [a1] "=&r"(a1), [c0] "=&r"(c0), [c1] "=&r"(c1), [d0] "=&r"(d0),          \
+      [d1] "=&r"(d1)
+
+static NOINLINE void dot_2x2_w16(const uint32_t *xq, const int16_t *w0, const int16_t *w1, int groups, int32_t *a) {
+    int32_t s00 = a[0], s01 = a[1], s10 = a[2], s11 = a[3];
+    uint32_t a0, a1, c0, c1, d0, d1;
+    for (int g = 0; g < groups; g++) __asm__(DOT_2X2_W16_GROUP DOT_2X2_W16_OPERANDS : : "memory");
+    a[0] = s00, a[1] = s01, a[2] = s10, a[3] = s11;
+}
+#else
+static ALWAYS_INLINE uint32_t read_w16x2(const int16_t *w) {
+    uint32_t v;
+    memcpy(&v, w, 4);
+    return v;
+}
+
+static NOINLINE void dot_2x2_w16(const uint32_t *xq, const int16_t *w0, const int16_t *w1, int groups, int32_t *a) {
+    int32_t s00 = a[0], s01 = a[1], s10 = a[2], s11 = a[3];
+    for (int g = 0; g < groups; g++, xq += 4, w0 += 4, w1 += 4) {
+        const uint32_t c0 = read_w16x2(w0), c1 = read_w16x2(w0 + 2), d0 = read_w16x2(w1), d1 = read_w16x2(w1 + 2);
+        s00 = hw_smlad(xq[0], c0, s00);
+        s00 = hw_smlad(xq[1], c1, s00);
+        s01 = hw_smlad(xq[0], d0, s01);
+        s01 = hw_smlad(xq[1], d1, s01);
+        s10 = hw_smlad(xq[2], c0, s10);
+        s10 = hw_smlad(xq[3], c1, s10);
+        s11 = hw_smlad(xq[2], d0, s11);
+        s11 = hw_smlad(xq[3], d1, s11);
+    }
+    a[0] = s00, a[1] = s01, a[2] = s10, a[3] = s11;
+}
+#endif
+
+/* hw_pair_2x2_q15_sat over unpacked weights (w0: n int16 per row): kernels_s8_m7.S / this C twin. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+void hw_pair_2x2_w16_sat(const uint32_t *xq, const int16_t *w0, int n, int groups, const int32_t *b, const rq_t *q,
+                         int8_t *y, int o_n);
+#else
+static void hw_pair_2x2_w16_sat(const uint32_t *xq, const int16_t *w0, int n, int groups, const int32_t *b,
+                                const rq_t *q, int8_t *y, int o_n) {
+    int32_t a[4] = {b[0], b[1], b[0], b[1]};
+    dot_2x2_w16(xq, w0, w0 + n, groups, a);
+    y[0] = rq_out(a[0], &q[0], -128, 127, RQ_SAT);
+    y[1] = rq_out(a[1], &q[1], -128, 127, RQ_SAT);
+    y[o_n] = rq_out(a[2], &q[0], -128, 127, RQ_SAT);
+    y[o_n + 1] = rq_out(a[3], &q[1], -128, 127, RQ_SAT);
+}
+#endif
+
+/* rowpair_q over unpacked weights (w: n int16 per output channel). */
+static ALWAYS_INLINE void rowpair_w16(const uint32_t *xq, int n, const int16_t *w, int o_begin, int o_end, int o_n,
+                                      const int32_t *bias, int8_t *y, const rq_t *q, int lo, int hi, int rows,
+                                      const int mode) {
+    static const int32_t no_bias[2] = {0, 0};
+    int o = o_begin;
+    if (mode != RQ_CLAMP && rows == 2)
+        for (; o + 1 < o_end; o += 2)
+            hw_pair_2x2_w16_sat(xq, w + o * n, n, n / 4, bias ? bias + o : no_bias, &q[o - o_begin], y + o, o_n);
+    for (; o < o_end; o += 2) {
+        const int o1 = o + 1 < o_end ? o + 1 : o;
+        const int32_t b0 = bias ? bias[o] : 0, b1 = bias ? bias[o1] : 0;
+        int32_t a[4] = {b0, b1, b0, b1};
+        dot_2x2_w16(xq, w + o * n, w + o1 * n, n / 4, a);
+        const rq_t q0 = q[o - o_begin], q1 = q[o1 - o_begin];
+        y[o] = rq_out(a[0], &q0, lo, hi, mode);
+        y[o1] = rq_out(a[1], &q1, lo, hi, mode);
+        if (rows == 2) {
+            y[o_n + o] = rq_out(a[2], &q0, lo, hi, mode);
+            y[o_n + o1] = rq_out(a[3], &q1, lo, hi, mode);
+        }
+    }
+}
+
+#define ROWPAIR_W16_PARAMS                                                                                          \
+    (const uint32_t *xq, int n, const int16_t *w, int o_begin, int o_end, int o_n, const int32_t *bias, int8_t *y, \
+     const rq_t *q, int lo, int hi, int rows)
+MODE_VARIANTS(rowpair_w16, ROWPAIR_W16_PARAMS, xq, n, w, o_begin, o_end, o_n, bias, y, q, lo, hi, rows)
+
 #define ROWPAIR_PARAMS                                                                                             \
     (const uint32_t *xq, int n, const int8_t *w, int o_begin, int o_end, int o_n, const int32_t *bias, int8_t *y, \
      const rq_t *q, int lo, int hi, int rows)
@@ -446,6 +548,24 @@ static void matmul_layer(const int8_t *x, int rows, int n, int32_t in_zp, const 
     for (int ob = 0; ob < o_n; ob += RQ_BLOCK) {
         const int oe = rq_block(q, ob, o_n, RQ_BLOCK, mult, shift, out_zp);
         BY_MODE(mode, matmul_s8, x, rows, n, in_zp, w, ob, oe, o_n, bias, out, q, lo, hi);
+    }
+}
+
+/* Pointwise layers over unpacked weights (n % 4 == 0, n <= XQ_MAX): each row pair unpacked once for
+ * every output channel pair; a last odd row is unpacked twice and stored once. */
+static void matmul_w16_layer(const int8_t *x, int rows, int n, int32_t in_zp, const int16_t *w, int o_n,
+                             const int32_t *bias, int8_t *out, int32_t out_zp, const int32_t *mult,
+                             const int32_t *shift, int lo, int hi, int mode) {
+    const uint32_t nzp = hw_pack16x2(-in_zp);
+    uint32_t xq[2 * XQ_MAX / 2] __attribute__((aligned(8)));
+    rq_t q[RQ_BLOCK];
+    for (int ob = 0; ob < o_n; ob += RQ_BLOCK) {
+        const int oe = rq_block(q, ob, o_n, RQ_BLOCK, mult, shift, out_zp);
+        for (int r = 0; r < rows; r += 2) {
+            const int pair = r + 1 < rows;
+            unpack_rows(x + r * n, x + (r + pair) * n, n / 4, nzp, xq);
+            CALL_BY_MODE(mode, rowpair_w16, xq, n, w, ob, oe, o_n, bias, out + r * o_n, q, lo, hi, pair ? 2 : 1);
+        }
     }
 }
 
@@ -669,8 +789,8 @@ static void im2col_q15(const hw_conv_params_t *p, const int8_t *in, int oy, int 
 #define IM2COL_Q8_MAX 256 /* 512 B of int8 columns */
 #define Q_BLOCK 64        /* 1.3 KB of requantisation parameters */
 
-static ALWAYS_INLINE void conv_im2col_q(const hw_conv_params_t *p, const int8_t *in, const int8_t *w,
-                                        const int32_t *bias, int8_t *out, const int mode) {
+static ALWAYS_INLINE void conv_im2col_q_body(const hw_conv_params_t *p, const int8_t *in, const int8_t *w,
+                                             const int32_t *bias, int8_t *out, const int w16, const int mode) {
     const int oc_n = p->os.c, n = p->kh * p->kw * p->is.c, pixels = p->os.h * p->os.w;
     const int direct = (p->is.c & 3) == 0;
     const uint32_t nzp = hw_pack16x2(-p->in_zp);
@@ -689,10 +809,24 @@ static ALWAYS_INLINE void conv_im2col_q(const hw_conv_params_t *p, const int8_t 
                     im2col(p, in, pr / p->os.w, pr % p->os.w, cols[r]);
             }
             if (!direct) unpack_rows(cols[0], cols[1], n / 4, nzp, xq);
-            CALL_BY_MODE(mode, rowpair_q, xq, n, w, ob, oe, oc_n, bias, out + px * oc_n, q, p->act_min, p->act_max,
-                         rows);
+            if (w16)
+                CALL_BY_MODE(mode, rowpair_w16, xq, n, (const int16_t *)(const void *)w, ob, oe, oc_n, bias,
+                             out + px * oc_n, q, p->act_min, p->act_max, rows);
+            else
+                CALL_BY_MODE(mode, rowpair_q, xq, n, w, ob, oe, oc_n, bias, out + px * oc_n, q, p->act_min,
+                             p->act_max, rows);
         }
     }
+}
+
+static ALWAYS_INLINE void conv_im2col_q(const hw_conv_params_t *p, const int8_t *in, const int8_t *w,
+                                        const int32_t *bias, int8_t *out, const int mode) {
+    conv_im2col_q_body(p, in, w, bias, out, 0, mode);
+}
+
+static ALWAYS_INLINE void conv_im2col_w16(const hw_conv_params_t *p, const int8_t *in, const int8_t *w,
+                                          const int32_t *bias, int8_t *out, const int mode) {
+    conv_im2col_q_body(p, in, w, bias, out, 1, mode);
 }
 
 #define CONV_PARAMS \
@@ -701,13 +835,33 @@ MODE_VARIANTS(conv_small_stem, CONV_PARAMS, p, in, w, bias, out)
 MODE_VARIANTS(conv_small_any, CONV_PARAMS, p, in, w, bias, out)
 MODE_VARIANTS(conv_im2col, CONV_PARAMS, p, in, w, bias, out)
 MODE_VARIANTS(conv_im2col_q, CONV_PARAMS, p, in, w, bias, out)
+MODE_VARIANTS(conv_im2col_w16, CONV_PARAMS, p, in, w, bias, out)
+
+/* Which path a conv2d with unpacked weights (w_q15) takes, as the exporter decides which layers to
+ * store so (hwnas_deploy/mcu/blob.py, unpacked_path): 1 pointwise, 2 im2col, 0 the portable kernel. */
+static int w16_path(const hw_conv_params_t *p, int kernel_n) {
+    if (kernel_n & 3) return 0;
+    if (p->kh == 1 && p->kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_top == 0 && p->pad_left == 0 &&
+        kernel_n <= XQ_MAX)
+        return 1;
+    return ((p->is.c & 3) == 0 && kernel_n <= IM2COL_Q_MAX) || kernel_n <= IM2COL_Q8_MAX ? 2 : 0;
+}
 
 void hw_conv2d_s8_opt(const hw_conv_params_t *p, const int8_t *in, const int8_t *w, const int32_t *bias,
                       int8_t *out) {
     const int ic = p->is.c, oc_n = p->os.c, lo = p->act_min, hi = p->act_max;
     const int kernel_n = p->kh * p->kw * ic;
     const int mode = requant_mode(p->mult, p->shift, oc_n, p->out_zp, bias, kernel_n, lo, hi);
-    if (mode == RQ_NONE || kernel_n > IM2COL_MAX) {
+    if (p->w_q15) {
+        const int path = mode == RQ_NONE ? 0 : w16_path(p, kernel_n);
+        if (path == 1)
+            matmul_w16_layer(in, p->os.h * p->os.w, ic, p->in_zp, (const int16_t *)(const void *)w, oc_n, bias, out,
+                             p->out_zp, p->mult, p->shift, lo, hi, mode);
+        else if (path == 2)
+            CALL_BY_MODE(mode, conv_im2col_w16, p, in, w, bias, out);
+        else
+            hw_conv2d_s8(p, in, w, bias, out);
+    } else if (mode == RQ_NONE || kernel_n > IM2COL_MAX) {
         hw_conv2d_s8(p, in, w, bias, out);
     } else if (p->kh == 1 && p->kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_top == 0 &&
                p->pad_left == 0) {

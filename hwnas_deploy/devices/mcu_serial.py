@@ -24,10 +24,12 @@ from hwnas_deploy.allowed import number
 from hwnas_deploy.artifact import Artifact
 from hwnas_deploy.devices.base import Driver
 from hwnas_deploy.errors import DeviceError
+from hwnas_deploy.mcu.blob import blob_unpacked_layers, fit_flash
 from hwnas_deploy.mcu.firmware import DEFAULT_BAUD
 from hwnas_deploy.mcu.link import (
     ICOUNT_SHIFT,
     MADE_ARRAYS,
+    Q15_WEIGHTS,
     BoardInfo,
     BoardResetError,
     LoadResult,
@@ -91,6 +93,9 @@ class McuSerialDriver(Driver):
         if artifact.format not in ("blob", "blob-fp32"):
             raise DeviceError(f"{self.profile.name} runs firmware model blobs, not {artifact.format!r}")
         blob = Path(artifact.path).read_bytes()
+        # weights stored unpacked for speed go back to int8, fewest-pixel layers first, until the
+        # blob fits this board (a network the int8 budget admits is never refused for them)
+        blob = fit_flash(blob, min(self.flash_budget, self.info.blob_capacity))
         arena = int(artifact.extra.get("arena_bytes", 0))
         limits = [
             ("arena", arena, self.sram_budget, "SRAM budget"),
@@ -105,7 +110,8 @@ class McuSerialDriver(Driver):
                                                     "flash_budget": self.flash_budget})
         made: list[Made] = []
         if check_weights(weights) == "generated":
-            made = made_ranges(blob, int32=self.info.protocol >= MADE_ARRAYS)
+            protocol = self.info.protocol
+            made = made_ranges(blob, int32=protocol >= MADE_ARRAYS, q15=protocol >= Q15_WEIGHTS)
             blob = made_blob(blob, made, WEIGHT_SEED)
         handle = Deployed(artifact, blob, LoadResult(0, 0, 0, 0), "generated" if made else "real", made)
         handle.load = self._load(handle)
@@ -152,6 +158,7 @@ class McuSerialDriver(Driver):
                if key in handle.artifact.extra},
             "arena_bytes": handle.load.arena_bytes,
             "blob_bytes": len(handle.blob),
+            "unpacked_layers": blob_unpacked_layers(handle.blob),
             "weights": handle.weights,
             **({"weights_seed": WEIGHT_SEED} if handle.weights == "generated" else {}),
             "upload": {"sent_bytes": handle.load.sent_bytes, "generated_bytes": handle.load.generated_bytes,

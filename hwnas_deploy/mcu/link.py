@@ -57,9 +57,11 @@ MADE_ARRAYS = 3
 #: says the board's receive buffer size and flash slot; a blob loaded survives a reset, and one
 #: LOAD_END asks to keep survives a power cycle (in the flash slot)
 WINDOWED = 4
+#: protocol 5: LOAD_SEGMENTS generates unpacked (int16) weights too (blob v2)
+Q15_WEIGHTS = 5
 #: LOAD_SEGMENTS' kinds (the top two bits of a segment's u32 head) and the shortest run of zero
 #: bytes worth a segment of its own (8 bytes on the wire)
-LITERAL, GENERATED, REPEATED = 0, 1, 2
+LITERAL, GENERATED, REPEATED, GENERATED_Q15 = 0, 1, 2, 3
 ZERO_RUN = 16
 ERROR_NAMES = {1: "CRC", 2: "UNKNOWN_CMD", 3: "BAD_LENGTH", 4: "TOO_BIG", 5: "BAD_BLOB", 6: "NO_MODEL",
                7: "SEQUENCE", 8: "UNSUPPORTED", 9: "ARENA"}
@@ -297,7 +299,8 @@ class McuLink:
         says which)."""
         start_time, start_bytes = time.monotonic(), self.stats["bytes_sent"]
         named = self.protocol >= NAMED_LOADS
-        made = [m for m in made if named and (m.word is None or self.protocol >= MADE_ARRAYS)]
+        made = [m for m in made if named and (m.word is None or self.protocol >= MADE_ARRAYS)
+                and (not m.q15 or self.protocol >= Q15_WEIGHTS)]
         begin = struct.pack("<II", len(blob), zlib.crc32(blob) & 0xFFFFFFFF)
         reply = self.request(LOAD_BEGIN, begin + (hashlib.sha256(blob).digest() if named else b""))
         if reply[:1] == b"\x01":
@@ -530,7 +533,8 @@ def _segment_requests(blob: bytes, made: Sequence[Made], seed: int,
                 body += struct.pack("<I", LITERAL << 30 | n) + blob[s:s + n]
             elif by is not None and room >= (0 if by.word is None else 4):
                 n = e - s
-                body += struct.pack("<I", (GENERATED if by.word is None else REPEATED) << 30 | n) + (by.word or b"")
+                kind = REPEATED if by.word is not None else GENERATED_Q15 if by.q15 else GENERATED
+                body += struct.pack("<I", kind << 30 | n) + (by.word or b"")
             else:  # full: send it, go on in the next request
                 yield start, at, struct.pack("<II", start, seed) + bytes(body)
                 start, body = at, bytearray()
