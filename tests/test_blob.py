@@ -62,6 +62,22 @@ def test_arena_plan_never_overlaps_live_buffers(specs):
         assert arena < sum(sizes) + 16 * len(sizes)
 
 
+def test_an_in_place_pair_shares_one_buffer_and_shrinks_a_peak_it_makes():
+    """`shared`: a depthwise layer writing over its dying input needs one buffer for both; where
+    that pair is the peak the arena shrinks, where a pointwise expansion is as large it cannot."""
+    from hwnas_deploy.mcu.arena import shared
+
+    # stem out (0-1) -> depthwise out (1-2) -> pointwise out (2-3)
+    sizes, lives = [16384, 16384, 8192], [(0, 1), (1, 2), (2, 3)]
+    merged = shared(sizes, lives, [(0, 1)])
+    assert merged == ([16384, 0, 8192], [(0, 2), (0, 2), (2, 3)])
+    assert plan_arena(*merged)[1] == 24576 < plan_arena(sizes, lives)[1] == 32768
+    # an expansion (8 KiB in, 40 KiB out) as large as the depthwise pair after it (40 KiB in, a
+    # stride-2 8 KiB out): the peak stays (mcu-mbnet's and MobileNetV1's case, BENCHMARKS)
+    sizes, lives = [8192, 40960, 8192], [(0, 1), (1, 2), (2, 3)]
+    assert plan_arena(*shared(sizes, lives, [(1, 2)]))[1] == plan_arena(sizes, lives)[1] == 49152
+
+
 def test_blob_export_is_verified_and_planned(tmp_path):
     sp = get_space("mcu-mbnet")
     art = export_subnet(sp, SMALL, "blob", tmp_path)
@@ -82,6 +98,8 @@ def test_blob_export_is_verified_and_planned(tmp_path):
     # our plan reaches the largest live set, where TFLite Micro's greedy-by-size plan leaves 8 KiB of holes
     assert (art.extra["arena_bytes"], art.extra["arena_greedy_bytes"], art.extra["arena_lower_bound"]) == \
         (32768, 40960, 32768)
+    # in-place depthwise (computed) would not lower it: a pointwise expansion needs as much (BENCHMARKS)
+    assert art.extra["arena_in_place_bytes"] == 32768 and max(art.extra["op_live_bytes"]) == 32768
     assert set(art.extra["ops"]) <= {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "FULLY_CONNECTED", "PAD"}
 
 

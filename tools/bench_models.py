@@ -3,7 +3,7 @@
 instructions per MAC, peak SRAM and flash, portable vs optimised kernels in the same run, next to
 the published results of commercial engines on real Cortex-M7 boards for the same networks.
 
-    .venv/bin/python tools/bench_models.py
+    .venv/bin/python tools/bench_models.py [--layers]
 
 Each network is exported from torch to a full-integer int8 TFLite model (random weights,
 BatchNorm calibrated on random inputs; 16 random calibration samples) and from there to a
@@ -18,8 +18,10 @@ clock / MACs, FACTS.md): a different unit on different hardware, shown for scale
 same-run ratio; QEMU counts instructions, not cycles (no stalls, no cache misses, no dual issue).
 Per operator kind, instructions per MAC of both kernel sets over the four networks; beside each
 network's arena (hwnas_deploy.mcu.arena) the arena TFLite Micro's GreedyMemoryPlanner would plan
-(greedy by size, over the same tensors and lifetimes) and the lower bound any plan of that
-operator order has: its largest set of tensors alive at once.
+(greedy by size, over the same tensors and lifetimes), the lower bound any plan of that
+operator order has (its largest set of tensors alive at once), and the plan if every depthwise
+layer whose input dies there wrote its output over it (TinyEngine's in-place depthwise; computed,
+the kernels do not do it).
 """
 
 from __future__ import annotations
@@ -44,11 +46,17 @@ TASKS = {"ds-cnn": "keyword spotting", "mobilenet-v1-0.25": "visual wake words",
          "fc-autoencoder": "anomaly detection"}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", action="store_true",
+                    help="also print every layer's instructions/MAC of the optimised run, per network")
+    args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_mcu_kernels import layer_macs, link_input_bytes
 
-    rows = []
+    rows, layer_lines = [], []
     per_kind: dict[str, dict[str, list[float]]] = {}  # operator kind -> kernel set -> [instructions, MACs]
     with tempfile.TemporaryDirectory() as tmp, QemuBoard() as board:
         link = McuLink.open(board.url)
@@ -66,34 +74,40 @@ def main() -> int:
                 kernels = "portable" if kset == "portable" else "optimised"
                 run = link.run(warmup=0, repeats=1, per_layer=True, kernels=kernels)
                 counts[kset] = ticks_to_instructions(run.cycles[0], board.shift)
-                for (kind, kind_macs), cycles in zip(layer_macs(data), run.layer_cycles, strict=True):
+                for i, ((kind, kind_macs), cycles) in enumerate(zip(layer_macs(data), run.layer_cycles, strict=True)):
                     cell = per_kind.setdefault(kind, {}).setdefault(kset, [0.0, 0.0])
                     cell[0] += ticks_to_instructions(cycles, board.shift)
                     cell[1] += kind_macs
+                    if kset == "optimised" and kind_macs:
+                        layer_lines.append(f"| {name} | {i} | {kind} | {' x '.join(map(str, art.extra['op_shapes'][i][1:]))} "
+                                           f"| {kind_macs} | {ticks_to_instructions(cycles, board.shift) / kind_macs:.2f} |")
                 outputs[kset] = link.infer(link_input_bytes(data), kernels=kernels)
             if len(set(outputs.values())) != 1:
                 raise SystemExit(f"{name}: the optimised kernels disagree with the portable ones")
             macs = sum(art.extra["op_macs"])
             assert macs == model.macs, (name, macs, model.macs)
             rows.append((name, macs, counts, art.extra["arena_bytes"], art.extra["arena_greedy_bytes"],
-                         art.extra["arena_lower_bound"], art.extra["blob_bytes"], int8_blob.stat().st_size,
-                         art.extra["max_lsb_vs_litert_reference"], art.extra["unpacked_layers"]))
+                         art.extra["arena_lower_bound"], art.extra["arena_in_place_bytes"], art.extra["blob_bytes"],
+                         int8_blob.stat().st_size, art.extra["max_lsb_vs_litert_reference"],
+                         art.extra["unpacked_layers"]))
             print(f"{name}: {counts['optimised'] / macs:.2f} instructions/MAC", file=sys.stderr, flush=True)
         link.close()
 
     print("\nMLPerf Tiny reference networks on QEMU mps2-an500 (-icount shift=7), int8, random weights\n")
     print("| task | network | MACs | portable instr/MAC | optimised, int8 weights | optimised (export) | "
           "speed-up over portable (same run) | target | peak SRAM (our plan) | TFLite Micro's greedy plan | "
-          "largest live set | flash (int8 weights) | flash (export; unpacked layers) | vs LiteRT ref | "
-          "X-CUBE-AI 9.0, H7A3 (cycles/MAC, published) | Plumerai, F746 (published) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, macs, counts, arena, greedy, live, flash, flash8, lsb, unpacked in rows:
+          "largest live set | with in-place depthwise (computed) | flash (int8 weights) | "
+          "flash (export; unpacked layers) | vs LiteRT ref | X-CUBE-AI 9.0, H7A3 (cycles/MAC, published) | "
+          "Plumerai, F746 (published) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, macs, counts, arena, greedy, live, in_place, flash, flash8, lsb, unpacked in rows:
         xcube, plumerai = PUBLISHED[name]
         target = f"{TARGETS[name]:.1f}" if name in TARGETS else "-"
         print(f"| {TASKS[name]} | {name} | {macs / 1e6:.3f} M | {counts['portable'] / macs:.2f} | "
               f"{counts['int8 weights'] / macs:.2f} | {counts['optimised'] / macs:.2f} | "
               f"{counts['portable'] / counts['optimised']:.2f}x | {target} | "
-              f"{arena / 1024:.1f} KiB | {greedy / 1024:.1f} KiB | {live / 1024:.1f} KiB | {flash8 / 1024:.1f} KiB | "
+              f"{arena / 1024:.1f} KiB | {greedy / 1024:.1f} KiB | {live / 1024:.1f} KiB | {in_place / 1024:.1f} KiB | "
+              f"{flash8 / 1024:.1f} KiB | "
               f"{flash / 1024:.1f} KiB; {unpacked} | {lsb} LSB | {xcube:.2f} | {plumerai:.2f} |")
     total_macs = sum(r[1] for r in rows)
     for kset in ("portable", "int8 weights", "optimised"):
@@ -111,6 +125,11 @@ def main() -> int:
         else:
             figures = f"- | {p_instr:.0f} instr | {i_instr:.0f} instr | {o_instr:.0f} instr"
         print(f"| {kind} | {figures} | {p_instr / o_instr:.2f}x | {100 * o_instr / total:.1f} % |")
+    if args.layers:
+        print("\nEvery layer with MACs, optimised kernels on the exported blob\n")
+        print("| network | layer | kind | output (H x W x C) | MACs | instructions/MAC |")
+        print("|---|---:|---|---|---:|---:|")
+        print("\n".join(layer_lines))
     return 0
 
 

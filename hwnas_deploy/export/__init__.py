@@ -94,7 +94,8 @@ def blob_written(info, lsb: int | None) -> Written:
     extra = {"arena_bytes": info.arena_bytes, "weight_bytes": info.weight_bytes, "blob_bytes": info.size,
              "ops": info.op_names, "op_shapes": [list(d) for d in info.op_shapes], "op_macs": info.op_macs,
              "op_live_bytes": info.op_live_bytes, "arena_greedy_bytes": info.arena_greedy_bytes,
-             "arena_lower_bound": info.arena_lower_bound, "unpacked_layers": info.unpacked_layers,
+             "arena_lower_bound": info.arena_lower_bound, "arena_in_place_bytes": info.arena_in_place_bytes,
+             "unpacked_layers": info.unpacked_layers,
              "unpacked_extra_bytes": info.unpacked_extra_bytes}
     if lsb is not None:
         extra["max_lsb_vs_litert_reference"] = lsb

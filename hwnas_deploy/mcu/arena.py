@@ -99,3 +99,18 @@ def _place(sizes: Sequence[int], lifetimes: Sequence[Lifetime], order: Sequence[
         placed.append(i)
     arena = max((offsets[i] + sizes[i] for i in range(len(sizes))), default=0)
     return offsets, align(arena)
+
+
+def shared(sizes: Sequence[int], lifetimes: Sequence[Lifetime],
+           pairs: Sequence[tuple[int, int]]) -> tuple[list[int], list[Lifetime]]:
+    """The tensors and lifetimes a plan sees when each pair (a, b) shares one buffer (an operator
+    writing its output over its input, in place): b joins a's buffer, sized for the larger and
+    alive over both lifetimes; b's own entry becomes empty."""
+    sizes, lives = list(sizes), [tuple(lt) for lt in lifetimes]
+    home = list(range(len(sizes)))
+    for a, b in pairs:
+        ra = home[a]
+        sizes[ra] = max(sizes[ra], sizes[b])
+        lives[ra] = (min(lives[ra][0], lives[b][0]), max(lives[ra][1], lives[b][1]))
+        sizes[b], lives[b], home[b] = 0, lives[ra], ra
+    return sizes, lives

@@ -28,7 +28,7 @@ import numpy as np
 from hwnas_deploy.errors import ExportError, UnsupportedOpError
 from hwnas_deploy.graphs import tflite_op_name
 from hwnas_deploy.mcu.arena import align as _align
-from hwnas_deploy.mcu.arena import greedy_by_size, lower_bound, plan_arena
+from hwnas_deploy.mcu.arena import greedy_by_size, lower_bound, plan_arena, shared
 
 MAGIC = 0x424E5748  # "HWNB"
 VERSION = 1  # a blob without unpacked weights
@@ -133,6 +133,9 @@ class BlobInfo:
     #: and the largest set of them alive at once (no plan of this operator order is smaller)
     arena_greedy_bytes: int = 0
     arena_lower_bound: int = 0
+    #: the arena if every depthwise layer whose input dies there wrote its output in place
+    #: (computed; the kernels do not do it)
+    arena_in_place_bytes: int = 0
     #: convolutions whose weights are stored unpacked (INT8_Q15), and the flash that took
     unpacked_layers: int = 0
     unpacked_extra_bytes: int = 0
@@ -831,6 +834,13 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path, unpacked: boo
     life[blob_output][1] = len(ops)
     arena_sizes, arena_lives = [tensors[i].nbytes for i in arena_ids], [tuple(life[i]) for i in arena_ids]
     offsets, arena_bytes = plan_arena(arena_sizes, arena_lives)
+    # what an in-place depthwise (its output over its input where the input dies there, as
+    # TinyEngine does) would plan: reported, not run (the kernels do not write in place)
+    slot = {t: k for k, t in enumerate(arena_ids)}
+    in_place = [(slot[inputs[0]], slot[out]) for n, (opcode, inputs, out, _, _, _) in enumerate(ops)
+                if opcode == OPCODES["DEPTHWISE_CONV_2D"] and inputs[0] in slot and life[inputs[0]][1] == n
+                and tensors[inputs[0]].dims[3] == tensors[out].dims[3]]
+    arena_in_place = plan_arena(*shared(arena_sizes, arena_lives, in_place))[1] if in_place else arena_bytes
     for i, off in zip(arena_ids, offsets, strict=True):
         tensors[i].offset = off
 
@@ -898,6 +908,7 @@ def tflite_to_blob(tflite_path: str | Path, blob_path: str | Path, unpacked: boo
         dtype="float32" if it.dtype == FLOAT32 else "int8",
         arena_greedy_bytes=greedy_by_size(arena_sizes, arena_lives)[1],
         arena_lower_bound=lower_bound(arena_sizes, arena_lives),
+        arena_in_place_bytes=arena_in_place,
         unpacked_layers=n_unpacked,
         unpacked_extra_bytes=extra_bytes,
     )
