@@ -49,25 +49,27 @@
     strb    r3, [\dst, #\off]
     .endm
 
+    /* One function of the 2 x 2 block: `group` the loop body (16 MACs), w1 = w0 + (n << w_shift) */
+    .macro PAIR_2X2 name, group, w_shift
     .align  2
-    .global hw_pair_2x2_q15_sat
-    .type   hw_pair_2x2_q15_sat, %function
+    .global \name
+    .type   \name, %function
     .thumb_func
-hw_pair_2x2_q15_sat:
+\name:
     push    {r4-r11, lr}            @ the stack arguments now start at sp + 36
     ldr     r4, [sp, #36]           @ b
     ldrd    r8, r9, [r4]            @ pixel 0: channels o, o + 1
     mov     r10, r8                 @ pixel 1
     mov     r11, r9
-    add     r2, r1, r2              @ w1 = w0 + n
+    add     r2, r1, r2, lsl #\w_shift @ w1, n weights after w0
     lsls    r12, r3, #31            @ Z clear when the group count is odd
     add     r3, r0, r3, lsl #4      @ end of xq
     beq     1f
-    GROUP                           @ the odd group
+    \group                          @ the odd group
 1:  cmp     r0, r3
     beq     3f
-2:  GROUP
-    GROUP
+2:  \group
+    \group
     cmp     r0, r3
     bne     2b
 3:  ldrd    r0, r1, [sp, #40]       @ q, y
@@ -80,7 +82,10 @@ hw_pair_2x2_q15_sat:
     REQUANT r9, r1, 1
     REQUANT r11, r2, 1
     pop     {r4-r11, pc}
-    .size   hw_pair_2x2_q15_sat, . - hw_pair_2x2_q15_sat
+    .size   \name, . - \name
+    .endm
+
+    PAIR_2X2 hw_pair_2x2_q15_sat, GROUP, 0
 
 /* void hw_pair_2x2_w16_sat(const uint32_t *xq, const int16_t *w0, int n, int groups,
  *                          const int32_t *b, const rq_t *q, int8_t *y, int o_n);
@@ -104,35 +109,4 @@ hw_pair_2x2_q15_sat:
     smlad   r11, r5, lr, r11
     .endm
 
-    .align  2
-    .global hw_pair_2x2_w16_sat
-    .type   hw_pair_2x2_w16_sat, %function
-    .thumb_func
-hw_pair_2x2_w16_sat:
-    push    {r4-r11, lr}            @ the stack arguments now start at sp + 36
-    ldr     r4, [sp, #36]           @ b
-    ldrd    r8, r9, [r4]            @ pixel 0: channels o, o + 1
-    mov     r10, r8                 @ pixel 1
-    mov     r11, r9
-    add     r2, r1, r2, lsl #1      @ w1 = w0 + n int16
-    lsls    r12, r3, #31            @ Z clear when the group count is odd
-    add     r3, r0, r3, lsl #4      @ end of xq
-    beq     1f
-    GROUP16                         @ the odd group
-1:  cmp     r0, r3
-    beq     3f
-2:  GROUP16
-    GROUP16
-    cmp     r0, r3
-    bne     2b
-3:  ldrd    r0, r1, [sp, #40]       @ q, y
-    ldr     r2, [sp, #48]           @ o_n
-    add     r2, r1, r2              @ pixel 1's outputs
-    ldm     r0!, {r4, r5, r6, r7, r12}
-    REQUANT r8, r1, 0
-    REQUANT r10, r2, 0
-    ldm     r0, {r4, r5, r6, r7, r12}
-    REQUANT r9, r1, 1
-    REQUANT r11, r2, 1
-    pop     {r4-r11, pc}
-    .size   hw_pair_2x2_w16_sat, . - hw_pair_2x2_w16_sat
+    PAIR_2X2 hw_pair_2x2_w16_sat, GROUP16, 1

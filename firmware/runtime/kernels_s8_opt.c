@@ -329,48 +329,6 @@ static NOINLINE void dot_1x2_q(const uint32_t *xq, const int8_t *w0, const int8_
 }
 #endif
 
-/* Output channels o, o + 1 of a pixel pair, requantised in RQ_SAT (or RQ_SIMPLE) mode and stored:
- * kernels_s8_m7.S on the Cortex-M7 (see there why), this C twin on the host. */
-#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
-void hw_pair_2x2_q15_sat(const uint32_t *xq, const int8_t *w0, int n, int groups, const int32_t *b, const rq_t *q,
-                         int8_t *y, int o_n);
-#else
-static void hw_pair_2x2_q15_sat(const uint32_t *xq, const int8_t *w0, int n, int groups, const int32_t *b,
-                                const rq_t *q, int8_t *y, int o_n) {
-    int32_t a[4] = {b[0], b[1], b[0], b[1]};
-    dot_2x2_q(xq, w0, w0 + n, groups, a);
-    y[0] = rq_out(a[0], &q[0], -128, 127, RQ_SAT);
-    y[1] = rq_out(a[1], &q[1], -128, 127, RQ_SAT);
-    y[o_n] = rq_out(a[2], &q[0], -128, 127, RQ_SAT);
-    y[o_n + 1] = rq_out(a[3], &q[1], -128, 127, RQ_SAT);
-}
-#endif
-
-/* Every output channel pair of one row pair over unpacked inputs (rows: 2, or 1 for a last odd
- * row, whose second row is computed and not stored). */
-static ALWAYS_INLINE void rowpair_q(const uint32_t *xq, int n, const int8_t *w, int o_begin, int o_end, int o_n,
-                                   const int32_t *bias, int8_t *y, const rq_t *q, int lo, int hi, int rows,
-                                   const int mode) {
-    static const int32_t no_bias[2] = {0, 0};
-    int o = o_begin;
-    if (mode != RQ_CLAMP && rows == 2)
-        for (; o + 1 < o_end; o += 2)
-            hw_pair_2x2_q15_sat(xq, w + o * n, n, n / 4, bias ? bias + o : no_bias, &q[o - o_begin], y + o, o_n);
-    for (; o < o_end; o += 2) {
-        const int o1 = o + 1 < o_end ? o + 1 : o;
-        const int32_t b0 = bias ? bias[o] : 0, b1 = bias ? bias[o1] : 0;
-        int32_t a[4] = {b0, b1, b0, b1};
-        dot_2x2_q(xq, w + o * n, w + o1 * n, n / 4, a);
-        const rq_t q0 = q[o - o_begin], q1 = q[o1 - o_begin]; /* each loaded once for both rows */
-        y[o] = rq_out(a[0], &q0, lo, hi, mode);
-        y[o1] = rq_out(a[1], &q1, lo, hi, mode);
-        if (rows == 2) {
-            y[o_n + o] = rq_out(a[2], &q0, lo, hi, mode);
-            y[o_n + o1] = rq_out(a[3], &q1, lo, hi, mode);
-        }
-    }
-}
-
 /* Weights the blob stores unpacked (HW_INT8_Q15: int16, per group of 4 the even then the odd pair):
  * the same 2 x 2 block without unpacking them, 4 LDRD + 8 SMLAD per 16 MACs (two groups per compare
  * and branch: 13 instructions per 16 MACs against 17). The flash they take doubles; the exporter
@@ -424,37 +382,58 @@ static NOINLINE void dot_2x2_w16(const uint32_t *xq, const int16_t *w0, const in
 }
 #endif
 
-/* hw_pair_2x2_q15_sat over unpacked weights (w0: n int16 per row): kernels_s8_m7.S / this C twin. */
+/* Output channels o, o + 1 of a pixel pair (weights int8, or unpacked with w16), requantised in
+ * RQ_SAT (or RQ_SIMPLE) mode and stored: kernels_s8_m7.S on the Cortex-M7 (see there why), the
+ * C below on the host. */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+void hw_pair_2x2_q15_sat(const uint32_t *xq, const int8_t *w0, int n, int groups, const int32_t *b, const rq_t *q,
+                         int8_t *y, int o_n);
 void hw_pair_2x2_w16_sat(const uint32_t *xq, const int16_t *w0, int n, int groups, const int32_t *b, const rq_t *q,
                          int8_t *y, int o_n);
+#endif
+
+/* The 2 x 2 block's sums for output channels o, o1 over weights w (n per channel). */
+static ALWAYS_INLINE void dot_2x2_rows(const uint32_t *xq, const void *w, int n, int o, int o1, int32_t *a,
+                                       const int w16) {
+    if (w16)
+        dot_2x2_w16(xq, (const int16_t *)w + o * n, (const int16_t *)w + o1 * n, n / 4, a);
+    else
+        dot_2x2_q(xq, (const int8_t *)w + o * n, (const int8_t *)w + o1 * n, n / 4, a);
+}
+
+static ALWAYS_INLINE void pair_2x2_sat(const uint32_t *xq, const void *w, int n, int o, const int32_t *b,
+                                       const rq_t *q, int8_t *y, int o_n, const int w16) {
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+    if (w16)
+        hw_pair_2x2_w16_sat(xq, (const int16_t *)w + o * n, n, n / 4, b, q, y, o_n);
+    else
+        hw_pair_2x2_q15_sat(xq, (const int8_t *)w + o * n, n, n / 4, b, q, y, o_n);
 #else
-static void hw_pair_2x2_w16_sat(const uint32_t *xq, const int16_t *w0, int n, int groups, const int32_t *b,
-                                const rq_t *q, int8_t *y, int o_n) {
     int32_t a[4] = {b[0], b[1], b[0], b[1]};
-    dot_2x2_w16(xq, w0, w0 + n, groups, a);
+    dot_2x2_rows(xq, w, n, o, o + 1, a, w16);
     y[0] = rq_out(a[0], &q[0], -128, 127, RQ_SAT);
     y[1] = rq_out(a[1], &q[1], -128, 127, RQ_SAT);
     y[o_n] = rq_out(a[2], &q[0], -128, 127, RQ_SAT);
     y[o_n + 1] = rq_out(a[3], &q[1], -128, 127, RQ_SAT);
-}
 #endif
+}
 
-/* rowpair_q over unpacked weights (w: n int16 per output channel). */
-static ALWAYS_INLINE void rowpair_w16(const uint32_t *xq, int n, const int16_t *w, int o_begin, int o_end, int o_n,
-                                      const int32_t *bias, int8_t *y, const rq_t *q, int lo, int hi, int rows,
-                                      const int mode) {
+/* Every output channel pair of one row pair over unpacked inputs (rows: 2, or 1 for a last odd
+ * row, whose second row is computed and not stored); weights int8, or unpacked with w16. */
+static ALWAYS_INLINE void rowpair(const uint32_t *xq, int n, const void *w, int o_begin, int o_end, int o_n,
+                                  const int32_t *bias, int8_t *y, const rq_t *q, int lo, int hi, int rows,
+                                  const int w16, const int mode) {
     static const int32_t no_bias[2] = {0, 0};
     int o = o_begin;
     if (mode != RQ_CLAMP && rows == 2)
         for (; o + 1 < o_end; o += 2)
-            hw_pair_2x2_w16_sat(xq, w + o * n, n, n / 4, bias ? bias + o : no_bias, &q[o - o_begin], y + o, o_n);
+            pair_2x2_sat(xq, w, n, o, bias ? bias + o : no_bias, &q[o - o_begin], y + o, o_n, w16);
     for (; o < o_end; o += 2) {
         const int o1 = o + 1 < o_end ? o + 1 : o;
         const int32_t b0 = bias ? bias[o] : 0, b1 = bias ? bias[o1] : 0;
         int32_t a[4] = {b0, b1, b0, b1};
-        dot_2x2_w16(xq, w + o * n, w + o1 * n, n / 4, a);
-        const rq_t q0 = q[o - o_begin], q1 = q[o1 - o_begin];
+        dot_2x2_rows(xq, w, n, o, o1, a, w16);
+        const rq_t q0 = q[o - o_begin], q1 = q[o1 - o_begin]; /* each loaded once for both rows */
         y[o] = rq_out(a[0], &q0, lo, hi, mode);
         y[o1] = rq_out(a[1], &q1, lo, hi, mode);
         if (rows == 2) {
@@ -464,15 +443,26 @@ static ALWAYS_INLINE void rowpair_w16(const uint32_t *xq, int n, const int16_t *
     }
 }
 
-#define ROWPAIR_W16_PARAMS                                                                                          \
-    (const uint32_t *xq, int n, const int16_t *w, int o_begin, int o_end, int o_n, const int32_t *bias, int8_t *y, \
-     const rq_t *q, int lo, int hi, int rows)
-MODE_VARIANTS(rowpair_w16, ROWPAIR_W16_PARAMS, xq, n, w, o_begin, o_end, o_n, bias, y, q, lo, hi, rows)
-
 #define ROWPAIR_PARAMS                                                                                             \
     (const uint32_t *xq, int n, const int8_t *w, int o_begin, int o_end, int o_n, const int32_t *bias, int8_t *y, \
      const rq_t *q, int lo, int hi, int rows)
+#define ROWPAIR_W16_PARAMS                                                                                          \
+    (const uint32_t *xq, int n, const int16_t *w, int o_begin, int o_end, int o_n, const int32_t *bias, int8_t *y, \
+     const rq_t *q, int lo, int hi, int rows)
+static ALWAYS_INLINE void rowpair_q(const uint32_t *xq, int n, const int8_t *w, int o_begin, int o_end, int o_n,
+                                   const int32_t *bias, int8_t *y, const rq_t *q, int lo, int hi, int rows,
+                                   const int mode) {
+    rowpair(xq, n, w, o_begin, o_end, o_n, bias, y, q, lo, hi, rows, 0, mode);
+}
+
+static ALWAYS_INLINE void rowpair_w16(const uint32_t *xq, int n, const int16_t *w, int o_begin, int o_end, int o_n,
+                                     const int32_t *bias, int8_t *y, const rq_t *q, int lo, int hi, int rows,
+                                     const int mode) {
+    rowpair(xq, n, w, o_begin, o_end, o_n, bias, y, q, lo, hi, rows, 1, mode);
+}
+
 MODE_VARIANTS(rowpair_q, ROWPAIR_PARAMS, xq, n, w, o_begin, o_end, o_n, bias, y, q, lo, hi, rows)
+MODE_VARIANTS(rowpair_w16, ROWPAIR_W16_PARAMS, xq, n, w, o_begin, o_end, o_n, bias, y, q, lo, hi, rows)
 
 /* rows of n int8 (x, stride n) times weights [o][n] -> out[row * o_n + o]: pointwise and fully
  * connected layers, and convolutions over their im2col buffer (rows = 2). */
