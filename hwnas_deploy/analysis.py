@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hwnas_deploy.devices import DeviceProfile, load_profile
+from hwnas_deploy.mcu.blob import HEADER, blob_unpacked_layers, fit_flash
 from hwnas_deploy.measurement import Network
 
 
@@ -34,6 +35,9 @@ class Analysis:
     tflm_greedy_sram_bytes: int | None = None
     live_sram_bytes: int | None = None
     flash_bytes: int | None = None  # the blob: weights, tensor table, operators
+    #: convolutions whose weights the blob stores unpacked (faster, twice their flash), as many as
+    #: the flash budget allows: what the board would be sent
+    unpacked_layers: int | None = None
     sram_budget: int | None = None
     flash_budget: int | None = None
     peak_layer: int | None = None  # the first layer at the peak of live arena bytes
@@ -55,7 +59,9 @@ class Analysis:
                 f" (TFLite Micro's greedy plan: {self.tflm_greedy_sram_bytes:,} B; largest live set "
                 f"{self.live_sram_bytes:,} B)" if self.tflm_greedy_sram_bytes else ""))
         if self.flash_bytes is not None:
-            parts.append(f"flash {self.flash_bytes:,} B" + (f" of {self.flash_budget:,}" if self.flash_budget else ""))
+            parts.append(f"flash {self.flash_bytes:,} B" + (f" of {self.flash_budget:,}" if self.flash_budget else "")
+                         + (f" ({self.unpacked_layers} convolutions' weights unpacked)" if self.unpacked_layers
+                            else ""))
         verdict = "fits" if self.fits else "does not fit: " + "; ".join(self.reasons)
         return ", ".join(parts) + f"; {verdict}"
 
@@ -74,8 +80,13 @@ def analyze(network: Network, device: str | DeviceProfile, runtime: str | None =
     if fmt in ("blob", "blob-fp32"):
         with tempfile.TemporaryDirectory(prefix="hwnas-analyze-") as tmp:
             art = network.export(fmt, Path(tmp))
+            # the blob the board would get: unpacked weights handed back to int8 until it fits
+            blob = Path(art.path).read_bytes()
+        if flash is not None:
+            blob = fit_flash(blob, flash)
         extra = art.extra
-        result.peak_sram_bytes, result.flash_bytes = int(extra["arena_bytes"]), int(extra["blob_bytes"])
+        result.peak_sram_bytes, result.flash_bytes = int(extra["arena_bytes"]), len(blob)
+        result.unpacked_layers = blob_unpacked_layers(blob)
         result.tflm_greedy_sram_bytes = extra.get("arena_greedy_bytes")
         result.live_sram_bytes = extra.get("arena_lower_bound")
         live = extra.get("op_live_bytes", [])
@@ -92,7 +103,7 @@ def analyze(network: Network, device: str | DeviceProfile, runtime: str | None =
             result.reasons.append(f"SRAM: the arena needs {result.peak_sram_bytes:,} B > {sram:,} B{where}")
         if flash is not None and result.flash_bytes > flash:
             result.reasons.append(f"flash: the model needs {result.flash_bytes:,} B > {flash:,} B "
-                                  f"(weights {int(extra['weight_bytes']):,} B)")
+                                  f"(weights {HEADER.unpack_from(blob)[13]:,} B)")
     else:
         facts = getattr(network, "facts", None)
         if facts is not None:

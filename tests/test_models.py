@@ -276,7 +276,15 @@ def test_analyze_without_a_board_names_what_does_not_fit(zoo):
     assert not small.fits and len(small.reasons) == 2
     peak = small.layers[small.peak_layer]
     assert f"SRAM: the arena needs {a.peak_sram_bytes:,} B > 40,000 B (at layer {peak['layer']}" in small.reasons[0]
-    assert small.reasons[1].startswith(f"flash: the model needs {a.flash_bytes:,} B > 200,000 B")
+    # what the board would get: every unpacked weight handed back to int8 (blob v1), still too big
+    assert a.unpacked_layers == 11 and small.unpacked_layers == 0 and small.flash_bytes < a.flash_bytes
+    assert "flash 344,240 B of 1,048,576 (11 convolutions' weights unpacked)" in a.summary()  # 336.2 KiB, BENCHMARKS
+    assert small.reasons[1].startswith(f"flash: the model needs {small.flash_bytes:,} B > 200,000 B")
+    # a budget between the two: as many unpacked layers as fit, and it fits
+    data["hardware"]["sram_bytes"], data["hardware"]["flash_bytes"] = 60_000, (small.flash_bytes + a.flash_bytes) // 2
+    mid = analyze(model, parse_profile(data, "mid.yaml"))
+    assert mid.fits and 0 < mid.unpacked_layers < 11 and small.flash_bytes < mid.flash_bytes <= data["hardware"][
+        "flash_bytes"]
 
 
 def test_per_layer_times_on_the_cpu_from_onnxruntimes_profiler(zoo, tmp_path):
